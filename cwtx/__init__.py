@@ -1,0 +1,39 @@
+"""
+cwtx: distribute Python jobs over a cluster, on Twisted.
+
+A client submits closures, a master (``twistd cw-master``) routes them, and
+workers (``twistd cw-worker --master HOST``) run them.
+"""
+
+from ._client import PORT, Client, JobOptions, connect
+from ._errors import (
+    ConnectionLost,
+    CwtxError,
+    JobCancelled,
+    JobLost,
+    JobTimeout,
+    ProtocolMismatch,
+    RemoteError,
+    RemoteTraceback,
+)
+from .local import allocate, start, stop
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PORT",
+    "Client",
+    "ConnectionLost",
+    "CwtxError",
+    "JobCancelled",
+    "JobLost",
+    "JobOptions",
+    "JobTimeout",
+    "ProtocolMismatch",
+    "RemoteError",
+    "RemoteTraceback",
+    "allocate",
+    "connect",
+    "start",
+    "stop",
+]

@@ -1,0 +1,142 @@
+"""
+Batching: many records per AMP command, so a million tiny jobs are not a
+million round trips, and a bounded number of batches in flight.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import txaio
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.protocols.amp import AMP, Command
+
+from ._payload import INLINE_MAX, BlobSender, Payload
+
+txaio.use_twisted()
+log = txaio.make_logger()
+
+T = TypeVar("T")
+
+#: A batch's encoded size stays under this (AMP's value limit is 65,535).
+BATCH_BYTES = 60_000
+#: Batches sent but not yet acknowledged.
+BATCH_WINDOW = 4
+
+#: An encoder turns a queued item into (fields, payloads), or None to skip it.
+Encoder = Callable[[T], "tuple[dict[str, Any], dict[str, Payload]] | None"]
+
+
+def field_size(key: str, value: Any) -> int:
+    """Upper bound of one key/value pair's size on the wire."""
+    if isinstance(value, bytes):
+        n = len(value)
+    elif isinstance(value, str):
+        n = len(value.encode("utf-8"))
+    else:
+        n = 32
+    return 4 + len(key) + n
+
+
+class BatchSender(Generic[T]):
+    """
+    Sends queued items in order, as batches of one list-valued command.
+
+    Items are encoded only when their turn comes (so an item cancelled while
+    queued can be skipped), large payloads are streamed just before the batch
+    that names them, and at most BATCH_WINDOW batches await their answer.
+    """
+
+    def __init__(
+        self,
+        amp: AMP,
+        command: type[Command],
+        argument: str,
+        encode: Encoder[T],
+        clock: IReactorTime,
+        blobs: BlobSender | None = None,
+    ) -> None:
+        self._amp = amp
+        self._command = command
+        self._argument = argument
+        self._encode = encode
+        self._clock = clock
+        self._blobs = blobs if blobs is not None else BlobSender(amp)
+        self._queue: deque[T] = deque()
+        self._running = False
+        self._stopped = False
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def add(self, item: T) -> None:
+        if self._stopped:
+            return
+        self._queue.append(item)
+        if not self._running:
+            self._running = True
+            # Coalesce everything added in this turn of the event loop.
+            self._clock.callLater(0, self._start)
+
+    def stop(self) -> None:
+        """Drop what is queued and send nothing more (connection gone)."""
+        self._stopped = True
+        self._queue.clear()
+
+    def _start(self) -> None:
+        d = Deferred.fromCoroutine(self._pump())
+        d.addErrback(self._failed)
+
+    def _failed(self, failure: Any) -> None:
+        self._running = False
+        if not self._stopped:
+            log.warn(
+                "sending {command} failed: {failure}",
+                command=self._command.__name__,
+                failure=failure.getErrorMessage(),
+            )
+        self.stop()
+
+    async def _pump(self) -> None:
+        inflight: deque[Deferred[Any]] = deque()
+        batch: list[dict[str, Any]] = []
+        size = 0
+        try:
+            while not self._stopped:
+                if not self._queue:
+                    if batch:
+                        inflight.append(self._send(batch))
+                        batch, size = [], 0
+                    if not inflight:
+                        return
+                    await inflight.popleft()
+                    continue
+                encoded = self._encode(self._queue.popleft())
+                if encoded is None:
+                    continue
+                fields, payloads = encoded
+                for name, payload in payloads.items():
+                    if payload.size > INLINE_MAX and batch:
+                        # Do not hold small records back behind a long stream.
+                        inflight.append(self._send(batch))
+                        batch, size = [], 0
+                    inline, blob = await self._blobs.encode(payload)
+                    fields[name], fields[name + "_blob"] = inline, blob
+                record_size = sum(field_size(k, v) for k, v in fields.items()) + 2
+                if batch and size + record_size > BATCH_BYTES:
+                    inflight.append(self._send(batch))
+                    batch, size = [], 0
+                batch.append(fields)
+                size += record_size
+                while len(inflight) >= BATCH_WINDOW:
+                    await inflight.popleft()
+        finally:
+            self._running = False
+            for d in inflight:
+                d.addErrback(lambda _: None)  # the first failure is reported
+
+    def _send(self, batch: list[dict[str, Any]]) -> Deferred[Any]:
+        return self._amp.callRemote(self._command, **{self._argument: batch})

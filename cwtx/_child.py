@@ -1,0 +1,128 @@
+"""
+A slot child: the process where user code runs (``python -m cwtx._child``).
+
+It reads jobs from fd 3 and writes results to fd 4, so whatever a job prints
+on stdout or stderr cannot corrupt the protocol.  Each job runs in the
+client's working directory with the client's sys.path in front; both are
+restored afterwards.  The supervisor kills and restarts this process to
+enforce timeouts and cancellation, or when a job crashes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+import traceback
+from typing import Any
+
+import cloudpickle
+
+from ._pipeframes import read_message, write_message
+from ._serialize import PICKLE_PROTOCOL
+
+JOB_FD = 3
+RESULT_FD = 4
+
+
+class _Env:
+    """Enter the client's cwd and sys.path; restore both on exit."""
+
+    def __init__(self, env: dict[str, Any]) -> None:
+        self._env = env
+
+    def __enter__(self) -> None:
+        self._cwd = os.getcwd()
+        self._path = list(sys.path)
+        path = self._env.get("path", [])
+        sys.path[:0] = [p for p in path if isinstance(p, str)]
+        cwd = self._env.get("cwd")
+        if cwd:
+            os.chdir(cwd)
+
+    def __exit__(self, *exc: object) -> None:
+        sys.path[:] = self._path
+        try:
+            os.chdir(self._cwd)
+        except OSError:
+            pass
+
+
+def _failure(stage: str, exc: BaseException) -> tuple[dict[str, Any], bytes]:
+    """An error header and, if it pickles, the exception itself."""
+    tb = "".join(traceback.format_exception(exc))
+    try:
+        value = cloudpickle.dumps(exc, protocol=PICKLE_PROTOCOL)
+        pickle.loads(value)  # an exception that pickles but won't unpickle
+    except BaseException:
+        value = b""
+    message = str(exc)
+    if stage != "run":
+        message = f"{stage}: {message}"
+    error = {"type": type(exc).__qualname__, "message": message, "traceback": tb}
+    return {"status": "error", "error": error}, value
+
+
+class Child:
+    def __init__(self) -> None:
+        self._functions: dict[str, Any] = {}  # hash -> unpickled callable
+        self._codes: dict[str, bytes] = {}  # hash -> pickle, until it loads
+
+    def run(self, header: dict[str, Any], parts: list[bytearray]) -> list[bytes]:
+        task = header["task"]
+        fn_hash = header["fn"]
+        args_bytes = parts[0]
+        if len(parts) > 1:
+            self._codes[fn_hash] = bytes(parts[1])
+        env = json.loads(header["env"])
+        with _Env(env):
+            reply, value = self._call(fn_hash, args_bytes)
+        reply["task"] = task
+        return [json.dumps(reply).encode("utf-8"), value]
+
+    def _call(self, fn_hash: str, args_bytes: bytearray) -> tuple[dict[str, Any], bytes]:
+        fn = self._functions.get(fn_hash)
+        if fn is None:
+            code = self._codes.get(fn_hash)
+            if code is None:
+                return _failure("the worker has no such function", KeyError(fn_hash))
+            try:
+                fn = pickle.loads(code)
+            except BaseException as e:
+                return _failure("the function could not be unpickled on the worker", e)
+            self._functions[fn_hash] = fn
+            del self._codes[fn_hash]
+        try:
+            args, kwargs = pickle.loads(args_bytes)
+        except BaseException as e:
+            return _failure("the arguments could not be unpickled on the worker", e)
+        del args_bytes
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as e:
+            return _failure("run", e)
+        del args, kwargs
+        try:
+            value = cloudpickle.dumps(result, protocol=PICKLE_PROTOCOL)
+        except BaseException as e:
+            return _failure(
+                f"the result ({type(result).__qualname__}) could not be pickled", e
+            )
+        return {"status": "ok"}, value
+
+
+def main() -> None:
+    jobs = os.fdopen(JOB_FD, "rb", buffering=0)
+    results = os.fdopen(RESULT_FD, "wb")
+    child = Child()
+    while True:
+        message = read_message(jobs)
+        if message is None:
+            return
+        header = json.loads(message[0])
+        write_message(results, child.run(header, message[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""
+The wire contract: every AMP command that master, workers and clients exchange.
+
+This module holds no logic.  Payloads (functions, arguments, results) are
+opaque bytes to the master.  A payload up to ``INLINE_MAX`` bytes travels
+inline in its record (``<name>`` holds it, ``<name>_blob`` is 0); a larger one
+is streamed first with :class:`BlobChunk` and the record names it by blob id
+(``<name>`` empty, ``<name>_blob`` > 0).  See docs/protocol.md.
+"""
+
+from twisted.protocols.amp import (
+    AmpList,
+    Boolean,
+    Command,
+    Float,
+    Integer,
+    ListOf,
+    Unicode,
+)
+from twisted.protocols.amp import String as Bytes
+
+PROTOCOL_VERSION = 1
+
+#: What one job record carries, client to master (SubmitJobs) and master to
+#: worker (RunJobs).  ``job`` is the sender's id for the job.  ``fn`` is the
+#: sha256 of the function's environment and pickle; ``fn_env`` and
+#: ``fn_code`` are sent only the first time that hash goes to that peer.
+JOB_RECORD = [
+    (b"job", Integer()),
+    (b"fn", Bytes()),
+    (b"fn_env", Unicode()),
+    (b"fn_code", Bytes()),
+    (b"fn_code_blob", Integer()),
+    (b"args", Bytes()),
+    (b"args_blob", Integer()),
+    (b"timeout", Float()),
+    (b"max_retries", Integer()),
+    (b"priority", Integer()),
+    (b"resources", Unicode()),
+]
+
+#: What one result record carries, worker to master and master to client.
+#: ``status`` is one of ok, error, lost, timeout, cancelled.  ``value`` is the
+#: pickled result (ok) or pickled exception (error, may be empty); ``error``
+#: is JSON with type, message and traceback (empty for ok).
+RESULT_RECORD = [
+    (b"job", Integer()),
+    (b"status", Unicode()),
+    (b"value", Bytes()),
+    (b"value_blob", Integer()),
+    (b"error", Unicode()),
+]
+
+
+class Hello(Command):
+    """First command on every connection: who I am and what I run."""
+
+    arguments = [
+        (b"role", Unicode()),  # "client", "worker" or "status"
+        (b"name", Unicode()),  # client id or worker name, for logs and status
+        (b"protocol", Integer()),
+        (b"python", Unicode()),
+        (b"cloudpickle", Unicode()),
+    ]
+    response = [
+        (b"protocol", Integer()),
+        (b"master", Unicode()),  # the master's instance id
+    ]
+
+
+class RegisterWorker(Command):
+    """A worker offers its slots (and resources) to the master."""
+
+    arguments = [
+        (b"slots", Integer()),
+        (b"resources", Unicode()),  # JSON object
+    ]
+    response = []
+
+
+class BlobChunk(Command):
+    """One piece (at most 65,000 bytes) of a payload being streamed."""
+
+    arguments = [
+        (b"blob", Integer()),
+        (b"data", Bytes()),
+    ]
+    response = []
+
+
+class SubmitJobs(Command):
+    """Client to master: a batch of new jobs."""
+
+    arguments = [(b"jobs", AmpList(JOB_RECORD))]
+    response = []
+
+
+class RunJobs(Command):
+    """Master to worker: a batch of jobs to run now (``job`` is a task id)."""
+
+    arguments = [(b"jobs", AmpList(JOB_RECORD))]
+    response = []
+
+
+class JobResults(Command):
+    """Worker to master, and master to client: a batch of ended jobs."""
+
+    arguments = [(b"results", AmpList(RESULT_RECORD))]
+    response = []
+
+
+class CancelJobs(Command):
+    """Client to master (job ids), or master to worker (task ids)."""
+
+    arguments = [(b"jobs", ListOf(Integer()))]
+    response = []
+
+
+class Heartbeat(Command):
+    """Either side asks; the answer proves the peer's event loop is alive."""
+
+    arguments = []
+    response = []
+
+
+class Status(Command):
+    """Ask the master for a snapshot of its state (JSON)."""
+
+    arguments = [(b"detail", Boolean())]
+    response = [(b"status", Unicode())]
+
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "JOB_RECORD",
+    "RESULT_RECORD",
+    "Hello",
+    "RegisterWorker",
+    "BlobChunk",
+    "SubmitJobs",
+    "RunJobs",
+    "JobResults",
+    "CancelJobs",
+    "Heartbeat",
+    "Status",
+]

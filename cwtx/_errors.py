@@ -1,0 +1,88 @@
+"""The exceptions a job can end with, and how errors cross the wire as JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import CancelledError
+
+
+class CwtxError(Exception):
+    """Base class of the errors cwtx itself raises."""
+
+
+class RemoteError(CwtxError):
+    """
+    A job raised an exception that could not be rebuilt on the client (its
+    type does not unpickle here), or failed in a way that has no exception
+    object (a result that cannot be pickled, say).
+    """
+
+    def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = traceback
+
+    def __str__(self) -> str:
+        text = f"{self.type_name}: {self.message}"
+        if self.remote_traceback:
+            text += "\n\nRemote traceback:\n" + self.remote_traceback
+        return text
+
+
+class RemoteTraceback(CwtxError):
+    """Set as ``__cause__`` of a job's own exception: the worker's traceback."""
+
+    def __init__(self, traceback: str) -> None:
+        super().__init__(traceback)
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return "\n\nRemote traceback:\n" + self.traceback
+
+
+class JobLost(CwtxError):
+    """The job's worker died under it more than ``max_retries`` times."""
+
+    def __init__(self, message: str, attempts: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class JobTimeout(CwtxError):
+    """The job ran longer than its ``timeout`` and was killed."""
+
+
+class JobCancelled(CancelledError, CwtxError):
+    """The job was cancelled before it ended."""
+
+
+class ConnectionLost(CwtxError):
+    """The connection to the master closed while the job had not ended."""
+
+
+class ProtocolMismatch(CwtxError):
+    """The peer speaks another protocol version, or refused the handshake."""
+
+
+def error_json(type_name: str, message: str, traceback: str = "", **extra: Any) -> str:
+    """The ``error`` field of a result record."""
+    return json.dumps(
+        {"type": type_name, "message": message, "traceback": traceback, **extra}
+    )
+
+
+def parse_error(text: str) -> dict[str, Any]:
+    """Read an ``error`` field; never raise on a malformed one."""
+    try:
+        info = json.loads(text) if text else {}
+    except ValueError:
+        info = {"type": "RemoteError", "message": text}
+    if not isinstance(info, dict):
+        info = {"type": "RemoteError", "message": str(info)}
+    info.setdefault("type", "RemoteError")
+    info.setdefault("message", "")
+    info.setdefault("traceback", "")
+    return info

@@ -1,0 +1,308 @@
+"""
+The master's bookkeeping: per-client queues, the worker registry, which job
+runs where, retries, and fair dispatch.  No I/O happens here: sessions are
+handed a ``deliver`` callable, so this logic is tested without sockets.
+
+The master never unpickles anything: functions, arguments and results are
+Payloads, opaque bytes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any
+
+import txaio
+
+from ._errors import error_json
+from ._payload import EMPTY, Payload
+
+txaio.use_twisted()
+log = txaio.make_logger()
+
+DEFAULT_MAX_RETRIES = 3
+
+
+@dataclass(eq=False)
+class Function:
+    hash: bytes
+    env: str
+    code: Payload
+
+
+@dataclass(eq=False)
+class Job:
+    client: ClientSession
+    job_id: int
+    fn: Function
+    args: Payload
+    timeout: float = 0.0
+    max_retries: int = DEFAULT_MAX_RETRIES
+    priority: int = 0
+    resources: str = "{}"
+    attempts: list[dict[str, str]] = field(default_factory=list)
+    worker: WorkerSession | None = None
+    task: int = 0
+    sent: bool = False  # its RunJobs record went out to the worker
+    ended: bool = False
+
+    @property
+    def queued(self) -> bool:
+        return self.worker is None and not self.ended
+
+
+#: What the master hands a client session to send: (job id, status, value, error).
+ResultItem = tuple[int, str, Payload, str]
+
+
+class ClientSession:
+    """One connected client: its functions, its queue and its live jobs."""
+
+    def __init__(self, name: str, deliver: Callable[[ResultItem], None]) -> None:
+        self.name = name
+        self.deliver = deliver
+        self.functions: dict[bytes, Function] = {}
+        self.jobs: dict[int, Job] = {}
+        self._heap: list[tuple[int, int, Job]] = []
+        self._seq = count()
+
+    def push(self, job: Job, front: bool = False) -> None:
+        seq = -next(self._seq) if front else next(self._seq)
+        heapq.heappush(self._heap, (-job.priority, seq, job))
+
+    def pop(self) -> Job | None:
+        while self._heap:
+            job = heapq.heappop(self._heap)[2]
+            if job.queued:
+                return job
+        return None
+
+    def peek(self) -> Job | None:
+        while self._heap and not self._heap[0][2].queued:
+            heapq.heappop(self._heap)
+        return self._heap[0][2] if self._heap else None
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for job in self.jobs.values() if job.queued)
+
+
+class WorkerSession:
+    """One registered worker: its slots and the jobs running on it."""
+
+    def __init__(
+        self,
+        name: str,
+        slots: int,
+        deliver_run: Callable[[Job], None],
+        deliver_cancel: Callable[[int], None],
+        resources: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.slots = slots
+        self.resources = resources or {}
+        self.deliver_run = deliver_run
+        self.deliver_cancel = deliver_cancel
+        self.running: dict[int, Job] = {}
+        self.functions: set[bytes] = set()  # hashes already sent to it
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.running)
+
+
+class Master:
+    """Routes jobs from clients to workers and results back."""
+
+    def __init__(self, max_retries: int = DEFAULT_MAX_RETRIES) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
+        self.id = uuid.uuid4().hex[:12]
+        self.max_retries = max_retries
+        self.clients: list[ClientSession] = []
+        self.workers: list[WorkerSession] = []
+        self._tasks = count(1)
+        self._next_client = 0
+        self.completed = 0
+
+    # -- clients --------------------------------------------------------------
+
+    def add_client(self, session: ClientSession) -> None:
+        self.clients.append(session)
+
+    def remove_client(self, session: ClientSession) -> None:
+        """A client left: drop its queued jobs, cancel its running ones."""
+        if session not in self.clients:
+            return
+        self.clients.remove(session)
+        for job in list(session.jobs.values()):
+            self._abandon(job)
+        session.jobs.clear()
+        self.dispatch()
+
+    def define(self, session: ClientSession, fn: bytes, env: str, code: Payload) -> None:
+        if fn not in session.functions:
+            session.functions[fn] = Function(fn, env, code)
+
+    def submit(
+        self,
+        session: ClientSession,
+        job_id: int,
+        fn: bytes,
+        args: Payload,
+        timeout: float = 0.0,
+        max_retries: int = -1,
+        priority: int = 0,
+        resources: str = "{}",
+    ) -> None:
+        """Queue a job; a bad one ends at once with a clear error."""
+        if job_id in session.jobs:
+            log.debug("client {c} resubmitted job {j}", c=session.name, j=job_id)
+            return
+        function = session.functions.get(fn)
+        if function is None:
+            session.deliver((job_id, "error", EMPTY, error_json(
+                "ProtocolError", f"job {job_id} names function {fn.hex()}, never sent"
+            )))
+            return
+        if timeout < 0 or timeout != timeout:
+            session.deliver((job_id, "error", EMPTY, error_json(
+                "ValueError", f"job {job_id}: timeout must be 0 (none) or more"
+            )))
+            return
+        job = Job(
+            session, job_id, function, args, timeout=timeout,
+            max_retries=self.max_retries if max_retries < 0 else max_retries,
+            priority=priority, resources=resources,
+        )
+        session.jobs[job_id] = job
+        session.push(job)
+
+    def cancel(self, session: ClientSession, job_ids: list[int]) -> None:
+        """The client gave up on these jobs; it expects no answer."""
+        for job_id in job_ids:
+            job = session.jobs.pop(job_id, None)
+            if job is not None:
+                self._abandon(job)
+        self.dispatch()
+
+    def _abandon(self, job: Job) -> None:
+        job.ended = True
+        worker = job.worker
+        if worker is None:
+            return  # queued: the heap skips ended jobs
+        if job.sent:
+            worker.deliver_cancel(job.task)  # stays on the worker until it answers
+        else:
+            del worker.running[job.task]  # its record will be skipped
+
+    # -- workers --------------------------------------------------------------
+
+    def add_worker(self, worker: WorkerSession) -> None:
+        self.workers.append(worker)
+        log.info("worker {w} joined with {n} slots", w=worker.name, n=worker.slots)
+        self.dispatch()
+
+    def remove_worker(self, worker: WorkerSession, cause: str) -> None:
+        """A worker is gone: its running jobs are retried, or end as lost."""
+        if worker not in self.workers:
+            return
+        self.workers.remove(worker)
+        log.info("worker {w} left: {cause}", w=worker.name, cause=cause)
+        running, worker.running = worker.running, {}
+        for job in running.values():
+            if not job.ended:
+                self._attempt_failed(job, worker, cause, counted=job.sent)
+        self.dispatch()
+
+    def worker_result(
+        self, worker: WorkerSession, task: int, status: str, value: Payload, error: str
+    ) -> None:
+        job = worker.running.pop(task, None)
+        if job is None:
+            log.debug("ignoring result for unknown task {t} from {w}", t=task, w=worker.name)
+            return
+        if job.ended:
+            return  # cancelled, or its client left
+        if status == "lost":
+            info = json.loads(error) if error else {}
+            self._attempt_failed(job, worker, info.get("message", "lost"), counted=True)
+            return
+        self._end(job, status, value, error)
+
+    def _attempt_failed(self, job: Job, worker: WorkerSession, cause: str, counted: bool) -> None:
+        job.worker = None
+        job.sent = False
+        if counted:
+            job.attempts.append({"worker": worker.name, "cause": cause})
+        if len(job.attempts) > job.max_retries:
+            lines = "; ".join(f"{a['worker']}: {a['cause']}" for a in job.attempts)
+            message = (
+                f"job {job.job_id} was lost {len(job.attempts)} times "
+                f"(max_retries={job.max_retries}): {lines}"
+            )
+            self._end(job, "lost", EMPTY, error_json("JobLost", message, attempts=job.attempts))
+        else:
+            job.client.push(job, front=True)
+
+    def _end(self, job: Job, status: str, value: Payload, error: str) -> None:
+        job.ended = True
+        job.client.jobs.pop(job.job_id, None)
+        self.completed += 1
+        job.client.deliver((job.job_id, status, value, error))
+
+    # -- dispatch -------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        """Give free slots to queued jobs, taking clients in turn."""
+        while True:
+            free = [w for w in self.workers if w.free > 0]
+            if not free:
+                return
+            job = self._next_job()
+            if job is None:
+                return
+            failed = {a["worker"] for a in job.attempts}
+            fresh = [w for w in free if w.name not in failed] or free
+            self._start(job, max(fresh, key=lambda w: w.free))
+
+    def _next_job(self) -> Job | None:
+        n = len(self.clients)
+        for i in range(n):
+            client = self.clients[(self._next_client + i) % n]
+            job = client.pop()
+            if job is not None:
+                self._next_client = (self._next_client + i + 1) % n
+                return job
+        return None
+
+    def _start(self, job: Job, worker: WorkerSession) -> None:
+        job.task = next(self._tasks)
+        job.worker = worker
+        worker.running[job.task] = job
+        worker.deliver_run(job)
+
+    # -- status ---------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "master": self.id,
+            "workers": [
+                {"name": w.name, "slots": w.slots, "running": len(w.running),
+                 "resources": w.resources}
+                for w in self.workers
+            ],
+            "clients": [
+                {"name": c.name, "queued": c.queued, "jobs": len(c.jobs)}
+                for c in self.clients
+            ],
+            "slots": sum(w.slots for w in self.workers),
+            "queued": sum(c.queued for c in self.clients),
+            "running": sum(len(w.running) for w in self.workers),
+            "completed": self.completed,
+        }

@@ -1,0 +1,214 @@
+"""
+One slot of a worker: a persistent child process that runs one job at a time.
+
+The supervisor keeps the AMP connection and heartbeats in its own process;
+user code runs only here, so a job that holds the GIL, segfaults or calls
+os._exit cannot silence the worker.  The slot reports such a crash as a lost
+attempt and starts a fresh child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import txaio
+from twisted.internet import error as net_error
+from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+from ._errors import error_json
+from ._payload import EMPTY, Payload
+from ._pipeframes import FramingError, MessageDecoder, encode_message
+
+txaio.use_twisted()
+log = txaio.make_logger()
+
+JOB_FD = 3
+RESULT_FD = 4
+
+
+@dataclass
+class Task:
+    """A job as the worker knows it: the master's task id and what to run."""
+
+    task: int
+    fn: bytes
+    env: str
+    code: Payload
+    args: Payload
+    timeout: float = 0.0
+    started: bool = field(default=False)
+
+
+#: on_result(task, status, value, error_json)
+ResultCallback = Callable[[Task, str, Payload, str], None]
+
+
+class Slot(ProcessProtocol):
+    """Runs tasks in a child process; restarts the child when it dies."""
+
+    def __init__(
+        self,
+        index: int,
+        reactor: Any,
+        on_result: ResultCallback,
+        on_free: Callable[[], None],
+        python: str = sys.executable,
+    ) -> None:
+        self.index = index
+        self._reactor: IReactorProcess = reactor
+        self._clock: IReactorTime = reactor
+        self._on_result = on_result
+        self._on_free = on_free
+        self._python = python
+        self.current: Task | None = None
+        self._known: set[bytes] = set()  # functions this child has
+        self._decoder = MessageDecoder()
+        self._kill_reason: str | None = None
+        self._timer: IDelayedCall | None = None
+        self._stopping = False
+        self._running = False
+        self._quick_deaths = 0
+        self._started_at = 0.0
+        self._ended: list[Callable[[], None]] = []
+
+    @property
+    def free(self) -> bool:
+        return self._running and self.current is None and not self._stopping
+
+    def start(self) -> None:
+        self._decoder = MessageDecoder()
+        self._known = set()
+        self._kill_reason = None
+        self._started_at = self._clock.seconds()
+        self._reactor.spawnProcess(
+            self,
+            self._python,
+            [self._python, "-m", "cwtx._child"],
+            env=dict(os.environ),
+            childFDs={0: "w", 1: 1, 2: 2, JOB_FD: "w", RESULT_FD: "r"},
+        )
+        self._running = True
+
+    def connectionMade(self) -> None:
+        self.transport.closeStdin()
+
+    def run(self, task: Task) -> None:
+        """Send a task to the child, with its function if the child lacks it."""
+        assert self.current is None
+        self.current = task
+        task.started = True
+        header = {"task": task.task, "fn": task.fn.hex(), "env": task.env}
+        parts: list[Any] = [json.dumps(header).encode("utf-8"), task.args]
+        if task.fn not in self._known:
+            parts.append(task.code)
+            self._known.add(task.fn)
+        for piece in encode_message(parts):
+            self.transport.writeToChild(JOB_FD, piece)  # type: ignore[union-attr]
+        if task.timeout and task.timeout > 0:
+            self._timer = self._clock.callLater(task.timeout, self.kill, "timeout")
+
+    def kill(self, reason: str) -> None:
+        """End the running task as ``reason`` (timeout, cancelled) by killing the child."""
+        if self.current is None or self._kill_reason is not None:
+            return
+        self._kill_reason = reason
+        self._signal("KILL")
+
+    def _signal(self, name: str) -> None:
+        try:
+            self.transport.signalProcess(name)  # type: ignore[union-attr]
+        except (net_error.ProcessExitedAlready, AttributeError, OSError):
+            pass
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        if fd != RESULT_FD:
+            return
+        try:
+            messages = self._decoder.feed(data)
+        except FramingError as e:
+            log.error("slot {index}: corrupt data from child: {e}", index=self.index, e=e)
+            self._kill_reason = self._kill_reason or "lost"
+            self._signal("KILL")
+            return
+        for parts in messages:
+            self._child_result(parts)
+
+    def _child_result(self, parts: list[Payload]) -> None:
+        task = self.current
+        try:
+            header = json.loads(parts[0].tobytes())
+            value = parts[1] if len(parts) > 1 else EMPTY
+            if task is None or header.get("task") != task.task:
+                raise ValueError(f"result for task {header.get('task')!r}")
+            status = header["status"]
+            error = json.dumps(header["error"]) if "error" in header else ""
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("slot {index}: bad result from child: {e}", index=self.index, e=e)
+            self._signal("KILL")
+            return
+        if self._kill_reason is not None:
+            return  # it finished just as we killed it; processEnded reports
+        self._end_current()
+        self._quick_deaths = 0
+        self._on_result(task, status, value, error)
+        self._on_free()
+
+    def _end_current(self) -> None:
+        self.current = None
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def processEnded(self, reason: Failure) -> None:
+        self._running = False
+        task = self.current
+        kill_reason = self._kill_reason
+        self._end_current()
+        code = getattr(reason.value, "exitCode", None)
+        signal = getattr(reason.value, "signal", None)
+        how = f"signal {signal}" if signal else f"exit code {code}"
+        if task is not None:
+            if kill_reason in ("timeout", "cancelled"):
+                message = (
+                    f"the job ran over its timeout of {task.timeout:g} s and was killed"
+                    if kill_reason == "timeout"
+                    else "the job was cancelled while running"
+                )
+                self._on_result(task, kill_reason, EMPTY, error_json(kill_reason, message))
+            else:
+                cause = f"its child process died ({how}) while running the job"
+                self._on_result(task, "lost", EMPTY, error_json("ChildDied", cause))
+        elif not self._stopping:
+            log.warn("slot {index}: child exited unexpectedly ({how})", index=self.index, how=how)
+        if self._stopping:
+            for callback in self._ended:
+                callback()
+            return
+        quick = self._clock.seconds() - self._started_at < 1.0 and task is None
+        self._quick_deaths = self._quick_deaths + 1 if quick else 0
+        delay = min(0.1 * 2**self._quick_deaths, 10.0) if quick else 0
+        self._clock.callLater(delay, self._restart)
+
+    def _restart(self) -> None:
+        if self._stopping:
+            return
+        self.start()
+        self._on_free()
+
+    def stop(self, on_ended: Callable[[], None]) -> None:
+        """Kill the child for good; call ``on_ended`` once it is gone."""
+        self._stopping = True
+        if not self._running:
+            on_ended()
+            return
+        self._ended.append(on_ended)
+        self.transport.closeChildFD(JOB_FD)  # type: ignore[union-attr]
+        if self.current is not None:
+            self._signal("KILL")

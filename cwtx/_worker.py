@@ -1,0 +1,215 @@
+"""
+The worker supervisor (``twistd cw-worker``): holds the connection to the
+master, answers heartbeats, and hands jobs to its slot children.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections import deque
+from typing import Any
+
+import txaio
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+
+from ._batch import BatchSender
+from ._commands import CancelJobs, Hello, JobResults, RegisterWorker, RunJobs
+from ._errors import error_json
+from ._payload import EMPTY, Payload
+from ._peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
+from ._slot import Slot, Task
+from ._versions import hello_arguments
+
+txaio.use_twisted()
+log = txaio.make_logger()
+
+Result = tuple[int, str, Payload, str]
+
+
+class WorkerProtocol(Peer):
+    """The worker's end of its connection to the master."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(worker.reactor)
+        self.worker = worker
+        self.results: BatchSender[Result] = BatchSender(
+            self, JobResults, "results", self._encode_result, worker.reactor,
+            self.blobs_out,
+        )
+
+    def describe(self) -> str:
+        return "master"
+
+    @staticmethod
+    def _encode_result(item: Result) -> tuple[dict[str, Any], dict[str, Payload]]:
+        task, status, value, error = item
+        return {"job": task, "status": status, "error": error}, {"value": value}
+
+    @RunJobs.responder
+    def _run_jobs(self, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+        for record in jobs:
+            self.worker.accept(self, record)
+        self.worker.dispatch()
+        return {}
+
+    @CancelJobs.responder
+    def _cancel_jobs(self, jobs: list[int]) -> dict[str, Any]:
+        self.worker.cancel(jobs)
+        return {}
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        self.results.stop()
+        self.worker.disconnected(self)
+
+
+class Worker(Service):
+    """Slots, the tasks they run, and the (re)connection to the master."""
+
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint,
+        reactor: Any,
+        slots: int = 1,
+        name: str | None = None,
+        resources: dict[str, Any] | None = None,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+        retry_policy: Any = None,
+    ) -> None:
+        if slots < 1:
+            raise ValueError(f"a worker needs at least one slot, not {slots}")
+        self.reactor = reactor
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.resources = resources or {}
+        self.slots = [
+            Slot(i, reactor, self._slot_result, self.dispatch) for i in range(slots)
+        ]
+        self.functions: dict[bytes, tuple[str, Payload]] = {}
+        self.queue: deque[Task] = deque()
+        self.tasks: dict[int, Task] = {}
+        # Cancels that overtook their RunJobs record on the wire.
+        self.cancelled_early: set[int] = set()
+        self.connection: WorkerProtocol | None = None
+        self.monitor = HeartbeatMonitor(reactor, heartbeat_interval, heartbeat_timeout)
+        self.service = ClientService(
+            endpoint,
+            Factory.forProtocol(lambda: WorkerProtocol(self)),
+            retryPolicy=retry_policy or backoffPolicy(initialDelay=0.2, maxDelay=10.0),
+            clock=reactor,
+            prepareConnection=self._handshake,
+        )
+
+    # -- connection ---------------------------------------------------------
+
+    async def _handshake(self, proto: WorkerProtocol) -> None:
+        reply = await proto.callRemote(Hello, **hello_arguments("worker", self.name))
+        await proto.callRemote(
+            RegisterWorker, slots=len(self.slots), resources=json.dumps(self.resources)
+        )
+        self.connection = proto
+        self.monitor.watch(proto)
+        log.info(
+            "worker {name} registered with master {master} ({n} slots)",
+            name=self.name, master=reply["master"], n=len(self.slots),
+        )
+
+    def disconnected(self, proto: WorkerProtocol) -> None:
+        """The master is gone: what it gave us will be retried elsewhere."""
+        self.monitor.unwatch(proto)
+        if self.connection is not proto:
+            return
+        self.connection = None
+        log.warn("worker {name} lost the master; dropping its jobs", name=self.name)
+        self.queue.clear()
+        self.tasks.clear()
+        self.cancelled_early.clear()
+        self.functions.clear()
+        for slot in self.slots:
+            slot.kill("abandoned")
+
+    # -- jobs ---------------------------------------------------------------
+
+    def accept(self, proto: WorkerProtocol, record: dict[str, Any]) -> None:
+        task_id = record["job"]
+        fn = record["fn"]
+        if task_id in self.cancelled_early:
+            self.cancelled_early.discard(task_id)
+            self._report(task_id, "cancelled", EMPTY, error_json("cancelled", "cancelled"))
+            return
+        try:
+            code = proto.blobs_in.take(record["fn_code"], record["fn_code_blob"])
+            args = proto.blobs_in.take(record["args"], record["args_blob"])
+        except ValueError as e:
+            self._report(task_id, "error", EMPTY, error_json("ProtocolError", str(e)))
+            return
+        if code.size:
+            self.functions[fn] = (record["fn_env"], code)
+        known = self.functions.get(fn)
+        if known is None:
+            self._report(
+                task_id, "error", EMPTY,
+                error_json("ProtocolError", f"function {fn.hex()} was never sent"),
+            )
+            return
+        env, code = known
+        task = Task(task_id, fn, env, code, args, timeout=record["timeout"])
+        self.tasks[task_id] = task
+        self.queue.append(task)
+
+    def dispatch(self) -> None:
+        for slot in self.slots:
+            if not self.queue:
+                return
+            if slot.free:
+                slot.run(self.queue.popleft())
+
+    def cancel(self, task_ids: list[int]) -> None:
+        for task_id in task_ids:
+            task = self.tasks.get(task_id)
+            if task is None:
+                self.cancelled_early.add(task_id)
+                continue
+            if task in self.queue:
+                self.queue.remove(task)
+                del self.tasks[task_id]
+                self._report(task_id, "cancelled", EMPTY, error_json("cancelled", "cancelled"))
+                continue
+            for slot in self.slots:
+                if slot.current is task:
+                    slot.kill("cancelled")
+
+    def _slot_result(self, task: Task, status: str, value: Payload, error: str) -> None:
+        if self.tasks.get(task.task) is not task:
+            return  # abandoned when the master went away
+        del self.tasks[task.task]
+        self._report(task.task, status, value, error)
+
+    def _report(self, task_id: int, status: str, value: Payload, error: str) -> None:
+        if self.connection is not None:
+            self.connection.results.add((task_id, status, value, error))
+
+    # -- service ------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        for slot in self.slots:
+            slot.start()
+        self.monitor.start()
+        self.service.startService()
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        self.monitor.stop()
+        waits: list[Deferred[Any]] = [self.service.stopService()]
+        for slot in self.slots:
+            ended: Deferred[None] = Deferred()
+            slot.stop(lambda ended=ended: ended.callback(None))
+            waits.append(ended)
+        return DeferredList(waits)

@@ -1,0 +1,221 @@
+"""
+Run a master and workers as local processes (``cw local start``).
+
+Real ``twistd -n`` processes, each with a pid file in a run directory;
+``stop`` reads those pid files, it never searches the process table.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._client import PORT
+from ._procs import cmdline, is_running, read_pid, terminate, twistd_argv
+from ._status import query_status
+
+#: Seconds ``start`` waits for the master to listen and the workers to register.
+START_TIMEOUT = 60.0
+
+
+def default_run_dir() -> Path:
+    """Where pid files and logs go: $CWTX_RUN_DIR, else ~/.local/state/cwtx/local."""
+    env = os.environ.get("CWTX_RUN_DIR")
+    if env:
+        return Path(env)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "cwtx" / "local"
+
+
+class LaunchError(RuntimeError):
+    """The local cluster did not come up; the message says what and where."""
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + line for line in text)
+
+
+def twistd_command(plugin: str, name: str, run_dir: Path, *args: str) -> list[str]:
+    return [
+        *twistd_argv(), "-n",
+        "--pidfile", str(run_dir / f"{name}.pid"),
+        "--logfile", str(run_dir / f"{name}.log"),
+        plugin, *args,
+    ]
+
+
+@dataclass
+class LocalCluster:
+    """A master and workers on this machine; ``stop()`` ends them all."""
+
+    host: str
+    port: int
+    run_dir: Path
+    nworkers: int
+    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+
+    def status(self) -> dict[str, object]:
+        return query_status(self.host, self.port)
+
+    def add_workers(self, n: int, slots: int = 1, timeout: float = START_TIMEOUT) -> None:
+        """Start n more workers and wait until they have registered."""
+        first = self.nworkers
+        for i in range(first, first + n):
+            self._procs.append(_spawn(self.run_dir, f"worker-{i}", twistd_command(
+                "cw-worker", f"worker-{i}", self.run_dir,
+                "--master", f"{self.host}:{self.port}", "--slots", str(slots),
+                "--name", f"local-{i}",
+            )))
+        self.nworkers += n
+        _wait_for_workers(self, self.nworkers, timeout)
+
+    def stop(self) -> None:
+        stop(self.run_dir)
+        for proc in self._procs:
+            if proc.poll() is None:  # it never wrote its pid file
+                terminate(proc.pid)
+            proc.wait()
+        self._procs.clear()
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _spawn(run_dir: Path, name: str, command: Sequence[str]) -> subprocess.Popen[bytes]:
+    out = open(run_dir / f"{name}.out", "ab")
+    try:
+        return subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True,
+        )
+    finally:
+        out.close()
+
+
+def _wait_for_workers(cluster: LocalCluster, n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while True:
+        try:
+            seen = len(cluster.status()["workers"])  # type: ignore[arg-type]
+        except OSError:
+            pass
+        if seen >= n:
+            return
+        if time.monotonic() > deadline:
+            logs = "\n".join(
+                f"  {p.name}:\n{_log_tail(p)}" for p in sorted(cluster.run_dir.glob("worker-*.log"))
+            )
+            raise LaunchError(
+                f"only {seen} of {n} workers registered with the master at "
+                f"{cluster.host}:{cluster.port} within {timeout:g} s; worker logs "
+                f"in {cluster.run_dir}:\n{logs}"
+            )
+        time.sleep(0.05)
+
+
+def start(
+    nworkers: int = 2,
+    port: int = PORT,
+    *,
+    slots: int = 1,
+    run_dir: str | os.PathLike[str] | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = START_TIMEOUT,
+    master_args: Sequence[str] = (),
+    worker_args: Sequence[str] = (),
+) -> LocalCluster:
+    """
+    Start a master and ``nworkers`` workers on this machine.
+
+    Returns once the master listens and every worker has registered; raises
+    LaunchError (and stops what it started) after ``timeout`` seconds.  Use
+    ``port=0`` for any free port (read it from the result's ``port``).
+    """
+    if nworkers < 0:
+        raise ValueError(f"nworkers must be 0 or more, not {nworkers}")
+    rundir = Path(run_dir) if run_dir is not None else default_run_dir()
+    rundir.mkdir(parents=True, exist_ok=True)
+    master_pid = read_pid(rundir / "master.pid")
+    if master_pid is not None and is_running(master_pid):
+        raise LaunchError(
+            f"a master is already running from {rundir} (pid {master_pid}); "
+            "stop it first (cw local stop)"
+        )
+    port_file = rundir / "master.port"
+    port_file.unlink(missing_ok=True)
+    master = _spawn(rundir, "master", twistd_command(
+        "cw-master", "master", rundir,
+        "--listen", f"tcp:{port}:interface={host}", "--port-file", str(port_file),
+        *master_args,
+    ))
+    cluster = LocalCluster(host, port, rundir, 0, [master])
+    try:
+        deadline = time.monotonic() + timeout
+        while not port_file.exists():
+            if master.poll() is not None:
+                raise LaunchError(
+                    f"the master exited with code {master.returncode}; its log "
+                    f"({rundir / 'master.log'}):\n{_log_tail(rundir / 'master.log')}"
+                    f"\n{_log_tail(rundir / 'master.out')}"
+                )
+            if time.monotonic() > deadline:
+                raise LaunchError(f"the master did not listen within {timeout:g} s")
+            time.sleep(0.02)
+        cluster.port = int(port_file.read_text().strip())
+        for i in range(nworkers):
+            cluster._procs.append(_spawn(rundir, f"worker-{i}", twistd_command(
+                "cw-worker", f"worker-{i}", rundir,
+                "--master", f"{host}:{cluster.port}", "--slots", str(slots),
+                "--name", f"local-{i}", *worker_args,
+            )))
+        cluster.nworkers = nworkers
+        _wait_for_workers(cluster, nworkers, max(1.0, deadline - time.monotonic()))
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def stop(run_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """Stop the master and workers whose pid files are in ``run_dir``.
+
+    Workers go first, then the master.  Returns the names it stopped.
+    """
+    rundir = Path(run_dir) if run_dir is not None else default_run_dir()
+    stopped = []
+    pidfiles = sorted(rundir.glob("worker-*.pid")) + [rundir / "master.pid"]
+    for pidfile in pidfiles:
+        pid = read_pid(pidfile)
+        if pid is None:
+            continue
+        # A pid file can outlive its process and the pid be reused: only
+        # signal a process that is still a cwtx twistd.
+        if is_running(pid) and "cw-" in cmdline(pid):
+            terminate(pid)
+            stopped.append(pidfile.stem)
+        pidfile.unlink(missing_ok=True)
+    (rundir / "master.port").unlink(missing_ok=True)
+    return stopped
+
+
+@contextmanager
+def allocate(nworkers: int = 2, port: int = 0, **kwargs: object) -> Iterator[LocalCluster]:
+    """``with allocate(4) as cluster:`` a local cluster for the block."""
+    cluster = start(nworkers, port, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,0 +1,27 @@
+"""cwtx: distribute Python jobs over a cluster, on Twisted."""
+
+from setuptools import setup
+
+setup(
+    name="cwtx",
+    version="0.1.0",
+    description="Distribute Python jobs (closures) over a cluster, on Twisted",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11",
+    # twisted.plugins is listed explicitly: it has no __init__.py, on purpose.
+    packages=["cwtx", "twisted.plugins"],
+    package_data={"twisted": ["plugins/cwtx_plugins.py"]},
+    install_requires=["twisted>=23.10", "cloudpickle>=2.0", "txaio>=23.1"],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "ruff"],
+        "progress": ["tqdm"],
+    },
+    entry_points={"console_scripts": ["cw = cwtx._cli:main"]},
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: System :: Distributed Computing",
+    ],
+)
