@@ -9,6 +9,7 @@ import json
 import os
 import socket
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import txaio
@@ -74,7 +75,7 @@ class Worker(Service):
 
     def __init__(
         self,
-        endpoint: IStreamClientEndpoint,
+        endpoint: IStreamClientEndpoint | None,
         reactor: Any,
         slots: int = 1,
         name: str | None = None,
@@ -82,14 +83,17 @@ class Worker(Service):
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
         retry_policy: Any = None,
+        slot_factory: Callable[..., Any] = Slot,
     ) -> None:
+        """``endpoint=None`` makes no connection of its own (cwtx.testing
+        connects it); ``slot_factory`` builds slots like :class:`Slot`."""
         if slots < 1:
             raise ValueError(f"a worker needs at least one slot, not {slots}")
         self.reactor = reactor
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.resources = resources or {}
         self.slots = [
-            Slot(i, reactor, self._slot_result, self.dispatch) for i in range(slots)
+            slot_factory(i, reactor, self._slot_result, self.dispatch) for i in range(slots)
         ]
         self.functions: dict[bytes, tuple[str, Payload]] = {}
         self.queue: deque[Task] = deque()
@@ -98,17 +102,20 @@ class Worker(Service):
         self.cancelled_early: set[int] = set()
         self.connection: WorkerProtocol | None = None
         self.monitor = HeartbeatMonitor(reactor, heartbeat_interval, heartbeat_timeout)
-        self.service = ClientService(
-            endpoint,
-            Factory.forProtocol(lambda: WorkerProtocol(self)),
-            retryPolicy=retry_policy or backoffPolicy(initialDelay=0.2, maxDelay=10.0),
-            clock=reactor,
-            prepareConnection=self._handshake,
-        )
+        self.service: ClientService | None = None
+        if endpoint is not None:
+            self.service = ClientService(
+                endpoint,
+                Factory.forProtocol(lambda: WorkerProtocol(self)),
+                retryPolicy=retry_policy or backoffPolicy(initialDelay=0.2, maxDelay=10.0),
+                clock=reactor,
+                prepareConnection=self.handshake,
+            )
 
     # -- connection ---------------------------------------------------------
 
-    async def _handshake(self, proto: WorkerProtocol) -> None:
+    async def handshake(self, proto: WorkerProtocol) -> None:
+        """Say hello and register; then the master may send jobs."""
         reply = await proto.callRemote(Hello, **hello_arguments("worker", self.name))
         await proto.callRemote(
             RegisterWorker, slots=len(self.slots), resources=json.dumps(self.resources)
@@ -202,12 +209,15 @@ class Worker(Service):
         for slot in self.slots:
             slot.start()
         self.monitor.start()
-        self.service.startService()
+        if self.service is not None:
+            self.service.startService()
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
         self.monitor.stop()
-        waits: list[Deferred[Any]] = [self.service.stopService()]
+        waits: list[Deferred[Any]] = []
+        if self.service is not None:
+            waits.append(self.service.stopService())
         for slot in self.slots:
             ended: Deferred[None] = Deferred()
             slot.stop(lambda ended=ended: ended.callback(None))

@@ -8,7 +8,9 @@ Real ``twistd -n`` processes, each with a pid file in a run directory;
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -213,9 +215,22 @@ def stop(run_dir: str | os.PathLike[str] | None = None) -> list[str]:
 
 @contextmanager
 def allocate(nworkers: int = 2, port: int = 0, **kwargs: object) -> Iterator[LocalCluster]:
-    """``with allocate(4) as cluster:`` a local cluster for the block."""
-    cluster = start(nworkers, port, **kwargs)  # type: ignore[arg-type]
+    """
+    ``with allocate(4) as cluster:`` a local cluster for the block.
+
+    Unless ``run_dir`` is given it uses a fresh temporary directory (so it
+    never collides with ``cw local start``), removed afterwards.
+    """
+    temporary = None
+    if kwargs.get("run_dir") is None:
+        temporary = tempfile.mkdtemp(prefix="cwtx-local-")
+        kwargs["run_dir"] = temporary
     try:
-        yield cluster
+        cluster = start(nworkers, port, **kwargs)  # type: ignore[arg-type]
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
     finally:
-        cluster.stop()
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
