@@ -50,15 +50,22 @@ class _Env:
 
 
 def _failure(stage: str, exc: BaseException) -> tuple[dict[str, Any], bytes]:
-    """An error header and, if it pickles, the exception itself."""
+    """
+    An error header and, for an exception the job itself raised (stage
+    "run"), the pickled exception.  A failure around the job (unpickling its
+    function or arguments, pickling its result) sends no exception object, so
+    the client raises RemoteError with the stage in its message.
+    """
     tb = "".join(traceback.format_exception(exc))
-    try:
-        value = cloudpickle.dumps(exc, protocol=PICKLE_PROTOCOL)
-        pickle.loads(value)  # an exception that pickles but won't unpickle
-    except BaseException:
-        value = b""
+    value = b""
     message = str(exc)
-    if stage != "run":
+    if stage == "run":
+        try:
+            value = cloudpickle.dumps(exc, protocol=PICKLE_PROTOCOL)
+            pickle.loads(value)  # an exception that pickles but won't unpickle
+        except BaseException:
+            value = b""
+    else:
         message = f"{stage}: {message}"
     error = {"type": type(exc).__qualname__, "message": message, "traceback": tb}
     return {"status": "error", "error": error}, value

@@ -1,0 +1,67 @@
+"""
+Shared fixtures.  Subprocesses (twistd masters and workers, and their slot
+children) import this checkout's cwtx, whatever else is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
+
+import cwtx  # noqa: E402
+from cwtx import _reactor_thread  # noqa: E402
+from cwtx.local import LocalCluster  # noqa: E402
+
+assert Path(cwtx.__file__).resolve().parent == ROOT / "cwtx", cwtx.__file__
+
+
+def blocking(fn, *args, timeout: float = 60.0, **kwargs):
+    """Run fn (may return a Deferred or coroutine) in the reactor thread; wait."""
+    return _reactor_thread.blocking(fn, *args, timeout=timeout, **kwargs)
+
+
+class SyncClient:
+    """A Deferred client driven from the test thread, each call with a timeout."""
+
+    def __init__(self, cluster: LocalCluster, **kwargs) -> None:
+        self.client = blocking(cwtx.connect, cluster.host, cluster.port, **kwargs)
+
+    def submit(self, fn, *args, **kwargs):
+        """A concurrent Future for the job's Deferred."""
+        return _reactor_thread.call(self._deferred, fn, args, kwargs)
+
+    def _deferred(self, fn, args, kwargs):
+        return self.client.submit(fn, *args, **kwargs)
+
+    def run(self, fn, *args, timeout: float = 60.0, **kwargs):
+        return self.submit(fn, *args, **kwargs).result(timeout)
+
+    def close(self) -> None:
+        blocking(self.client.close)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
+    """A master and two single-slot workers: real twistd processes."""
+    run_dir = tmp_path_factory.mktemp("cluster")
+    with cwtx.local.allocate(2, run_dir=run_dir) as c:
+        yield c
+
+
+@pytest.fixture
+def client(cluster) -> Iterator[SyncClient]:
+    c = SyncClient(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
