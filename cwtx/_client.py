@@ -4,6 +4,7 @@ The Deferred client: submit closures, get Deferreds that fire with results.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from dataclasses import dataclass
@@ -43,8 +44,6 @@ class JobOptions:
     resources: str = "{}"
 
     def replace(self, **changes: Any) -> JobOptions:
-        import json
-
         fields = dict(self.__dict__)
         for key, value in changes.items():
             if key not in fields:
@@ -203,12 +202,10 @@ class Client:
             for p in pending.values():
                 p.deferred.errback(ConnectionLost(f"job {p.job_id} did not end: {why}"))
 
-    async def status(self) -> dict[str, Any]:
+    def status(self) -> Deferred[dict[str, Any]]:
         """The master's state: workers, slots, queued and running jobs."""
-        import json
-
-        reply = await self._protocol.callRemote(Status, detail=False)
-        return json.loads(reply["status"])
+        d = self._protocol.callRemote(Status, detail=False)
+        return d.addCallback(lambda reply: json.loads(reply["status"]))
 
     def close(self) -> None:
         """Disconnect; jobs that have not ended fail with ConnectionLost."""

@@ -118,6 +118,7 @@ class MemoryCluster:
         self.clock = clock if clock is not None else Clock()
         self.master = Master(max_retries=max_retries)
         self.monitor = HeartbeatMonitor(self.clock)
+        self.monitor.start()
         self._pumps: list[IOPump] = []
         self._links: dict[Any, tuple[Any, Any]] = {}
         self.workers: list[Worker] = []

@@ -41,7 +41,7 @@ def test_changed_closure_is_resent(client):
     """The function cache is keyed by content, never by identity."""
     values = []
     for n in (1, 2, 3):
-        values.append(client.run(lambda: n))
+        values.append(client.run(lambda: n))  # noqa: B023 (late binding is the point)
     assert values == [1, 2, 3]
 
 

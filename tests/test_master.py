@@ -1,0 +1,226 @@
+"""The master's bookkeeping, with no I/O at all: sessions deliver into lists."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cwtx._master import ClientSession, Master, WorkerSession
+from cwtx._payload import Payload
+
+
+class FakeWorker(WorkerSession):
+    def __init__(self, name: str, slots: int = 1) -> None:
+        self.runs: list = []
+        self.cancels: list[int] = []
+        super().__init__(name, slots, self._run, self.cancels.append)
+
+    def _run(self, job) -> None:
+        job.sent = True  # as the protocol's encoder does when it sends the record
+        self.runs.append(job)
+
+
+def make_client(master: Master, name: str = "c") -> tuple[ClientSession, list]:
+    results: list = []
+    session = ClientSession(name, results.append)
+    master.add_client(session)
+    master.define(session, b"F" * 32, "{}", Payload.of(b"code"))
+    return session, results
+
+
+def submit(master, session, job_id, **kw):
+    master.submit(session, job_id, b"F" * 32, Payload.of(b"args%d" % job_id), **kw)
+
+
+def test_fifo_within_a_client_and_queue_without_workers():
+    m = Master()
+    c, _ = make_client(m)
+    for i in range(1, 4):
+        submit(m, c, i)
+    m.dispatch()
+    assert m.status()["queued"] == 3
+    w = FakeWorker("w", slots=3)
+    m.add_worker(w)
+    assert [j.job_id for j in w.runs] == [1, 2, 3]
+    assert m.status()["queued"] == 0 and m.status()["running"] == 3
+
+
+def test_clients_are_served_in_turn():
+    m = Master()
+    a, _ = make_client(m, "a")
+    b, _ = make_client(m, "b")
+    for i in range(1, 5):
+        submit(m, a, i)
+    for i in range(1, 3):
+        submit(m, b, i)
+    w = FakeWorker("w", slots=4)
+    m.add_worker(w)
+    assert [(j.client.name, j.job_id) for j in w.runs] == [
+        ("a", 1), ("b", 1), ("a", 2), ("b", 2)
+    ]
+
+
+def test_priority_runs_first_then_fifo():
+    m = Master()
+    c, _ = make_client(m)
+    submit(m, c, 1)
+    submit(m, c, 2, priority=5)
+    submit(m, c, 3)
+    submit(m, c, 4, priority=5)
+    w = FakeWorker("w", slots=4)
+    m.add_worker(w)
+    assert [j.job_id for j in w.runs] == [2, 4, 1, 3]
+
+
+def test_result_goes_to_its_client_and_frees_the_slot():
+    m = Master()
+    c, results = make_client(m)
+    submit(m, c, 1)
+    submit(m, c, 2)
+    w = FakeWorker("w", slots=1)
+    m.add_worker(w)
+    assert [j.job_id for j in w.runs] == [1]
+    m.worker_result(w, w.runs[0].task, "ok", Payload.of(b"r1"), "")
+    m.dispatch()
+    assert results[0][:2] == (1, "ok") and results[0][2].tobytes() == b"r1"
+    assert [j.job_id for j in w.runs] == [1, 2]
+
+
+def test_unknown_function_ends_the_job_with_a_clear_error():
+    m = Master()
+    c, results = make_client(m)
+    m.submit(c, 9, b"X" * 32, Payload.of(b""))
+    (job_id, status, _, error) = results[0]
+    assert (job_id, status) == (9, "error")
+    assert "never sent" in json.loads(error)["message"]
+
+
+def test_duplicate_job_id_is_ignored():
+    m = Master()
+    c, _ = make_client(m)
+    submit(m, c, 1)
+    submit(m, c, 1)
+    assert m.status()["queued"] == 1
+
+
+def test_cancel_queued_job_never_dispatches():
+    m = Master()
+    c, results = make_client(m)
+    submit(m, c, 1)
+    submit(m, c, 2)
+    m.cancel(c, [1])
+    w = FakeWorker("w", slots=2)
+    m.add_worker(w)
+    assert [j.job_id for j in w.runs] == [2]
+    assert results == []
+
+
+def test_cancel_running_job_asks_the_worker_and_keeps_the_slot_until_it_answers():
+    m = Master()
+    c, results = make_client(m)
+    submit(m, c, 1)
+    submit(m, c, 2)
+    w = FakeWorker("w", slots=1)
+    m.add_worker(w)
+    m.cancel(c, [1])
+    assert w.cancels == [w.runs[0].task]
+    assert len(w.runs) == 1  # slot still busy until the worker answers
+    m.worker_result(w, w.runs[0].task, "cancelled", Payload.of(b""), "")
+    m.dispatch()
+    assert [j.job_id for j in w.runs] == [1, 2]
+    assert results == []  # the client already ended job 1 itself
+
+
+def test_client_gone_drops_queued_and_cancels_running():
+    m = Master()
+    a, _ = make_client(m, "a")
+    b, b_results = make_client(m, "b")
+    for i in range(1, 4):
+        submit(m, a, i)
+    w = FakeWorker("w", slots=1)
+    m.add_worker(w)
+    m.remove_client(a)
+    assert w.cancels == [w.runs[0].task]
+    submit(m, b, 1)
+    m.worker_result(w, w.runs[0].task, "cancelled", Payload.of(b""), "")
+    m.dispatch()
+    assert [(j.client.name, j.job_id) for j in w.runs] == [("a", 1), ("b", 1)]
+    assert m.status()["queued"] == 0
+
+
+def test_worker_lost_retries_on_another_worker_then_job_lost():
+    m = Master(max_retries=1)
+    c, results = make_client(m)
+    submit(m, c, 1)
+    w1 = FakeWorker("w1")
+    m.add_worker(w1)
+    w2 = FakeWorker("w2")
+    m.add_worker(w2)
+    assert [j.job_id for j in w1.runs] == [1]
+    m.remove_worker(w1, "connection lost")
+    assert [j.job_id for j in w2.runs] == [1]  # retried elsewhere
+    m.remove_worker(w2, "heartbeat timeout")
+    (job_id, status, _, error) = results[0]
+    info = json.loads(error)
+    assert (job_id, status) == (1, "lost")
+    assert [a["worker"] for a in info["attempts"]] == ["w1", "w2"]
+    assert "connection lost" in info["message"] and "heartbeat timeout" in info["message"]
+
+
+def test_retry_prefers_a_worker_that_has_not_failed_it():
+    m = Master()
+    c, _ = make_client(m)
+    w1 = FakeWorker("w1", slots=2)
+    w2 = FakeWorker("w2", slots=1)
+    m.add_worker(w1)
+    m.add_worker(w2)
+    submit(m, c, 1)
+    m.dispatch()
+    assert w1.runs and w1.runs[0].job_id == 1
+    m.worker_result(w1, w1.runs[0].task, "lost", Payload.of(b""), json.dumps(
+        {"message": "child died (signal 11)"}))
+    m.dispatch()
+    assert [j.job_id for j in w2.runs] == [1]
+
+
+def test_only_a_job_that_was_running_counts_an_attempt():
+    m = Master(max_retries=0)
+    c, results = make_client(m)
+    submit(m, c, 1)
+    w = WorkerSession("w", 1, lambda job: None, lambda t: None)  # never sends
+    m.add_worker(w)
+    m.remove_worker(w, "gone before the job was sent")
+    assert results == []
+    assert m.status()["queued"] == 1
+
+
+def test_per_job_max_retries_overrides_the_master_default():
+    m = Master(max_retries=3)
+    c, results = make_client(m)
+    submit(m, c, 1, max_retries=0)
+    w = FakeWorker("w")
+    m.add_worker(w)
+    m.remove_worker(w, "killed")
+    assert results[0][1] == "lost"
+
+
+def test_late_result_from_a_removed_worker_is_ignored():
+    m = Master()
+    c, results = make_client(m)
+    submit(m, c, 1)
+    w1 = FakeWorker("w1")
+    m.add_worker(w1)
+    task = w1.runs[0].task
+    m.remove_worker(w1, "dead")
+    m.worker_result(w1, task, "ok", Payload.of(b"late"), "")
+    assert results == []
+
+
+def test_bad_options_rejected():
+    with pytest.raises(ValueError):
+        Master(max_retries=-1)
+    m = Master()
+    c, results = make_client(m)
+    submit(m, c, 1, timeout=-1.0)
+    assert results[0][1] == "error"

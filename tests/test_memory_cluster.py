@@ -1,0 +1,227 @@
+"""
+The real master, worker supervisor and client over in-memory connections
+(iosim) on a Clock: the protocol, batching and streaming, deterministically.
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.protocols.amp import MAX_VALUE_LENGTH
+
+import cwtx
+from cwtx import _commands
+from cwtx._payload import CHUNK_SIZE
+from cwtx.testing import MemoryCluster
+
+
+def record_commands(proto, sink):
+    original = proto.callRemote
+
+    def spy(command, **kw):
+        sink.append((command, kw))
+        return original(command, **kw)
+
+    proto.callRemote = spy
+
+
+def test_results_come_back():
+    cluster = MemoryCluster(workers=2)
+    client = cluster.client()
+    ds = [client.submit(lambda x: x * x, i) for i in range(10)]
+    cluster.flush()
+    assert [cluster.result(d) for d in ds] == [i * i for i in range(10)]
+
+
+def test_many_jobs_travel_in_few_batches():
+    cluster = MemoryCluster(workers=1)
+    client = cluster.client()
+    sent = []
+    record_commands(client._protocol, sent)
+    ds = [client.submit(abs, -i) for i in range(1000)]
+    cluster.flush()
+    assert [cluster.result(d) for d in ds] == list(range(1000))
+    batches = [kw["jobs"] for c, kw in sent if c is _commands.SubmitJobs]
+    assert sum(len(b) for b in batches) == 1000
+    assert len(batches) <= 10
+
+
+def test_function_is_sent_once_per_content():
+    cluster = MemoryCluster(workers=1)
+    client = cluster.client()
+    sent = []
+    record_commands(client._protocol, sent)
+    for i in range(3):
+        client.submit(abs, i)
+    k = 5
+    client.submit(lambda: k)
+    k = 6
+    d = client.submit(lambda: k)
+    cluster.flush()
+    assert cluster.result(d) == 6
+    records = [r for c, kw in sent if c is _commands.SubmitJobs for r in kw["jobs"]]
+    with_code = [r["job"] for r in records if r["fn_code"] or r["fn_code_blob"]]
+    assert with_code == [1, 4, 5]
+
+
+def test_big_payloads_are_streamed_in_chunks_under_the_amp_limit():
+    cluster = MemoryCluster(workers=1)
+    client = cluster.client()
+    sent = []
+    record_commands(client._protocol, sent)
+    data = bytes(range(256)) * 4096 * 3  # 3 MiB
+    d = client.submit(lambda b: b[::-1], data)
+    cluster.flush()
+    assert cluster.result(d) == data[::-1]
+    chunks = [kw["data"] for c, kw in sent if c is _commands.BlobChunk]
+    assert b"".join(chunks) and all(len(c) <= CHUNK_SIZE < MAX_VALUE_LENGTH for c in chunks)
+    assert sum(len(c) for c in chunks) >= len(data)
+
+
+def test_job_exception_and_remote_traceback():
+    cluster = MemoryCluster()
+    client = cluster.client()
+    d = client.submit(int, "not a number")
+    cluster.flush()
+    with pytest.raises(ValueError) as info:
+        cluster.result(d)
+    assert "invalid literal" in info.value.remote_traceback
+
+
+def test_cancel_before_send_sends_nothing():
+    cluster = MemoryCluster(workers=0)
+    client = cluster.client()
+    sent = []
+    record_commands(client._protocol, sent)
+    d = client.submit(abs, 1)
+    d.cancel()
+    cluster.flush()
+    with pytest.raises(cwtx.JobCancelled):
+        cluster.result(d)
+    assert not [c for c, _ in sent if c in (_commands.SubmitJobs, _commands.CancelJobs)]
+
+
+def test_cancel_queued_job_at_master_then_it_never_runs():
+    cluster = MemoryCluster(workers=0)
+    client = cluster.client()
+    d1 = client.submit(abs, -1)
+    d2 = client.submit(abs, -2)
+    cluster.flush()
+    assert cluster.master.status()["queued"] == 2
+    d1.cancel()
+    cluster.flush()
+    assert cluster.master.status()["queued"] == 1
+    worker = cluster.add_worker()
+    cluster.flush()
+    assert cluster.result(d2) == 2
+    ran = [t for slot in worker.slots for t in slot.ran]
+    assert len(ran) == 1
+
+
+def test_cancel_running_job_kills_it_and_frees_the_slot():
+    cluster = MemoryCluster(workers=1, hold=True)
+    client = cluster.client()
+    d1 = client.submit(abs, -1)
+    cluster.flush()
+    slot = cluster.workers[0].slots[0]
+    assert slot.current is not None
+    d1.cancel()
+    cluster.flush()
+    assert slot.current is None
+    d2 = client.submit(abs, -2)
+    cluster.flush()
+    slot.finish()
+    cluster.flush()
+    assert cluster.result(d2) == 2
+
+
+def test_options_timeout_reaches_the_worker():
+    cluster = MemoryCluster(workers=1, hold=True)
+    client = cluster.client()
+    d = client.options(timeout=5).submit(abs, -1)
+    cluster.flush()
+    cluster.advance(5.1)
+    with pytest.raises(cwtx.JobTimeout):
+        cluster.result(d)
+
+
+def test_options_are_validated():
+    cluster = MemoryCluster()
+    client = cluster.client()
+    with pytest.raises(ValueError):
+        client.options(timeout=-1)
+    with pytest.raises(ValueError):
+        client.options(max_retries=-2)
+    with pytest.raises(TypeError):
+        client.options(colour="red")
+    with pytest.raises(TypeError):
+        client.submit(42)
+
+
+def test_worker_loss_retries_then_job_lost():
+    cluster = MemoryCluster(workers=1, hold=True, max_retries=1)
+    client = cluster.client()
+    d = client.submit(abs, -1)
+    cluster.flush()
+    cluster.disconnect(cluster.workers[0])
+    cluster.add_worker(hold=True, name="second")
+    cluster.flush()
+    cluster.disconnect(cluster.workers[1])
+    with pytest.raises(cwtx.JobLost) as info:
+        cluster.result(d)
+    assert [a["worker"] for a in info.value.attempts] == ["memory-0", "second"]
+
+
+def test_client_gone_cancels_its_running_job_on_the_worker():
+    cluster = MemoryCluster(workers=1, hold=True)
+    a, b = cluster.client("a"), cluster.client("b")
+    a.submit(abs, -1)
+    cluster.flush()
+    slot = cluster.workers[0].slots[0]
+    assert slot.current is not None
+    cluster.disconnect(a)
+    assert slot.current is None
+    d = b.submit(abs, -2)
+    cluster.flush()
+    slot.finish()
+    cluster.flush()
+    assert cluster.result(d) == 2
+
+
+def test_client_sees_connection_lost_for_unfinished_jobs():
+    cluster = MemoryCluster(workers=0)
+    client = cluster.client()
+    d = client.submit(abs, 1)
+    cluster.flush()
+    cluster.disconnect(client)
+    with pytest.raises(cwtx.ConnectionLost):
+        cluster.result(d)
+    with pytest.raises(RuntimeError):
+        client.submit(abs, 1)
+
+
+def test_silent_peer_is_declared_dead_and_its_jobs_retried():
+    cluster = MemoryCluster(workers=1, hold=True)
+    client = cluster.client()
+    d = client.submit(abs, -3)
+    cluster.flush()
+    frozen = cluster.workers[0]
+    # Freeze the worker: it stops answering anything.
+    frozen.connection.ampBoxReceived = lambda box: None
+    cluster.add_worker(name="healthy")
+    for _ in range(8):
+        cluster.advance(5)
+    assert [w["name"] for w in cluster.master.status()["workers"]] == ["healthy"]
+    assert cluster.result(d) == 3
+
+
+def test_status_counts():
+    cluster = MemoryCluster(workers=2, slots=2, hold=True)
+    client = cluster.client()
+    for i in range(6):
+        client.submit(abs, i)
+    cluster.flush()
+    status = cluster.master.status()
+    assert (status["slots"], status["running"], status["queued"]) == (4, 4, 2)
+    d = client.status()
+    cluster.flush()
+    assert cluster.result(d)["queued"] == 2
