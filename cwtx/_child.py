@@ -113,9 +113,7 @@ class Child:
         try:
             value = cloudpickle.dumps(result, protocol=PICKLE_PROTOCOL)
         except BaseException as e:
-            return _failure(
-                f"the result ({type(result).__qualname__}) could not be pickled", e
-            )
+            return _failure(f"the result ({type(result).__qualname__}) could not be pickled", e)
         return {"status": "ok"}, value
 
 

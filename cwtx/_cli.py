@@ -13,7 +13,11 @@ from ._status import query_status
 
 def _local_start(args: argparse.Namespace) -> int:
     cluster = local.start(
-        args.workers, args.port, slots=args.slots, run_dir=args.run_dir, host=args.host,
+        args.workers,
+        args.port,
+        slots=args.slots,
+        run_dir=args.run_dir,
+        host=args.host,
         timeout=args.timeout,
     )
     print(

@@ -57,7 +57,8 @@ class JobOptions:
 
     def validate(self) -> None:
         if self.timeout is not None and not (
-            isinstance(self.timeout, (int, float)) and self.timeout > 0
+            isinstance(self.timeout, (int, float))
+            and self.timeout > 0
             and math.isfinite(self.timeout)
         ):
             raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
@@ -73,7 +74,11 @@ class _Pending:
     __slots__ = ("job_id", "fn", "args", "options", "deferred", "sent")
 
     def __init__(
-        self, job_id: int, fn: FunctionDef, args: bytes, options: JobOptions,
+        self,
+        job_id: int,
+        fn: FunctionDef,
+        args: bytes,
+        options: JobOptions,
         deferred: Deferred[Any],
     ) -> None:
         self.job_id = job_id
@@ -160,10 +165,13 @@ class Client:
         p.sent = True
         o = p.options
         fields: dict[str, Any] = {
-            "job": p.job_id, "fn": p.fn.hash, "fn_env": "",
+            "job": p.job_id,
+            "fn": p.fn.hash,
+            "fn_env": "",
             "timeout": float(o.timeout or 0.0),
             "max_retries": -1 if o.max_retries is None else o.max_retries,
-            "priority": o.priority, "resources": o.resources,
+            "priority": o.priority,
+            "resources": o.resources,
         }
         code = EMPTY
         if p.fn.hash not in self._sent_functions:
@@ -196,8 +204,10 @@ class Client:
         self._closed = True
         pending, self._pending = self._pending, {}
         if pending:
-            why = "the client was closed" if reason.check(ConnectionDone) else (
-                f"the connection to the master was lost: {reason.getErrorMessage()}"
+            why = (
+                "the client was closed"
+                if reason.check(ConnectionDone)
+                else (f"the connection to the master was lost: {reason.getErrorMessage()}")
             )
             for p in pending.values():
                 p.deferred.errback(ConnectionLost(f"job {p.job_id} did not end: {why}"))
@@ -229,7 +239,10 @@ class _OptionsView:
 
 
 def client_endpoint(
-    reactor: Any, host: str | None = None, port: int = PORT, endpoint: str | None = None,
+    reactor: Any,
+    host: str | None = None,
+    port: int = PORT,
+    endpoint: str | None = None,
     timeout: float = CONNECT_TIMEOUT,
 ) -> IStreamClientEndpoint:
     """The endpoint for ``endpoint`` (a Twisted client string) or host:port."""
@@ -287,9 +300,7 @@ def connect(
         except ProtocolMismatch:
             raise
         except Exception as e:
-            raise ConnectionError(
-                f"could not connect to the cwtx master at {where}: {e}"
-            ) from e
+            raise ConnectionError(f"could not connect to the cwtx master at {where}: {e}") from e
         return Client(proto, reactor, name)
 
     return Deferred.fromCoroutine(run())

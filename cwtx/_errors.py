@@ -69,9 +69,7 @@ class ProtocolMismatch(CwtxError):
 
 def error_json(type_name: str, message: str, traceback: str = "", **extra: Any) -> str:
     """The ``error`` field of a result record."""
-    return json.dumps(
-        {"type": type_name, "message": message, "traceback": traceback, **extra}
-    )
+    return json.dumps({"type": type_name, "message": message, "traceback": traceback, **extra})
 
 
 def parse_error(text: str) -> dict[str, Any]:

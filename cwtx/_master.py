@@ -166,19 +166,36 @@ class Master:
             return
         function = session.functions.get(fn)
         if function is None:
-            session.deliver((job_id, "error", EMPTY, error_json(
-                "ProtocolError", f"job {job_id} names function {fn.hex()}, never sent"
-            )))
+            session.deliver(
+                (
+                    job_id,
+                    "error",
+                    EMPTY,
+                    error_json(
+                        "ProtocolError", f"job {job_id} names function {fn.hex()}, never sent"
+                    ),
+                )
+            )
             return
         if timeout < 0 or timeout != timeout:
-            session.deliver((job_id, "error", EMPTY, error_json(
-                "ValueError", f"job {job_id}: timeout must be 0 (none) or more"
-            )))
+            session.deliver(
+                (
+                    job_id,
+                    "error",
+                    EMPTY,
+                    error_json("ValueError", f"job {job_id}: timeout must be 0 (none) or more"),
+                )
+            )
             return
         job = Job(
-            session, job_id, function, args, timeout=timeout,
+            session,
+            job_id,
+            function,
+            args,
+            timeout=timeout,
             max_retries=self.max_retries if max_retries < 0 else max_retries,
-            priority=priority, resources=resources,
+            priority=priority,
+            resources=resources,
         )
         session.jobs[job_id] = job
         session.push(job)
@@ -293,13 +310,16 @@ class Master:
         return {
             "master": self.id,
             "workers": [
-                {"name": w.name, "slots": w.slots, "running": len(w.running),
-                 "resources": w.resources}
+                {
+                    "name": w.name,
+                    "slots": w.slots,
+                    "running": len(w.running),
+                    "resources": w.resources,
+                }
                 for w in self.workers
             ],
             "clients": [
-                {"name": c.name, "queued": c.queued, "jobs": len(c.jobs)}
-                for c in self.clients
+                {"name": c.name, "queued": c.queued, "jobs": len(c.jobs)} for c in self.clients
             ],
             "slots": sum(w.slots for w in self.workers),
             "queued": sum(c.queued for c in self.clients),

@@ -91,8 +91,12 @@ class MasterProtocol(Peer):
             )
             self.client = ClientSession(self.name, self._sender.add)
             self.master.add_client(self.client)
-            log.info("client {name} connected (python {py}, cloudpickle {cp})",
-                     name=self.name, py=python, cp=cloudpickle)
+            log.info(
+                "client {name} connected (python {py}, cloudpickle {cp})",
+                name=self.name,
+                py=python,
+                cp=cloudpickle,
+            )
         return {"protocol": PROTOCOL_VERSION, "master": self.master.id}
 
     @RegisterWorker.responder
@@ -105,9 +109,7 @@ class MasterProtocol(Peer):
         self._sender = BatchSender(
             self, RunJobs, "jobs", self._encode_run, self.clock, self.blobs_out
         )
-        self.worker = WorkerSession(
-            self.name, slots, self._sender.add, self._send_cancel, res
-        )
+        self.worker = WorkerSession(self.name, slots, self._sender.add, self._send_cancel, res)
         self.master.add_worker(self.worker)
         return {}
 
@@ -123,8 +125,13 @@ class MasterProtocol(Peer):
             if code.size:
                 self.master.define(self.client, r["fn"], r["fn_env"], code)
             self.master.submit(
-                self.client, r["job"], r["fn"], args, timeout=r["timeout"],
-                max_retries=r["max_retries"], priority=r["priority"],
+                self.client,
+                r["job"],
+                r["fn"],
+                args,
+                timeout=r["timeout"],
+                max_retries=r["max_retries"],
+                priority=r["priority"],
                 resources=r["resources"],
             )
         self.master.dispatch()
@@ -160,9 +167,13 @@ class MasterProtocol(Peer):
             return None  # cancelled, or moved on, before its turn came
         job.sent = True
         fields: dict[str, Any] = {
-            "job": job.task, "fn": job.fn.hash, "fn_env": "",
-            "timeout": job.timeout, "max_retries": job.max_retries,
-            "priority": job.priority, "resources": job.resources,
+            "job": job.task,
+            "fn": job.fn.hash,
+            "fn_env": "",
+            "timeout": job.timeout,
+            "max_retries": job.max_retries,
+            "priority": job.priority,
+            "resources": job.resources,
         }
         code = EMPTY
         if job.fn.hash not in worker.functions:

@@ -34,6 +34,17 @@ class Peer(AMP):
         self.blobs_in = BlobReceiver()
         self.blobs_out = BlobSender(self)
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Many small commands, each awaited: Nagle's algorithm would add tens
+        # of milliseconds to every round trip.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:
+                pass
+
     def ampBoxReceived(self, box: Any) -> None:
         if self.dead:
             return  # late words from a peer already given up on

@@ -37,8 +37,10 @@ def reactor_thread() -> Any:
                     "Deferred API (cwtx.connect) instead of a blocking client"
                 )
             _thread = threading.Thread(
-                target=reactor.run, kwargs={"installSignalHandlers": False},
-                name="cwtx-reactor", daemon=True,
+                target=reactor.run,
+                kwargs={"installSignalHandlers": False},
+                name="cwtx-reactor",
+                daemon=True,
             )
             _thread.start()
             atexit.register(_stop_reactor)
@@ -86,8 +88,9 @@ def _is_coroutine(value: Any) -> bool:
     return inspect.iscoroutine(value)
 
 
-def blocking(fn: Callable[..., Any], *args: Any, timeout: float | None = None,
-             **kwargs: Any) -> Any:
+def blocking(
+    fn: Callable[..., Any], *args: Any, timeout: float | None = None, **kwargs: Any
+) -> Any:
     """Run ``fn`` in the reactor thread and wait (at most ``timeout``) for it."""
     if in_reactor_thread():
         raise RuntimeError("a blocking cwtx call was made from the reactor thread")

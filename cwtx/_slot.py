@@ -18,9 +18,15 @@ from typing import Any
 
 import txaio
 from twisted.internet import error as net_error
-from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IPullProducer,
+    IReactorProcess,
+    IReactorTime,
+)
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._errors import error_json
 from ._payload import EMPTY, Payload
@@ -31,6 +37,38 @@ log = txaio.make_logger()
 
 JOB_FD = 3
 RESULT_FD = 4
+
+
+@implementer(IPullProducer)
+class _PiecesProducer:
+    """Hands a pipe one piece at a time, as it drains.
+
+    Writing every piece at once would make Twisted join them all into one
+    buffer: a second copy of a 256 MiB argument in the supervisor.
+    """
+
+    def __init__(self, writer: Any, pieces: list[Any]) -> None:
+        self._writer = writer
+        self._pieces = iter(pieces)
+
+    def resumeProducing(self) -> None:
+        piece = next(self._pieces, None)
+        if piece is None:
+            self._writer.unregisterProducer()
+        else:
+            self._writer.write(piece)
+
+    def stopProducing(self) -> None:
+        self._pieces = iter(())
+
+
+def _write_pieces(transport: Any, fd: int, pieces: list[Any]) -> None:
+    writer = getattr(transport, "pipes", {}).get(fd)
+    if writer is None or writer.producer is not None:
+        for piece in pieces:
+            transport.writeToChild(fd, piece)
+        return
+    writer.registerProducer(_PiecesProducer(writer, pieces), False)
 
 
 @dataclass
@@ -109,8 +147,8 @@ class Slot(ProcessProtocol):
         if task.fn not in self._known:
             parts.append(task.code)
             self._known.add(task.fn)
-        for piece in encode_message(parts):
-            self.transport.writeToChild(JOB_FD, piece)  # type: ignore[union-attr]
+        _write_pieces(self.transport, JOB_FD, encode_message(parts))
+        task.args = EMPTY  # the pipe has it now; the master keeps it for retries
         if task.timeout and task.timeout > 0:
             self._timer = self._clock.callLater(task.timeout, self.kill, "timeout")
 

@@ -44,8 +44,9 @@ def _read_box(sock: socket.socket, buffer: bytearray) -> dict[bytes, bytes]:
             key = None
 
 
-def _call(sock: socket.socket, buffer: bytearray, tag: int, command: str,
-          **args: Any) -> dict[bytes, bytes]:
+def _call(
+    sock: socket.socket, buffer: bytearray, tag: int, command: str, **args: Any
+) -> dict[bytes, bytes]:
     box = AmpBox({b"_command": command.encode(), b"_ask": str(tag).encode()})
     for k, v in args.items():
         if isinstance(v, bool):

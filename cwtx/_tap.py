@@ -41,14 +41,33 @@ class MasterOptions(usage.Options):
     longdesc = "Run a cwtx master: it routes jobs from clients to workers."
     optParameters = [
         ["listen", "l", f"tcp:{PORT}", "Server endpoint string to listen on."],
-        ["heartbeat-interval", None, HEARTBEAT_INTERVAL,
-         "Seconds between heartbeats to each peer.", _positive(float)],
-        ["heartbeat-timeout", None, HEARTBEAT_TIMEOUT,
-         "Seconds of silence after which a peer is dead.", _positive(float)],
-        ["max-retries", None, DEFAULT_MAX_RETRIES,
-         "Times a job is retried after its worker dies under it.", int],
-        ["port-file", None, None,
-         "Write the TCP port actually bound to this file (for --listen tcp:0)."],
+        [
+            "heartbeat-interval",
+            None,
+            HEARTBEAT_INTERVAL,
+            "Seconds between heartbeats to each peer.",
+            _positive(float),
+        ],
+        [
+            "heartbeat-timeout",
+            None,
+            HEARTBEAT_TIMEOUT,
+            "Seconds of silence after which a peer is dead.",
+            _positive(float),
+        ],
+        [
+            "max-retries",
+            None,
+            DEFAULT_MAX_RETRIES,
+            "Times a job is retried after its worker dies under it.",
+            int,
+        ],
+        [
+            "port-file",
+            None,
+            None,
+            "Write the TCP port actually bound to this file (for --listen tcp:0).",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -60,7 +79,11 @@ class MasterService(Service):
     """Listens, and runs the heartbeat monitor, for one :class:`Master`."""
 
     def __init__(
-        self, reactor: Any, listen: str, master: Master, monitor: HeartbeatMonitor,
+        self,
+        reactor: Any,
+        listen: str,
+        master: Master,
+        monitor: HeartbeatMonitor,
         port_file: str | None = None,
     ) -> None:
         self.reactor = reactor
@@ -90,8 +113,9 @@ class MasterService(Service):
         d = Deferred.fromCoroutine(self._start())
 
         def failed(failure: Any) -> None:
-            log.failure("cwtx master could not listen on {listen}", failure=failure,
-                        listen=self.listen)
+            log.failure(
+                "cwtx master could not listen on {listen}", failure=failure, listen=self.listen
+            )
             self.reactor.stop()
 
         d.addErrback(failed)
@@ -110,9 +134,7 @@ def make_master_service(options: MasterOptions, reactor: Any = None) -> IService
 
         reactor = default_reactor
     master = Master(max_retries=options["max-retries"])
-    monitor = HeartbeatMonitor(
-        reactor, options["heartbeat-interval"], options["heartbeat-timeout"]
-    )
+    monitor = HeartbeatMonitor(reactor, options["heartbeat-interval"], options["heartbeat-timeout"])
     return MasterService(reactor, options["listen"], master, monitor, options["port-file"])
 
 
@@ -142,10 +164,20 @@ class WorkerOptions(usage.Options):
         ["slots", "n", 1, "Jobs to run at once, each in its own child process.", _positive(int)],
         ["name", None, None, "Name of this worker in logs and status (default host:pid)."],
         ["resources", None, "{}", "Resources this worker offers, as a JSON object."],
-        ["heartbeat-interval", None, HEARTBEAT_INTERVAL,
-         "Seconds between heartbeats to the master.", _positive(float)],
-        ["heartbeat-timeout", None, HEARTBEAT_TIMEOUT,
-         "Seconds of silence after which the master is taken for dead.", _positive(float)],
+        [
+            "heartbeat-interval",
+            None,
+            HEARTBEAT_INTERVAL,
+            "Seconds between heartbeats to the master.",
+            _positive(float),
+        ],
+        [
+            "heartbeat-timeout",
+            None,
+            HEARTBEAT_TIMEOUT,
+            "Seconds of silence after which the master is taken for dead.",
+            _positive(float),
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -177,7 +209,10 @@ def make_worker_service(options: WorkerOptions, reactor: Any = None) -> IService
         endpoint = client_endpoint(reactor, host, port)
     service = MultiService()
     Worker(
-        endpoint, reactor, slots=options["slots"], name=options["name"],
+        endpoint,
+        reactor,
+        slots=options["slots"],
+        name=options["name"],
         resources=options["resources"],
         heartbeat_interval=options["heartbeat-interval"],
         heartbeat_timeout=options["heartbeat-timeout"],

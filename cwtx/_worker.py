@@ -40,7 +40,11 @@ class WorkerProtocol(Peer):
         super().__init__(worker.reactor)
         self.worker = worker
         self.results: BatchSender[Result] = BatchSender(
-            self, JobResults, "results", self._encode_result, worker.reactor,
+            self,
+            JobResults,
+            "results",
+            self._encode_result,
+            worker.reactor,
             self.blobs_out,
         )
 
@@ -124,7 +128,9 @@ class Worker(Service):
         self.monitor.watch(proto)
         log.info(
             "worker {name} registered with master {master} ({n} slots)",
-            name=self.name, master=reply["master"], n=len(self.slots),
+            name=self.name,
+            master=reply["master"],
+            n=len(self.slots),
         )
 
     def disconnected(self, proto: WorkerProtocol) -> None:
@@ -161,7 +167,9 @@ class Worker(Service):
         known = self.functions.get(fn)
         if known is None:
             self._report(
-                task_id, "error", EMPTY,
+                task_id,
+                "error",
+                EMPTY,
                 error_json("ProtocolError", f"function {fn.hex()} was never sent"),
             )
             return

@@ -48,10 +48,14 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 
 def twistd_command(plugin: str, name: str, run_dir: Path, *args: str) -> list[str]:
     return [
-        *twistd_argv(), "-n",
-        "--pidfile", str(run_dir / f"{name}.pid"),
-        "--logfile", str(run_dir / f"{name}.log"),
-        plugin, *args,
+        *twistd_argv(),
+        "-n",
+        "--pidfile",
+        str(run_dir / f"{name}.pid"),
+        "--logfile",
+        str(run_dir / f"{name}.log"),
+        plugin,
+        *args,
     ]
 
 
@@ -72,11 +76,23 @@ class LocalCluster:
         """Start n more workers and wait until they have registered."""
         first = self.nworkers
         for i in range(first, first + n):
-            self._procs.append(_spawn(self.run_dir, f"worker-{i}", twistd_command(
-                "cw-worker", f"worker-{i}", self.run_dir,
-                "--master", f"{self.host}:{self.port}", "--slots", str(slots),
-                "--name", f"local-{i}",
-            )))
+            self._procs.append(
+                _spawn(
+                    self.run_dir,
+                    f"worker-{i}",
+                    twistd_command(
+                        "cw-worker",
+                        f"worker-{i}",
+                        self.run_dir,
+                        "--master",
+                        f"{self.host}:{self.port}",
+                        "--slots",
+                        str(slots),
+                        "--name",
+                        f"local-{i}",
+                    ),
+                )
+            )
         self.nworkers += n
         _wait_for_workers(self, self.nworkers, timeout)
 
@@ -99,8 +115,12 @@ def _spawn(run_dir: Path, name: str, command: Sequence[str]) -> subprocess.Popen
     out = open(run_dir / f"{name}.out", "ab")
     try:
         return subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True,
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
         )
     finally:
         out.close()
@@ -158,11 +178,20 @@ def start(
         )
     port_file = rundir / "master.port"
     port_file.unlink(missing_ok=True)
-    master = _spawn(rundir, "master", twistd_command(
-        "cw-master", "master", rundir,
-        "--listen", f"tcp:{port}:interface={host}", "--port-file", str(port_file),
-        *master_args,
-    ))
+    master = _spawn(
+        rundir,
+        "master",
+        twistd_command(
+            "cw-master",
+            "master",
+            rundir,
+            "--listen",
+            f"tcp:{port}:interface={host}",
+            "--port-file",
+            str(port_file),
+            *master_args,
+        ),
+    )
     cluster = LocalCluster(host, port, rundir, 0, [master])
     try:
         deadline = time.monotonic() + timeout
@@ -178,11 +207,24 @@ def start(
             time.sleep(0.02)
         cluster.port = int(port_file.read_text().strip())
         for i in range(nworkers):
-            cluster._procs.append(_spawn(rundir, f"worker-{i}", twistd_command(
-                "cw-worker", f"worker-{i}", rundir,
-                "--master", f"{host}:{cluster.port}", "--slots", str(slots),
-                "--name", f"local-{i}", *worker_args,
-            )))
+            cluster._procs.append(
+                _spawn(
+                    rundir,
+                    f"worker-{i}",
+                    twistd_command(
+                        "cw-worker",
+                        f"worker-{i}",
+                        rundir,
+                        "--master",
+                        f"{host}:{cluster.port}",
+                        "--slots",
+                        str(slots),
+                        "--name",
+                        f"local-{i}",
+                        *worker_args,
+                    ),
+                )
+            )
         cluster.nworkers = nworkers
         _wait_for_workers(cluster, nworkers, max(1.0, deadline - time.monotonic()))
     except BaseException:

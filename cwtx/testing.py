@@ -49,8 +49,12 @@ class InProcessSlot:
     """
 
     def __init__(
-        self, index: int, clock: Clock, on_result: ResultCallback,
-        on_free: Callable[[], None], hold: bool = False,
+        self,
+        index: int,
+        clock: Clock,
+        on_result: ResultCallback,
+        on_free: Callable[[], None],
+        hold: bool = False,
     ) -> None:
         self.index = index
         self._clock = clock
@@ -112,8 +116,12 @@ class MemoryCluster:
     """A master, workers and clients wired together in memory on a Clock."""
 
     def __init__(
-        self, workers: int = 1, slots: int = 1, max_retries: int = 3,
-        clock: Clock | None = None, hold: bool = False,
+        self,
+        workers: int = 1,
+        slots: int = 1,
+        max_retries: int = 3,
+        clock: Clock | None = None,
+        hold: bool = False,
     ) -> None:
         self.clock = clock if clock is not None else Clock()
         self.master = Master(max_retries=max_retries)
@@ -138,7 +146,10 @@ class MemoryCluster:
         """Connect and register a worker whose slots run jobs in-process."""
         name = name or f"memory-{len(self.workers)}"
         worker = Worker(
-            None, self.clock, slots=slots, name=name,
+            None,
+            self.clock,
+            slots=slots,
+            name=name,
             slot_factory=lambda *a: InProcessSlot(*a, hold=hold),
         )
         proto = WorkerProtocol(worker)
@@ -173,8 +184,9 @@ class MemoryCluster:
             for pump in list(self._pumps):
                 moved = pump.pump() or moved
             self.clock.advance(0)
-            if not moved and not any(c.getTime() <= self.clock.seconds()
-                                     for c in self.clock.getDelayedCalls()):
+            if not moved and not any(
+                c.getTime() <= self.clock.seconds() for c in self.clock.getDelayedCalls()
+            ):
                 return
         raise AssertionError("MemoryCluster.flush: still busy after 10,000 rounds")
 

@@ -221,9 +221,19 @@ def test_plain_twistd_master_and_worker(tmp_path):
     """The commands the README gives, with an ephemeral port."""
     port_file = tmp_path / "port"
     master = subprocess.Popen(
-        [*twistd_argv(), "-n", "--pidfile", str(tmp_path / "m.pid"), "cw-master",
-         "--listen", "tcp:0:interface=127.0.0.1", "--port-file", str(port_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            *twistd_argv(),
+            "-n",
+            "--pidfile",
+            str(tmp_path / "m.pid"),
+            "cw-master",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--port-file",
+            str(port_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     worker = None
     try:
@@ -233,9 +243,19 @@ def test_plain_twistd_master_and_worker(tmp_path):
             time.sleep(0.02)
         port = int(port_file.read_text())
         worker = subprocess.Popen(
-            [*twistd_argv(), "-n", "--pidfile", str(tmp_path / "w.pid"), "cw-worker",
-             "--master", f"127.0.0.1:{port}", "--slots", "2"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                *twistd_argv(),
+                "-n",
+                "--pidfile",
+                str(tmp_path / "w.pid"),
+                "cw-worker",
+                "--master",
+                f"127.0.0.1:{port}",
+                "--slots",
+                "2",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         while not query_status("127.0.0.1", port)["workers"]:
             assert worker.poll() is None and time.monotonic() < deadline
@@ -260,7 +280,11 @@ def test_cw_local_start_and_stop(tmp_path):
     cw = [sys.executable, "-m", "cwtx._cli"]
     started = subprocess.run(
         [*cw, "local", "start", "-n", "2", "--port", "0"],
-        capture_output=True, text=True, env=env, timeout=120, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=ROOT,
     )
     try:
         assert started.returncode == 0, started.stderr
@@ -288,3 +312,72 @@ def test_connect_to_nothing_fails_clearly():
     s.close()
     with pytest.raises(ConnectionError, match="could not connect to the cwtx master"):
         blocking(cwtx.connect, "127.0.0.1", port, timeout=5)
+
+
+def test_supervisor_answers_heartbeats_while_a_job_holds_the_gil(tmp_path):
+    """A job that holds the GIL for longer than the heartbeat timeout does
+    not get its worker declared dead: the job runs in a child process."""
+    with cwtx.local.allocate(
+        1,
+        run_dir=tmp_path,
+        master_args=["--heartbeat-interval", "0.2", "--heartbeat-timeout", "1"],
+    ) as c:
+        client = SyncClient(c)
+        try:
+
+            def hold_gil(seconds):
+                import time as t
+
+                end = t.monotonic() + seconds
+                while t.monotonic() < end:
+                    sum(range(10**6))  # C loop: the GIL is held throughout
+                return "done"
+
+            assert client.run(hold_gil, 3.0) == "done"
+            status = query_status(c.host, c.port)
+            assert status["completed"] == 1 and len(status["workers"]) == 1
+            assert "declared dead" not in (tmp_path / "master.log").read_text()
+        finally:
+            client.close()
+
+
+def test_worker_reconnects_to_a_restarted_master(tmp_path):
+    cluster = cwtx.local.start(1, 0, run_dir=tmp_path)
+    try:
+        port = cluster.port
+        master_pid = int((tmp_path / "master.pid").read_text())
+        os.kill(master_pid, 9)
+        cluster._procs[0].wait(10)
+        (tmp_path / "master.pid").unlink()
+        restarted = subprocess.Popen(
+            [
+                *twistd_argv(),
+                "-n",
+                "--pidfile",
+                str(tmp_path / "master.pid"),
+                "--logfile",
+                str(tmp_path / "master2.log"),
+                "cw-master",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        cluster._procs.append(restarted)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if query_status("127.0.0.1", port)["workers"]:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the worker never came back"
+            time.sleep(0.05)
+        client = SyncClient(cluster)
+        try:
+            assert client.run(lambda: "after restart") == "after restart"
+        finally:
+            client.close()
+    finally:
+        cluster.stop()

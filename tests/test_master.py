@@ -56,9 +56,7 @@ def test_clients_are_served_in_turn():
         submit(m, b, i)
     w = FakeWorker("w", slots=4)
     m.add_worker(w)
-    assert [(j.client.name, j.job_id) for j in w.runs] == [
-        ("a", 1), ("b", 1), ("a", 2), ("b", 2)
-    ]
+    assert [(j.client.name, j.job_id) for j in w.runs] == [("a", 1), ("b", 1), ("a", 2), ("b", 2)]
 
 
 def test_priority_runs_first_then_fifo():
@@ -178,8 +176,13 @@ def test_retry_prefers_a_worker_that_has_not_failed_it():
     submit(m, c, 1)
     m.dispatch()
     assert w1.runs and w1.runs[0].job_id == 1
-    m.worker_result(w1, w1.runs[0].task, "lost", Payload.of(b""), json.dumps(
-        {"message": "child died (signal 11)"}))
+    m.worker_result(
+        w1,
+        w1.runs[0].task,
+        "lost",
+        Payload.of(b""),
+        json.dumps({"message": "child died (signal 11)"}),
+    )
     m.dispatch()
     assert [j.job_id for j in w2.runs] == [1]
 

@@ -82,8 +82,14 @@ def test_batch_size_estimate_is_an_upper_bound():
     from twisted.protocols.amp import AmpBox
 
     fields = {"job": 123456789, "fn": b"x" * 32, "fn_env": "é" * 100, "timeout": 1.5}
-    wire = len(AmpBox({k.encode(): (v if isinstance(v, bytes) else str(v).encode())
-                       for k, v in fields.items()}).serialize())
+    wire = len(
+        AmpBox(
+            {
+                k.encode(): (v if isinstance(v, bytes) else str(v).encode())
+                for k, v in fields.items()
+            }
+        ).serialize()
+    )
     assert sum(field_size(k, v) for k, v in fields.items()) + 2 >= wire
     assert BATCH_BYTES < 65_535
 
@@ -91,18 +97,19 @@ def test_batch_size_estimate_is_an_upper_bound():
 def run_in_child(fn, *args, **kwargs):
     fd = pickle_function(fn)
     header = {"task": 1, "fn": fd.hash.hex(), "env": fd.env}
-    reply, value = Child().run(header, [bytearray(pickle_arguments(args, kwargs)),
-                                        bytearray(fd.code)])
+    reply, value = Child().run(
+        header, [bytearray(pickle_arguments(args, kwargs)), bytearray(fd.code)]
+    )
     return json.loads(reply), value
 
 
 def test_child_runs_and_restores_cwd_and_path(tmp_path):
     cwd, path = os.getcwd(), list(sys.path)
-    fd = pickle_function(os.getcwd, env=json.dumps({"cwd": str(tmp_path),
-                                                    "path": ["/nonexistent-entry"]}))
+    fd = pickle_function(
+        os.getcwd, env=json.dumps({"cwd": str(tmp_path), "path": ["/nonexistent-entry"]})
+    )
     header = {"task": 7, "fn": fd.hash.hex(), "env": fd.env}
-    reply, value = Child().run(header, [bytearray(pickle_arguments((), {})),
-                                        bytearray(fd.code)])
+    reply, value = Child().run(header, [bytearray(pickle_arguments((), {})), bytearray(fd.code)])
     assert json.loads(reply) == {"status": "ok", "task": 7}
     assert pickle.loads(value) == str(tmp_path)
     assert os.getcwd() == cwd and sys.path == path

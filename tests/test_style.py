@@ -12,6 +12,9 @@ from .conftest import ROOT
 def test_ruff_clean():
     result = subprocess.run(
         ["ruff", "check", "cwtx", "twisted", "tests", "examples"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
