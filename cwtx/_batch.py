@@ -30,17 +30,6 @@ BATCH_WINDOW = 4
 Encoder = Callable[[T], "tuple[dict[str, Any], dict[str, Payload]] | None"]
 
 
-def field_size(key: str, value: Any) -> int:
-    """Upper bound of one key/value pair's size on the wire."""
-    if isinstance(value, bytes):
-        n = len(value)
-    elif isinstance(value, str):
-        n = len(value.encode("utf-8"))
-    else:
-        n = 32
-    return 4 + len(key) + n
-
-
 class BatchSender(Generic[T]):
     """
     Sends queued items in order, as batches of one list-valued command.
@@ -62,6 +51,7 @@ class BatchSender(Generic[T]):
         self._amp = amp
         self._command = command
         self._argument = argument
+        self._record_size = dict(command.arguments)[argument.encode()].record_size
         self._encode = encode
         self._clock = clock
         self._blobs = blobs if blobs is not None else BlobSender(amp)
@@ -125,7 +115,8 @@ class BatchSender(Generic[T]):
                         batch, size = [], 0
                     inline, blob = await self._blobs.encode(payload)
                     fields[name], fields[name + "_blob"] = inline, blob
-                record_size = sum(field_size(k, v) for k, v in fields.items()) + 2
+                record_size = self._record_size(fields)
+
                 if batch and size + record_size > BATCH_BYTES:
                     inflight.append(self._send(batch))
                     batch, size = [], 0

@@ -8,16 +8,10 @@ is streamed first with :class:`BlobChunk` and the record names it by blob id
 (``<name>`` empty, ``<name>_blob`` > 0).  See docs/protocol.md.
 """
 
-from twisted.protocols.amp import (
-    AmpList,
-    Boolean,
-    Command,
-    Float,
-    Integer,
-    ListOf,
-    Unicode,
-)
+from twisted.protocols.amp import Boolean, Command, Integer, ListOf, Unicode
 from twisted.protocols.amp import String as Bytes
+
+from ._records import Records
 
 PROTOCOL_VERSION = 1
 
@@ -26,17 +20,17 @@ PROTOCOL_VERSION = 1
 #: sha256 of the function's environment and pickle; ``fn_env`` and
 #: ``fn_code`` are sent only the first time that hash goes to that peer.
 JOB_RECORD = [
-    (b"job", Integer()),
-    (b"fn", Bytes()),
-    (b"fn_env", Unicode()),
-    (b"fn_code", Bytes()),
-    (b"fn_code_blob", Integer()),
-    (b"args", Bytes()),
-    (b"args_blob", Integer()),
-    (b"timeout", Float()),
-    (b"max_retries", Integer()),
-    (b"priority", Integer()),
-    (b"resources", Unicode()),
+    ("job", "int"),
+    ("fn", "bytes"),
+    ("fn_env", "text"),
+    ("fn_code", "bytes"),
+    ("fn_code_blob", "int"),
+    ("args", "bytes"),
+    ("args_blob", "int"),
+    ("timeout", "float"),
+    ("max_retries", "int"),
+    ("priority", "int"),
+    ("resources", "text"),
 ]
 
 #: What one result record carries, worker to master and master to client.
@@ -44,11 +38,11 @@ JOB_RECORD = [
 #: pickled result (ok) or pickled exception (error, may be empty); ``error``
 #: is JSON with type, message and traceback (empty for ok).
 RESULT_RECORD = [
-    (b"job", Integer()),
-    (b"status", Unicode()),
-    (b"value", Bytes()),
-    (b"value_blob", Integer()),
-    (b"error", Unicode()),
+    ("job", "int"),
+    ("status", "text"),
+    ("value", "bytes"),
+    ("value_blob", "int"),
+    ("error", "text"),
 ]
 
 
@@ -91,21 +85,21 @@ class BlobChunk(Command):
 class SubmitJobs(Command):
     """Client to master: a batch of new jobs."""
 
-    arguments = [(b"jobs", AmpList(JOB_RECORD))]
+    arguments = [(b"jobs", Records(JOB_RECORD))]
     response = []
 
 
 class RunJobs(Command):
     """Master to worker: a batch of jobs to run now (``job`` is a task id)."""
 
-    arguments = [(b"jobs", AmpList(JOB_RECORD))]
+    arguments = [(b"jobs", Records(JOB_RECORD))]
     response = []
 
 
 class JobResults(Command):
     """Worker to master, and master to client: a batch of ended jobs."""
 
-    arguments = [(b"results", AmpList(RESULT_RECORD))]
+    arguments = [(b"results", Records(RESULT_RECORD))]
     response = []
 
 

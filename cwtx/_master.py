@@ -26,6 +26,9 @@ txaio.use_twisted()
 log = txaio.make_logger()
 
 DEFAULT_MAX_RETRIES = 3
+#: Jobs sent to a worker beyond its slots, queued there so that a slot that
+#: frees up starts its next job without waiting for a round trip.
+DEFAULT_PREFETCH = 4
 
 
 @dataclass(eq=False)
@@ -102,9 +105,11 @@ class WorkerSession:
         deliver_run: Callable[[Job], None],
         deliver_cancel: Callable[[int], None],
         resources: dict[str, Any] | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
     ) -> None:
         self.name = name
         self.slots = slots
+        self.capacity = slots + prefetch
         self.resources = resources or {}
         self.deliver_run = deliver_run
         self.deliver_cancel = deliver_cancel
@@ -113,17 +118,29 @@ class WorkerSession:
 
     @property
     def free(self) -> int:
-        return self.slots - len(self.running)
+        """How many more jobs it may be sent (its slots, plus prefetch)."""
+        return self.capacity - len(self.running)
+
+    def started(self) -> set[int]:
+        """Tasks it must have started: a worker runs what it is sent in
+        order, ``slots`` at a time, so the earliest sent are the running ones."""
+        sent = sorted(task for task, job in self.running.items() if job.sent)
+        return set(sent[: self.slots])
 
 
 class Master:
     """Routes jobs from clients to workers and results back."""
 
-    def __init__(self, max_retries: int = DEFAULT_MAX_RETRIES) -> None:
+    def __init__(
+        self, max_retries: int = DEFAULT_MAX_RETRIES, prefetch: int = DEFAULT_PREFETCH
+    ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be 0 or more, not {prefetch}")
         self.id = uuid.uuid4().hex[:12]
         self.max_retries = max_retries
+        self.prefetch = prefetch
         self.clients: list[ClientSession] = []
         self.workers: list[WorkerSession] = []
         self._tasks = count(1)
@@ -231,10 +248,11 @@ class Master:
             return
         self.workers.remove(worker)
         log.info("worker {w} left: {cause}", w=worker.name, cause=cause)
+        started = worker.started()
         running, worker.running = worker.running, {}
-        for job in running.values():
+        for task, job in sorted(running.items()):
             if not job.ended:
-                self._attempt_failed(job, worker, cause, counted=job.sent)
+                self._attempt_failed(job, worker, cause, counted=task in started)
         self.dispatch()
 
     def worker_result(
@@ -323,6 +341,7 @@ class Master:
             ],
             "slots": sum(w.slots for w in self.workers),
             "queued": sum(c.queued for c in self.clients),
+            # "running" counts jobs sent to workers, prefetched ones included.
             "running": sum(len(w.running) for w in self.workers),
             "completed": self.completed,
         }

@@ -109,7 +109,14 @@ class MasterProtocol(Peer):
         self._sender = BatchSender(
             self, RunJobs, "jobs", self._encode_run, self.clock, self.blobs_out
         )
-        self.worker = WorkerSession(self.name, slots, self._sender.add, self._send_cancel, res)
+        self.worker = WorkerSession(
+            self.name,
+            slots,
+            self._sender.add,
+            self._send_cancel,
+            res,
+            prefetch=self.master.prefetch,
+        )
         self.master.add_worker(self.worker)
         return {}
 

@@ -62,11 +62,14 @@ class _PiecesProducer:
         self._pieces = iter(())
 
 
+#: A message up to this size is joined and written at once (one syscall).
+SMALL_MESSAGE = 1 << 20
+
+
 def _write_pieces(transport: Any, fd: int, pieces: list[Any]) -> None:
     writer = getattr(transport, "pipes", {}).get(fd)
-    if writer is None or writer.producer is not None:
-        for piece in pieces:
-            transport.writeToChild(fd, piece)
+    if sum(len(p) for p in pieces) <= SMALL_MESSAGE or writer is None or writer.producer:
+        transport.writeToChild(fd, b"".join(pieces))
         return
     writer.registerProducer(_PiecesProducer(writer, pieces), False)
 

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.python import usage
 
 from ._client import PORT, client_endpoint
-from ._master import DEFAULT_MAX_RETRIES, Master
+from ._master import DEFAULT_MAX_RETRIES, DEFAULT_PREFETCH, Master
 from ._master_protocol import MasterFactory
 from ._peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor
 from ._worker import Worker
@@ -63,6 +63,13 @@ class MasterOptions(usage.Options):
             int,
         ],
         [
+            "prefetch",
+            None,
+            DEFAULT_PREFETCH,
+            "Jobs sent to each worker beyond its slots, to hide round trips.",
+            int,
+        ],
+        [
             "port-file",
             None,
             None,
@@ -73,6 +80,8 @@ class MasterOptions(usage.Options):
     def postOptions(self) -> None:
         if self["max-retries"] < 0:
             raise usage.UsageError("--max-retries must be 0 or more")
+        if self["prefetch"] < 0:
+            raise usage.UsageError("--prefetch must be 0 or more")
 
 
 class MasterService(Service):
@@ -133,7 +142,7 @@ def make_master_service(options: MasterOptions, reactor: Any = None) -> IService
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    master = Master(max_retries=options["max-retries"])
+    master = Master(max_retries=options["max-retries"], prefetch=options["prefetch"])
     monitor = HeartbeatMonitor(reactor, options["heartbeat-interval"], options["heartbeat-timeout"])
     return MasterService(reactor, options["listen"], master, monitor, options["port-file"])
 

@@ -122,9 +122,10 @@ class MemoryCluster:
         max_retries: int = 3,
         clock: Clock | None = None,
         hold: bool = False,
+        prefetch: int = 0,
     ) -> None:
         self.clock = clock if clock is not None else Clock()
-        self.master = Master(max_retries=max_retries)
+        self.master = Master(max_retries=max_retries, prefetch=prefetch)
         self.monitor = HeartbeatMonitor(self.clock)
         self.monitor.start()
         self._pumps: list[IOPump] = []

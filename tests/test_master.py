@@ -11,10 +11,10 @@ from cwtx._payload import Payload
 
 
 class FakeWorker(WorkerSession):
-    def __init__(self, name: str, slots: int = 1) -> None:
+    def __init__(self, name: str, slots: int = 1, prefetch: int = 0) -> None:
         self.runs: list = []
         self.cancels: list[int] = []
-        super().__init__(name, slots, self._run, self.cancels.append)
+        super().__init__(name, slots, self._run, self.cancels.append, prefetch=prefetch)
 
     def _run(self, job) -> None:
         job.sent = True  # as the protocol's encoder does when it sends the record
@@ -191,7 +191,7 @@ def test_only_a_job_that_was_running_counts_an_attempt():
     m = Master(max_retries=0)
     c, results = make_client(m)
     submit(m, c, 1)
-    w = WorkerSession("w", 1, lambda job: None, lambda t: None)  # never sends
+    w = WorkerSession("w", 1, lambda job: None, lambda t: None, prefetch=0)  # never sends
     m.add_worker(w)
     m.remove_worker(w, "gone before the job was sent")
     assert results == []
@@ -227,3 +227,18 @@ def test_bad_options_rejected():
     c, results = make_client(m)
     submit(m, c, 1, timeout=-1.0)
     assert results[0][1] == "error"
+
+
+def test_prefetch_sends_more_than_slots_but_counts_only_started_jobs():
+    m = Master(max_retries=0)
+    c, results = make_client(m)
+    for i in range(1, 6):
+        submit(m, c, i)
+    w = FakeWorker("w", slots=2, prefetch=2)
+    m.add_worker(w)
+    assert [j.job_id for j in w.runs] == [1, 2, 3, 4]
+    m.remove_worker(w, "killed")
+    # Jobs 1 and 2 were running (a worker starts what it is sent in order);
+    # 3 and 4 waited in its queue and go back to the master's queue unharmed.
+    assert sorted(r[0] for r in results if r[1] == "lost") == [1, 2]
+    assert m.status()["queued"] == 3

@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
-from cwtx._batch import BATCH_BYTES, field_size
+from cwtx._batch import BATCH_BYTES
 from cwtx._child import Child
+from cwtx._commands import JOB_RECORD
 from cwtx._payload import CHUNK_SIZE, BlobReceiver, Payload
 from cwtx._pipeframes import (
     MAX_PARTS,
@@ -22,6 +23,7 @@ from cwtx._pipeframes import (
     read_message,
     write_message,
 )
+from cwtx._records import RecordError, Records
 from cwtx._serialize import pickle_arguments, pickle_function
 
 
@@ -78,20 +80,49 @@ def test_blocking_read_and_write_round_trip():
         read_message(truncated)
 
 
-def test_batch_size_estimate_is_an_upper_bound():
-    from twisted.protocols.amp import AmpBox
-
-    fields = {"job": 123456789, "fn": b"x" * 32, "fn_env": "é" * 100, "timeout": 1.5}
-    wire = len(
-        AmpBox(
-            {
-                k.encode(): (v if isinstance(v, bytes) else str(v).encode())
-                for k, v in fields.items()
-            }
-        ).serialize()
-    )
-    assert sum(field_size(k, v) for k, v in fields.items()) + 2 >= wire
+def test_records_round_trip_and_size_bound():
+    records = Records(JOB_RECORD)
+    record = {
+        "job": 2**62,
+        "fn": b"x" * 32,
+        "fn_env": "é" * 100,
+        "fn_code": b"c" * 10,
+        "fn_code_blob": 0,
+        "args": b"",
+        "args_blob": 7,
+        "timeout": 1.5,
+        "max_retries": -1,
+        "priority": -3,
+        "resources": "{}",
+    }
+    wire = records.toString([record, record])
+    assert records.fromString(wire) == [record, record]
+    assert 2 * records.record_size(record) >= len(wire)
     assert BATCH_BYTES < 65_535
+
+
+def test_records_reject_malformed_values():
+    records = Records(JOB_RECORD)
+    wire = records.toString(
+        [
+            {
+                "job": 1,
+                "fn": b"f",
+                "fn_env": "",
+                "fn_code": b"",
+                "fn_code_blob": 0,
+                "args": b"abc",
+                "args_blob": 0,
+                "timeout": 0.0,
+                "max_retries": -1,
+                "priority": 0,
+                "resources": "{}",
+            }
+        ]
+    )
+    for bad in (wire[:-1], wire[:10], wire + b"\0"):
+        with pytest.raises(RecordError):
+            records.fromString(bad)
 
 
 def run_in_child(fn, *args, **kwargs):
