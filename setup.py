@@ -15,7 +15,8 @@ setup(
     package_data={"twisted": ["plugins/cwtx_plugins.py"]},
     install_requires=["twisted>=23.10", "cloudpickle>=2.0", "txaio>=23.1"],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "ruff"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "ruff", "tqdm"],
+
         "progress": ["tqdm"],
     },
     entry_points={"console_scripts": ["cw = cwtx._cli:main"]},

@@ -5,6 +5,7 @@ A client submits closures, a master (``twistd cw-master``) routes them, and
 workers (``twistd cw-worker --master HOST``) run them.
 """
 
+from ._blocking import ClientThread, ClusterExecutor, randid
 from ._client import PORT, Client, JobOptions, connect
 from ._errors import (
     ConnectionLost,
@@ -16,6 +17,7 @@ from ._errors import (
     RemoteError,
     RemoteTraceback,
 )
+from ._progress import progress
 from .local import allocate, start, stop
 
 __version__ = "0.1.0"
@@ -23,6 +25,8 @@ __version__ = "0.1.0"
 __all__ = [
     "PORT",
     "Client",
+    "ClientThread",
+    "ClusterExecutor",
     "ConnectionLost",
     "CwtxError",
     "JobCancelled",
@@ -34,6 +38,8 @@ __all__ = [
     "RemoteTraceback",
     "allocate",
     "connect",
+    "progress",
+    "randid",
     "start",
     "stop",
 ]

@@ -12,7 +12,8 @@ from itertools import count
 from typing import Any
 
 import txaio
-from twisted.internet.defer import Deferred
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -122,6 +123,7 @@ class Client:
         self._pending: dict[int, _Pending] = {}
         self._sent_functions: set[bytes] = set()
         self._closed = False
+        self._on_closed: list[Deferred[None]] = []
         self._default = JobOptions()
         self._sender: BatchSender[_Pending] = BatchSender(
             protocol, SubmitJobs, "jobs", self._encode, reactor, protocol.blobs_out
@@ -148,10 +150,19 @@ class Client:
     def _submit(
         self, options: JobOptions, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Deferred[Any]:
+        return self.submit_pickled(options, pickle_function(fn), pickle_arguments(args, kwargs))
+
+    def submit_pickled(
+        self, options: JobOptions, function: FunctionDef, arguments: bytes
+    ) -> Deferred[Any]:
+        """Submit a job whose function and arguments are already pickled.
+
+        The blocking APIs pickle in the caller's thread (so a bad argument
+        raises there) and hand the bytes to the reactor thread; ``map``
+        pickles its function once for all its jobs.
+        """
         if self._closed:
             raise RuntimeError("this cwtx client is closed")
-        function = pickle_function(fn)
-        arguments = pickle_arguments(args, kwargs)
         job_id = next(self._ids)
         deferred: Deferred[Any] = Deferred(lambda d: self._cancel(job_id))
         pending = _Pending(job_id, function, arguments, options, deferred)
@@ -202,6 +213,9 @@ class Client:
     def _connection_lost(self, reason: Failure) -> None:
         self._sender.stop()
         self._closed = True
+        closed, self._on_closed = self._on_closed, []
+        for d in closed:
+            d.callback(None)
         pending, self._pending = self._pending, {}
         if pending:
             why = (
@@ -217,11 +231,19 @@ class Client:
         d = self._protocol.callRemote(Status, detail=False)
         return d.addCallback(lambda reply: json.loads(reply["status"]))
 
-    def close(self) -> None:
-        """Disconnect; jobs that have not ended fail with ConnectionLost."""
+    def close(self) -> Deferred[None]:
+        """Disconnect; jobs that have not ended fail with ConnectionLost.
+
+        The Deferred fires once the connection is closed and every pending
+        job's Deferred has failed.
+        """
         self._closed = True
-        if self._protocol.transport is not None:
-            self._protocol.transport.loseConnection()
+        if self._protocol.dead or self._protocol.transport is None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._on_closed.append(d)
+        self._protocol.transport.loseConnection()
+        return d
 
 
 class _OptionsView:
@@ -264,9 +286,13 @@ async def _connect(
     hello.addTimeout(timeout, reactor)
     try:
         await hello
+    except defer.TimeoutError as e:
+        proto.transport.abortConnection()
+        raise ConnectionError(f"no answer to the handshake within {timeout:g} s") from e
     except Exception as e:
         proto.transport.loseConnection()
         raise ProtocolMismatch(f"the master refused the handshake: {e}") from e
+
     return proto
 
 

@@ -63,7 +63,7 @@ class ConnectionLost(CwtxError):
     """The connection to the master closed while the job had not ended."""
 
 
-class ProtocolMismatch(CwtxError):
+class ProtocolMismatch(CwtxError, ConnectionError):
     """The peer speaks another protocol version, or refused the handshake."""
 
 

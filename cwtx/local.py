@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._client import PORT
+from ._discovery import current, set_current
 from ._procs import cmdline, is_running, read_pid, terminate, twistd_argv
 from ._status import query_status
 
@@ -96,13 +97,19 @@ class LocalCluster:
         self.nworkers += n
         _wait_for_workers(self, self.nworkers, timeout)
 
-    def stop(self) -> None:
-        stop(self.run_dir)
+    def stop(self) -> list[str]:
+        """Stop the master and workers; returns the names it stopped."""
+        if current() == (self.host, self.port):
+            set_current(None)
+        if _started.get(self.run_dir.resolve()) is self:
+            del _started[self.run_dir.resolve()]
+        stopped = _stop_pidfiles(self.run_dir)
         for proc in self._procs:
             if proc.poll() is None:  # it never wrote its pid file
                 terminate(proc.pid)
             proc.wait()
         self._procs.clear()
+        return stopped
 
     def __enter__(self) -> LocalCluster:
         return self
@@ -230,7 +237,13 @@ def start(
     except BaseException:
         cluster.stop()
         raise
+    set_current((cluster.host, cluster.port))
+    _started[rundir.resolve()] = cluster
     return cluster
+
+
+#: Clusters this process started, by run directory, so stop() can reap them.
+_started: dict[Path, LocalCluster] = {}
 
 
 def stop(run_dir: str | os.PathLike[str] | None = None) -> list[str]:
@@ -239,6 +252,13 @@ def stop(run_dir: str | os.PathLike[str] | None = None) -> list[str]:
     Workers go first, then the master.  Returns the names it stopped.
     """
     rundir = Path(run_dir) if run_dir is not None else default_run_dir()
+    ours = _started.pop(rundir.resolve(), None)
+    if ours is not None:
+        return ours.stop()
+    return _stop_pidfiles(rundir)
+
+
+def _stop_pidfiles(rundir: Path) -> list[str]:
     stopped = []
     pidfiles = sorted(rundir.glob("worker-*.pid")) + [rundir / "master.pid"]
     for pidfile in pidfiles:

@@ -29,8 +29,10 @@ async def run(reactor, host, port, count):
         print(f"a failing job raised {e!r} on the worker")
 
     status = await client.status()
-    print(f"done: the master has {len(status['workers'])} workers, "
-          f"{status['completed']} jobs completed")
+    print(
+        f"done: the master has {len(status['workers'])} workers, "
+        f"{status['completed']} jobs completed"
+    )
     client.close()
 
 
@@ -38,14 +40,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--host", default="localhost")
     parser.add_argument("--port", type=int, default=cwtx.PORT)
-    parser.add_argument("--local", type=int, metavar="N", default=0,
-                        help="start a local master and N workers for this run")
+    parser.add_argument(
+        "--local",
+        type=int,
+        metavar="N",
+        default=0,
+        help="start a local master and N workers for this run",
+    )
     parser.add_argument("-n", "--count", type=int, default=10)
     args = parser.parse_args()
 
     def go(host, port):
-        task.react(lambda reactor: defer.Deferred.fromCoroutine(
-            run(reactor, host, port, args.count)))
+        task.react(
+            lambda reactor: defer.Deferred.fromCoroutine(run(reactor, host, port, args.count))
+        )
 
     if args.local:
         with cwtx.local.allocate(args.local) as cluster:

@@ -1,0 +1,487 @@
+"""
+The blocking client APIs (ClientThread, ClusterExecutor), asyncio, host
+discovery and progress, against real master and worker processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import cwtx
+from cwtx import _discovery, _reactor_thread
+from cwtx._status import query_status
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Two workers with two slots each; clients find it with no host given."""
+    with cwtx.local.allocate(2, run_dir=tmp_path_factory.mktemp("clients"), slots=2) as c:
+        yield c
+
+
+@pytest.fixture
+def executor(cluster):
+    ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
+    yield ex
+    ex.shutdown(wait=False, cancel_futures=True)
+
+
+def wait_until(condition, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def slow_identity(x, seconds):
+    time.sleep(seconds)
+    return x
+
+
+# -- ClientThread -----------------------------------------------------------------
+
+
+def test_client_thread_calls_back_in_its_own_thread(cluster):
+    calls, threads = [], set()
+
+    def callback(jobid, result):
+        calls.append((jobid, result))
+        threads.add(threading.current_thread().name)
+
+    client = cwtx.ClientThread(callback, cluster.host, cluster.port)
+    client.start()
+    try:
+        ids = [client.submit(cwtx.randid(), pow, 2, i) for i in range(10)]
+        client.wait(timeout=60)
+        assert sorted(calls) == sorted(zip(ids, [2**i for i in range(10)], strict=True))
+        assert threads == {"cwtx-client-callbacks"}
+    finally:
+        client.stop()
+
+
+def test_wait_raises_first_error_only_after_every_job_ended(cluster):
+    done = []
+    client = cwtx.ClientThread(lambda j, r: done.append(j), cluster.host, cluster.port)
+    client.start()
+    try:
+        client.submit("slow", slow_identity, "slow", 1.0)
+        client.submit("bad", lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            client.wait(timeout=60)
+        # The seed zeroed its count on an error and returned early: the slow
+        # job's callback must already have run when wait() raised.
+        assert done == ["slow"]
+        assert client.pending == 0
+        client.wait(timeout=5)  # the error was reported once
+    finally:
+        client.stop()
+
+
+def test_callback_errors_are_raised_by_wait(cluster):
+    def callback(jobid, result):
+        raise RuntimeError(f"callback failed for {jobid}")
+
+    with pytest.raises(RuntimeError, match="callback failed for 7"):
+        with cwtx.ClientThread(callback, cluster.host, cluster.port) as client:
+            client.submit(7, abs, -7)
+
+
+def test_client_thread_context_manager_waits(cluster):
+    results = {}
+    with cwtx.ClientThread(results.__setitem__, cluster.host, cluster.port) as client:
+        for i in range(20):
+            client.submit(i, slow_identity, i, 0.01)
+    assert results == {i: i for i in range(20)}
+
+
+def test_submit_before_start_and_unpicklable_args_fail_in_the_caller(cluster):
+    client = cwtx.ClientThread(lambda j, r: None, cluster.host, cluster.port)
+    with pytest.raises(RuntimeError, match="start"):
+        client.submit(1, abs, 1)
+    client.start()
+    try:
+        with pytest.raises(Exception, match="lock"):
+            client.submit(1, abs, threading.Lock())
+        assert client.pending == 0
+    finally:
+        client.stop()
+
+
+def test_randid():
+    ids = {cwtx.randid() for _ in range(1000)}
+    assert len(ids) == 1000 and all(isinstance(i, int) and 0 <= i < 2**128 for i in ids)
+
+
+# -- ClusterExecutor: the concurrent.futures contract ---------------------------------
+
+
+def test_submit_and_result(executor):
+    assert executor.submit(pow, 2, 8).result(60) == 256
+    assert executor.submit(lambda *, k: k, k=3).result(60) == 3
+
+
+def test_map_keeps_order_and_zips_iterables(executor):
+    assert list(
+        executor.map(slow_identity, range(8), [0.05 * (8 - i) for i in range(8)], timeout=60)
+    ) == list(range(8))
+    assert list(executor.map(pow, [2, 3, 4], [2, 2], timeout=60)) == [4, 9]
+    assert list(executor.map(abs, [], timeout=60)) == []
+
+
+def test_map_with_chunksize(executor):
+    assert list(executor.map(lambda x: -x, range(10), chunksize=3, timeout=60)) == [
+        -x for x in range(10)
+    ]
+    with pytest.raises(ValueError):
+        executor.map(abs, [1], chunksize=0)
+
+
+def test_map_exception_raised_at_iteration(executor):
+    def f(x):
+        if x == 3:
+            raise ValueError("three")
+        return x
+
+    results = executor.map(f, range(6), timeout=60)
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="three"):
+        next(results)
+
+
+def test_map_timeout(executor):
+    results = executor.map(slow_identity, [1, 2], [5, 5], timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        list(results)
+    assert time.monotonic() - started < 4
+
+
+def test_map_buffersize_reads_input_lazily(executor):
+    consumed = []
+
+    def numbers():
+        for i in range(50):
+            consumed.append(i)
+            yield i
+
+    results = executor.map(abs, numbers(), buffersize=5, timeout=60)
+    assert len(consumed) == 5  # only the first buffer was submitted
+    assert next(results) == 0
+    assert len(consumed) == 6
+    assert list(results) == list(range(1, 50))
+    with pytest.raises(ValueError):
+        executor.map(abs, [1], buffersize=0)
+    with pytest.raises(TypeError):
+        executor.map(abs, [1], buffersize=1.5)
+
+
+def test_wait_and_as_completed(executor):
+    fast = executor.submit(slow_identity, "fast", 0)
+    slow = executor.submit(slow_identity, "slow", 1.5)
+    done, not_done = cf.wait([fast, slow], timeout=60, return_when=cf.FIRST_COMPLETED)
+    assert fast in done and slow in not_done
+    order = [f.result() for f in cf.as_completed([slow, fast], timeout=60)]
+    assert order == ["fast", "slow"]
+
+
+def test_exception_on_future(executor):
+    future = executor.submit(int, "x")
+    with pytest.raises(ValueError):
+        future.result(60)
+    assert isinstance(future.exception(60), ValueError)
+    assert "invalid literal" in future.exception().remote_traceback
+
+
+def test_cancel_queued_future_never_runs(cluster, executor, tmp_path):
+    marker = tmp_path / "ran"
+    # Fill all four slots (and the workers' prefetch queues) with slow jobs.
+    blockers = [executor.submit(slow_identity, i, 1.5) for i in range(20)]
+    queued = executor.submit(lambda: marker.write_text("ran"))
+    assert queued.cancel()
+    assert queued.cancelled()
+    with pytest.raises(cf.CancelledError):
+        queued.result()
+    assert [b.result(60) for b in blockers] == list(range(20))
+    assert executor.submit(abs, -1).result(60) == 1
+    assert not marker.exists()
+
+
+def test_cancel_running_future_kills_the_job(cluster, executor, tmp_path):
+    started, finished = tmp_path / "started", tmp_path / "finished"
+
+    def long_job():
+        started.write_text("x")
+        time.sleep(30)
+        finished.write_text("x")
+
+    future = executor.submit(long_job)
+    wait_until(started.exists, what="the job to start")
+    assert future.cancel()
+    # Killed, not left to run its 30 s: the master soon has nothing running.
+    wait_until(lambda: query_status(cluster.host, cluster.port)["running"] == 0,
+               timeout=10, what="the cancelled job to be killed")
+    assert executor.submit(abs, -2).result(60) == 2
+    assert not finished.exists()
+
+
+
+def test_submit_after_shutdown_raises(cluster):
+    ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(abs, 1)
+
+
+def test_shutdown_wait_lets_jobs_finish(cluster):
+    ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
+    futures = [ex.submit(slow_identity, i, 0.2) for i in range(6)]
+    ex.shutdown(wait=True)
+    assert all(f.done() for f in futures)
+    assert [f.result() for f in futures] == list(range(6))
+
+
+def test_shutdown_without_wait_still_finishes_jobs(cluster):
+    ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
+    futures = [ex.submit(slow_identity, i, 0.2) for i in range(4)]
+    ex.shutdown(wait=False)
+    assert [f.result(60) for f in futures] == list(range(4))
+
+
+def test_shutdown_cancel_futures(cluster):
+    ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
+    futures = [ex.submit(slow_identity, i, 1.0) for i in range(30)]
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert all(f.done() for f in futures)
+    assert all(f.cancelled() for f in futures)
+
+
+def test_context_manager_shuts_down(cluster):
+    with cwtx.ClusterExecutor(cluster.host, cluster.port) as ex:
+        future = ex.submit(slow_identity, "x", 0.3)
+    assert future.done() and future.result() == "x"
+
+
+def test_options_view(executor):
+    with pytest.raises(cwtx.JobTimeout):
+        executor.options(timeout=0.5).submit(time.sleep, 20).result(60)
+    assert list(executor.options(priority=3).map(abs, [-1, -2], timeout=60)) == [1, 2]
+    with pytest.raises(ValueError):
+        executor.options(timeout=0)
+
+
+# -- discovery, many clients, exits, unreachable masters ----------------------------------
+
+
+def test_no_host_finds_the_cluster_this_process_started(cluster):
+    assert _discovery.current() is not None
+    with cwtx.ClusterExecutor() as ex:
+        assert ex.submit(abs, -5).result(60) == 5
+
+
+def test_cwtx_master_environment_variable(cluster, monkeypatch):
+    saved = _discovery.current()
+    _discovery.set_current(None)
+    try:
+        monkeypatch.setenv("CWTX_MASTER", f"{cluster.host}:{cluster.port}")
+        assert _discovery.master_address() == (cluster.host, cluster.port)
+        with cwtx.ClusterExecutor() as ex:
+            assert ex.submit(abs, -6).result(60) == 6
+        monkeypatch.delenv("CWTX_MASTER")
+        assert _discovery.master_address() == ("localhost", cwtx.PORT)
+    finally:
+        _discovery.set_current(saved)
+
+
+def test_all_kinds_of_clients_in_one_process(cluster):
+    results = {}
+    ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
+    ct = cwtx.ClientThread(results.__setitem__, cluster.host, cluster.port)
+    ct.start()
+    deferred_client = _reactor_thread.blocking(cwtx.connect, cluster.host, cluster.port)
+    try:
+        futures = [ex.submit(pow, 2, i) for i in range(10)]
+        for i in range(10):
+            ct.submit(i, pow, 3, i)
+        d_results = [
+            _reactor_thread.call(lambda i=i: deferred_client.submit(pow, 5, i)) for i in range(10)
+        ]
+        ct.wait(timeout=60)
+        assert [f.result(60) for f in futures] == [2**i for i in range(10)]
+        assert results == {i: 3**i for i in range(10)}
+        assert [f.result(60) for f in d_results] == [5**i for i in range(10)]
+        assert len(query_status(cluster.host, cluster.port)["clients"]) >= 3
+    finally:
+        ex.shutdown()
+        ct.stop()
+        _reactor_thread.blocking(deferred_client.close)
+
+
+CLIENT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import cwtx
+    host, port, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    ex = cwtx.ClusterExecutor(host, port)
+    got = list(ex.map(lambda i: (tag, i * i), range(50), buffersize=10))
+    assert got == [(tag, i * i) for i in range(50)], got
+    print("ok", tag)
+    # No shutdown and no stop: the interpreter must still exit promptly.
+    """
+)
+
+
+def test_several_client_processes_at_once_and_no_hang_at_exit(cluster, tmp_path):
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), cluster.host, str(cluster.port), f"p{i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(3)
+    ]
+    for i, proc in enumerate(procs):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert out.strip() == f"ok p{i}"
+
+
+def test_unreachable_master_fails_clearly_after_the_timeout():
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
+        cwtx.ClusterExecutor("127.0.0.1", port, timeout=3)
+    with pytest.raises(ConnectionError):
+        cwtx.ClientThread(lambda j, r: None, "127.0.0.1", port, timeout=3).start()
+
+
+def test_silent_master_times_out(tmp_path):
+    """A port that accepts but never answers the hello: fail, don't hang."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match="no answer to the handshake within 2 s"):
+            cwtx.ClusterExecutor("127.0.0.1", server.getsockname()[1], timeout=2)
+
+        assert time.monotonic() - started < 10
+    finally:
+        server.close()
+
+
+# -- asyncio, progress, examples ---------------------------------------------------------
+
+
+ASYNCIO_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys
+    import cwtx.aio
+
+    async def main(host, port):
+        client = await cwtx.aio.connect(host, port)
+        values = await asyncio.gather(*(client.submit(pow, 2, i) for i in range(10)))
+        assert values == [2**i for i in range(10)], values
+        try:
+            await client.submit(int, "x")
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("no ValueError")
+        slow = client.submit(__import__("time").sleep, 30)
+        await asyncio.sleep(0.2)
+        slow.cancel()
+        try:
+            await slow
+        except asyncio.CancelledError:
+            pass
+        await client.close()
+        print("ok")
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    """
+)
+
+
+def test_asyncio_await(cluster, tmp_path):
+    # In a fresh interpreter: the asyncio reactor must be installed before
+    # any other, and this test process already runs the default reactor.
+    script = tmp_path / "aio.py"
+    script.write_text(ASYNCIO_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(script), cluster.host, str(cluster.port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_aio_refuses_another_reactor():
+    import cwtx.aio
+
+    async def attempt():
+        await cwtx.aio.connect("127.0.0.1", 1, timeout=1)
+
+    _reactor_thread.reactor_thread()  # the default reactor is installed here
+    with pytest.raises(RuntimeError, match="asyncio reactor"):
+        asyncio.run(attempt())
+
+
+def test_progress_bar(executor, capsys):
+    pytest.importorskip("tqdm")
+    futures = [executor.submit(abs, -i) for i in range(20)]
+    assert cwtx.progress(futures) == futures
+    assert all(f.done() for f in futures)
+    assert list(executor.map(abs, range(5), progress=True, timeout=60)) == list(range(5))
+    assert "5/5" in capsys.readouterr().err
+
+
+def test_progress_without_tqdm_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    with pytest.raises(ImportError, match=r"cwtx\[progress\]"):
+        cwtx.progress([])
+
+
+@pytest.mark.parametrize(
+    "example", ["square.py", "with.py", "executor.py", "asyncio_square.py", "deferred_square.py"]
+)
+def test_examples_run(example, tmp_path):
+    args = ["--local", "2"] if example == "deferred_square.py" else []
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / example), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), CWTX_RUN_DIR=str(tmp_path / "run")),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip()
+    assert not list((tmp_path / "run").glob("*.pid")) if (tmp_path / "run").exists() else True
