@@ -18,6 +18,8 @@ setup(
         "test": ["pytest>=7", "pytest-timeout>=2.1", "ruff", "tqdm"],
 
         "progress": ["tqdm"],
+        "bench": ["dask[distributed]"],
+
     },
     entry_points={"console_scripts": ["cw = cwtx._cli:main"]},
     classifiers=[

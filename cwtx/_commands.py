@@ -9,9 +9,8 @@ is streamed first with :class:`BlobChunk` and the record names it by blob id
 """
 
 from twisted.protocols.amp import Boolean, Command, Integer, ListOf, Unicode
-from twisted.protocols.amp import String as Bytes
 
-from ._records import Records
+from ._records import Chunks, Records
 
 PROTOCOL_VERSION = 1
 
@@ -73,11 +72,11 @@ class RegisterWorker(Command):
 
 
 class BlobChunk(Command):
-    """One piece (at most 65,000 bytes) of a payload being streamed."""
+    """Some pieces (each at most 65,000 bytes) of a payload being streamed."""
 
     arguments = [
         (b"blob", Integer()),
-        (b"data", Bytes()),
+        (b"data", Chunks()),
     ]
     response = []
 

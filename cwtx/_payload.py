@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from itertools import count
+from itertools import count, islice
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -23,8 +23,10 @@ from ._commands import BlobChunk
 CHUNK_SIZE = 65_000
 #: Payloads up to this size travel inline in their record.
 INLINE_MAX = 16 * 1024
-#: Chunks sent but not yet acknowledged, per stream.
-WINDOW = 16
+#: Chunks per BlobChunk command (one AMP box of about 1 MiB).
+CHUNKS_PER_BOX = 16
+#: BlobChunk commands sent but not yet acknowledged, per stream.
+WINDOW = 4
 
 assert CHUNK_SIZE < MAX_VALUE_LENGTH
 
@@ -79,13 +81,14 @@ class BlobReceiver:
     def held_bytes(self) -> int:
         return sum(p.size for p in self._blobs.values())
 
-    def chunk(self, blob: int, data: bytes) -> None:
+    def chunk(self, blob: int, pieces: list[bytes]) -> None:
         if blob <= 0:
             raise ValueError(f"blob id must be positive, got {blob}")
         payload = self._blobs.get(blob)
         if payload is None:
             payload = self._blobs[blob] = Payload()
-        payload.append(data)
+        for piece in pieces:
+            payload.append(piece)
 
     def take(self, inline: bytes, blob: int) -> Payload:
         """The payload a record names: inline bytes, or a streamed blob."""
@@ -113,10 +116,11 @@ class BlobSender:
             return payload.tobytes(), 0
         blob = next(self._ids)
         inflight: deque[Deferred[Any]] = deque()
-        for piece in payload.chunks():
+        chunks = payload.chunks()
+        while box := list(islice(chunks, CHUNKS_PER_BOX)):
             if len(inflight) >= WINDOW:
                 await inflight.popleft()
-            inflight.append(self._amp.callRemote(BlobChunk, blob=blob, data=piece))
+            inflight.append(self._amp.callRemote(BlobChunk, blob=blob, data=box))
         while inflight:
             await inflight.popleft()
         return b"", blob

@@ -73,7 +73,7 @@ class Peer(AMP):
         return {}
 
     @BlobChunk.responder
-    def _blob_chunk(self, blob: int, data: bytes) -> dict[str, Any]:
+    def _blob_chunk(self, blob: int, data: list[bytes]) -> dict[str, Any]:
         self.blobs_in.chunk(blob, data)
         return {}
 

@@ -90,3 +90,35 @@ class Records(Argument):
                     record[name] = raw
             records.append(record)
         return records
+
+
+#: Values one Chunks argument may span; the receiver refuses more.
+MAX_CHUNK_VALUES = 64
+
+
+class Chunks(Argument):
+    """A list of byte strings (each at most one AMP value) in one box.
+
+    On the wire: ``name`` holds the count, ``name.0``, ``name.1``, … the
+    pieces.  One command then carries up to MAX_CHUNK_VALUES × 65,000 bytes,
+    so a big payload costs a few dozen commands per MiB less; and the pieces
+    are never joined.
+    """
+
+    def toBox(self, name: bytes, strings: Any, objects: dict[str, Any], proto: Any) -> None:
+        pieces = objects.pop(name.decode("ascii"))
+        if len(pieces) > MAX_CHUNK_VALUES:
+            raise RecordError(f"{len(pieces)} pieces is more than {MAX_CHUNK_VALUES}")
+        strings[name] = str(len(pieces)).encode("ascii")
+        for i, piece in enumerate(pieces):
+            strings[b"%s.%d" % (name, i)] = piece
+
+    def fromBox(self, name: bytes, strings: Any, objects: dict[str, Any], proto: Any) -> None:
+        count = strings.pop(name)
+        if not count.isdigit() or int(count) > MAX_CHUNK_VALUES:
+            raise RecordError(f"bad piece count {count[:20]!r}")
+        try:
+            pieces = [strings.pop(b"%s.%d" % (name, i)) for i in range(int(count))]
+        except KeyError as e:
+            raise RecordError(f"piece {e} is missing") from None
+        objects[name.decode("ascii")] = pieces

@@ -118,6 +118,15 @@ class LocalCluster:
         self.stop()
 
 
+def _child_environment() -> dict[str, str]:
+    """This process's environment, with this cwtx first on PYTHONPATH: the
+    master and workers must run the same cwtx as the process launching them
+    (and twistd then finds this checkout's plugins too)."""
+    here = str(Path(__file__).resolve().parent.parent)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([here, *paths])}
+
+
 def _spawn(run_dir: Path, name: str, command: Sequence[str]) -> subprocess.Popen[bytes]:
     out = open(run_dir / f"{name}.out", "ab")
     try:
@@ -128,7 +137,9 @@ def _spawn(run_dir: Path, name: str, command: Sequence[str]) -> subprocess.Popen
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            env=_child_environment(),
         )
+
     finally:
         out.close()
 

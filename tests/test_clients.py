@@ -231,11 +231,13 @@ def test_cancel_running_future_kills_the_job(cluster, executor, tmp_path):
     wait_until(started.exists, what="the job to start")
     assert future.cancel()
     # Killed, not left to run its 30 s: the master soon has nothing running.
-    wait_until(lambda: query_status(cluster.host, cluster.port)["running"] == 0,
-               timeout=10, what="the cancelled job to be killed")
+    wait_until(
+        lambda: query_status(cluster.host, cluster.port)["running"] == 0,
+        timeout=10,
+        what="the cancelled job to be killed",
+    )
     assert executor.submit(abs, -2).result(60) == 2
     assert not finished.exists()
-
 
 
 def test_submit_after_shutdown_raises(cluster):
@@ -485,3 +487,25 @@ def test_examples_run(example, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip()
     assert not list((tmp_path / "run").glob("*.pid")) if (tmp_path / "run").exists() else True
+
+
+def test_benchmark_script_runs_quick(tmp_path):
+    """benchmarks/run.py --quick, so the benchmark does not rot."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--json",
+            str(tmp_path / "figures.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    import json
+
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert figures["cwtx"]["throughput (jobs/s)"] > 0

@@ -37,14 +37,14 @@ def test_payload_chunks_are_bounded_and_complete():
 
 def test_blob_receiver_reassembles_and_rejects_unknown_ids():
     r = BlobReceiver()
-    r.chunk(1, b"ab")
-    r.chunk(1, b"cd")
+    r.chunk(1, [b"ab"])
+    r.chunk(1, [b"c", b"d"])
     assert r.take(b"", 1).tobytes() == b"abcd"
     assert r.take(b"inline", 0).tobytes() == b"inline"
     with pytest.raises(ValueError, match="never streamed"):
         r.take(b"", 1)
     with pytest.raises(ValueError):
-        r.chunk(0, b"x")
+        r.chunk(0, [b"x"])
 
 
 def test_decoder_handles_any_split():

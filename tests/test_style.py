@@ -11,7 +11,7 @@ from .conftest import ROOT
 @pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is not installed")
 def test_ruff_clean():
     result = subprocess.run(
-        ["ruff", "check", "cwtx", "twisted", "tests", "examples"],
+        ["ruff", "check", "cwtx", "twisted", "tests", "examples", "benchmarks"],
         cwd=ROOT,
         capture_output=True,
         text=True,
