@@ -23,8 +23,9 @@ from typing import Any
 from twisted.python.failure import Failure
 
 from . import _reactor_thread
-from ._client import CONNECT_TIMEOUT, PORT, Client, JobOptions, connect
+from ._client import CONNECT_TIMEOUT, PORT, RECONNECT_TIMEOUT, Client, JobOptions, connect
 from ._discovery import master_address
+from ._peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from ._serialize import FunctionDef, pickle_arguments, pickle_function
 
 
@@ -33,13 +34,30 @@ def randid() -> int:
     return random.getrandbits(128)
 
 
-def _connect_blocking(host: str | None, port: int, endpoint: str | None, timeout: float) -> Client:
+def _connect_blocking(
+    host: str | None, port: int, endpoint: str | None, settings: dict[str, float]
+) -> Client:
+    """Connect from a blocking caller; ConnectionError after connect_timeout."""
     if endpoint is None:
         host, port = master_address(host, port)
     return _reactor_thread.blocking(
-        lambda: connect(host, port, endpoint=endpoint, timeout=timeout),
-        timeout=timeout + 5,
+        lambda: connect(host, port, endpoint=endpoint, **settings),
+        timeout=settings["connect_timeout"] + 5,
     )
+
+
+def _settings(
+    connect_timeout: float,
+    reconnect_timeout: float,
+    heartbeat_interval: float,
+    heartbeat_timeout: float,
+) -> dict[str, float]:
+    return {
+        "connect_timeout": connect_timeout,
+        "reconnect_timeout": reconnect_timeout,
+        "heartbeat_interval": heartbeat_interval,
+        "heartbeat_timeout": heartbeat_timeout,
+    }
 
 
 def _submit_in_reactor(
@@ -81,13 +99,18 @@ class ClientThread:
         port: int = PORT,
         *,
         endpoint: str | None = None,
-        timeout: float = CONNECT_TIMEOUT,
-        **options: Any,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        reconnect_timeout: float = RECONNECT_TIMEOUT,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+        **job_options: Any,
     ) -> None:
         self.callback = callback
         self.host, self.port, self._endpoint = host, port, endpoint
-        self._timeout = timeout
-        self._options = JobOptions().replace(**options)
+        self._settings = _settings(
+            connect_timeout, reconnect_timeout, heartbeat_interval, heartbeat_timeout
+        )
+        self._options = JobOptions().replace(**job_options)
         self._client: Client | None = None
         self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._cond = threading.Condition()
@@ -96,10 +119,10 @@ class ClientThread:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Connect to the master (raises ConnectionError after ``timeout``)."""
+        """Connect to the master (ConnectionError after ``connect_timeout``)."""
         if self._client is not None:
             raise RuntimeError("this ClientThread is already started")
-        self._client = _connect_blocking(self.host, self.port, self._endpoint, self._timeout)
+        self._client = _connect_blocking(self.host, self.port, self._endpoint, self._settings)
         self._thread = threading.Thread(
             target=self._deliver, name="cwtx-client-callbacks", daemon=True
         )
@@ -241,12 +264,17 @@ class ClusterExecutor(concurrent.futures.Executor):
         port: int = PORT,
         *,
         endpoint: str | None = None,
-        timeout: float = CONNECT_TIMEOUT,
-        _options: JobOptions | None = None,
-        **options: Any,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        reconnect_timeout: float = RECONNECT_TIMEOUT,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+        **job_options: Any,
     ) -> None:
-        self._options = (_options or JobOptions()).replace(**options)
-        self._client = _connect_blocking(host, port, endpoint, timeout)
+        self._options = JobOptions().replace(**job_options)
+        settings = _settings(
+            connect_timeout, reconnect_timeout, heartbeat_interval, heartbeat_timeout
+        )
+        self._client = _connect_blocking(host, port, endpoint, settings)
         self._lock = threading.Lock()
         self._pending: set[_JobFuture] = set()
         self._idle = threading.Condition(self._lock)

@@ -7,23 +7,25 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
 import txaio
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from ._batch import BatchSender
 from ._commands import CancelJobs, Hello, JobResults, Status, SubmitJobs
 from ._errors import ConnectionLost, JobCancelled, ProtocolMismatch
 from ._payload import EMPTY, Payload
-from ._peer import Peer
+from ._peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
 from ._serialize import FunctionDef, decode_result, pickle_arguments, pickle_function
 from ._versions import hello_arguments
 
@@ -33,6 +35,8 @@ log = txaio.make_logger()
 PORT = 5494
 #: Seconds to wait for the master to accept a connection and answer hello.
 CONNECT_TIMEOUT = 30.0
+#: Seconds a client keeps trying to reach a lost master before failing its jobs.
+RECONNECT_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -109,26 +113,66 @@ class ClientProtocol(Peer):
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
         if self.client is not None:
-            self.client._connection_lost(reason)
+            self.client._connection_lost(self, reason)
 
 
 class Client:
-    """A connection to a master, through which jobs are submitted."""
+    """
+    A client's connection to a master, through which jobs are submitted.
 
-    def __init__(self, protocol: ClientProtocol, reactor: Any, name: str) -> None:
-        self._protocol = protocol
+    If the connection is lost (the master restarted, or stopped answering
+    heartbeats), the client reconnects with backoff and resubmits every job
+    that has not ended, under the same ids; a result that arrives twice is
+    delivered once.  After ``reconnect_timeout`` seconds without a master,
+    the jobs that have not ended fail with ConnectionLost.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        name: str,
+        connector: Callable[[], Deferred[ClientProtocol]],
+        *,
+        where: str = "the master",
+        reconnect_timeout: float = RECONNECT_TIMEOUT,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+        options: JobOptions | None = None,
+    ) -> None:
         self._reactor = reactor
         self.name = name
+        self._connector = connector
+        self._where = where
+        self._reconnect_timeout = reconnect_timeout
+        self._protocol: ClientProtocol | None = None
+        self._sender: BatchSender[_Pending] | None = None
         self._ids = count(1)
         self._pending: dict[int, _Pending] = {}
         self._sent_functions: set[bytes] = set()
         self._closed = False
         self._on_closed: list[Deferred[None]] = []
-        self._default = JobOptions()
-        self._sender: BatchSender[_Pending] = BatchSender(
-            protocol, SubmitJobs, "jobs", self._encode, reactor, protocol.blobs_out
+        self._default = options or JobOptions()
+        self._monitor = HeartbeatMonitor(reactor, heartbeat_interval, heartbeat_timeout)
+        self._monitor.start()
+        self.reconnects = 0
+
+    def _attach(self, proto: ClientProtocol) -> None:
+        """Use this (greeted) connection; send it every job not yet ended."""
+        self._protocol = proto
+        proto.client = self
+        self._sent_functions = set()
+        self._sender = BatchSender(
+            proto, SubmitJobs, "jobs", self._encode, self._reactor, proto.blobs_out
         )
-        protocol.client = self
+        self._monitor.watch(proto)
+        for job_id in sorted(self._pending):
+            pending = self._pending[job_id]
+            pending.sent = False
+            self._sender.add(pending)
+
+    @property
+    def connected(self) -> bool:
+        return self._protocol is not None
 
     @property
     def pending(self) -> int:
@@ -150,6 +194,8 @@ class Client:
     def _submit(
         self, options: JobOptions, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Deferred[Any]:
+        if self._closed:
+            raise RuntimeError("this cwtx client is closed")
         return self.submit_pickled(options, pickle_function(fn), pickle_arguments(args, kwargs))
 
     def submit_pickled(
@@ -167,12 +213,13 @@ class Client:
         deferred: Deferred[Any] = Deferred(lambda d: self._cancel(job_id))
         pending = _Pending(job_id, function, arguments, options, deferred)
         self._pending[job_id] = pending
-        self._sender.add(pending)
+        if self._sender is not None:
+            self._sender.add(pending)
         return deferred
 
     def _encode(self, p: _Pending) -> tuple[dict[str, Any], dict[str, Payload]] | None:
-        if self._pending.get(p.job_id) is not p:
-            return None  # cancelled before it was sent
+        if self._pending.get(p.job_id) is not p or p.sent:
+            return None  # cancelled (or ended) before it was sent
         p.sent = True
         o = p.options
         fields: dict[str, Any] = {
@@ -188,16 +235,17 @@ class Client:
         if p.fn.hash not in self._sent_functions:
             self._sent_functions.add(p.fn.hash)
             fields["fn_env"], code = p.fn.env, Payload.of(p.fn.code)
-        args = Payload.of(p.args)
-        p.args = b""  # the sender holds it now; don't keep a second reference
-        return fields, {"fn_code": code, "args": args}
+        # The pickled arguments stay here until the job ends: a new master
+        # after a restart needs them again.
+        return fields, {"fn_code": code, "args": Payload.of(p.args)}
 
     def _cancel(self, job_id: int) -> None:
         pending = self._pending.pop(job_id, None)
         if pending is None:
             return
-        if pending.sent and not self._protocol.dead:
-            self._protocol.callRemote(CancelJobs, jobs=[job_id]).addErrback(lambda _: None)
+        proto = self._protocol
+        if pending.sent and proto is not None and not proto.dead:
+            proto.callRemote(CancelJobs, jobs=[job_id]).addErrback(lambda _: None)
         pending.deferred.errback(JobCancelled(f"job {job_id} was cancelled"))
 
     def _job_ended(self, job_id: int, status: str, value: Payload, error: str) -> None:
@@ -210,24 +258,73 @@ class Client:
         else:
             pending.deferred.errback(Failure(result))
 
-    def _connection_lost(self, reason: Failure) -> None:
-        self._sender.stop()
-        self._closed = True
+    def _connection_lost(self, proto: ClientProtocol, reason: Failure) -> None:
+        self._monitor.unwatch(proto)
+        if proto is not self._protocol:
+            return
+        self._protocol = None
+        if self._sender is not None:
+            self._sender.stop()
+            self._sender = None
+        if self._closed:
+            why = "the client was closed"
+            if not reason.check(ConnectionDone):
+                why = f"the connection to the master was lost: {reason.getErrorMessage()}"
+            self._fail_all(why)
+            return
+        log.warn(
+            "cwtx client {name} lost {where} ({why}); reconnecting",
+            name=self.name,
+            where=self._where,
+            why=reason.getErrorMessage(),
+        )
+        Deferred.fromCoroutine(self._reconnect()).addErrback(
+            lambda f: log.failure("cwtx client reconnection failed", failure=f)
+        )
+
+    async def _reconnect(self) -> None:
+        deadline = self._reactor.seconds() + self._reconnect_timeout
+        delay = 0.1
+        last = "no attempt yet"
+        while not self._closed:
+            try:
+                proto = await self._connector()
+            except Exception as e:
+                last = str(e)
+            else:
+                if self._closed:
+                    proto.transport.loseConnection()
+                    return
+                self.reconnects += 1
+                log.info(
+                    "cwtx client {name} reconnected; resubmitting {n} jobs",
+                    name=self.name,
+                    n=len(self._pending),
+                )
+                self._attach(proto)
+                return
+            if self._reactor.seconds() >= deadline:
+                self._closed = True
+                self._monitor.stop()
+                self._fail_all(
+                    f"no master at {self._where} for {self._reconnect_timeout:g} s ({last})"
+                )
+                return
+            await deferLater(self._reactor, min(delay, deadline - self._reactor.seconds()))
+            delay = min(delay * 2, 5.0)
+
+    def _fail_all(self, why: str) -> None:
         closed, self._on_closed = self._on_closed, []
         for d in closed:
             d.callback(None)
         pending, self._pending = self._pending, {}
-        if pending:
-            why = (
-                "the client was closed"
-                if reason.check(ConnectionDone)
-                else (f"the connection to the master was lost: {reason.getErrorMessage()}")
-            )
-            for p in pending.values():
-                p.deferred.errback(ConnectionLost(f"job {p.job_id} did not end: {why}"))
+        for p in pending.values():
+            p.deferred.errback(ConnectionLost(f"job {p.job_id} did not end: {why}"))
 
     def status(self) -> Deferred[dict[str, Any]]:
         """The master's state: workers, slots, queued and running jobs."""
+        if self._protocol is None:
+            return fail(ConnectionLost(f"not connected to {self._where} right now"))
         d = self._protocol.callRemote(Status, detail=False)
         return d.addCallback(lambda reply: json.loads(reply["status"]))
 
@@ -238,11 +335,14 @@ class Client:
         job's Deferred has failed.
         """
         self._closed = True
-        if self._protocol.dead or self._protocol.transport is None:
+        self._monitor.stop()
+        proto = self._protocol
+        if proto is None or proto.dead or proto.transport is None:
+            self._fail_all("the client was closed")
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._on_closed.append(d)
-        self._protocol.transport.loseConnection()
+        proto.transport.loseConnection()
         return d
 
 
@@ -276,8 +376,7 @@ def client_endpoint(
 async def _connect(
     reactor: Any, endpoint: IStreamClientEndpoint, role: str, name: str, timeout: float
 ) -> ClientProtocol:
-    from twisted.internet.endpoints import connectProtocol
-
+    """Connect and say hello, within ``timeout`` seconds."""
     proto = ClientProtocol(reactor)
     connecting = connectProtocol(endpoint, proto)
     connecting.addTimeout(timeout, reactor)
@@ -292,7 +391,6 @@ async def _connect(
     except Exception as e:
         proto.transport.loseConnection()
         raise ProtocolMismatch(f"the master refused the handshake: {e}") from e
-
     return proto
 
 
@@ -302,31 +400,53 @@ def connect(
     *,
     endpoint: str | None = None,
     reactor: Any = None,
-    timeout: float = CONNECT_TIMEOUT,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    reconnect_timeout: float = RECONNECT_TIMEOUT,
+    heartbeat_interval: float = HEARTBEAT_INTERVAL,
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
     name: str | None = None,
+    **job_options: Any,
 ) -> Deferred[Client]:
     """
     Connect to a master; a Deferred that fires with a :class:`Client`.
 
     ``host`` defaults to localhost; ``endpoint`` is a Twisted client endpoint
     string (``tcp:host:port``, ``tls:...``) used instead of host and port.
-    Fails with a clear error after ``timeout`` seconds.
+    The first connection fails with a clear error after ``connect_timeout``
+    seconds; later losses are retried for ``reconnect_timeout`` seconds.
+    ``job_options`` (timeout, priority, max_retries, resources) are the
+    defaults for every job this client submits.
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
+    options = JobOptions().replace(**job_options)
     name = name or uuid.uuid4().hex[:12]
-    ep = client_endpoint(reactor, host, port, endpoint, timeout)
+    ep = client_endpoint(reactor, host, port, endpoint, connect_timeout)
+    where = endpoint or f"{host or 'localhost'}:{port}"
+
+    def connector() -> Deferred[ClientProtocol]:
+        return Deferred.fromCoroutine(_connect(reactor, ep, "client", name, connect_timeout))
 
     async def run() -> Client:
-        where = endpoint or f"{host or 'localhost'}:{port}"
         try:
-            proto = await _connect(reactor, ep, "client", name, timeout)
+            proto = await connector()
         except ProtocolMismatch:
             raise
         except Exception as e:
             raise ConnectionError(f"could not connect to the cwtx master at {where}: {e}") from e
-        return Client(proto, reactor, name)
+        client = Client(
+            reactor,
+            name,
+            connector,
+            where=where,
+            reconnect_timeout=reconnect_timeout,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            options=options,
+        )
+        client._attach(proto)
+        return client
 
     return Deferred.fromCoroutine(run())

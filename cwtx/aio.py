@@ -84,12 +84,19 @@ async def connect(
     port: int = PORT,
     *,
     endpoint: str | None = None,
-    timeout: float = CONNECT_TIMEOUT,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    **settings: Any,
 ) -> AsyncClient:
-    """Connect to a master from a running asyncio loop."""
+    """Connect to a master from a running asyncio loop.
+
+    ``settings`` are cwtx.connect's: reconnect_timeout, heartbeat_interval,
+    heartbeat_timeout, and default job options (timeout, priority, ...).
+    """
     loop = asyncio.get_running_loop()
     reactor = _asyncio_reactor(loop)
     if endpoint is None:
         host, port = master_address(host, port)
-    d = _connect(host, port, endpoint=endpoint, reactor=reactor, timeout=timeout)
+    d = _connect(
+        host, port, endpoint=endpoint, reactor=reactor, connect_timeout=connect_timeout, **settings
+    )
     return AsyncClient(await d.asFuture(loop), loop)

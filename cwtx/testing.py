@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
@@ -129,6 +129,8 @@ class MemoryCluster:
         self.monitor = HeartbeatMonitor(self.clock)
         self.monitor.start()
         self._pumps: list[IOPump] = []
+        #: While True, clients that try to (re)connect are refused.
+        self.refuse_clients = False
         self._links: dict[Any, tuple[Any, Any]] = {}
         self.workers: list[Worker] = []
         for _ in range(workers):
@@ -159,16 +161,33 @@ class MemoryCluster:
         self.workers.append(worker)
         return worker
 
-    def client(self, name: str = "client") -> Client:
-        """A connected :class:`cwtx.Client`."""
-        proto = ClientProtocol(self.clock)
-        self._link(proto)
-        self._wait(proto.callRemote(Hello, **hello_arguments("client", name)))
-        return Client(proto, self.clock, name)
+    def client(self, name: str = "client", **settings: Any) -> Client:
+        """A connected :class:`cwtx.Client` (``settings`` as for cwtx.connect).
+
+        If its connection is lost it reconnects to this cluster, as a real
+        client reconnects to a restarted master.
+        """
+
+        def connector() -> Deferred[ClientProtocol]:
+            if self.refuse_clients:
+                return fail(ConnectionRefusedError("MemoryCluster.refuse_clients is set"))
+            proto = ClientProtocol(self.clock)
+            self._link(proto)
+            d = proto.callRemote(Hello, **hello_arguments("client", name))
+            return d.addCallback(lambda _: proto)
+
+        first = connector()
+        self.flush()
+        client = Client(self.clock, name, connector, where="the MemoryCluster", **settings)
+
+        client._attach(self.result(first))
+        return client
 
     def disconnect(self, thing: Worker | Client) -> None:
         """Drop a worker's or a client's connection, as if it died."""
         proto = thing.connection if isinstance(thing, Worker) else thing._protocol
+        if proto is None:
+            raise ValueError(f"{thing!r} is not connected")
         server, pump = self._links.pop(proto)
         self._pumps.remove(pump)
         from twisted.internet.error import ConnectionLost

@@ -373,9 +373,9 @@ def test_unreachable_master_fails_clearly_after_the_timeout():
     port = s.getsockname()[1]
     s.close()
     with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
-        cwtx.ClusterExecutor("127.0.0.1", port, timeout=3)
+        cwtx.ClusterExecutor("127.0.0.1", port, connect_timeout=3)
     with pytest.raises(ConnectionError):
-        cwtx.ClientThread(lambda j, r: None, "127.0.0.1", port, timeout=3).start()
+        cwtx.ClientThread(lambda j, r: None, "127.0.0.1", port, connect_timeout=3).start()
 
 
 def test_silent_master_times_out(tmp_path):
@@ -388,7 +388,7 @@ def test_silent_master_times_out(tmp_path):
     try:
         started = time.monotonic()
         with pytest.raises(ConnectionError, match="no answer to the handshake within 2 s"):
-            cwtx.ClusterExecutor("127.0.0.1", server.getsockname()[1], timeout=2)
+            cwtx.ClusterExecutor("127.0.0.1", server.getsockname()[1], connect_timeout=2)
 
         assert time.monotonic() - started < 10
     finally:
@@ -448,7 +448,7 @@ def test_aio_refuses_another_reactor():
     import cwtx.aio
 
     async def attempt():
-        await cwtx.aio.connect("127.0.0.1", 1, timeout=1)
+        await cwtx.aio.connect("127.0.0.1", 1, connect_timeout=1)
 
     _reactor_thread.reactor_thread()  # the default reactor is installed here
     with pytest.raises(RuntimeError, match="asyncio reactor"):

@@ -311,7 +311,7 @@ def test_connect_to_nothing_fails_clearly():
     port = s.getsockname()[1]
     s.close()
     with pytest.raises(ConnectionError, match="could not connect to the cwtx master"):
-        blocking(cwtx.connect, "127.0.0.1", port, timeout=5)
+        blocking(cwtx.connect, "127.0.0.1", port, connect_timeout=5)
 
 
 def test_supervisor_answers_heartbeats_while_a_job_holds_the_gil(tmp_path):

@@ -179,6 +179,7 @@ def test_client_gone_cancels_its_running_job_on_the_worker():
     cluster.flush()
     slot = cluster.workers[0].slots[0]
     assert slot.current is not None
+    cluster.refuse_clients = True  # the client process is gone for good
     cluster.disconnect(a)
     assert slot.current is None
     d = b.submit(abs, -2)
@@ -188,16 +189,77 @@ def test_client_gone_cancels_its_running_job_on_the_worker():
     assert cluster.result(d) == 2
 
 
-def test_client_sees_connection_lost_for_unfinished_jobs():
+def test_client_gives_up_after_reconnect_timeout():
+    cluster = MemoryCluster(workers=0)
+    client = cluster.client(reconnect_timeout=10)
+    d = client.submit(abs, 1)
+    cluster.flush()
+    cluster.refuse_clients = True
+    cluster.disconnect(client)
+    for _ in range(9):
+        cluster.advance(1)
+        assert not d.called
+    cluster.advance(2)
+    with pytest.raises(cwtx.ConnectionLost, match="for 10 s"):
+
+        cluster.result(d)
+    with pytest.raises(RuntimeError):
+        client.submit(abs, 1)
+
+
+def test_client_reconnects_and_resubmits_exactly_once():
+    cluster = MemoryCluster(workers=1, hold=True)
+    client = cluster.client()
+    done = client.submit(abs, -1)
+    running = client.submit(abs, -2)
+    queued = client.submit(abs, -3)
+    slot = cluster.workers[0].slots[0]
+    cluster.flush()
+    slot.finish()  # job 1 ends before the connection drops
+    cluster.flush()
+    assert cluster.result(done) == 1
+    cluster.refuse_clients = True
+    cluster.disconnect(client)  # the master drops 3 and kills 2
+    assert slot.current is None and not running.called
+    cluster.refuse_clients = False
+    cluster.advance(1)
+    assert client.reconnects == 1
+    ran = list(slot.ran)
+    slot.finish()
+    cluster.flush()
+    slot.finish()
+    cluster.flush()
+    assert (cluster.result(running), cluster.result(queued)) == (2, 3)
+    assert len(slot.ran) == len(ran) + 1  # 2 ran again once, 3 once
+    assert cluster.master.status()["completed"] == 3
+
+
+def test_closed_client_fails_its_jobs():
     cluster = MemoryCluster(workers=0)
     client = cluster.client()
     d = client.submit(abs, 1)
     cluster.flush()
-    cluster.disconnect(client)
-    with pytest.raises(cwtx.ConnectionLost):
+    closed = client.close()
+    cluster.flush()
+    assert closed.called
+    with pytest.raises(cwtx.ConnectionLost, match="closed"):
         cluster.result(d)
     with pytest.raises(RuntimeError):
         client.submit(abs, 1)
+
+
+def test_client_declares_a_silent_master_dead_and_reconnects():
+    cluster = MemoryCluster(workers=1)
+    client = cluster.client(heartbeat_interval=1, heartbeat_timeout=3)
+    proto = client._protocol
+    # The master's end stops reading: a frozen master.
+    cluster._links[proto][0].ampBoxReceived = lambda box: None
+    for _ in range(6):
+        cluster.advance(1)
+    assert proto.dead and client.reconnects == 1
+    d = client.submit(abs, -4)
+    cluster.flush()
+    assert cluster.result(d) == 4
 
 
 def test_silent_peer_is_declared_dead_and_its_jobs_retried():
