@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import txaio
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.protocols.amp import AMP, Command
 
@@ -58,6 +58,7 @@ class BatchSender(Generic[T]):
         self._queue: deque[T] = deque()
         self._running = False
         self._stopped = False
+        self._drained: list[Deferred[None]] = []
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -75,6 +76,21 @@ class BatchSender(Generic[T]):
         """Drop what is queued and send nothing more (connection gone)."""
         self._stopped = True
         self._queue.clear()
+        self._fire_drained()
+
+    def drained(self) -> Deferred[None]:
+        """Fires once everything queued has been sent and acknowledged
+        (or the sender stopped)."""
+        if self._stopped or (not self._running and not self._queue):
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        return d
+
+    def _fire_drained(self) -> None:
+        waiting, self._drained = self._drained, []
+        for d in waiting:
+            d.callback(None)
 
     def _start(self) -> None:
         d = Deferred.fromCoroutine(self._pump())
@@ -101,6 +117,8 @@ class BatchSender(Generic[T]):
                         inflight.append(self._send(batch))
                         batch, size = [], 0
                     if not inflight:
+                        self._running = False
+                        self._fire_drained()
                         return
                     await inflight.popleft()
                     continue

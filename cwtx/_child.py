@@ -117,8 +117,26 @@ class Child:
         return {"status": "ok"}, value
 
 
+def _die_with_supervisor() -> None:
+    """Linux: get SIGKILL when the supervisor dies (kill -9 included), so no
+    orphaned job keeps running; a lost worker's jobs run again elsewhere."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the supervisor died before prctl
+        os._exit(1)
+
+
 def main() -> None:
+    _die_with_supervisor()
     jobs = os.fdopen(JOB_FD, "rb", buffering=0)
+
     results = os.fdopen(RESULT_FD, "wb")
     child = Child()
     while True:

@@ -109,6 +109,14 @@ class CancelJobs(Command):
     response = []
 
 
+class LeaveWorker(Command):
+    """A worker is shutting down: send it no more jobs.  It then reports
+    what it hands back with status ``requeue``, and disconnects."""
+
+    arguments = []
+    response = []
+
+
 class Heartbeat(Command):
     """Either side asks; the answer proves the peer's event loop is alive."""
 
@@ -135,5 +143,6 @@ __all__ = [
     "JobResults",
     "CancelJobs",
     "Heartbeat",
+    "LeaveWorker",
     "Status",
 ]

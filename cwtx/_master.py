@@ -115,10 +115,13 @@ class WorkerSession:
         self.deliver_cancel = deliver_cancel
         self.running: dict[int, Job] = {}
         self.functions: set[bytes] = set()  # hashes already sent to it
+        self.leaving = False  # shutting down: no new jobs
 
     @property
     def free(self) -> int:
         """How many more jobs it may be sent (its slots, plus prefetch)."""
+        if self.leaving:
+            return 0
         return self.capacity - len(self.running)
 
     def started(self) -> set[int]:
@@ -264,9 +267,12 @@ class Master:
             return
         if job.ended:
             return  # cancelled, or its client left
-        if status == "lost":
+        if status in ("lost", "requeue"):
+            # lost: it died under the job (an attempt); requeue: a leaving
+            # worker handed it back (not an attempt).
             info = json.loads(error) if error else {}
-            self._attempt_failed(job, worker, info.get("message", "lost"), counted=True)
+            cause = info.get("message", status)
+            self._attempt_failed(job, worker, cause, counted=status == "lost")
             return
         self._end(job, status, value, error)
 
@@ -333,6 +339,7 @@ class Master:
                     "slots": w.slots,
                     "running": len(w.running),
                     "resources": w.resources,
+                    "leaving": w.leaving,
                 }
                 for w in self.workers
             ],

@@ -18,6 +18,7 @@ from ._commands import (
     CancelJobs,
     Hello,
     JobResults,
+    LeaveWorker,
     RegisterWorker,
     RunJobs,
     Status,
@@ -142,6 +143,14 @@ class MasterProtocol(Peer):
                 resources=r["resources"],
             )
         self.master.dispatch()
+        return {}
+
+    @LeaveWorker.responder
+    def _leave(self) -> dict[str, Any]:
+        _check(self.worker is not None, "only a registered worker may leave")
+        assert self.worker is not None
+        self.worker.leaving = True
+        log.info("worker {name} is leaving", name=self.name)
         return {}
 
     @CancelJobs.responder

@@ -38,6 +38,13 @@ log = txaio.make_logger()
 JOB_FD = 3
 RESULT_FD = 4
 
+#: Why the supervisor killed a running job, as the status it reports.
+KILL_MESSAGES = {
+    "timeout": "the job ran over its timeout of {timeout:g} s and was killed",
+    "cancelled": "the job was cancelled while running",
+    "requeue": "its worker left before the job finished; it runs again elsewhere",
+}
+
 
 @implementer(IPullProducer)
 class _PiecesProducer:
@@ -216,12 +223,8 @@ class Slot(ProcessProtocol):
         signal = getattr(reason.value, "signal", None)
         how = f"signal {signal}" if signal else f"exit code {code}"
         if task is not None:
-            if kill_reason in ("timeout", "cancelled"):
-                message = (
-                    f"the job ran over its timeout of {task.timeout:g} s and was killed"
-                    if kill_reason == "timeout"
-                    else "the job was cancelled while running"
-                )
+            if kill_reason in KILL_MESSAGES:
+                message = KILL_MESSAGES[kill_reason].format(timeout=task.timeout)
                 self._on_result(task, kill_reason, EMPTY, error_json(kill_reason, message))
             else:
                 cause = f"its child process died ({how}) while running the job"

@@ -19,7 +19,7 @@ from ._client import PORT, client_endpoint
 from ._master import DEFAULT_MAX_RETRIES, DEFAULT_PREFETCH, Master
 from ._master_protocol import MasterFactory
 from ._peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor
-from ._worker import Worker
+from ._worker import GRACE, Worker
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -187,6 +187,13 @@ class WorkerOptions(usage.Options):
             "Seconds of silence after which the master is taken for dead.",
             _positive(float),
         ],
+        [
+            "grace",
+            None,
+            GRACE,
+            "On SIGINT/SIGTERM, seconds to let running jobs finish before handing them back.",
+            float,
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -225,5 +232,6 @@ def make_worker_service(options: WorkerOptions, reactor: Any = None) -> IService
         resources=options["resources"],
         heartbeat_interval=options["heartbeat-interval"],
         heartbeat_timeout=options["heartbeat-timeout"],
+        grace=options["grace"],
     ).setServiceParent(service)
     return service

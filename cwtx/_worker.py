@@ -15,12 +15,13 @@ from typing import Any
 import txaio
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 
 from ._batch import BatchSender
-from ._commands import CancelJobs, Hello, JobResults, RegisterWorker, RunJobs
+from ._commands import CancelJobs, Hello, JobResults, LeaveWorker, RegisterWorker, RunJobs
 from ._errors import error_json
 from ._payload import EMPTY, Payload
 from ._peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
@@ -31,6 +32,10 @@ txaio.use_twisted()
 log = txaio.make_logger()
 
 Result = tuple[int, str, Payload, str]
+
+#: Seconds a leaving worker lets its running jobs finish before it kills
+#: them and hands them back (SLURM sends SIGKILL 30 s after scancel's signal).
+GRACE = 25.0
 
 
 class WorkerProtocol(Peer):
@@ -88,6 +93,7 @@ class Worker(Service):
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
         retry_policy: Any = None,
         slot_factory: Callable[..., Any] = Slot,
+        grace: float = GRACE,
     ) -> None:
         """``endpoint=None`` makes no connection of its own (cwtx.testing
         connects it); ``slot_factory`` builds slots like :class:`Slot`."""
@@ -104,6 +110,9 @@ class Worker(Service):
         self.tasks: dict[int, Task] = {}
         # Cancels that overtook their RunJobs record on the wire.
         self.cancelled_early: set[int] = set()
+        self.leaving = False
+        self.grace = grace
+        self._idle: list[Deferred[None]] = []
         self.connection: WorkerProtocol | None = None
         self.monitor = HeartbeatMonitor(reactor, heartbeat_interval, heartbeat_timeout)
         self.service: ClientService | None = None
@@ -152,6 +161,9 @@ class Worker(Service):
     def accept(self, proto: WorkerProtocol, record: dict[str, Any]) -> None:
         task_id = record["job"]
         fn = record["fn"]
+        if self.leaving:
+            self._report(task_id, "requeue", EMPTY, error_json("requeue", self._leaving_message))
+            return
         if task_id in self.cancelled_early:
             self.cancelled_early.discard(task_id)
             self._report(task_id, "cancelled", EMPTY, error_json("cancelled", "cancelled"))
@@ -179,6 +191,8 @@ class Worker(Service):
         self.queue.append(task)
 
     def dispatch(self) -> None:
+        if self.leaving:
+            return
         for slot in self.slots:
             if not self.queue:
                 return
@@ -205,6 +219,19 @@ class Worker(Service):
             return  # abandoned when the master went away
         del self.tasks[task.task]
         self._report(task.task, status, value, error)
+        if not self.tasks:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+
+    def _when_idle(self, timeout: float) -> Deferred[None]:
+        """Fires when no task is left, or after ``timeout`` seconds."""
+        if not self.tasks:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle.append(d)
+        d.addTimeout(timeout, self.reactor)
+        return d.addErrback(lambda f: f.trap(defer.TimeoutError))
 
     def _report(self, task_id: int, status: str, value: Payload, error: str) -> None:
         if self.connection is not None:
@@ -221,13 +248,52 @@ class Worker(Service):
             self.service.startService()
 
     def stopService(self) -> Deferred[Any]:
+        """Leave gracefully (SIGINT, SIGTERM): see :meth:`leave`."""
         super().stopService()
+        return Deferred.fromCoroutine(self.leave())
+
+    async def leave(self) -> None:
+        """
+        Stop taking jobs, hand back the ones not started, let running ones
+        finish for up to ``grace`` seconds (then kill and hand them back
+        too), make sure the master has every result, then disconnect.
+        Handed-back jobs run again elsewhere without counting an attempt.
+        """
+        self.leaving = True
+        proto = self.connection
+        if proto is not None and not proto.dead:
+            log.info(
+                "worker {name} leaving: finishing {n} running jobs (grace {g:g} s)",
+                name=self.name,
+                n=sum(1 for s in self.slots if s.current),
+                g=self.grace,
+            )
+            try:
+                await proto.callRemote(LeaveWorker).addTimeout(5, self.reactor)
+            except Exception as e:
+                log.warn("the master did not take our leave: {e}", e=e)
+            while self.queue:
+                task = self.queue.popleft()
+                del self.tasks[task.task]
+                self._report(
+                    task.task, "requeue", EMPTY, error_json("requeue", self._leaving_message)
+                )
+            await self._when_idle(self.grace)
+            for slot in self.slots:
+                slot.kill("requeue")
+            await self._when_idle(10)
+            await proto.results.drained().addTimeout(10, self.reactor).addErrback(lambda _: None)
         self.monitor.stop()
-        waits: list[Deferred[Any]] = []
         if self.service is not None:
-            waits.append(self.service.stopService())
+            await self.service.stopService()
+        waits = []
         for slot in self.slots:
             ended: Deferred[None] = Deferred()
             slot.stop(lambda ended=ended: ended.callback(None))
             waits.append(ended)
-        return DeferredList(waits)
+        await DeferredList(waits)
+        log.info("worker {name} left", name=self.name)
+
+    @property
+    def _leaving_message(self) -> str:
+        return f"worker {self.name} left before starting the job; it runs elsewhere"

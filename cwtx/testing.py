@@ -104,7 +104,8 @@ class InProcessSlot:
         if task is None:
             return
         self.current = None
-        status = reason if reason in ("timeout", "cancelled") else "lost"
+        status = reason if reason in ("timeout", "cancelled", "requeue") else "lost"
+
         self._on_result(task, status, EMPTY, error_json(status, f"killed ({reason})"))
         self._on_free()
 

@@ -6,6 +6,7 @@ The real master, worker supervisor and client over in-memory connections
 from __future__ import annotations
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.protocols.amp import MAX_VALUE_LENGTH
 
 import cwtx
@@ -288,3 +289,45 @@ def test_status_counts():
     d = client.status()
     cluster.flush()
     assert cluster.result(d)["queued"] == 2
+
+
+def test_leaving_worker_hands_back_queued_and_overdue_jobs_without_an_attempt():
+    cluster = MemoryCluster(workers=0, max_retries=0, prefetch=2)
+    leaving = cluster.add_worker(hold=True)
+    leaving.grace = 5
+    client = cluster.client()
+    ds = [client.submit(abs, -i) for i in range(1, 4)]
+    cluster.flush()
+    slot = leaving.slots[0]
+    assert slot.current is not None and len(leaving.queue) == 2
+    left = Deferred.fromCoroutine(leaving.leave())
+    cluster.flush()
+    # The two queued jobs went back to the master at once; none may go to
+    # the leaving worker any more.
+    status = cluster.master.status()
+    assert status["queued"] == 2 and status["workers"][0]["leaving"]
+    cluster.advance(5.1)  # the grace period ends: the running job is handed back
+    assert slot.current is None
+    assert cluster.master.status()["queued"] == 3
+    assert left.called
+
+    cluster.add_worker(name="stayer")
+    cluster.flush()
+    # max_retries=0, yet nothing failed: handing back is not an attempt.
+    assert [cluster.result(d) for d in ds] == [1, 2, 3]
+
+
+def test_leaving_worker_lets_a_running_job_finish():
+    cluster = MemoryCluster(workers=0)
+    worker = cluster.add_worker(hold=True)
+    client = cluster.client()
+    d = client.submit(abs, -7)
+    cluster.flush()
+    left = Deferred.fromCoroutine(worker.leave())
+    cluster.flush()
+    assert not d.called
+    worker.slots[0].finish()
+    cluster.flush()
+    assert cluster.result(d) == 7
+    cluster.advance(1)
+    assert left.called
