@@ -69,33 +69,48 @@ class LocalCluster:
     run_dir: Path
     nworkers: int
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+    slots: int = 1
+    worker_args: Sequence[str] = ()
 
     def status(self) -> dict[str, object]:
         return query_status(self.host, self.port)
 
-    def add_workers(self, n: int, slots: int = 1, timeout: float = START_TIMEOUT) -> None:
-        """Start n more workers and wait until they have registered."""
-        first = self.nworkers
-        for i in range(first, first + n):
-            self._procs.append(
-                _spawn(
-                    self.run_dir,
+    def add_workers(
+        self, n: int, slots: int | None = None, timeout: float = START_TIMEOUT
+    ) -> list[str]:
+        """Start n more workers, wait until they have registered; their names."""
+        names = [self._spawn_worker(slots) for _ in range(n)]
+        _wait_for_workers(self, names, timeout)
+        return names
+
+    def _spawn_worker(self, slots: int | None = None) -> str:
+        i = self.nworkers
+        self.nworkers += 1
+        name = f"local-{i}"
+        self._procs.append(
+            _spawn(
+                self.run_dir,
+                f"worker-{i}",
+                twistd_command(
+                    "cw-worker",
                     f"worker-{i}",
-                    twistd_command(
-                        "cw-worker",
-                        f"worker-{i}",
-                        self.run_dir,
-                        "--master",
-                        f"{self.host}:{self.port}",
-                        "--slots",
-                        str(slots),
-                        "--name",
-                        f"local-{i}",
-                    ),
-                )
+                    self.run_dir,
+                    "--master",
+                    f"{self.host}:{self.port}",
+                    "--slots",
+                    str(slots or self.slots),
+                    "--name",
+                    name,
+                    *self.worker_args,
+                ),
             )
-        self.nworkers += n
-        _wait_for_workers(self, self.nworkers, timeout)
+        )
+        return name
+
+    def worker_pid(self, name: str) -> int | None:
+        """The pid of worker ``local-N`` (from its pid file), if it runs."""
+        pid = read_pid(self.run_dir / f"worker-{name.rsplit('-', 1)[-1]}.pid")
+        return pid if pid is not None and is_running(pid) else None
 
     def stop(self) -> list[str]:
         """Stop the master and workers; returns the names it stopped."""
@@ -144,22 +159,23 @@ def _spawn(run_dir: Path, name: str, command: Sequence[str]) -> subprocess.Popen
         out.close()
 
 
-def _wait_for_workers(cluster: LocalCluster, n: int, timeout: float) -> None:
+def _wait_for_workers(cluster: LocalCluster, names: list[str], timeout: float) -> None:
+    """Poll the master's status until every named worker has registered."""
     deadline = time.monotonic() + timeout
-    seen = 0
+    missing = set(names)
     while True:
         try:
-            seen = len(cluster.status()["workers"])  # type: ignore[arg-type]
+            missing = set(names) - {w["name"] for w in cluster.status()["workers"]}  # type: ignore[index,union-attr]
         except OSError:
             pass
-        if seen >= n:
+        if not missing:
             return
         if time.monotonic() > deadline:
             logs = "\n".join(
                 f"  {p.name}:\n{_log_tail(p)}" for p in sorted(cluster.run_dir.glob("worker-*.log"))
             )
             raise LaunchError(
-                f"only {seen} of {n} workers registered with the master at "
+                f"{len(missing)} of {len(names)} workers did not register with the master at "
                 f"{cluster.host}:{cluster.port} within {timeout:g} s; worker logs "
                 f"in {cluster.run_dir}:\n{logs}"
             )
@@ -210,7 +226,7 @@ def start(
             *master_args,
         ),
     )
-    cluster = LocalCluster(host, port, rundir, 0, [master])
+    cluster = LocalCluster(host, port, rundir, 0, [master], slots, tuple(worker_args))
     try:
         deadline = time.monotonic() + timeout
         while not port_file.exists():
@@ -224,27 +240,8 @@ def start(
                 raise LaunchError(f"the master did not listen within {timeout:g} s")
             time.sleep(0.02)
         cluster.port = int(port_file.read_text().strip())
-        for i in range(nworkers):
-            cluster._procs.append(
-                _spawn(
-                    rundir,
-                    f"worker-{i}",
-                    twistd_command(
-                        "cw-worker",
-                        f"worker-{i}",
-                        rundir,
-                        "--master",
-                        f"{host}:{cluster.port}",
-                        "--slots",
-                        str(slots),
-                        "--name",
-                        f"local-{i}",
-                        *worker_args,
-                    ),
-                )
-            )
-        cluster.nworkers = nworkers
-        _wait_for_workers(cluster, nworkers, max(1.0, deadline - time.monotonic()))
+        names = [cluster._spawn_worker() for _ in range(nworkers)]
+        _wait_for_workers(cluster, names, max(1.0, deadline - time.monotonic()))
     except BaseException:
         cluster.stop()
         raise
