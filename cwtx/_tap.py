@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from typing import Any
 
 import txaio
@@ -213,6 +214,34 @@ class WorkerOptions(usage.Options):
         self["resources"] = resources
 
 
+class LeaveOnSignal(Service):
+    """SIGINT and SIGTERM stop the reactor normally, so the worker leaves
+    gracefully (Worker.stopService) and twistd exits 0.
+
+    twistd's own handlers would make it exit by re-raising the signal.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        # After the reactor's own handlers are installed (at startup).
+        self.reactor.callWhenRunning(self._install)
+
+    def _install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._received)
+
+    def _received(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self._leave, signal.Signals(signum).name)
+
+    def _leave(self, name: str) -> None:
+        log.info("{signal} received: leaving", signal=name)
+        if self.reactor.running:
+            self.reactor.stop()
+
+
 def make_worker_service(options: WorkerOptions, reactor: Any = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -234,4 +263,5 @@ def make_worker_service(options: WorkerOptions, reactor: Any = None) -> IService
         heartbeat_timeout=options["heartbeat-timeout"],
         grace=options["grace"],
     ).setServiceParent(service)
+    LeaveOnSignal(reactor).setServiceParent(service)
     return service

@@ -202,7 +202,6 @@ def test_client_gives_up_after_reconnect_timeout():
         assert not d.called
     cluster.advance(2)
     with pytest.raises(cwtx.ConnectionLost, match="for 10 s"):
-
         cluster.result(d)
     with pytest.raises(RuntimeError):
         client.submit(abs, 1)

@@ -1,0 +1,390 @@
+"""
+Fault injection on real processes: every job ends exactly once, with its
+result, its exception, JobLost, JobTimeout or cancelled.  Nothing hangs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import cwtx
+from cwtx._procs import is_running, terminate, twistd_argv
+from cwtx._status import query_status
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+FAST_HEARTBEATS = ["--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5"]
+
+
+def wait_until(condition, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """Two single-slot workers, no prefetch, quick heartbeats."""
+    with cwtx.local.allocate(
+        2, run_dir=tmp_path / "run", master_args=[*FAST_HEARTBEATS, "--prefetch", "0"]
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def executor(cluster):
+    ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
+    yield ex
+    ex.shutdown(wait=False, cancel_futures=True)
+
+
+def marked_job(marker: str, seconds: float, value):
+    """Write our pid and our supervisor's to ``marker``, sleep, return value."""
+    import os as _os
+    import time as _time
+
+    Path(marker + ".tmp").write_text(f"{_os.getpid()} {_os.getppid()}")
+    _os.replace(marker + ".tmp", marker)
+    _time.sleep(seconds)
+    return value
+
+
+def started(marker: Path) -> tuple[int, int]:
+    wait_until(marker.exists, what=f"{marker.name} to start")
+    child, supervisor = map(int, marker.read_text().split())
+    return child, supervisor
+
+
+def worker_names(cluster) -> list[str]:
+    return sorted(w["name"] for w in query_status(cluster.host, cluster.port)["workers"])
+
+
+# -- a worker lost while running a job -----------------------------------------------------
+
+
+def test_supervisor_killed_job_retried_elsewhere_and_child_dies_too(cluster, executor, tmp_path):
+    marker = tmp_path / "m"
+    future = executor.submit(marked_job, str(marker), 2.0, "survived")
+    child, supervisor = started(marker)
+    os.kill(supervisor, signal.SIGKILL)
+    assert future.result(60) == "survived"
+    wait_until(lambda: not is_running(child), timeout=10, what="the orphaned child to die")
+    assert len(worker_names(cluster)) == 1
+
+
+def test_frozen_supervisor_declared_dead_and_job_retried(cluster, executor, tmp_path):
+    marker = tmp_path / "m"
+    future = executor.submit(marked_job, str(marker), 1.0, "thawed")
+    _, supervisor = started(marker)
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        assert future.result(60) == "thawed"
+        assert len(worker_names(cluster)) == 1
+        assert "declared dead" in (cluster.run_dir / "master.log").read_text()
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+    # Thawed, it notices it was dropped, reconnects, and serves again; what it
+    # said on the dead connection was ignored (the job ended once).
+    wait_until(lambda: len(worker_names(cluster)) == 2, what="the thawed worker to come back")
+    assert executor.submit(abs, -3).result(60) == 3
+
+
+def test_killed_child_job_retried_and_worker_keeps_serving(cluster, executor, tmp_path):
+    marker = tmp_path / "m"
+    future = executor.submit(marked_job, str(marker), 2.0, "again")
+    child, _ = started(marker)
+    marker.unlink()
+    os.kill(child, signal.SIGKILL)
+    assert future.result(60) == "again"
+    assert len(worker_names(cluster)) == 2
+    assert sorted(executor.map(abs, range(-4, 0), timeout=60)) == [1, 2, 3, 4]
+
+
+def always_exits():
+    os._exit(3)
+
+
+def always_segfaults():
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+@pytest.mark.parametrize(
+    ("job", "cause"), [(always_exits, "exit code 3"), (always_segfaults, "signal 11")]
+)
+def test_crashing_job_ends_as_job_lost_naming_attempts(cluster, executor, job, cause):
+    future = executor.options(max_retries=2).submit(job)
+    with pytest.raises(cwtx.JobLost) as info:
+        future.result(60)
+    attempts = info.value.attempts
+    assert len(attempts) == 3
+    assert {a["worker"] for a in attempts} == {"local-0", "local-1"}
+    assert all(cause in a["cause"] for a in attempts)
+    assert "max_retries=2" in str(info.value)
+    # The workers restarted their children and carry on.
+    assert sorted(executor.map(abs, range(-4, 0), timeout=60)) == [1, 2, 3, 4]
+    assert len(worker_names(cluster)) == 2
+
+
+def test_master_default_max_retries(tmp_path):
+    with cwtx.local.allocate(1, run_dir=tmp_path, master_args=["--max-retries", "0"]) as c:
+        with cwtx.ClusterExecutor(c.host, c.port) as ex:
+            with pytest.raises(cwtx.JobLost) as info:
+                ex.submit(always_exits).result(60)
+            assert len(info.value.attempts) == 1
+
+
+# -- timeouts and cancellation -------------------------------------------------------------
+
+
+def test_timeout_kills_the_job_and_the_worker_carries_on(cluster, executor):
+    started_at = time.monotonic()
+    with pytest.raises(cwtx.JobTimeout, match="timeout of 0.5 s"):
+        executor.options(timeout=0.5).submit(time.sleep, 30).result(60)
+    assert time.monotonic() - started_at < 10
+    assert executor.submit(abs, -9).result(60) == 9
+    assert len(worker_names(cluster)) == 2
+
+
+def test_client_level_default_timeout(cluster):
+    with cwtx.ClusterExecutor(cluster.host, cluster.port, timeout=0.5) as ex:
+        with pytest.raises(cwtx.JobTimeout):
+            ex.submit(time.sleep, 30).result(60)
+        assert ex.options(timeout=None).submit(abs, -1).result(60) == 1
+
+
+def test_cancel_running_deferred_kills_the_job(cluster, tmp_path):
+    from cwtx import _reactor_thread
+
+    client = _reactor_thread.blocking(cwtx.connect, cluster.host, cluster.port)
+    marker = tmp_path / "m"
+    try:
+        failures = []
+
+        def submit() -> None:  # returns None: blocking() must not wait for the job
+            holder["d"] = client.submit(marked_job, str(marker), 30, None)
+            holder["d"].addErrback(failures.append)
+
+        holder = {}
+        _reactor_thread.blocking(submit)
+        child, _ = started(marker)
+        _reactor_thread.blocking(lambda: holder["d"].cancel())
+        assert failures[0].check(cwtx.JobCancelled)
+
+        wait_until(lambda: not is_running(child), timeout=10, what="the child to be killed")
+        wait_until(lambda: query_status(cluster.host, cluster.port)["running"] == 0, timeout=10)
+    finally:
+        _reactor_thread.blocking(client.close)
+
+
+# -- the master restarts ---------------------------------------------------------------------
+
+
+def test_master_killed_and_restarted_during_a_map(tmp_path):
+    run = tmp_path / "run"
+    cluster = cwtx.local.start(2, 0, run_dir=run, slots=2, master_args=FAST_HEARTBEATS)
+    port = cluster.port
+    restarted = None
+    try:
+        ex = cwtx.ClusterExecutor(cluster.host, port, reconnect_timeout=60)
+        calls = tmp_path / "calls"
+        calls.mkdir()
+
+        def job(i):
+            import time as _t
+
+            _t.sleep(0.02)
+            return i * i
+
+        results = ex.map(job, range(300), buffersize=40, timeout=120)
+        got = [next(results) for _ in range(50)]
+        master_pid = int((run / "master.pid").read_text())
+        os.kill(master_pid, signal.SIGKILL)
+        cluster._procs[0].wait(10)
+        (run / "master.pid").unlink()
+        restarted = subprocess.Popen(
+            [
+                *twistd_argv(),
+                "-n",
+                "--pidfile",
+                str(run / "master.pid"),
+                "--logfile",
+                str(run / "master2.log"),
+                "cw-master",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                *FAST_HEARTBEATS,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        got += list(results)
+        assert got == [i * i for i in range(300)]  # every result, once, in order
+        assert ex._client.reconnects == 1
+        wait_until(
+            lambda: len(query_status("127.0.0.1", port)["workers"]) == 2,
+            what="the workers to rejoin",
+        )
+        ex.shutdown()
+    finally:
+        cluster.stop()
+        if restarted is not None:
+            if restarted.poll() is None:
+                terminate(restarted.pid)
+            restarted.wait(10)
+
+
+# -- a client goes away --------------------------------------------------------------------
+
+
+DOOMED_CLIENT = textwrap.dedent(
+    """
+    import sys, time
+    import cwtx
+    host, port, marker = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    ex = cwtx.ClusterExecutor(host, port)
+    def job(i):
+        import os, time
+        open(marker + str(i), "w").write(str(os.getpid()))
+        time.sleep(30)
+    futures = [ex.submit(job, i) for i in range(6)]
+    print("submitted", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_killed_client_has_its_jobs_dropped_and_others_are_undisturbed(cluster, tmp_path):
+    script = tmp_path / "doomed.py"
+    script.write_text(DOOMED_CLIENT)
+    marker = str(tmp_path / "job")
+    doomed = subprocess.Popen(
+        [sys.executable, str(script), cluster.host, str(cluster.port), marker],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    try:
+        assert doomed.stdout.readline().strip() == "submitted"
+        wait_until(lambda: len(list(tmp_path.glob("job*"))) == 2, what="two jobs to run")
+        status = query_status(cluster.host, cluster.port)
+        assert status["running"] == 2 and status["queued"] == 4
+        children = [int(p.read_text()) for p in tmp_path.glob("job*")]
+        with cwtx.ClusterExecutor(cluster.host, cluster.port) as other:
+            doomed.kill()
+            doomed.wait(10)
+            # Queued jobs dropped, running ones killed: the slots free up
+            # long before the 30 s jobs would have ended.
+            assert other.submit(abs, -8).result(20) == 8
+            wait_until(lambda: not any(is_running(c) for c in children), timeout=10)
+            status = query_status(cluster.host, cluster.port)
+            assert status["queued"] == 0 and status["running"] == 0
+            assert len(list(tmp_path.glob("job*"))) == 2  # the queued four never ran
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+            doomed.wait(10)
+
+
+# -- graceful leave ----------------------------------------------------------------------------
+
+
+def test_sigterm_worker_finishes_its_job_and_exits_0(cluster, executor, tmp_path):
+    marker = tmp_path / "m"
+    future = executor.submit(marked_job, str(marker), 1.0, "finished")
+    _, supervisor = started(marker)
+    proc = next(p for p in cluster._procs if p.pid == supervisor)
+    proc.send_signal(signal.SIGTERM)
+    assert future.result(60) == "finished"
+    assert proc.wait(30) == 0
+    wait_until(lambda: len(worker_names(cluster)) == 1, what="the worker to deregister")
+    log = (cluster.run_dir / f"worker-{cluster._procs.index(proc) - 1}.log").read_text()
+    assert "left" in log
+
+
+def test_sigint_worker_hands_back_an_overdue_job(tmp_path):
+    with (
+        cwtx.local.allocate(
+            2,
+            run_dir=tmp_path / "run",
+            master_args=["--prefetch", "0", "--max-retries", "0"],
+            worker_args=["--grace", "0.5"],
+        ) as cluster,
+        cwtx.ClusterExecutor(cluster.host, cluster.port) as ex,
+    ):
+        marker = tmp_path / "m"
+        future = ex.submit(marked_job, str(marker), 3.0, "elsewhere")
+        _, supervisor = started(marker)
+        proc = next(p for p in cluster._procs if p.pid == supervisor)
+        marker.unlink()
+        proc.send_signal(signal.SIGINT)  # what `scancel -s INT` sends
+        assert proc.wait(30) == 0
+        # Handed back, not lost: it ran again on the other worker, even with
+        # max_retries=0.
+        assert future.result(60) == "elsewhere"
+        _, other = started(marker)
+        assert other != supervisor
+
+
+# -- the soak ------------------------------------------------------------------------------------
+
+
+def test_soak_2000_jobs_while_workers_are_killed_and_restarted(tmp_path):
+    rng = random.Random(20261127)
+    with (
+        cwtx.local.allocate(
+            3,
+            run_dir=tmp_path / "run",
+            slots=2,
+            master_args=[*FAST_HEARTBEATS, "--max-retries", "50"],
+        ) as cluster,
+        cwtx.ClusterExecutor(cluster.host, cluster.port) as ex,
+    ):
+        stop = threading.Event()
+        kills = []
+
+        def chaos():
+            live = ["local-0", "local-1", "local-2"]
+            while not stop.wait(rng.uniform(0.3, 0.8)):
+                victim = live.pop(rng.randrange(len(live)))
+                pid = cluster.worker_pid(victim)
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
+                    kills.append(victim)
+                live += cluster.add_workers(1)
+
+        def job(i):
+            import time as _t
+
+            _t.sleep(0.03)
+            return i * 3 + 1
+
+        killer = threading.Thread(target=chaos, daemon=True)
+        started_at = time.monotonic()
+        killer.start()
+        try:
+            results = list(ex.map(job, range(2000), buffersize=200, timeout=240))
+        finally:
+            stop.set()
+            killer.join(30)
+        assert results == [i * 3 + 1 for i in range(2000)]
+        assert len(kills) >= 3, kills
+        status = query_status(cluster.host, cluster.port)
+        assert status["queued"] == 0 and status["running"] == 0
+        print(
+            f"soak: 2000 jobs, {len(kills)} workers killed, {time.monotonic() - started_at:.1f} s"
+        )
