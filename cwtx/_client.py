@@ -21,13 +21,14 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
+from . import _auth as auth
 from ._batch import BatchSender
-from ._commands import CancelJobs, Hello, JobResults, Status, SubmitJobs
-from ._errors import ConnectionLost, JobCancelled, ProtocolMismatch
+from ._commands import CancelJobs, JobResults, Status, SubmitJobs
+from ._errors import AuthenticationError, ConnectionLost, JobCancelled, ProtocolMismatch
 from ._payload import EMPTY, Payload
 from ._peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
+from ._secret import load_secret, secret_source
 from ._serialize import FunctionDef, decode_result, pickle_arguments, pickle_function
-from ._versions import hello_arguments
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -374,20 +375,28 @@ def client_endpoint(
 
 
 async def _connect(
-    reactor: Any, endpoint: IStreamClientEndpoint, role: str, name: str, timeout: float
+    reactor: Any,
+    endpoint: IStreamClientEndpoint,
+    role: str,
+    name: str,
+    timeout: float,
+    secret: bytes,
 ) -> ClientProtocol:
-    """Connect and say hello, within ``timeout`` seconds."""
+    """Connect and authenticate, within ``timeout`` seconds."""
     proto = ClientProtocol(reactor)
     connecting = connectProtocol(endpoint, proto)
     connecting.addTimeout(timeout, reactor)
     await connecting
-    hello = proto.callRemote(Hello, **hello_arguments(role, name))
-    hello.addTimeout(timeout, reactor)
+    handshake = Deferred.fromCoroutine(auth.handshake(proto, role, name, secret))
+    handshake.addTimeout(timeout, reactor)
     try:
-        await hello
+        await handshake
     except defer.TimeoutError as e:
         proto.transport.abortConnection()
         raise ConnectionError(f"no answer to the handshake within {timeout:g} s") from e
+    except (AuthenticationError, ProtocolMismatch):
+        proto.transport.loseConnection()
+        raise
     except Exception as e:
         proto.transport.loseConnection()
         raise ProtocolMismatch(f"the master refused the handshake: {e}") from e
@@ -405,6 +414,7 @@ def connect(
     heartbeat_interval: float = HEARTBEAT_INTERVAL,
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
     name: str | None = None,
+    secret_file: str | None = None,
     **job_options: Any,
 ) -> Deferred[Client]:
     """
@@ -415,23 +425,31 @@ def connect(
     The first connection fails with a clear error after ``connect_timeout``
     seconds; later losses are retried for ``reconnect_timeout`` seconds.
     ``job_options`` (timeout, priority, max_retries, resources) are the
-    defaults for every job this client submits.
+    defaults for every job this client submits.  The shared secret comes
+    from ``secret_file``, else as docs/security.md says.
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
     options = JobOptions().replace(**job_options)
+    secret = load_secret(secret_file)
     name = name or uuid.uuid4().hex[:12]
     ep = client_endpoint(reactor, host, port, endpoint, connect_timeout)
     where = endpoint or f"{host or 'localhost'}:{port}"
 
     def connector() -> Deferred[ClientProtocol]:
-        return Deferred.fromCoroutine(_connect(reactor, ep, "client", name, connect_timeout))
+        return Deferred.fromCoroutine(
+            _connect(reactor, ep, "client", name, connect_timeout, secret)
+        )
 
     async def run() -> Client:
         try:
             proto = await connector()
+        except AuthenticationError as e:
+            raise AuthenticationError(
+                f"{e} (the master at {where}; our secret is from {secret_source(secret_file)})"
+            ) from None
         except ProtocolMismatch:
             raise
         except Exception as e:

@@ -9,10 +9,15 @@ is streamed first with :class:`BlobChunk` and the record names it by blob id
 """
 
 from twisted.protocols.amp import Boolean, Command, Integer, ListOf, Unicode
+from twisted.protocols.amp import String as Bytes
 
+from ._errors import AuthenticationError, ProtocolError, ProtocolMismatch
 from ._records import Chunks, Records
 
 PROTOCOL_VERSION = 1
+
+#: Bad input from a peer: the error goes back, then the connection closes.
+PROTOCOL_ERRORS = {ProtocolError: b"PROTOCOL_ERROR"}
 
 #: What one job record carries, client to master (SubmitJobs) and master to
 #: worker (RunJobs).  ``job`` is the sender's id for the job.  ``fn`` is the
@@ -46,7 +51,7 @@ RESULT_RECORD = [
 
 
 class Hello(Command):
-    """First command on every connection: who I am and what I run."""
+    """First command on every connection: who I am, what I run, a nonce."""
 
     arguments = [
         (b"role", Unicode()),  # "client", "worker" or "status"
@@ -54,11 +59,25 @@ class Hello(Command):
         (b"protocol", Integer()),
         (b"python", Unicode()),
         (b"cloudpickle", Unicode()),
+        (b"nonce", Bytes()),  # 32 random bytes
     ]
     response = [
         (b"protocol", Integer()),
         (b"master", Unicode()),  # the master's instance id
+        (b"nonce", Bytes()),  # the master's 32 random bytes
+        (b"proof", Bytes()),  # HMAC proving the master knows the secret
     ]
+    errors = {ProtocolMismatch: b"REFUSED"}
+    fatalErrors = {ProtocolMismatch: b"REFUSED"}
+
+
+class Authenticate(Command):
+    """Second command: the peer proves it knows the shared secret."""
+
+    arguments = [(b"proof", Bytes())]
+    response = []
+    errors = {AuthenticationError: b"AUTHENTICATION_FAILED"}
+    fatalErrors = {AuthenticationError: b"AUTHENTICATION_FAILED"}
 
 
 class RegisterWorker(Command):
@@ -69,6 +88,8 @@ class RegisterWorker(Command):
         (b"resources", Unicode()),  # JSON object
     ]
     response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
 
 
 class BlobChunk(Command):
@@ -79,6 +100,8 @@ class BlobChunk(Command):
         (b"data", Chunks()),
     ]
     response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
 
 
 class SubmitJobs(Command):
@@ -86,6 +109,8 @@ class SubmitJobs(Command):
 
     arguments = [(b"jobs", Records(JOB_RECORD))]
     response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
 
 
 class RunJobs(Command):
@@ -93,6 +118,8 @@ class RunJobs(Command):
 
     arguments = [(b"jobs", Records(JOB_RECORD))]
     response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
 
 
 class JobResults(Command):
@@ -100,6 +127,8 @@ class JobResults(Command):
 
     arguments = [(b"results", Records(RESULT_RECORD))]
     response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
 
 
 class CancelJobs(Command):
@@ -107,6 +136,8 @@ class CancelJobs(Command):
 
     arguments = [(b"jobs", ListOf(Integer()))]
     response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
 
 
 class LeaveWorker(Command):
@@ -115,6 +146,8 @@ class LeaveWorker(Command):
 
     arguments = []
     response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
 
 
 class Heartbeat(Command):
@@ -129,6 +162,8 @@ class Status(Command):
 
     arguments = [(b"detail", Boolean())]
     response = [(b"status", Unicode())]
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
 
 
 __all__ = [
@@ -136,6 +171,7 @@ __all__ = [
     "JOB_RECORD",
     "RESULT_RECORD",
     "Hello",
+    "Authenticate",
     "RegisterWorker",
     "BlobChunk",
     "SubmitJobs",

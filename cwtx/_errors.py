@@ -67,6 +67,14 @@ class ProtocolMismatch(CwtxError, ConnectionError):
     """The peer speaks another protocol version, or refused the handshake."""
 
 
+class AuthenticationError(CwtxError, ConnectionError):
+    """One side could not prove it knows the shared secret."""
+
+
+class ProtocolError(CwtxError, ValueError):
+    """A peer sent something the protocol does not allow; the connection closes."""
+
+
 def error_json(type_name: str, message: str, traceback: str = "", **extra: Any) -> str:
     """The ``error`` field of a result record."""
     return json.dumps({"type": type_name, "message": message, "traceback": traceback, **extra})

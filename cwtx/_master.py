@@ -29,6 +29,28 @@ DEFAULT_MAX_RETRIES = 3
 #: Jobs sent to a worker beyond its slots, queued there so that a slot that
 #: frees up starts its next job without waiting for a round trip.
 DEFAULT_PREFETCH = 4
+UNKNOWN_VERSIONS = ("?", "?")
+
+
+def compatible(client: tuple[str, str], worker: tuple[str, str]) -> bool:
+    """Can a worker unpickle what this client pickled?  Same Python
+    major.minor and the same cloudpickle (its format is not promised to
+    carry across versions).  Unknown versions (tests) match anything."""
+    if UNKNOWN_VERSIONS in (client, worker):
+        return True
+    short = [".".join(v[0].split(".")[:2]) for v in (client, worker)]
+    return short[0] == short[1] and client[1] == worker[1]
+
+
+def mismatch_message(client: ClientSession, workers: list[WorkerSession]) -> str:
+    theirs = "; ".join(
+        f"{w.name}: Python {w.versions[0]}, cloudpickle {w.versions[1]}" for w in workers[:5]
+    )
+    return (
+        f"no worker can run this client's jobs: the client runs Python "
+        f"{client.versions[0]} with cloudpickle {client.versions[1]}, the workers run "
+        f"{theirs}. Install the same Python (major.minor) and cloudpickle on both."
+    )
 
 
 @dataclass(eq=False)
@@ -66,9 +88,15 @@ ResultItem = tuple[int, str, Payload, str]
 class ClientSession:
     """One connected client: its functions, its queue and its live jobs."""
 
-    def __init__(self, name: str, deliver: Callable[[ResultItem], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        deliver: Callable[[ResultItem], None],
+        versions: tuple[str, str] = UNKNOWN_VERSIONS,
+    ) -> None:
         self.name = name
         self.deliver = deliver
+        self.versions = versions  # (python, cloudpickle)
         self.functions: dict[bytes, Function] = {}
         self.jobs: dict[int, Job] = {}
         self._heap: list[tuple[int, int, Job]] = []
@@ -106,8 +134,10 @@ class WorkerSession:
         deliver_cancel: Callable[[int], None],
         resources: dict[str, Any] | None = None,
         prefetch: int = DEFAULT_PREFETCH,
+        versions: tuple[str, str] = UNKNOWN_VERSIONS,
     ) -> None:
         self.name = name
+        self.versions = versions  # (python, cloudpickle)
         self.slots = slots
         self.capacity = slots + prefetch
         self.resources = resources or {}
@@ -300,27 +330,43 @@ class Master:
     # -- dispatch -------------------------------------------------------------
 
     def dispatch(self) -> None:
-        """Give free slots to queued jobs, taking clients in turn."""
-        while True:
-            free = [w for w in self.workers if w.free > 0]
-            if not free:
-                return
-            job = self._next_job()
-            if job is None:
-                return
-            failed = {a["worker"] for a in job.attempts}
-            fresh = [w for w in free if w.name not in failed] or free
-            self._start(job, max(fresh, key=lambda w: w.free))
+        """Give free slots to queued jobs, taking clients in turn.
 
-    def _next_job(self) -> Job | None:
+        A job goes only to a worker whose Python and cloudpickle match its
+        client's; if no registered worker matches, it ends with a clear error.
+        """
+        while self._dispatch_one():
+            pass
+
+    def _dispatch_one(self) -> bool:
+        free = [w for w in self.workers if w.free > 0]
+        if not free:
+            return False
         n = len(self.clients)
         for i in range(n):
             client = self.clients[(self._next_client + i) % n]
-            job = client.pop()
-            if job is not None:
-                self._next_client = (self._next_client + i + 1) % n
-                return job
-        return None
+            job = client.peek()
+            if job is None:
+                continue
+            usable = [w for w in free if compatible(client.versions, w.versions)]
+            if not usable:
+                if not any(compatible(client.versions, w.versions) for w in self.workers):
+                    client.pop()
+                    self._end(
+                        job,
+                        "error",
+                        EMPTY,
+                        error_json("VersionMismatch", mismatch_message(client, self.workers)),
+                    )
+                    return True
+                continue  # matching workers exist, but are busy
+            client.pop()
+            self._next_client = (self._next_client + i + 1) % n
+            failed = {a["worker"] for a in job.attempts}
+            fresh = [w for w in usable if w.name not in failed] or usable
+            self._start(job, max(fresh, key=lambda w: w.free))
+            return True
+        return False
 
     def _start(self, job: Job, worker: WorkerSession) -> None:
         job.task = next(self._tasks)

@@ -12,9 +12,11 @@ import txaio
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 
+from . import _auth as auth
 from ._batch import BatchSender
 from ._commands import (
     PROTOCOL_VERSION,
+    Authenticate,
     CancelJobs,
     Hello,
     JobResults,
@@ -24,6 +26,7 @@ from ._commands import (
     Status,
     SubmitJobs,
 )
+from ._errors import AuthenticationError, ProtocolError, ProtocolMismatch
 from ._master import ClientSession, Job, Master, ResultItem, WorkerSession
 from ._payload import EMPTY, Payload
 from ._peer import HeartbeatMonitor, Peer
@@ -32,37 +35,101 @@ txaio.use_twisted()
 log = txaio.make_logger()
 
 
-class HandshakeError(Exception):
-    """A command came before the hello, or from the wrong kind of peer."""
+#: Bytes a connection may send before it has authenticated.
+PREAUTH_BYTES = 16 * 1024
+#: Seconds a connection has to authenticate.
+AUTH_TIMEOUT = 10.0
+#: Bytes of one AMP box (a BlobChunk box is about 1 MiB).
+MAX_BOX_BYTES = 8 * 1024 * 1024
+#: Bytes of streamed payloads a connection may have in flight, unclaimed.
+MAX_UNCLAIMED_BYTES = 2 * 1024 * 1024 * 1024
+
+ROLES = ("client", "worker", "status")
+HANDSHAKE = (b"Hello", b"Authenticate")
 
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
-        raise HandshakeError(message)
+        raise ProtocolError(message)
+
+
+def _short_python(version: str) -> str:
+    return ".".join(version.split(".")[:2])
 
 
 class MasterProtocol(Peer):
-    """One connection to the master: a client, a worker, or a status query."""
+    """One connection to the master: a client, a worker, or a status query.
 
-    def __init__(self, master: Master, monitor: HeartbeatMonitor, clock: IReactorTime) -> None:
+    Until it authenticates it may send only Hello and Authenticate, at most
+    PREAUTH_BYTES in all, within AUTH_TIMEOUT seconds; anything else closes
+    the connection.
+    """
+
+    def __init__(
+        self,
+        master: Master,
+        monitor: HeartbeatMonitor,
+        clock: IReactorTime,
+        secret: bytes,
+        auth_timeout: float = AUTH_TIMEOUT,
+    ) -> None:
         super().__init__(clock)
         self.master = master
         self.monitor = monitor
+        self._secret = secret
+        self._auth_timeout = auth_timeout
         self.role: str | None = None
         self.name = "?"
+        self.versions = ("?", "?")
+        self.authenticated = False
         self.client: ClientSession | None = None
         self.worker: WorkerSession | None = None
         self._sender: BatchSender[Any] | None = None
+        self._nonces: tuple[bytes, bytes] | None = None
+        self._received = 0  # bytes before authentication, then bytes since the last box
+        self._auth_timer: Any = None
+        self.blobs_in.max_bytes = MAX_UNCLAIMED_BYTES
 
     def describe(self) -> str:
-        return f"{self.role or 'peer'} {self.name}"
+        peer = self.transport.getPeer() if self.transport is not None else "?"
+        return f"{self.role or 'peer'} {self.name} ({peer})"
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.monitor.watch(self)
+        self._auth_timer = self.clock.callLater(self._auth_timeout, self._auth_expired)
+
+    def _auth_expired(self) -> None:
+        self._auth_timer = None
+        self._refuse(f"did not authenticate within {self._auth_timeout:g} s")
+
+    def _refuse(self, why: str) -> None:
+        log.warn("closing the connection of {peer}: {why}", peer=self.describe(), why=why)
+        self.dead = True
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.dead:
+            return
+        self._received += len(data)
+        if not self.authenticated and self._received > PREAUTH_BYTES:
+            return self._refuse(f"sent over {PREAUTH_BYTES} bytes before authenticating")
+        if self.authenticated and self._received > MAX_BOX_BYTES:
+            return self._refuse(f"sent a message of over {MAX_BOX_BYTES} bytes")
+        super().dataReceived(data)
+
+    def ampBoxReceived(self, box: Any) -> None:
+        if self.authenticated:
+            self._received = 0
+        elif box.get(b"_command") not in HANDSHAKE:
+            what = box.get(b"_command", b"an answer")[:40]
+            return self._refuse(f"sent {what!r} before authenticating")
+        super().ampBoxReceived(box)
 
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
+        if self._auth_timer is not None and self._auth_timer.active():
+            self._auth_timer.cancel()
         self.monitor.unwatch(self)
         if self._sender is not None:
             self._sender.stop()
@@ -77,35 +144,70 @@ class MasterProtocol(Peer):
 
     @Hello.responder
     def _hello(
-        self, role: str, name: str, protocol: int, python: str, cloudpickle: str
+        self, role: str, name: str, protocol: int, python: str, cloudpickle: str, nonce: bytes
     ) -> dict[str, Any]:
-        _check(self.role is None, "hello was already said on this connection")
-        _check(role in ("client", "worker", "status"), f"unknown role {role!r}")
-        _check(
-            protocol == PROTOCOL_VERSION,
-            f"protocol version {protocol} is not the master's {PROTOCOL_VERSION}",
-        )
+        if self.role is not None:
+            raise ProtocolMismatch("hello was already said on this connection")
+        if protocol != PROTOCOL_VERSION:
+            raise ProtocolMismatch(
+                f"this master speaks cwtx protocol {PROTOCOL_VERSION}, the {role} protocol "
+                f"{protocol}: install the same cwtx version everywhere"
+            )
+        if role not in ROLES or len(nonce) != auth.NONCE_BYTES:
+            raise ProtocolMismatch(f"bad hello (role {role[:20]!r}, nonce of {len(nonce)} bytes)")
         self.role, self.name = role, name[:200]
-        if role == "client":
+        self.versions = (python[:40], cloudpickle[:40])
+        mine = auth.nonce()
+        self._nonces = (nonce, mine)
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "master": self.master.id,
+            "nonce": mine,
+            "proof": auth.proof(self._secret, "master", nonce, mine),
+        }
+
+    @Authenticate.responder
+    def _authenticate(self, proof: bytes) -> dict[str, Any]:
+        if self._nonces is None or self.authenticated or self.role is None:
+            raise AuthenticationError("authenticate once, after hello")
+        theirs, mine = self._nonces
+        if not auth.verify(self._secret, self.role, mine, theirs, proof):
+            log.warn(
+                "authentication failed: {peer} does not know the shared secret",
+                peer=self.describe(),
+            )
+            raise AuthenticationError(
+                "authentication failed: the master has a different shared secret"
+            )
+        self.authenticated = True
+        self._received = 0
+        if self._auth_timer is not None and self._auth_timer.active():
+            self._auth_timer.cancel()
+        self._auth_timer = None
+        self.monitor.watch(self)
+        if self.role == "client":
             self._sender = BatchSender(
                 self, JobResults, "results", self._encode_result, self.clock, self.blobs_out
             )
-            self.client = ClientSession(self.name, self._sender.add)
+            self.client = ClientSession(self.name, self._sender.add, self.versions)
             self.master.add_client(self.client)
             log.info(
                 "client {name} connected (python {py}, cloudpickle {cp})",
                 name=self.name,
-                py=python,
-                cp=cloudpickle,
+                py=self.versions[0],
+                cp=self.versions[1],
             )
-        return {"protocol": PROTOCOL_VERSION, "master": self.master.id}
+        return {}
 
     @RegisterWorker.responder
     def _register(self, slots: int, resources: str) -> dict[str, Any]:
         _check(self.role == "worker", "only a worker may register")
         _check(self.worker is None, "this worker is already registered")
         _check(0 < slots <= 100_000, f"slots must be from 1 to 100000, not {slots}")
-        res = json.loads(resources) if resources else {}
+        try:
+            res = json.loads(resources) if resources else {}
+        except ValueError:
+            res = None
         _check(isinstance(res, dict), "resources must be a JSON object")
         self._sender = BatchSender(
             self, RunJobs, "jobs", self._encode_run, self.clock, self.blobs_out
@@ -117,6 +219,7 @@ class MasterProtocol(Peer):
             self._send_cancel,
             res,
             prefetch=self.master.prefetch,
+            versions=self.versions,
         )
         self.master.add_worker(self.worker)
         return {}
@@ -206,18 +309,20 @@ class MasterProtocol(Peer):
 
     @Status.responder
     def _status(self, detail: bool) -> dict[str, Any]:
-        _check(self.role is not None, "say hello first")
         return {"status": json.dumps(self.master.status())}
 
 
 class MasterFactory(Factory):
-    def __init__(self, master: Master, monitor: HeartbeatMonitor, clock: IReactorTime) -> None:
+    def __init__(
+        self, master: Master, monitor: HeartbeatMonitor, clock: IReactorTime, secret: bytes
+    ) -> None:
         self.master = master
         self.monitor = monitor
         self.clock = clock
+        self.secret = secret
 
     def buildProtocol(self, addr: Any) -> MasterProtocol:
-        proto = MasterProtocol(self.master, self.monitor, self.clock)
+        proto = MasterProtocol(self.master, self.monitor, self.clock, self.secret)
         proto.factory = self
         return proto
 

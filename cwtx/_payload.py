@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.protocols.amp import AMP, MAX_VALUE_LENGTH
 
 from ._commands import BlobChunk
+from ._errors import ProtocolError
 
 #: Bytes per streamed chunk: under AMP's 65,535-byte value limit.
 CHUNK_SIZE = 65_000
@@ -74,33 +75,41 @@ EMPTY = Payload.of(b"")
 class BlobReceiver:
     """Collects streamed chunks per blob id until a record claims them."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int | None = None) -> None:
         self._blobs: dict[int, Payload] = {}
-
-    @property
-    def held_bytes(self) -> int:
-        return sum(p.size for p in self._blobs.values())
+        self.held_bytes = 0
+        #: Refuse to hold more than this many unclaimed bytes (None: no limit).
+        self.max_bytes = max_bytes
 
     def chunk(self, blob: int, pieces: list[bytes]) -> None:
         if blob <= 0:
-            raise ValueError(f"blob id must be positive, got {blob}")
+            raise ProtocolError(f"blob id must be positive, got {blob}")
+        size = sum(len(p) for p in pieces)
+        if self.max_bytes is not None and self.held_bytes + size > self.max_bytes:
+            raise ProtocolError(
+                f"over {self.max_bytes} bytes streamed and not yet claimed by a record"
+            )
         payload = self._blobs.get(blob)
         if payload is None:
             payload = self._blobs[blob] = Payload()
         for piece in pieces:
             payload.append(piece)
+        self.held_bytes += size
 
     def take(self, inline: bytes, blob: int) -> Payload:
         """The payload a record names: inline bytes, or a streamed blob."""
         if blob == 0:
             return Payload.of(inline)
         try:
-            return self._blobs.pop(blob)
+            payload = self._blobs.pop(blob)
         except KeyError:
-            raise ValueError(f"record names blob {blob}, which was never streamed")
+            raise ProtocolError(f"record names blob {blob}, which was never streamed")
+        self.held_bytes -= payload.size
+        return payload
 
     def clear(self) -> None:
         self._blobs.clear()
+        self.held_bytes = 0
 
 
 class BlobSender:

@@ -16,10 +16,12 @@ from typing import Any
 
 from twisted.protocols.amp import Argument
 
+from ._errors import ProtocolError
+
 _KINDS = {"int": "q", "float": "d", "bytes": "I", "text": "I"}
 
 
-class RecordError(ValueError):
+class RecordError(ProtocolError):
     """A Records value that does not match its schema."""
 
 

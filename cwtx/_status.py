@@ -13,6 +13,9 @@ from typing import Any
 
 from twisted.protocols.amp import AmpBox
 
+from . import _auth as auth
+from ._errors import AuthenticationError
+from ._secret import load_secret
 from ._versions import hello_arguments
 
 _LEN = struct.Struct("!H")
@@ -51,9 +54,16 @@ def _call(
     for k, v in args.items():
         if isinstance(v, bool):
             v = "True" if v else "False"
-        box[k.encode()] = str(v).encode("utf-8")
+        box[k.encode()] = v if isinstance(v, bytes) else str(v).encode("utf-8")
     sock.sendall(box.serialize())
-    reply = _read_box(sock, buffer)
+    while True:
+        reply = _read_box(sock, buffer)
+        if b"_command" in reply:  # the master asks too (heartbeats): answer
+            if b"_ask" in reply:
+                sock.sendall(AmpBox({b"_answer": reply[b"_ask"]}).serialize())
+            continue
+        if reply.get(b"_answer", reply.get(b"_error")) == str(tag).encode():
+            break
     if b"_error" in reply:
         raise ConnectionError(
             f"the master refused {command}: "
@@ -62,11 +72,22 @@ def _call(
     return reply
 
 
-def query_status(host: str, port: int, timeout: float = 5.0) -> dict[str, Any]:
-    """The master's status as a dict; raises OSError if it does not answer."""
+def query_status(
+    host: str, port: int, timeout: float = 5.0, secret: bytes | None = None
+) -> dict[str, Any]:
+    """The master's status as a dict; raises OSError if it does not answer
+    (AuthenticationError, an OSError too, if the secrets differ)."""
+    secret = load_secret() if secret is None else secret
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.settimeout(timeout)
         buffer = bytearray()
-        _call(sock, buffer, 1, "Hello", **hello_arguments("status", "status"))
-        reply = _call(sock, buffer, 2, "Status", detail=False)
+        mine = auth.nonce()
+        hello = _call(sock, buffer, 1, "Hello", nonce=mine, **hello_arguments("status", "status"))
+        theirs = hello.get(b"nonce", b"")
+        if not auth.verify(secret, "master", mine, theirs, hello.get(b"proof", b"")):
+            raise AuthenticationError(
+                f"the master at {host}:{port} could not prove it knows our shared secret"
+            )
+        _call(sock, buffer, 2, "Authenticate", proof=auth.proof(secret, "status", theirs, mine))
+        reply = _call(sock, buffer, 3, "Status", detail=False)
         return json.loads(reply[b"status"])

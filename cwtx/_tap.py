@@ -20,10 +20,24 @@ from ._client import PORT, client_endpoint
 from ._master import DEFAULT_MAX_RETRIES, DEFAULT_PREFETCH, Master
 from ._master_protocol import MasterFactory
 from ._peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor
+from ._secret import SecretError, load_secret
 from ._worker import GRACE, Worker
 
 txaio.use_twisted()
 log = txaio.make_logger()
+
+
+SECRET_HELP = (
+    "File holding the shared secret (default: $CWTX_SECRET, $CWTX_SECRET_FILE, "
+    "else ~/.config/cwtx/secret, created on first use)."
+)
+
+
+def _secret_option(path: str | None) -> bytes:
+    try:
+        return load_secret(path)
+    except SecretError as e:
+        raise usage.UsageError(str(e))
 
 
 def _positive(kind: type) -> Any:
@@ -70,6 +84,7 @@ class MasterOptions(usage.Options):
             "Jobs sent to each worker beyond its slots, to hide round trips.",
             int,
         ],
+        ["secret-file", None, None, SECRET_HELP],
         [
             "port-file",
             None,
@@ -79,6 +94,7 @@ class MasterOptions(usage.Options):
     ]
 
     def postOptions(self) -> None:
+        self["secret"] = _secret_option(self["secret-file"])
         if self["max-retries"] < 0:
             raise usage.UsageError("--max-retries must be 0 or more")
         if self["prefetch"] < 0:
@@ -94,18 +110,20 @@ class MasterService(Service):
         listen: str,
         master: Master,
         monitor: HeartbeatMonitor,
+        secret: bytes,
         port_file: str | None = None,
     ) -> None:
         self.reactor = reactor
         self.listen = listen
         self.master = master
         self.monitor = monitor
+        self.secret = secret
         self.port_file = port_file
         self.port: IListeningPort | None = None
 
     async def _start(self) -> None:
         endpoint = serverFromString(self.reactor, self.listen)
-        factory = MasterFactory(self.master, self.monitor, self.reactor)
+        factory = MasterFactory(self.master, self.monitor, self.reactor, self.secret)
         self.port = await endpoint.listen(factory)
         address = self.port.getHost()
         log.info("cwtx master {id} listening on {address}", id=self.master.id, address=address)
@@ -145,7 +163,9 @@ def make_master_service(options: MasterOptions, reactor: Any = None) -> IService
         reactor = default_reactor
     master = Master(max_retries=options["max-retries"], prefetch=options["prefetch"])
     monitor = HeartbeatMonitor(reactor, options["heartbeat-interval"], options["heartbeat-timeout"])
-    return MasterService(reactor, options["listen"], master, monitor, options["port-file"])
+    return MasterService(
+        reactor, options["listen"], master, monitor, options["secret"], options["port-file"]
+    )
 
 
 def parse_master_address(value: str) -> tuple[str, int]:
@@ -188,6 +208,7 @@ class WorkerOptions(usage.Options):
             "Seconds of silence after which the master is taken for dead.",
             _positive(float),
         ],
+        ["secret-file", None, None, SECRET_HELP],
         [
             "grace",
             None,
@@ -198,6 +219,7 @@ class WorkerOptions(usage.Options):
     ]
 
     def postOptions(self) -> None:
+        self["secret"] = _secret_option(self["secret-file"])
         if self["master"] and self["connect"]:
             raise usage.UsageError("give --master or --connect, not both")
         if not self["connect"]:
@@ -262,6 +284,7 @@ def make_worker_service(options: WorkerOptions, reactor: Any = None) -> IService
         heartbeat_interval=options["heartbeat-interval"],
         heartbeat_timeout=options["heartbeat-timeout"],
         grace=options["grace"],
+        secret=options["secret"],
     ).setServiceParent(service)
     LeaveOnSignal(reactor).setServiceParent(service)
     return service

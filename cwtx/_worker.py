@@ -20,13 +20,14 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 
+from . import _auth as auth
 from ._batch import BatchSender
-from ._commands import CancelJobs, Hello, JobResults, LeaveWorker, RegisterWorker, RunJobs
+from ._commands import CancelJobs, JobResults, LeaveWorker, RegisterWorker, RunJobs
 from ._errors import error_json
 from ._payload import EMPTY, Payload
 from ._peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
+from ._secret import load_secret
 from ._slot import Slot, Task
-from ._versions import hello_arguments
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -94,12 +95,14 @@ class Worker(Service):
         retry_policy: Any = None,
         slot_factory: Callable[..., Any] = Slot,
         grace: float = GRACE,
+        secret: bytes | None = None,
     ) -> None:
         """``endpoint=None`` makes no connection of its own (cwtx.testing
         connects it); ``slot_factory`` builds slots like :class:`Slot`."""
         if slots < 1:
             raise ValueError(f"a worker needs at least one slot, not {slots}")
         self.reactor = reactor
+        self._secret = secret if secret is not None else load_secret()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.resources = resources or {}
         self.slots = [
@@ -129,7 +132,7 @@ class Worker(Service):
 
     async def handshake(self, proto: WorkerProtocol) -> None:
         """Say hello and register; then the master may send jobs."""
-        reply = await proto.callRemote(Hello, **hello_arguments("worker", self.name))
+        reply = await auth.handshake(proto, "worker", self.name, self._secret)
         await proto.callRemote(
             RegisterWorker, slots=len(self.slots), resources=json.dumps(self.resources)
         )

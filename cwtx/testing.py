@@ -26,16 +26,15 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 
+from ._auth import handshake
 from ._child import Child
 from ._client import Client, ClientProtocol
-from ._commands import Hello
 from ._errors import error_json
 from ._master import Master
 from ._master_protocol import MasterProtocol
 from ._payload import EMPTY, Payload
 from ._peer import HeartbeatMonitor
 from ._slot import ResultCallback, Task
-from ._versions import hello_arguments
 from ._worker import Worker, WorkerProtocol
 
 __all__ = ["InProcessSlot", "MemoryCluster"]
@@ -124,7 +123,9 @@ class MemoryCluster:
         clock: Clock | None = None,
         hold: bool = False,
         prefetch: int = 0,
+        secret: bytes = b"cwtx.testing MemoryCluster secret",
     ) -> None:
+        self.secret = secret
         self.clock = clock if clock is not None else Clock()
         self.master = Master(max_retries=max_retries, prefetch=prefetch)
         self.monitor = HeartbeatMonitor(self.clock)
@@ -138,7 +139,7 @@ class MemoryCluster:
             self.add_worker(slots, hold=hold)
 
     def _link(self, client_proto: Any) -> MasterProtocol:
-        server = MasterProtocol(self.master, self.monitor, self.clock)
+        server = MasterProtocol(self.master, self.monitor, self.clock, self.secret)
         _, _, pump = connectedServerAndClient(
             lambda: server, lambda: client_proto, clock=self.clock
         )
@@ -152,6 +153,7 @@ class MemoryCluster:
         worker = Worker(
             None,
             self.clock,
+            secret=self.secret,
             slots=slots,
             name=name,
             slot_factory=lambda *a: InProcessSlot(*a, hold=hold),
@@ -174,7 +176,7 @@ class MemoryCluster:
                 return fail(ConnectionRefusedError("MemoryCluster.refuse_clients is set"))
             proto = ClientProtocol(self.clock)
             self._link(proto)
-            d = proto.callRemote(Hello, **hello_arguments("client", name))
+            d = Deferred.fromCoroutine(handshake(proto, "client", name, self.secret))
             return d.addCallback(lambda _: proto)
 
         first = connector()

@@ -6,7 +6,9 @@ children) import this checkout's cwtx, whatever else is installed.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,15 @@ sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
 )
+
+# A throwaway shared secret for this test run (subprocesses inherit it), so
+# the suite never reads or creates the user's ~/.config/cwtx/secret.
+_SECRET_DIR = tempfile.mkdtemp(prefix="cwtx-test-secret-")
+_SECRET_FILE = os.path.join(_SECRET_DIR, "secret")
+with open(os.open(_SECRET_FILE, os.O_WRONLY | os.O_CREAT, 0o600), "w") as _f:
+    _f.write(secrets.token_hex(32))
+os.environ["CWTX_SECRET_FILE"] = _SECRET_FILE
+os.environ.pop("CWTX_SECRET", None)
 
 import cwtx  # noqa: E402
 from cwtx import _reactor_thread  # noqa: E402
