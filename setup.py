@@ -12,10 +12,16 @@ setup(
     python_requires=">=3.11",
     # twisted.plugins is listed explicitly: it has no __init__.py, on purpose.
     packages=["cwtx", "twisted.plugins"],
-    package_data={"twisted": ["plugins/cwtx_plugins.py"]},
+    package_data={"twisted": ["plugins/cwtx_plugins.py", "plugins/cwtx_endpoints.py"]},
+
     install_requires=["twisted>=23.10", "cloudpickle>=2.0", "txaio>=23.1"],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "ruff", "tqdm"],
+        "test": [
+            "pytest>=7", "pytest-timeout>=2.1", "ruff", "tqdm", "hypothesis",
+            "twisted[tls]", "cryptography",
+        ],
+        "tls": ["twisted[tls]"],
+
 
         "progress": ["tqdm"],
         "bench": ["dask[distributed]"],

@@ -8,11 +8,13 @@ workers (``twistd cw-worker --master HOST``) run them.
 from ._blocking import ClientThread, ClusterExecutor, randid
 from ._client import PORT, Client, JobOptions, connect
 from ._errors import (
+    AuthenticationError,
     ConnectionLost,
     CwtxError,
     JobCancelled,
     JobLost,
     JobTimeout,
+    ProtocolError,
     ProtocolMismatch,
     RemoteError,
     RemoteTraceback,
@@ -24,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PORT",
+    "AuthenticationError",
     "Client",
     "ClientThread",
     "ClusterExecutor",
@@ -33,6 +36,7 @@ __all__ = [
     "JobLost",
     "JobOptions",
     "JobTimeout",
+    "ProtocolError",
     "ProtocolMismatch",
     "RemoteError",
     "RemoteTraceback",

@@ -314,15 +314,23 @@ class MasterProtocol(Peer):
 
 class MasterFactory(Factory):
     def __init__(
-        self, master: Master, monitor: HeartbeatMonitor, clock: IReactorTime, secret: bytes
+        self,
+        master: Master,
+        monitor: HeartbeatMonitor,
+        clock: IReactorTime,
+        secret: bytes,
+        auth_timeout: float = AUTH_TIMEOUT,
     ) -> None:
         self.master = master
         self.monitor = monitor
         self.clock = clock
         self.secret = secret
+        self.auth_timeout = auth_timeout
 
     def buildProtocol(self, addr: Any) -> MasterProtocol:
-        proto = MasterProtocol(self.master, self.monitor, self.clock, self.secret)
+        proto = MasterProtocol(
+            self.master, self.monitor, self.clock, self.secret, self.auth_timeout
+        )
         proto.factory = self
         return proto
 

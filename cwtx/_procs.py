@@ -14,9 +14,11 @@ from pathlib import Path
 def read_pid(path: Path) -> int | None:
     """The pid in a pid file, or None if it is missing or not a pid."""
     try:
-        text = path.read_text(encoding="ascii", errors="replace").strip()
+        with open(path, "rb") as f:
+            text = f.read(32).decode("ascii", errors="replace").strip()
     except OSError:
         return None
+
     if not text.isdigit() or len(text) > 10:
         return None
     pid = int(text)

@@ -76,10 +76,11 @@ def _read(path: Path) -> bytes:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as e:
         raise SecretError(f"cannot read the cwtx secret file {path}: {e.strerror}") from e
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise SecretError(f"the cwtx secret file {path} is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise SecretError(f"the cwtx secret file {path} is not a regular file")
         if info.st_mode & 0o077:
             raise SecretError(
                 f"the cwtx secret file {path} is readable by others "

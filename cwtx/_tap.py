@@ -18,7 +18,7 @@ from twisted.python import usage
 
 from ._client import PORT, client_endpoint
 from ._master import DEFAULT_MAX_RETRIES, DEFAULT_PREFETCH, Master
-from ._master_protocol import MasterFactory
+from ._master_protocol import AUTH_TIMEOUT, MasterFactory
 from ._peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor
 from ._secret import SecretError, load_secret
 from ._worker import GRACE, Worker
@@ -86,6 +86,13 @@ class MasterOptions(usage.Options):
         ],
         ["secret-file", None, None, SECRET_HELP],
         [
+            "auth-timeout",
+            None,
+            AUTH_TIMEOUT,
+            "Seconds a new connection has to authenticate before it is closed.",
+            _positive(float),
+        ],
+        [
             "port-file",
             None,
             None,
@@ -112,7 +119,9 @@ class MasterService(Service):
         monitor: HeartbeatMonitor,
         secret: bytes,
         port_file: str | None = None,
+        auth_timeout: float = AUTH_TIMEOUT,
     ) -> None:
+        self.auth_timeout = auth_timeout
         self.reactor = reactor
         self.listen = listen
         self.master = master
@@ -123,7 +132,9 @@ class MasterService(Service):
 
     async def _start(self) -> None:
         endpoint = serverFromString(self.reactor, self.listen)
-        factory = MasterFactory(self.master, self.monitor, self.reactor, self.secret)
+        factory = MasterFactory(
+            self.master, self.monitor, self.reactor, self.secret, self.auth_timeout
+        )
         self.port = await endpoint.listen(factory)
         address = self.port.getHost()
         log.info("cwtx master {id} listening on {address}", id=self.master.id, address=address)
@@ -144,7 +155,8 @@ class MasterService(Service):
             log.failure(
                 "cwtx master could not listen on {listen}", failure=failure, listen=self.listen
             )
-            self.reactor.stop()
+            self.reactor.callWhenRunning(self.reactor.stop)
+
 
         d.addErrback(failed)
 
@@ -164,7 +176,13 @@ def make_master_service(options: MasterOptions, reactor: Any = None) -> IService
     master = Master(max_retries=options["max-retries"], prefetch=options["prefetch"])
     monitor = HeartbeatMonitor(reactor, options["heartbeat-interval"], options["heartbeat-timeout"])
     return MasterService(
-        reactor, options["listen"], master, monitor, options["secret"], options["port-file"]
+        reactor,
+        options["listen"],
+        master,
+        monitor,
+        options["secret"],
+        options["port-file"],
+        options["auth-timeout"],
     )
 
 

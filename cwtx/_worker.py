@@ -131,11 +131,26 @@ class Worker(Service):
     # -- connection ---------------------------------------------------------
 
     async def handshake(self, proto: WorkerProtocol) -> None:
-        """Say hello and register; then the master may send jobs."""
-        reply = await auth.handshake(proto, "worker", self.name, self._secret)
-        await proto.callRemote(
-            RegisterWorker, slots=len(self.slots), resources=json.dumps(self.resources)
-        )
+        """Authenticate and register; then the master may send jobs.
+
+        On failure the connection is closed and ClientService retries it
+        later, with backoff, as a failed connection attempt.
+        """
+        try:
+            reply = await auth.handshake(proto, "worker", self.name, self._secret)
+            await proto.callRemote(
+                RegisterWorker, slots=len(self.slots), resources=json.dumps(self.resources)
+            )
+        except Exception as e:
+            log.error("worker {name} could not join the master: {e}", name=self.name, e=e)
+            # ClientService counts this as a failed attempt; it must not also
+            # hear of the disconnect (Twisted raises NoTransition if it does).
+            if hasattr(proto, "_lostNotification"):
+                proto._lostNotification = lambda reason: None
+            if proto.transport is not None:
+                proto.transport.abortConnection()
+            raise
+
         self.connection = proto
         self.monitor.watch(proto)
         log.info(

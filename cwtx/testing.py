@@ -164,7 +164,7 @@ class MemoryCluster:
         self.workers.append(worker)
         return worker
 
-    def client(self, name: str = "client", **settings: Any) -> Client:
+    def client(self, name: str = "client", secret: bytes | None = None, **settings: Any) -> Client:
         """A connected :class:`cwtx.Client` (``settings`` as for cwtx.connect).
 
         If its connection is lost it reconnects to this cluster, as a real
@@ -176,7 +176,8 @@ class MemoryCluster:
                 return fail(ConnectionRefusedError("MemoryCluster.refuse_clients is set"))
             proto = ClientProtocol(self.clock)
             self._link(proto)
-            d = Deferred.fromCoroutine(handshake(proto, "client", name, self.secret))
+            d = Deferred.fromCoroutine(handshake(proto, "client", name, secret or self.secret))
+
             return d.addCallback(lambda _: proto)
 
         first = connector()

@@ -1,0 +1,625 @@
+"""
+Only the owner runs code: the shared secret, mutual HMAC authentication,
+limits before and after authentication, version checks, TLS.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from twisted.protocols.amp import AmpBox
+
+import cwtx
+from cwtx import _auth, _reactor_thread
+from cwtx._procs import read_pid, terminate, twistd_argv
+from cwtx._secret import SecretError, default_secret_path, load_secret
+from cwtx._status import query_status
+from cwtx.testing import MemoryCluster
+
+from .conftest import ROOT, SyncClient
+
+
+def wait_until(condition, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def write_secret(path: Path, text: str = "s3cret-" + "x" * 40, mode: int = 0o600) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+# -- the secret ----------------------------------------------------------------------------
+
+
+def test_secret_is_created_once_with_mode_0600(tmp_path, monkeypatch):
+    monkeypatch.delenv("CWTX_SECRET_FILE")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    path = default_secret_path()
+    assert path == tmp_path / "config" / "cwtx" / "secret"
+    first = load_secret()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_secret() == first and len(first) >= 32
+
+
+def test_secret_sources_in_order(tmp_path, monkeypatch):
+    explicit = write_secret(tmp_path / "explicit", "e" * 20)
+    from_file = write_secret(tmp_path / "from-env-file", "f" * 20)
+    monkeypatch.setenv("CWTX_SECRET_FILE", str(from_file))
+    assert load_secret() == b"f" * 20
+    monkeypatch.setenv("CWTX_SECRET", "v" * 20)
+    assert load_secret() == b"v" * 20
+    assert load_secret(explicit) == b"e" * 20
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: write_secret(p, mode=0o644), "readable by others"),
+        (lambda p: write_secret(p, "short"), "at least 16"),
+        (lambda p: write_secret(p, "x" * 10_000), "over 4096 bytes"),
+        (lambda p: p.mkdir(), "cannot read|not a regular file"),
+        (lambda p: p.symlink_to("/etc/hostname"), "cannot read"),
+        (lambda p: None, "cannot read"),
+    ],
+)
+def test_bad_secret_files_are_refused_clearly(tmp_path, setup, message):
+    path = tmp_path / "secret"
+    setup(path)
+    with pytest.raises(SecretError, match=message):
+        load_secret(path)
+
+
+def test_bad_pid_files_are_read_as_no_pid(tmp_path):
+    cases = {
+        "empty": "",
+        "text": "not a pid",
+        "huge": "9" * 100_000,
+        "one": "1",
+        "negative": "-5",
+        "binary": "\x00\xff",
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        assert read_pid(tmp_path / name) is None, name
+    (tmp_path / "ok").write_text(" 1234\n")
+    assert read_pid(tmp_path / "ok") == 1234
+
+
+def test_stop_signals_only_cwtx_processes(tmp_path):
+    """A stale pid file naming some other process leaves it alone."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "master.pid").write_text(str(other.pid))
+        cwtx.local.stop(tmp_path)
+        assert other.poll() is None
+        assert not (tmp_path / "master.pid").exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
+# -- authentication, in memory -----------------------------------------------------------------
+
+
+def test_wrong_secret_client_is_refused_in_memory():
+    cluster = MemoryCluster(workers=1)
+    with pytest.raises(cwtx.AuthenticationError, match="could not prove"):
+        cluster.client(secret=b"another secret, not the master's")
+
+
+def test_version_mismatch_names_both_versions(monkeypatch):
+    from cwtx import _versions
+
+    cluster = MemoryCluster(workers=0)
+    monkeypatch.setattr(_versions, "PYTHON", "3.99.0")
+    monkeypatch.setattr(_versions, "CLOUDPICKLE", "0.0.1")
+    cluster.add_worker(name="odd")
+    monkeypatch.undo()
+    client = cluster.client()
+    d = client.submit(abs, -1)
+    cluster.flush()
+    with pytest.raises(cwtx.RemoteError) as info:
+        cluster.result(d)
+    assert info.value.type_name == "VersionMismatch"
+    message = info.value.message
+    assert "3.99.0" in message and "0.0.1" in message
+    assert _versions.PYTHON in message and _versions.CLOUDPICKLE in message
+    # A matching worker joins: jobs run there, never on the odd one.
+    cluster.add_worker(name="match")
+    d = client.submit(abs, -2)
+    cluster.flush()
+    assert cluster.result(d) == 2
+
+
+# -- authentication and limits, on a real master --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def master(tmp_path_factory):
+    run = tmp_path_factory.mktemp("secure")
+    with cwtx.local.allocate(1, run_dir=run, master_args=["--auth-timeout", "1"]) as c:
+        yield c
+
+
+def raw(master, timeout=5.0) -> socket.socket:
+    sock = socket.create_connection((master.host, master.port), timeout=timeout)
+    return sock
+
+
+def closed_by_peer(sock: socket.socket, timeout: float = 10.0) -> bool:
+    sock.settimeout(timeout)
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def authenticate_raw(master, secret: bytes | None = None) -> socket.socket:
+    """A raw socket that has done the handshake (with our secret by default)."""
+    from cwtx._status import _call
+    from cwtx._versions import hello_arguments
+
+    secret = load_secret() if secret is None else secret
+    sock = raw(master)
+    buffer = bytearray()
+    mine = _auth.nonce()
+    hello = _call(sock, buffer, 1, "Hello", nonce=mine, **hello_arguments("client", "raw"))
+    _call(
+        sock, buffer, 2, "Authenticate", proof=_auth.proof(secret, "client", hello[b"nonce"], mine)
+    )
+    return sock
+
+
+def master_log(master) -> str:
+    return (master.run_dir / "master.log").read_text()
+
+
+def test_client_with_wrong_secret_gets_a_clear_error_and_the_master_logs_it(master, tmp_path):
+    wrong = write_secret(tmp_path / "wrong", "w" * 40)
+    with pytest.raises(cwtx.AuthenticationError) as info:
+        _reactor_thread.blocking(cwtx.connect, master.host, master.port, secret_file=str(wrong))
+    assert "secret" in str(info.value) and str(wrong) in str(info.value)
+    # The master refused our proof after proving itself? No: our check of its
+    # proof fails first, since the secrets differ. Drive the master's side too:
+    sock = raw(master)
+    from cwtx._status import _call
+    from cwtx._versions import hello_arguments
+
+    buffer = bytearray()
+    mine = _auth.nonce()
+    hello = _call(sock, buffer, 1, "Hello", nonce=mine, **hello_arguments("client", "liar"))
+    with pytest.raises(ConnectionError, match="different shared secret"):
+        _call(
+            sock,
+            buffer,
+            2,
+            "Authenticate",
+            proof=_auth.proof(b"w" * 40, "client", hello[b"nonce"], mine),
+        )
+    assert closed_by_peer(sock)
+    wait_until(lambda: "authentication failed: client liar" in master_log(master))
+
+
+def test_worker_with_wrong_secret_never_registers(master, tmp_path):
+    wrong = write_secret(tmp_path / "wrong", "w" * 40)
+    worker = subprocess.Popen(
+        [
+            *twistd_argv(),
+            "-n",
+            "--pidfile",
+            "",
+            "--logfile",
+            str(tmp_path / "w.log"),
+            "cw-worker",
+            "--master",
+            f"{master.host}:{master.port}",
+            "--secret-file",
+            str(wrong),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        log = tmp_path / "w.log"
+        wait_until(
+            lambda: (
+                log.exists()
+                and "could not prove it knows our shared secret" in log.read_text(errors="replace")
+            ),
+            what="the worker's log",
+        )
+
+        assert [w["name"] for w in query_status(master.host, master.port)["workers"]] == ["local-0"]
+    finally:
+        terminate(worker.pid)
+        worker.wait(10)
+
+
+def test_only_the_handshake_before_authentication(master):
+    sock = raw(master)
+    box = AmpBox({b"_command": b"Status", b"_ask": b"1", b"detail": b"False"})
+    sock.sendall(box.serialize())
+    assert closed_by_peer(sock)
+    wait_until(lambda: "before authenticating" in master_log(master))
+
+
+def test_bytes_before_authentication_are_bounded(master):
+    sock = raw(master)
+    sent = 0
+    try:
+        for _ in range(100):  # an endless box: keys and values, never finished
+            sock.sendall(
+                struct.pack("!H", 8) + b"somekey_" + struct.pack("!H", 60_000) + b"v" * 60_000
+            )
+            sent += 60_012
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert sent < 6_000_000
+    assert closed_by_peer(sock)
+
+
+def test_connections_that_never_authenticate_are_closed(master):
+    socks = [raw(master) for _ in range(50)]
+    started = time.monotonic()
+    assert all(closed_by_peer(s, timeout=10) for s in socks)
+    assert time.monotonic() - started < 9
+    assert query_status(master.host, master.port)["workers"]
+
+
+def test_protocol_version_mismatch_is_named(master):
+    from cwtx._status import _call
+    from cwtx._versions import hello_arguments
+
+    sock = raw(master)
+    args = hello_arguments("client", "future")
+    args["protocol"] = 999
+    with pytest.raises(ConnectionError, match="protocol 1.*protocol 999"):
+        _call(sock, bytearray(), 1, "Hello", nonce=_auth.nonce(), **args)
+
+
+def test_the_master_never_unpickles_user_data(master, tmp_path):
+    """A malicious pickle as the job's "function": only a worker runs it."""
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            code = f"import os, sys; open({str(marker)!r}, 'a').write(' '.join(sys.argv) + '\\n')"
+            return (exec, (code,))
+
+    evil = pickle.dumps(Payload())
+    client = SyncClient(master)
+    try:
+        from cwtx._client import JobOptions
+        from cwtx._serialize import FunctionDef, current_env, pickle_arguments
+
+        env = current_env()
+        fn = FunctionDef(b"\x13" * 32, env, evil)
+        future = _reactor_thread.call(
+            lambda: client.client.submit_pickled(JobOptions(), fn, pickle_arguments((), {}))
+        )
+        with pytest.raises(TypeError, match="not callable"):  # exec returned None
+            future.result(60)
+        ran = marker.read_text()
+        # Run by a worker's slot child only (its argv), never by the master.
+        assert ran.strip().endswith("cwtx/_child.py") and "cw-master" not in ran
+        assert client.run(abs, -5) == 5  # the master is unaffected
+    finally:
+        client.close()
+
+
+def test_bad_input_after_authentication_closes_only_that_connection(master):
+    sock = authenticate_raw(master)
+    bad = AmpBox({b"_command": b"SubmitJobs", b"_ask": b"9", b"jobs": b"\x00\x01garbage"})
+    sock.sendall(bad.serialize())
+    assert closed_by_peer(sock)
+    client = SyncClient(master)
+    try:
+        assert client.run(abs, -6) == 6
+    finally:
+        client.close()
+
+
+# -- hostile bytes: fuzzing the master's port ---------------------------------------------------
+
+
+def master_rss(master) -> int:
+    pid = read_pid(master.run_dir / "master.pid")
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_fuzz_the_masters_port_while_a_real_client_works(master):
+    pytest.importorskip("hypothesis")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    client = SyncClient(master)
+    done = []
+
+    def real_work():
+        for i in range(40):
+            done.append(client.run(abs, -i))
+
+    import threading
+
+    worker = threading.Thread(target=real_work)
+    worker.start()
+    before = master_rss(master)
+
+    def frame(key: bytes, value: bytes) -> bytes:
+        return struct.pack("!H", len(key)) + key + struct.pack("!H", len(value)) + value
+
+    commands = st.sampled_from(
+        [
+            b"Hello",
+            b"Authenticate",
+            b"SubmitJobs",
+            b"BlobChunk",
+            b"JobResults",
+            b"Status",
+            b"Nope",
+            b"",
+            b"\xff" * 300,
+        ]
+    )
+    values = st.binary(max_size=2000)
+    boxes = st.builds(
+        lambda cmd, pairs, truncate, authed: (cmd, pairs, truncate, authed),
+        commands,
+        st.lists(st.tuples(st.binary(min_size=0, max_size=300), values), max_size=6),
+        st.integers(min_value=0, max_value=50),
+        st.booleans(),
+    )
+
+    @settings(
+        max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(boxes)
+    def throw(example):
+        cmd, pairs, truncate, authed = example
+        sock = authenticate_raw(master) if authed else raw(master)
+        data = frame(b"_command", cmd) + frame(b"_ask", b"7")
+        for key, value in pairs:
+            data += struct.pack("!H", len(key)) + key + struct.pack("!H", len(value)) + value
+        data += b"\x00\x00"
+        if truncate:
+            data = data[: max(1, len(data) - truncate)]
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass
+        sock.close()
+
+    throw()
+
+    # Wrong types, oversized keys, slow senders, a flood.
+    for payload in [
+        frame(b"_command", b"SubmitJobs") + frame(b"_ask", b"x") + frame(b"jobs", b"1") + b"\0\0",
+        struct.pack("!H", 60_000) + b"k" * 60_000,
+        frame(b"_command", b"Status") + frame(b"_ask", b"1") + frame(b"detail", b"maybe") + b"\0\0",
+    ]:
+        sock = authenticate_raw(master)
+        try:
+            sock.sendall(payload)
+        except OSError:
+            pass
+        assert closed_by_peer(sock)
+    slow = raw(master)
+    for byte in frame(b"_command", b"Hello")[:20]:
+        slow.send(bytes([byte]))
+    assert closed_by_peer(slow)  # the auth timeout ends it
+    flood = [raw(master) for _ in range(200)]
+    for s in flood:
+        s.close()
+
+    worker.join(120)
+    assert done == list(range(40))
+    assert client.run(abs, -41) == 41
+    client.close()
+    assert query_status(master.host, master.port)["workers"]
+    assert master_rss(master) - before < 50, "the master's memory grew"
+
+
+def test_worker_survives_garbage_on_its_result_pipe(master):
+    """A job that writes garbage to the supervisor's pipe is killed and lost;
+    the worker keeps serving."""
+    client = SyncClient(master)
+    try:
+
+        def scribble():
+            os.write(4, b"\xff\xff\xff\xff garbage on the result pipe")
+            import time as _t
+
+            _t.sleep(5)
+
+        future = _reactor_thread.call(lambda: client.client.options(max_retries=0).submit(scribble))
+        with pytest.raises(cwtx.JobLost, match="died"):
+            future.result(60)
+        assert client.run(abs, -7) == 7
+    finally:
+        client.close()
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for localhost, a client certificate."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def cert(subject, key, issuer, issuer_key, ca=False, sans=()):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def write(path: Path, *objects) -> Path:
+        data = b""
+        for o in objects:
+            if isinstance(o, x509.Certificate):
+                data += o.public_bytes(serialization.Encoding.PEM)
+            else:
+                data += o.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.TraditionalOpenSSL,
+                    serialization.NoEncryption(),
+                )
+        path.write_bytes(data)
+        return path
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert("cwtx test CA", ca_key, "cwtx test CA", ca_key, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = cert(
+        "localhost",
+        server_key,
+        "cwtx test CA",
+        ca_key,
+        sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = cert("cwtx client", client_key, "cwtx test CA", ca_key)
+    cas = directory / "cas"
+    cas.mkdir()
+    write(cas / "ca.pem", ca)
+    other_ca_key = ec.generate_private_key(ec.SECP256R1())
+    other = directory / "other-cas"
+    other.mkdir()
+    write(other / "other.pem", cert("other CA", other_ca_key, "other CA", other_ca_key, ca=True))
+    return {
+        "cas": cas,
+        "other_cas": other,
+        "server": write(directory / "server.pem", server, server_key),
+        "client": write(directory / "client.pem", client, client_key),
+    }
+
+
+def start_tls_master(tmp_path: Path, listen: str) -> tuple[subprocess.Popen, int]:
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [
+            *twistd_argv(),
+            "-n",
+            "--pidfile",
+            "",
+            "--logfile",
+            str(tmp_path / "master.log"),
+            "cw-master",
+            "--listen",
+            listen,
+            "--port-file",
+            str(port_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    wait_until(lambda: port_file.exists() or proc.poll() is not None, what="the TLS master")
+    assert proc.poll() is None, (tmp_path / "master.log").read_text()
+    return proc, int(port_file.read_text())
+
+
+def start_worker(tmp_path: Path, connect: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            *twistd_argv(),
+            "-n",
+            "--pidfile",
+            "",
+            "--logfile",
+            str(tmp_path / "worker.log"),
+            "cw-worker",
+            "--connect",
+            connect,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+
+
+def tls_client(endpoint: str):
+    return _reactor_thread.blocking(cwtx.connect, endpoint=endpoint, connect_timeout=10)
+
+
+def run_job(client, fn, *args):
+    return _reactor_thread.call(lambda: client.submit(fn, *args)).result(60)
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mutual-tls"])
+def test_tls_master_workers_and_clients(tmp_path, mutual):
+    pytest.importorskip("OpenSSL")
+    certs = make_certificates(tmp_path)
+    scheme = "mtls" if mutual else "ssl"
+    listen = f"{scheme}:0:interface=127.0.0.1:privateKey={certs['server']}"
+    client_end = f"tls:localhost:{{port}}:trustRoots={certs['cas']}"
+    if mutual:
+        listen += f":caCertsDir={certs['cas']}"
+        client_end += f":certificate={certs['client']}:privateKey={certs['client']}"
+
+    master, port = start_tls_master(tmp_path, listen)
+    worker = start_worker(tmp_path, client_end.format(port=port))
+    try:
+        client = tls_client(client_end.format(port=port))
+        try:
+            wait_until(
+                lambda: _reactor_thread.blocking(client.status)["workers"],
+                what="the worker to register over TLS",
+            )
+            assert run_job(client, pow, 2, 20) == 2**20
+        finally:
+            _reactor_thread.blocking(client.close)
+        # A client that does not trust the master's CA refuses to talk to it.
+        untrusting = f"tls:localhost:{port}:trustRoots={certs['other_cas']}"
+        if mutual:
+            untrusting += f":certificate={certs['client']}:privateKey={certs['client']}"
+        with pytest.raises(ConnectionError):
+            tls_client(untrusting)
+        if mutual:
+            # Without a client certificate the master refuses the connection.
+            with pytest.raises(ConnectionError):
+                tls_client(f"tls:localhost:{port}:trustRoots={certs['cas']}")
+    finally:
+        for proc in (worker, master):
+            terminate(proc.pid)
+            proc.wait(10)
