@@ -157,7 +157,6 @@ class MasterService(Service):
             )
             self.reactor.callWhenRunning(self.reactor.stop)
 
-
         d.addErrback(failed)
 
     def stopService(self) -> Any:

@@ -629,15 +629,19 @@ def test_default_secret_needs_no_flags(tmp_path):
     """No secret configured: master, workers and clients all create or find
     ~/.config/cwtx/secret (here under a throwaway XDG_CONFIG_HOME)."""
     env = {k: v for k, v in os.environ.items() if k not in ("CWTX_SECRET_FILE", "CWTX_SECRET")}
-    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), CWTX_RUN_DIR=str(tmp_path / "run"),
-               PYTHONPATH=str(ROOT))
+    env.update(
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        CWTX_RUN_DIR=str(tmp_path / "run"),
+        PYTHONPATH=str(ROOT),
+    )
     script = (
         "import cwtx\n"
         "with cwtx.allocate(1) as c, cwtx.ClusterExecutor() as ex:\n"
         "    print(ex.submit(pow, 2, 5).result(60))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "32"
     secret = tmp_path / "config" / "cwtx" / "secret"
