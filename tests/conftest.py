@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +34,7 @@ os.environ.pop("CWTX_SECRET", None)
 
 import cwtx  # noqa: E402
 from cwtx import _reactor_thread  # noqa: E402
+from cwtx._procs import twistd_argv  # noqa: E402
 from cwtx.local import LocalCluster  # noqa: E402
 
 assert Path(cwtx.__file__).resolve().parent == ROOT / "cwtx", cwtx.__file__
@@ -76,3 +80,47 @@ def client(cluster) -> Iterator[SyncClient]:
         yield c
     finally:
         c.close()
+
+
+def wait_until(condition, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def spawn_twistd(plugin: str, *args: str, log: Path, pidfile: Path | None = None):
+    """``twistd -n PLUGIN ARGS``, logging to ``log``; the caller stops it by pid."""
+    return subprocess.Popen(
+        [
+            *twistd_argv(),
+            "-n",
+            "--pidfile",
+            str(pidfile or ""),
+            "--logfile",
+            str(log),
+            plugin,
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def kill_and_restart_master(cluster: LocalCluster, *master_args: str):
+    """kill -9 the cluster's master, start a new one on the same port."""
+    run = cluster.run_dir
+    os.kill(int((run / "master.pid").read_text()), signal.SIGKILL)
+    cluster._procs[0].wait(10)
+    (run / "master.pid").unlink()
+    restarted = spawn_twistd(
+        "cw-master",
+        "--listen",
+        f"tcp:{cluster.port}:interface=127.0.0.1",
+        *master_args,
+        log=run / "master2.log",
+        pidfile=run / "master.pid",
+    )
+    cluster._procs.append(restarted)  # cluster.stop() stops it too
+    return restarted

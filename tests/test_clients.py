@@ -20,7 +20,7 @@ import cwtx
 from cwtx import _discovery, _reactor_thread
 from cwtx._status import query_status
 
-from .conftest import ROOT
+from .conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -37,13 +37,6 @@ def executor(cluster):
     ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
     yield ex
     ex.shutdown(wait=False, cancel_futures=True)
-
-
-def wait_until(condition, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def slow_identity(x, seconds):

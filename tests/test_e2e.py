@@ -17,7 +17,7 @@ import cwtx
 from cwtx._procs import terminate, twistd_argv
 from cwtx._status import query_status
 
-from .conftest import ROOT, SyncClient, blocking
+from .conftest import ROOT, SyncClient, blocking, kill_and_restart_master
 
 pytestmark = pytest.mark.e2e
 
@@ -345,26 +345,7 @@ def test_worker_reconnects_to_a_restarted_master(tmp_path):
     cluster = cwtx.local.start(1, 0, run_dir=tmp_path)
     try:
         port = cluster.port
-        master_pid = int((tmp_path / "master.pid").read_text())
-        os.kill(master_pid, 9)
-        cluster._procs[0].wait(10)
-        (tmp_path / "master.pid").unlink()
-        restarted = subprocess.Popen(
-            [
-                *twistd_argv(),
-                "-n",
-                "--pidfile",
-                str(tmp_path / "master.pid"),
-                "--logfile",
-                str(tmp_path / "master2.log"),
-                "cw-master",
-                "--listen",
-                f"tcp:{port}:interface=127.0.0.1",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        cluster._procs.append(restarted)
+        kill_and_restart_master(cluster)
         deadline = time.monotonic() + 60
         while True:
             try:

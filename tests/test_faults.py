@@ -18,21 +18,14 @@ from pathlib import Path
 import pytest
 
 import cwtx
-from cwtx._procs import is_running, terminate, twistd_argv
+from cwtx._procs import is_running
 from cwtx._status import query_status
 
-from .conftest import ROOT
+from .conftest import ROOT, kill_and_restart_master, wait_until
 
 pytestmark = pytest.mark.e2e
 
 FAST_HEARTBEATS = ["--heartbeat-interval", "0.3", "--heartbeat-timeout", "1.5"]
-
-
-def wait_until(condition, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -198,11 +191,8 @@ def test_master_killed_and_restarted_during_a_map(tmp_path):
     run = tmp_path / "run"
     cluster = cwtx.local.start(2, 0, run_dir=run, slots=2, master_args=FAST_HEARTBEATS)
     port = cluster.port
-    restarted = None
     try:
         ex = cwtx.ClusterExecutor(cluster.host, port, reconnect_timeout=60)
-        calls = tmp_path / "calls"
-        calls.mkdir()
 
         def job(i):
             import time as _t
@@ -212,26 +202,7 @@ def test_master_killed_and_restarted_during_a_map(tmp_path):
 
         results = ex.map(job, range(300), buffersize=40, timeout=120)
         got = [next(results) for _ in range(50)]
-        master_pid = int((run / "master.pid").read_text())
-        os.kill(master_pid, signal.SIGKILL)
-        cluster._procs[0].wait(10)
-        (run / "master.pid").unlink()
-        restarted = subprocess.Popen(
-            [
-                *twistd_argv(),
-                "-n",
-                "--pidfile",
-                str(run / "master.pid"),
-                "--logfile",
-                str(run / "master2.log"),
-                "cw-master",
-                "--listen",
-                f"tcp:{port}:interface=127.0.0.1",
-                *FAST_HEARTBEATS,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        kill_and_restart_master(cluster, *FAST_HEARTBEATS)
         got += list(results)
         assert got == [i * i for i in range(300)]  # every result, once, in order
         assert ex._client.reconnects == 1
@@ -242,10 +213,6 @@ def test_master_killed_and_restarted_during_a_map(tmp_path):
         ex.shutdown()
     finally:
         cluster.stop()
-        if restarted is not None:
-            if restarted.poll() is None:
-                terminate(restarted.pid)
-            restarted.wait(10)
 
 
 # -- a client goes away --------------------------------------------------------------------

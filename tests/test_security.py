@@ -20,19 +20,12 @@ from twisted.protocols.amp import AmpBox
 
 import cwtx
 from cwtx import _auth, _reactor_thread
-from cwtx._procs import read_pid, terminate, twistd_argv
+from cwtx._procs import read_pid, terminate
 from cwtx._secret import SecretError, default_secret_path, load_secret
 from cwtx._status import query_status
 from cwtx.testing import MemoryCluster
 
-from .conftest import ROOT, SyncClient
-
-
-def wait_until(condition, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+from .conftest import ROOT, SyncClient, spawn_twistd, wait_until
 
 
 def write_secret(path: Path, text: str = "s3cret-" + "x" * 40, mode: int = 0o600) -> Path:
@@ -220,25 +213,16 @@ def test_client_with_wrong_secret_gets_a_clear_error_and_the_master_logs_it(mast
 
 def test_worker_with_wrong_secret_never_registers(master, tmp_path):
     wrong = write_secret(tmp_path / "wrong", "w" * 40)
-    worker = subprocess.Popen(
-        [
-            *twistd_argv(),
-            "-n",
-            "--pidfile",
-            "",
-            "--logfile",
-            str(tmp_path / "w.log"),
-            "cw-worker",
-            "--master",
-            f"{master.host}:{master.port}",
-            "--secret-file",
-            str(wrong),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    log = tmp_path / "w.log"
+    worker = spawn_twistd(
+        "cw-worker",
+        "--master",
+        f"{master.host}:{master.port}",
+        "--secret-file",
+        str(wrong),
+        log=log,
     )
     try:
-        log = tmp_path / "w.log"
         wait_until(
             lambda: (
                 log.exists()
@@ -536,23 +520,13 @@ def make_certificates(directory: Path) -> dict[str, Path]:
 
 def start_tls_master(tmp_path: Path, listen: str) -> tuple[subprocess.Popen, int]:
     port_file = tmp_path / "port"
-    proc = subprocess.Popen(
-        [
-            *twistd_argv(),
-            "-n",
-            "--pidfile",
-            "",
-            "--logfile",
-            str(tmp_path / "master.log"),
-            "cw-master",
-            "--listen",
-            listen,
-            "--port-file",
-            str(port_file),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    proc = spawn_twistd(
+        "cw-master",
+        "--listen",
+        listen,
+        "--port-file",
+        str(port_file),
+        log=tmp_path / "master.log",
     )
     wait_until(lambda: port_file.exists() or proc.poll() is not None, what="the TLS master")
     assert proc.poll() is None, (tmp_path / "master.log").read_text()
@@ -560,22 +534,7 @@ def start_tls_master(tmp_path: Path, listen: str) -> tuple[subprocess.Popen, int
 
 
 def start_worker(tmp_path: Path, connect: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            *twistd_argv(),
-            "-n",
-            "--pidfile",
-            "",
-            "--logfile",
-            str(tmp_path / "worker.log"),
-            "cw-worker",
-            "--connect",
-            connect,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
+    return spawn_twistd("cw-worker", "--connect", connect, log=tmp_path / "worker.log")
 
 
 def tls_client(endpoint: str):
