@@ -30,6 +30,11 @@ BATCH_WINDOW = 4
 Encoder = Callable[[T], "tuple[dict[str, Any], dict[str, Payload]] | None"]
 
 
+def _abort(amp: AMP) -> None:
+    if amp.transport is not None:
+        amp.transport.abortConnection()
+
+
 class BatchSender(Generic[T]):
     """
     Sends queued items in order, as batches of one list-valued command.
@@ -47,7 +52,13 @@ class BatchSender(Generic[T]):
         encode: Encoder[T],
         clock: IReactorTime,
         blobs: BlobSender | None = None,
+        on_error: Callable[[Any], None] | None = None,
     ) -> None:
+        """``on_error(failure)`` is called if the peer refuses a batch; by
+        default the connection is aborted, so the usual machinery for a lost
+        connection (retries, reconnection) takes over and nothing waits on
+        records that will never be answered."""
+        self._on_error = on_error or (lambda failure: _abort(amp))
         self._amp = amp
         self._command = command
         self._argument = argument
@@ -98,13 +109,15 @@ class BatchSender(Generic[T]):
 
     def _failed(self, failure: Any) -> None:
         self._running = False
-        if not self._stopped:
+        stopped = self._stopped
+        self.stop()
+        if not stopped:
             log.warn(
                 "sending {command} failed: {failure}",
                 command=self._command.__name__,
                 failure=failure.getErrorMessage(),
             )
-        self.stop()
+            self._on_error(failure)
 
     async def _pump(self) -> None:
         inflight: deque[Deferred[Any]] = deque()

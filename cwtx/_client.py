@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, clientFromString, connectProtocol
 from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionLost as ConnectionLostError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -163,7 +164,13 @@ class Client:
         proto.client = self
         self._sent_functions = set()
         self._sender = BatchSender(
-            proto, SubmitJobs, "jobs", self._encode, self._reactor, proto.blobs_out
+            proto,
+            SubmitJobs,
+            "jobs",
+            self._encode,
+            self._reactor,
+            proto.blobs_out,
+            on_error=self._refused,
         )
         self._monitor.watch(proto)
         for job_id in sorted(self._pending):
@@ -314,7 +321,19 @@ class Client:
             await deferLater(self._reactor, min(delay, deadline - self._reactor.seconds()))
             delay = min(delay * 2, 5.0)
 
+    def _refused(self, failure: Failure) -> None:
+        """The master refused our jobs (not a lost connection): resubmitting
+        them after a reconnection would be refused again, so they fail."""
+        if failure.check(ConnectionDone, ConnectionLostError):
+            return  # connection machinery handles it
+        self._closed = True
+        self._monitor.stop()
+        self._fail_all(f"the master refused this client's jobs: {failure.getErrorMessage()}")
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.abortConnection()
+
     def _fail_all(self, why: str) -> None:
+
         closed, self._on_closed = self._on_closed, []
         for d in closed:
             d.callback(None)

@@ -18,6 +18,7 @@ from itertools import count
 from typing import Any
 
 import txaio
+from twisted.internet.defer import Deferred, succeed
 
 from ._errors import error_json
 from ._payload import EMPTY, Payload
@@ -29,6 +30,11 @@ DEFAULT_MAX_RETRIES = 3
 #: Jobs sent to a worker beyond its slots, queued there so that a slot that
 #: frees up starts its next job without waiting for a round trip.
 DEFAULT_PREFETCH = 4
+#: A client whose jobs that have not ended hold more argument bytes, or are
+#: more, than this waits for its SubmitJobs answers (flow control).
+MAX_CLIENT_BYTES = 1024 * 1024 * 1024
+MAX_CLIENT_JOBS = 1_000_000
+
 UNKNOWN_VERSIONS = ("?", "?")
 
 
@@ -99,8 +105,38 @@ class ClientSession:
         self.versions = versions  # (python, cloudpickle)
         self.functions: dict[bytes, Function] = {}
         self.jobs: dict[int, Job] = {}
+        self.held_bytes = 0  # argument bytes of the jobs it has not seen end
+        self.max_bytes = MAX_CLIENT_BYTES
+        self.max_jobs = MAX_CLIENT_JOBS
+        self._below: list[Deferred[None]] = []
         self._heap: list[tuple[int, int, Job]] = []
         self._seq = count()
+
+    def add_job(self, job: Job) -> None:
+        self.jobs[job.job_id] = job
+        self.held_bytes += job.args.size
+
+    def drop_job(self, job_id: int) -> Job | None:
+        job = self.jobs.pop(job_id, None)
+        if job is not None:
+            self.held_bytes -= job.args.size
+            if self._below and not self.over_limit():
+                waiting, self._below = self._below, []
+                for d in waiting:
+                    d.callback(None)
+        return job
+
+    def over_limit(self) -> bool:
+        return self.held_bytes > self.max_bytes or len(self.jobs) > self.max_jobs
+
+    def when_below_limit(self) -> Deferred[None]:
+        """Fires once the client holds less than its limits (flow control:
+        the master answers its SubmitJobs only then)."""
+        if not self.over_limit():
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._below.append(d)
+        return d
 
     def push(self, job: Job, front: bool = False) -> None:
         seq = -next(self._seq) if front else next(self._seq)
@@ -247,13 +283,13 @@ class Master:
             priority=priority,
             resources=resources,
         )
-        session.jobs[job_id] = job
+        session.add_job(job)
         session.push(job)
 
     def cancel(self, session: ClientSession, job_ids: list[int]) -> None:
         """The client gave up on these jobs; it expects no answer."""
         for job_id in job_ids:
-            job = session.jobs.pop(job_id, None)
+            job = session.drop_job(job_id)
             if job is not None:
                 self._abandon(job)
         self.dispatch()
@@ -323,7 +359,7 @@ class Master:
 
     def _end(self, job: Job, status: str, value: Payload, error: str) -> None:
         job.ended = True
-        job.client.jobs.pop(job.job_id, None)
+        job.client.drop_job(job.job_id)
         self.completed += 1
         job.client.deliver((job.job_id, status, value, error))
 

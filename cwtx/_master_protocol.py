@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import txaio
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 
@@ -227,7 +228,7 @@ class MasterProtocol(Peer):
     # -- clients ----------------------------------------------------------------
 
     @SubmitJobs.responder
-    def _submit(self, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    def _submit(self, jobs: list[dict[str, Any]]) -> Deferred[dict[str, Any]]:
         _check(self.client is not None, "only a client may submit jobs")
         assert self.client is not None
         for r in jobs:
@@ -246,7 +247,9 @@ class MasterProtocol(Peer):
                 resources=r["resources"],
             )
         self.master.dispatch()
-        return {}
+        # Flow control: a client holding too much waits for this answer, and
+        # its sender sends at most a few batches ahead of its answers.
+        return self.client.when_below_limit().addCallback(lambda _: {})
 
     @LeaveWorker.responder
     def _leave(self) -> dict[str, Any]:

@@ -221,6 +221,8 @@ class Worker(Service):
         for task_id in task_ids:
             task = self.tasks.get(task_id)
             if task is None:
+                if len(self.cancelled_early) >= 100_000:
+                    self.cancelled_early.clear()  # crossed with results long ago
                 self.cancelled_early.add(task_id)
                 continue
             if task in self.queue:

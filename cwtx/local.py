@@ -293,7 +293,12 @@ def allocate(nworkers: int = 2, port: int = 0, **kwargs: object) -> Iterator[Loc
     """
     temporary = None
     if kwargs.get("run_dir") is None:
-        temporary = tempfile.mkdtemp(prefix="cwtx-local-")
+        # Under $CWTX_RUN_DIR when set, so leftovers can be found and stopped.
+        parent = os.environ.get("CWTX_RUN_DIR")
+        if parent:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        temporary = tempfile.mkdtemp(prefix="cwtx-local-", dir=parent or None)
+
         kwargs["run_dir"] = temporary
     try:
         cluster = start(nworkers, port, **kwargs)  # type: ignore[arg-type]

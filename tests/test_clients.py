@@ -469,17 +469,25 @@ def test_progress_without_tqdm_says_what_to_install(monkeypatch):
 )
 def test_examples_run(example, tmp_path):
     args = ["--local", "2"] if example == "deferred_square.py" else []
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / example), *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), CWTX_RUN_DIR=str(tmp_path / "run")),
-    )
+    run = tmp_path / "run"
+    try:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / example), *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=tmp_path,
+            env=dict(os.environ, PYTHONPATH=str(ROOT), CWTX_RUN_DIR=str(run)),
+        )
+    finally:
+        # Whatever happened, stop any cluster it left behind (by pid file).
+        leftovers = {p.parent for p in run.rglob("*.pid")} if run.exists() else set()
+        for directory in leftovers:
+            cwtx.local.stop(directory)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip()
-    assert not list((tmp_path / "run").glob("*.pid")) if (tmp_path / "run").exists() else True
+    assert not leftovers, "the example did not stop its cluster"
+
 
 
 def test_benchmark_script_runs_quick(tmp_path):

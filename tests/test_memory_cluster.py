@@ -330,3 +330,34 @@ def test_leaving_worker_lets_a_running_job_finish():
     assert cluster.result(d) == 7
     cluster.advance(1)
     assert left.called
+
+
+def test_a_client_holding_too_much_is_slowed_down_not_failed():
+    cluster = MemoryCluster(workers=0)
+    client = cluster.client()
+    session = cluster.master.clients[0]
+    session.max_jobs = 10
+    ds = [client.submit(abs, -i) for i in range(3000)]
+    cluster.flush()
+    held = len(session.jobs)
+    assert 10 < held < 3000  # the master stopped answering: the client waits
+    assert len(client._sender) > 0  # ...with the rest still on its side
+    cluster.add_worker(slots=4)
+    cluster.flush()
+    assert [cluster.result(d) for d in ds] == list(range(3000))
+    assert session.held_bytes == 0 and not session.jobs
+
+
+def test_jobs_the_master_refuses_fail_instead_of_waiting(monkeypatch):
+    cluster = MemoryCluster(workers=1)
+    client = cluster.client()
+
+    def refuse(*args, **kwargs):
+        raise cwtx.ProtocolError("refused for this test")
+
+    monkeypatch.setattr(cluster.master, "submit", refuse)
+    d = client.submit(abs, -1)
+    cluster.flush()
+    with pytest.raises(cwtx.ConnectionLost, match="refused for this test"):
+        cluster.result(d)
+    assert client.reconnects == 0  # resubmitting would only be refused again

@@ -528,9 +528,15 @@ def start_tls_master(tmp_path: Path, listen: str) -> tuple[subprocess.Popen, int
         str(port_file),
         log=tmp_path / "master.log",
     )
-    wait_until(lambda: port_file.exists() or proc.poll() is not None, what="the TLS master")
-    assert proc.poll() is None, (tmp_path / "master.log").read_text()
-    return proc, int(port_file.read_text())
+    try:
+        wait_until(lambda: port_file.exists() or proc.poll() is not None, what="the TLS master")
+        assert proc.poll() is None, (tmp_path / "master.log").read_text()
+        return proc, int(port_file.read_text())
+    except BaseException:
+        terminate(proc.pid)
+        proc.wait(10)
+        raise
+
 
 
 def start_worker(tmp_path: Path, connect: str) -> subprocess.Popen:
