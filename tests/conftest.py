@@ -74,6 +74,14 @@ def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
+def executor(cluster):
+    """A ClusterExecutor on the module's ``cluster``; its jobs cancelled after."""
+    ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
+    yield ex
+    ex.shutdown(wait=False, cancel_futures=True)
+
+
+@pytest.fixture
 def client(cluster) -> Iterator[SyncClient]:
     c = SyncClient(cluster)
     try:

@@ -32,13 +32,6 @@ def cluster(tmp_path_factory):
         yield c
 
 
-@pytest.fixture
-def executor(cluster):
-    ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
-    yield ex
-    ex.shutdown(wait=False, cancel_futures=True)
-
-
 def slow_identity(x, seconds):
     time.sleep(seconds)
     return x
@@ -487,7 +480,6 @@ def test_examples_run(example, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip()
     assert not leftovers, "the example did not stop its cluster"
-
 
 
 def test_benchmark_script_runs_quick(tmp_path):

@@ -37,13 +37,6 @@ def cluster(tmp_path):
         yield c
 
 
-@pytest.fixture
-def executor(cluster):
-    ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
-    yield ex
-    ex.shutdown(wait=False, cancel_futures=True)
-
-
 def marked_job(marker: str, seconds: float, value):
     """Write our pid and our supervisor's to ``marker``, sleep, return value."""
     import os as _os

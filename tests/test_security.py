@@ -538,7 +538,6 @@ def start_tls_master(tmp_path: Path, listen: str) -> tuple[subprocess.Popen, int
         raise
 
 
-
 def start_worker(tmp_path: Path, connect: str) -> subprocess.Popen:
     return spawn_twistd("cw-worker", "--connect", connect, log=tmp_path / "worker.log")
 
