@@ -158,3 +158,30 @@ def test_child_reports_exceptions_and_unpicklable_results():
 def test_child_survives_system_exit_in_a_job():
     info, _ = run_in_child(sys.exit, 3)
     assert info["status"] == "error" and info["error"]["type"] == "SystemExit"
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=4000), st.integers(min_value=1, max_value=64))
+def test_pipe_decoder_takes_any_bytes(data, step):
+    """Hostile bytes on a worker's result pipe: messages or FramingError,
+    never another exception, and never a large allocation up front."""
+    decoder = MessageDecoder(max_header=1024)
+    try:
+        for i in range(0, len(data), step):
+            decoder.feed(data[i : i + step])
+    except FramingError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_records_take_any_bytes(data):
+    try:
+        Records(JOB_RECORD).fromString(data)
+    except RecordError:
+        pass
