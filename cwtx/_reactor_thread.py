@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -68,7 +69,7 @@ def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> concurrent.future
         if not future.set_running_or_notify_cancel():
             return
         d: Deferred[Any] = maybeDeferred(fn, *args, **kwargs)
-        d.addCallback(lambda r: ensureDeferred(r) if _is_coroutine(r) else r)
+        d.addCallback(lambda r: ensureDeferred(r) if inspect.iscoroutine(r) else r)
 
         def done(result: Any) -> None:
             if isinstance(result, Failure):
@@ -80,12 +81,6 @@ def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> concurrent.future
 
     reactor.callFromThread(run)
     return future
-
-
-def _is_coroutine(value: Any) -> bool:
-    import inspect
-
-    return inspect.iscoroutine(value)
 
 
 def blocking(

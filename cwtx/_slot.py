@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import txaio
@@ -91,7 +91,6 @@ class Task:
     code: Payload
     args: Payload
     timeout: float = 0.0
-    started: bool = field(default=False)
 
 
 #: on_result(task, status, value, error_json)
@@ -151,7 +150,6 @@ class Slot(ProcessProtocol):
         """Send a task to the child, with its function if the child lacks it."""
         assert self.current is None
         self.current = task
-        task.started = True
         header = {"task": task.task, "fn": task.fn.hex(), "env": task.env}
         parts: list[Any] = [json.dumps(header).encode("utf-8"), task.args]
         if task.fn not in self._known:
