@@ -101,22 +101,16 @@ class MasterProtocol(Peer):
 
     def _auth_expired(self) -> None:
         self._auth_timer = None
-        self._refuse(f"did not authenticate within {self._auth_timeout:g} s")
-
-    def _refuse(self, why: str) -> None:
-        log.warn("closing the connection of {peer}: {why}", peer=self.describe(), why=why)
-        self.dead = True
-        if self.transport is not None:
-            self.transport.abortConnection()
+        self.drop(f"did not authenticate within {self._auth_timeout:g} s")
 
     def dataReceived(self, data: bytes) -> None:
         if self.dead:
             return
         self._received += len(data)
         if not self.authenticated and self._received > PREAUTH_BYTES:
-            return self._refuse(f"sent over {PREAUTH_BYTES} bytes before authenticating")
+            return self.drop(f"sent over {PREAUTH_BYTES} bytes before authenticating")
         if self.authenticated and self._received > MAX_BOX_BYTES:
-            return self._refuse(f"sent a message of over {MAX_BOX_BYTES} bytes")
+            return self.drop(f"sent a message of over {MAX_BOX_BYTES} bytes")
         super().dataReceived(data)
 
     def ampBoxReceived(self, box: Any) -> None:
@@ -124,7 +118,7 @@ class MasterProtocol(Peer):
             self._received = 0
         elif box.get(b"_command") not in HANDSHAKE:
             what = box.get(b"_command", b"an answer")[:40]
-            return self._refuse(f"sent {what!r} before authenticating")
+            return self.drop(f"sent {what!r} before authenticating")
         super().ampBoxReceived(box)
 
     def connectionLost(self, reason: Any) -> None:

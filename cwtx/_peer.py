@@ -52,10 +52,14 @@ class Peer(AMP):
         super().ampBoxReceived(box)
 
     def declare_dead(self, why: str) -> None:
+        self.drop(f"declared dead: {why}")
+
+    def drop(self, why: str) -> None:
+        """Abort the connection (logged); ignore anything it still sends."""
         if self.dead:
             return
         self.dead = True
-        log.warn("{peer} declared dead: {why}", peer=self.describe(), why=why)
+        log.warn("dropping {peer}: {why}", peer=self.describe(), why=why)
         if self.transport is not None:
             self.transport.abortConnection()
 

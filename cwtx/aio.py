@@ -51,26 +51,20 @@ def _asyncio_reactor(loop: asyncio.AbstractEventLoop) -> Any:
 class AsyncClient:
     """A :class:`cwtx.Client` whose jobs are asyncio Futures."""
 
-    def __init__(self, client: Client, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, client: Client, loop: asyncio.AbstractEventLoop, target: Any = None) -> None:
         self.client = client
         self._loop = loop
-        self._options: dict[str, Any] = {}
+        self._target = target if target is not None else client  # Client or options view
 
     def options(self, **options: Any) -> AsyncClient:
-        view = AsyncClient(self.client, self._loop)
-        view._options = {**self._options, **options}
-        self.client.options(**view._options)  # validates
-        return view
+        return AsyncClient(self.client, self._loop, self._target.options(**options))
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         """Run ``fn(*args, **kwargs)`` on a worker; an awaitable Future.
 
         Cancelling the Future cancels the job at the master.
         """
-        submit = (
-            self.client.options(**self._options).submit if self._options else self.client.submit
-        )
-        return submit(fn, *args, **kwargs).asFuture(self._loop)
+        return self._target.submit(fn, *args, **kwargs).asFuture(self._loop)
 
     async def status(self) -> dict[str, Any]:
         return await self.client.status().asFuture(self._loop)

@@ -34,7 +34,7 @@ from ._master import Master
 from ._master_protocol import MasterProtocol
 from ._payload import EMPTY, Payload
 from ._peer import HeartbeatMonitor
-from ._slot import ResultCallback, Task
+from ._slot import KILL_MESSAGES, ResultCallback, Task
 from ._worker import Worker, WorkerProtocol
 
 __all__ = ["InProcessSlot", "MemoryCluster"]
@@ -103,9 +103,11 @@ class InProcessSlot:
         if task is None:
             return
         self.current = None
-        status = reason if reason in ("timeout", "cancelled", "requeue") else "lost"
-
-        self._on_result(task, status, EMPTY, error_json(status, f"killed ({reason})"))
+        if reason in KILL_MESSAGES:
+            status, message = reason, KILL_MESSAGES[reason].format(timeout=task.timeout)
+        else:
+            status, message = "lost", f"killed ({reason})"
+        self._on_result(task, status, EMPTY, error_json(status, message))
         self._on_free()
 
     def stop(self, on_ended: Callable[[], None]) -> None:
