@@ -180,8 +180,7 @@ class Slot(ProcessProtocol):
             messages = self._decoder.feed(data)
         except FramingError as e:
             log.error("slot {index}: corrupt data from child: {e}", index=self.index, e=e)
-            self._kill_reason = self._kill_reason or "lost"
-            self._signal("KILL")
+            self._kill_corrupt()
             return
         for parts in messages:
             self._child_result(parts)
@@ -197,7 +196,7 @@ class Slot(ProcessProtocol):
             error = json.dumps(header["error"]) if "error" in header else ""
         except (ValueError, KeyError, TypeError) as e:
             log.error("slot {index}: bad result from child: {e}", index=self.index, e=e)
-            self._signal("KILL")
+            self._kill_corrupt()
             return
         if self._kill_reason is not None:
             return  # it finished just as we killed it; processEnded reports
@@ -205,6 +204,11 @@ class Slot(ProcessProtocol):
         self._quick_deaths = 0
         self._on_result(task, status, value, error)
         self._on_free()
+
+    def _kill_corrupt(self) -> None:
+        """The child broke the pipe protocol: kill it, and say so."""
+        self._kill_reason = self._kill_reason or "corrupt"
+        self._signal("KILL")
 
     def _end_current(self) -> None:
         self.current = None
@@ -224,6 +228,12 @@ class Slot(ProcessProtocol):
             if kill_reason in KILL_MESSAGES:
                 message = KILL_MESSAGES[kill_reason].format(timeout=task.timeout)
                 self._on_result(task, kill_reason, EMPTY, error_json(kill_reason, message))
+            elif kill_reason == "corrupt":
+                cause = (
+                    "its child process wrote corrupt data on the result pipe (fd "
+                    f"{RESULT_FD}) while running the job, and was killed"
+                )
+                self._on_result(task, "lost", EMPTY, error_json("ChildCorrupt", cause))
             else:
                 cause = f"its child process died ({how}) while running the job"
                 self._on_result(task, "lost", EMPTY, error_json("ChildDied", cause))

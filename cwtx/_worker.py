@@ -9,7 +9,6 @@ import json
 import os
 import socket
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import txaio
@@ -93,21 +92,19 @@ class Worker(Service):
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
         retry_policy: Any = None,
-        slot_factory: Callable[..., Any] = Slot,
         grace: float = GRACE,
         secret: bytes | None = None,
     ) -> None:
         """``endpoint=None`` makes no connection of its own (cwtx.testing
-        connects it); ``slot_factory`` builds slots like :class:`Slot`."""
+        connects it).  ``reactor`` provides time and spawnProcess for the
+        slot children (cwtx.testing gives a fake one)."""
         if slots < 1:
             raise ValueError(f"a worker needs at least one slot, not {slots}")
         self.reactor = reactor
         self._secret = secret if secret is not None else load_secret()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.resources = resources or {}
-        self.slots = [
-            slot_factory(i, reactor, self._slot_result, self.dispatch) for i in range(slots)
-        ]
+        self.slots = [Slot(i, reactor, self._slot_result, self.dispatch) for i in range(slots)]
         self.functions: dict[bytes, tuple[str, Payload]] = {}
         self.queue: deque[Task] = deque()
         self.tasks: dict[int, Task] = {}

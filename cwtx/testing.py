@@ -1,12 +1,14 @@
 """
 Test doubles for code that uses cwtx, in the manner of ``treq.testing``.
 
-:class:`MemoryCluster` runs the real master, the real worker supervisor and
-real clients, connected in memory (``twisted.test.iosim``) on a
-``twisted.internet.task.Clock``.  Jobs run in this process, through the same
-code the worker's child process uses, so functions, arguments and results
-really are pickled and unpickled.  Nothing touches the network, and nothing
-waits on wall-clock time::
+:class:`MemoryCluster` runs the real master, the real worker supervisor with
+its real slots, and real clients, connected in memory
+(``twisted.test.iosim``) on a ``twisted.internet.task.Clock``.  Only the
+slot children are fakes: :class:`FakeChildProcess` runs each job in this
+process through the same code the real child process runs, so functions,
+arguments and results really are pickled and unpickled, and timeouts,
+cancellation and crashes go through the real slot.  Nothing touches the
+network or starts a process, and nothing waits on wall-clock time::
 
     cluster = MemoryCluster(workers=2)
     client = cluster.client()
@@ -18,100 +20,149 @@ waits on wall-clock time::
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable
+from itertools import count
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
+from zope.interface import implementer
 
 from ._auth import handshake
 from ._child import Child
 from ._client import Client, ClientProtocol
-from ._errors import error_json
 from ._master import Master
 from ._master_protocol import MasterProtocol
-from ._payload import EMPTY, Payload
 from ._peer import HeartbeatMonitor
-from ._slot import KILL_MESSAGES, ResultCallback, Task
+from ._pipeframes import MessageDecoder, encode_message
+from ._slot import JOB_FD, RESULT_FD
 from ._worker import Worker, WorkerProtocol
 
-__all__ = ["InProcessSlot", "MemoryCluster"]
+__all__ = ["FakeChildProcess", "FakeProcessReactor", "MemoryCluster"]
+
+_pids = count(1_000_000)
 
 
-class InProcessSlot:
-    """A slot that runs tasks in this process, one clock tick after they arrive.
+@implementer(IProcessTransport)
+class FakeChildProcess:
+    """A slot child that runs its jobs in this process, on the clock.
 
-    With ``hold=True`` a task stays running until :meth:`finish` is called,
-    so tests can cancel, time out or lose a job while it runs.
+    It speaks the real pipe framing with the real :class:`~cwtx._slot.Slot`
+    and runs each job with the real child's code.  A job runs one clock tick
+    after it arrives, or, with ``hold``, only when :meth:`finish` is called.
     """
 
-    def __init__(
-        self,
-        index: int,
-        clock: Clock,
-        on_result: ResultCallback,
-        on_free: Callable[[], None],
-        hold: bool = False,
-    ) -> None:
-        self.index = index
-        self._clock = clock
-        self._on_result = on_result
-        self._on_free = on_free
-        self._child = Child()
+    def __init__(self, reactor: FakeProcessReactor, proto: Any, hold: bool) -> None:
+        self.pid = next(_pids)
+        self._reactor = reactor
+        self.proto = proto
         self.hold = hold
-        self.current: Task | None = None
-        self.ran: list[int] = []  # task ids this slot started
+        self._decoder = MessageDecoder()
+        self._child = Child()
+        self._jobs: deque[list[bytearray]] = deque()
+        #: Every message the slot wrote to it: [header, arguments(, function)].
+        self.messages: list[list[bytes]] = []
+        self._eof = False
+        self.ended = False
 
     @property
-    def free(self) -> bool:
-        return self.current is None
+    def running(self) -> int | None:
+        """The task id of the job it is running (or holding), if any."""
+        return json.loads(self._jobs[0][0])["task"] if self._jobs else None
 
-    def start(self) -> None:
+    # -- IProcessTransport ------------------------------------------------------
+
+    def writeToChild(self, childFD: int, data: bytes) -> None:
+        if childFD != JOB_FD or self.ended:
+            return
+        for message in self._decoder.feed(data):
+            parts = [bytearray(p.tobytes()) for p in message]
+            self.messages.append([bytes(p) for p in parts])
+            self._jobs.append(parts)
+            self._reactor.ran.append(json.loads(parts[0])["task"])
+            if not self.hold:
+                self._reactor.callLater(0, self.finish)
+
+    def closeChildFD(self, childFD: int) -> None:
+        if childFD == JOB_FD:
+            self._eof = True
+            if not self._jobs:
+                self._reactor.callLater(0, self.exit, 0)
+
+    def signalProcess(self, signalID: Any) -> None:
+        if self.ended:
+            raise ProcessExitedAlready()
+        signum = {"KILL": 9, "TERM": 15, "INT": 2}.get(signalID, signalID)
+        self._jobs.clear()
+        self._reactor.callLater(0, self.exit, None, signum)
+
+    def closeStdin(self) -> None:
         pass
 
-    def run(self, task: Task) -> None:
-        self.current = task
-        self.ran.append(task.task)
-        if task.timeout and task.timeout > 0:
-            self._clock.callLater(task.timeout, self._timeout, task)
-        if not self.hold:
-            self._clock.callLater(0, self.finish)
+    def closeStdout(self) -> None:
+        pass
+
+    def closeStderr(self) -> None:
+        pass
+
+    def loseConnection(self) -> None:
+        self.closeChildFD(JOB_FD)
+
+    # -- driving it from a test ---------------------------------------------------
 
     def finish(self) -> None:
-        """Run the current task now and report its result."""
-        task = self.current
-        if task is None:
+        """Run the oldest job it holds and send its result back."""
+        if self.ended or not self._jobs:
             return
-        header = {"task": task.task, "fn": task.fn.hex(), "env": task.env}
-        parts = [bytearray(task.args.tobytes()), bytearray(task.code.tobytes())]
-        reply, value = self._child.run(header, parts)
-        info = json.loads(reply)
-        error = json.dumps(info["error"]) if "error" in info else ""
-        self.current = None
-        self._on_result(task, info["status"], Payload.of(value), error)
-        self._on_free()
+        header, *parts = self._jobs.popleft()
+        reply = self._child.run(json.loads(header), parts)
+        self.proto.childDataReceived(RESULT_FD, b"".join(encode_message(reply)))
+        if self._eof and not self._jobs:
+            self._reactor.callLater(0, self.exit, 0)
 
-    def _timeout(self, task: Task) -> None:
-        if self.current is task:
-            self.kill("timeout")
-
-    def kill(self, reason: str) -> None:
-        """End the current task as the real slot does when it kills its child."""
-        task = self.current
-        if task is None:
+    def exit(self, code: int | None = 0, signal: int | None = None) -> None:
+        """End the process as if it exited with ``code`` or died of ``signal``."""
+        if self.ended:
             return
-        self.current = None
-        if reason in KILL_MESSAGES:
-            status, message = reason, KILL_MESSAGES[reason].format(timeout=task.timeout)
+        self.ended = True
+        self._jobs.clear()
+        if code == 0 and signal is None:
+            reason = Failure(ProcessDone(0))
         else:
-            status, message = "lost", f"killed ({reason})"
-        self._on_result(task, status, EMPTY, error_json(status, message))
-        self._on_free()
+            reason = Failure(ProcessTerminated(exitCode=code, signal=signal))
+        self.proto.processEnded(reason)
 
-    def stop(self, on_ended: Callable[[], None]) -> None:
-        on_ended()
+
+class FakeProcessReactor:
+    """A clock that "spawns" :class:`FakeChildProcess` children (what a
+    worker's slots need of a reactor: time and spawnProcess)."""
+
+    def __init__(self, clock: Clock, hold: bool = False) -> None:
+        self.clock = clock
+        self.hold = hold
+        self.children: list[FakeChildProcess] = []
+        #: Task ids the children started, in order, across restarts.
+        self.ran: list[int] = []
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def callLater(self, delay: float, f: Callable[..., Any], *a: Any, **kw: Any) -> Any:
+        return self.clock.callLater(delay, f, *a, **kw)
+
+    def getDelayedCalls(self) -> Any:
+        return self.clock.getDelayedCalls()
+
+    def spawnProcess(self, processProtocol: Any, *args: Any, **kwargs: Any) -> FakeChildProcess:
+        child = FakeChildProcess(self, processProtocol, self.hold)
+        self.children.append(child)
+        processProtocol.makeConnection(child)
+        return child
 
 
 class MemoryCluster:
@@ -127,6 +178,7 @@ class MemoryCluster:
         prefetch: int = 0,
         secret: bytes = b"cwtx.testing MemoryCluster secret",
     ) -> None:
+        """``hold=True``: every job stays running until :meth:`finish`."""
         self.secret = secret
         self.clock = clock if clock is not None else Clock()
         self.master = Master(max_retries=max_retries, prefetch=prefetch)
@@ -150,16 +202,16 @@ class MemoryCluster:
         return server
 
     def add_worker(self, slots: int = 1, name: str | None = None, hold: bool = False) -> Worker:
-        """Connect and register a worker whose slots run jobs in-process."""
+        """Connect and register a worker whose slot children are fakes."""
         name = name or f"memory-{len(self.workers)}"
         worker = Worker(
             None,
-            self.clock,
+            FakeProcessReactor(self.clock, hold=hold),
             secret=self.secret,
             slots=slots,
             name=name,
-            slot_factory=lambda *a: InProcessSlot(*a, hold=hold),
         )
+        worker.startService()
         proto = WorkerProtocol(worker)
         self._link(proto)
         self._wait(Deferred.fromCoroutine(worker.handshake(proto)))
@@ -179,15 +231,32 @@ class MemoryCluster:
             proto = ClientProtocol(self.clock)
             self._link(proto)
             d = Deferred.fromCoroutine(handshake(proto, "client", name, secret or self.secret))
-
             return d.addCallback(lambda _: proto)
 
         first = connector()
         self.flush()
         client = Client(self.clock, name, connector, where="the MemoryCluster", **settings)
-
         client._attach(self.result(first))
         return client
+
+    # -- slots and their children ---------------------------------------------------
+
+    @staticmethod
+    def child(worker: Worker, slot: int = 0) -> FakeChildProcess:
+        """The (current) fake child process of one of a worker's slots."""
+        return worker.slots[slot].transport
+
+    def finish(self, worker: Worker | None = None, slot: int = 0) -> None:
+        """Let the job held by a slot (of the first worker by default) end, and flush."""
+        self.child(worker or self.workers[0], slot).finish()
+        self.flush()
+
+    @staticmethod
+    def ran(worker: Worker) -> list[int]:
+        """Task ids the worker's slot children started, in order, restarts included."""
+        return list(worker.reactor.ran)
+
+    # -- connections ----------------------------------------------------------------
 
     def disconnect(self, thing: Worker | Client) -> None:
         """Drop a worker's or a client's connection, as if it died."""
@@ -202,6 +271,12 @@ class MemoryCluster:
         proto.connectionLost(reason)
         server.connectionLost(reason)
         self.flush()
+
+    def pump(self, thing: Worker | Client) -> None:
+        """Move the bytes waiting on one connection only (both ways), so that
+        a test can order what crosses the wire."""
+        proto = thing.connection if isinstance(thing, Worker) else thing._protocol
+        self._links[proto][1].pump()
 
     def flush(self) -> None:
         """Move every byte and fire every due call until nothing happens."""

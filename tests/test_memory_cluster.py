@@ -115,8 +115,7 @@ def test_cancel_queued_job_at_master_then_it_never_runs():
     worker = cluster.add_worker()
     cluster.flush()
     assert cluster.result(d2) == 2
-    ran = [t for slot in worker.slots for t in slot.ran]
-    assert len(ran) == 1
+    assert len(cluster.ran(worker)) == 1
 
 
 def test_cancel_running_job_kills_it_and_frees_the_slot():
@@ -131,8 +130,7 @@ def test_cancel_running_job_kills_it_and_frees_the_slot():
     assert slot.current is None
     d2 = client.submit(abs, -2)
     cluster.flush()
-    slot.finish()
-    cluster.flush()
+    cluster.finish()
     assert cluster.result(d2) == 2
 
 
@@ -185,8 +183,7 @@ def test_client_gone_cancels_its_running_job_on_the_worker():
     assert slot.current is None
     d = b.submit(abs, -2)
     cluster.flush()
-    slot.finish()
-    cluster.flush()
+    cluster.finish()
     assert cluster.result(d) == 2
 
 
@@ -213,10 +210,10 @@ def test_client_reconnects_and_resubmits_exactly_once():
     done = client.submit(abs, -1)
     running = client.submit(abs, -2)
     queued = client.submit(abs, -3)
-    slot = cluster.workers[0].slots[0]
+    worker = cluster.workers[0]
+    slot = worker.slots[0]
     cluster.flush()
-    slot.finish()  # job 1 ends before the connection drops
-    cluster.flush()
+    cluster.finish()  # job 1 ends before the connection drops
     assert cluster.result(done) == 1
     cluster.refuse_clients = True
     cluster.disconnect(client)  # the master drops 3 and kills 2
@@ -224,13 +221,11 @@ def test_client_reconnects_and_resubmits_exactly_once():
     cluster.refuse_clients = False
     cluster.advance(1)
     assert client.reconnects == 1
-    ran = list(slot.ran)
-    slot.finish()
-    cluster.flush()
-    slot.finish()
-    cluster.flush()
+    ran = cluster.ran(worker)
+    cluster.finish()
+    cluster.finish()
     assert (cluster.result(running), cluster.result(queued)) == (2, 3)
-    assert len(slot.ran) == len(ran) + 1  # 2 ran again once, 3 once
+    assert len(cluster.ran(worker)) == len(ran) + 1  # 2 ran again once, 3 once
     assert cluster.master.status()["completed"] == 3
 
 
@@ -268,8 +263,9 @@ def test_silent_peer_is_declared_dead_and_its_jobs_retried():
     d = client.submit(abs, -3)
     cluster.flush()
     frozen = cluster.workers[0]
-    # Freeze the worker: it stops answering anything.
+    # Freeze the worker: it stops reading and stops sending.
     frozen.connection.ampBoxReceived = lambda box: None
+    frozen.monitor.stop()
     cluster.add_worker(name="healthy")
     for _ in range(8):
         cluster.advance(5)
@@ -325,8 +321,7 @@ def test_leaving_worker_lets_a_running_job_finish():
     left = Deferred.fromCoroutine(worker.leave())
     cluster.flush()
     assert not d.called
-    worker.slots[0].finish()
-    cluster.flush()
+    cluster.finish(worker)
     assert cluster.result(d) == 7
     cluster.advance(1)
     assert left.called
@@ -361,3 +356,126 @@ def test_jobs_the_master_refuses_fail_instead_of_waiting(monkeypatch):
     with pytest.raises(cwtx.ConnectionLost, match="refused for this test"):
         cluster.result(d)
     assert client.reconnects == 0  # resubmitting would only be refused again
+
+
+def test_a_job_cancelled_in_the_workers_prefetch_queue_never_runs():
+    cluster = MemoryCluster(workers=1, hold=True, prefetch=2)
+    worker = cluster.workers[0]
+    client = cluster.client()
+    ds = [client.submit(abs, -i) for i in (1, 2, 3)]
+    cluster.flush()
+    assert len(cluster.ran(worker)) == 1 and len(worker.queue) == 2  # 2 and 3 wait there
+    ds[1].cancel()
+    cluster.flush()
+    assert len(worker.queue) == 1
+    cluster.finish()
+    cluster.finish()
+    assert cluster.result(ds[0]) == 1 and cluster.result(ds[2]) == 3
+    with pytest.raises(cwtx.JobCancelled):
+        cluster.result(ds[1])
+    assert len(cluster.ran(worker)) == 2  # job 2 never started
+    assert worker.tasks == {} and cluster.master.workers[0].running == {}
+
+
+def test_a_cancel_that_overtakes_its_job_on_the_wire_stops_it_running():
+    cluster = MemoryCluster(workers=1)
+    worker = cluster.workers[0]
+    worker.cancel([7])  # the master's cancel for task 7 arrived before its RunJobs
+    record = {
+        "job": 7,
+        "fn": b"F" * 32,
+        "fn_env": "{}",
+        "fn_code": b"x",
+        "fn_code_blob": 0,
+        "args": b"",
+        "args_blob": 0,
+        "timeout": 0.0,
+    }
+    reported = []
+    worker._report = lambda task, status, value, error: reported.append((task, status))
+    worker.accept(worker.connection, record)
+    worker.dispatch()
+    cluster.flush()
+    assert reported == [(7, "cancelled")] and cluster.ran(worker) == []
+    assert 7 not in worker.cancelled_early
+
+
+def test_a_result_that_crosses_a_cancel_is_ignored_once():
+    """The worker finishes a job while the client cancels it: the result
+    reaches the client after the cancel.  It is ignored (and counted), the
+    connection stays up and the job ran once."""
+    cluster = MemoryCluster(workers=1, hold=True)
+    worker = cluster.workers[0]
+    client = cluster.client()
+    d = client.submit(abs, -1)
+    cluster.flush()
+    cluster.child(worker).finish()  # the result is written...
+    cluster.clock.advance(0)
+    cluster.pump(worker)  # ...and reaches the master, which passes it on
+    d.cancel()  # meanwhile the client cancels
+    cluster.flush()
+    with pytest.raises(cwtx.JobCancelled):
+        cluster.result(d)
+    assert client.ignored_results == 1
+    assert client.reconnects == 0 and client.connected
+    assert len(cluster.ran(worker)) == 1
+    d2 = client.submit(abs, -2)
+    cluster.flush()
+    cluster.finish()
+    assert cluster.result(d2) == 2
+
+
+def test_a_duplicate_result_is_delivered_once():
+    cluster = MemoryCluster(workers=1)
+    client = cluster.client()
+    d = client.submit(abs, -4)
+    cluster.flush()
+    assert cluster.result(d) == 4
+    session = cluster.master.clients[0]
+    from cwtx._payload import Payload
+    from cwtx._serialize import pickle_arguments
+
+    session.deliver((1, "ok", Payload.of(pickle_arguments((), {})), ""))  # job 1 again
+    cluster.flush()
+    assert client.ignored_results == 1 and client.reconnects == 0
+
+
+def test_max_retries_zero_from_the_client_is_not_the_masters_default():
+    cluster = MemoryCluster(workers=1, hold=True, max_retries=3)
+    client = cluster.client()
+    d = client.options(max_retries=0).submit(abs, -1)
+    cluster.flush()
+    cluster.disconnect(cluster.workers[0])
+    with pytest.raises(cwtx.JobLost) as info:
+        cluster.result(d)
+    assert len(info.value.attempts) == 1 and "max_retries=0" in str(info.value)
+
+
+def test_no_max_retries_from_the_client_means_the_masters_default():
+    cluster = MemoryCluster(workers=1, hold=True, max_retries=1)
+    client = cluster.client()
+    d = client.submit(abs, -1)
+    cluster.flush()
+    cluster.disconnect(cluster.workers[0])
+    assert not d.called  # one retry is allowed
+    cluster.add_worker(hold=True, name="second")
+    cluster.flush()
+    cluster.disconnect(cluster.workers[1])
+    with pytest.raises(cwtx.JobLost) as info:
+        cluster.result(d)
+    assert len(info.value.attempts) == 2
+
+
+def test_a_client_holding_too_many_bytes_is_slowed_down_not_failed():
+    cluster = MemoryCluster(workers=0)
+    client = cluster.client()
+    session = cluster.master.clients[0]
+    session.max_bytes = 200_000
+    ds = [client.submit(len, b"x" * 50_000) for _ in range(40)]
+    cluster.flush()
+    assert session.held_bytes < 200_000 + 5 * 60_000  # a few batches past the limit
+    assert len(client._sender) > 0
+    cluster.add_worker(slots=2)
+    cluster.flush()
+    assert [cluster.result(d) for d in ds] == [50_000] * 40
+    assert session.held_bytes == 0

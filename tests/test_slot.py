@@ -1,0 +1,206 @@
+"""
+The real :class:`Slot` in-process: its child is a :class:`FakeChildProcess`
+on a Clock, so timeouts, kills, crashes and restarts run through the slot's
+own code with no process and no waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+from twisted.internet.task import Clock
+
+from cwtx._payload import Payload
+from cwtx._pipeframes import encode_message
+from cwtx._serialize import pickle_arguments, pickle_function
+from cwtx._slot import RESULT_FD, Slot, Task
+from cwtx.testing import FakeProcessReactor
+
+
+class Harness:
+    def __init__(self, hold: bool = True) -> None:
+        self.clock = Clock()
+        self.reactor = FakeProcessReactor(self.clock, hold=hold)
+        self.results: list[tuple[int, str, bytes, dict]] = []
+        self.frees = 0
+        self.slot = Slot(0, self.reactor, self._result, self._free)
+        self.slot.start()
+
+    def _result(self, task, status, value, error):
+        self.results.append((task.task, status, value.tobytes(), json.loads(error or "{}")))
+
+    def _free(self):
+        self.frees += 1
+
+    @property
+    def child(self):
+        return self.slot.transport
+
+    def task(self, task_id: int, fn=abs, *args, timeout: float = 0.0) -> Task:
+        f = pickle_function(fn)
+        return Task(
+            task_id,
+            f.hash,
+            f.env,
+            Payload.of(f.code),
+            Payload.of(pickle_arguments(args, {})),
+            timeout=timeout,
+        )
+
+
+def test_a_job_runs_and_its_result_comes_back():
+    h = Harness(hold=False)
+    h.slot.run(h.task(1, abs, -5))
+    assert not h.slot.free
+    h.clock.advance(0)
+    ((task, status, value, _),) = h.results
+    assert (task, status, pickle.loads(value)) == (1, "ok", 5)
+    assert h.slot.free and h.frees == 1
+
+
+def test_the_function_goes_to_a_child_once():
+    h = Harness(hold=False)
+    first, second = h.task(1, abs, -1), h.task(2, abs, -2)
+    h.slot.run(first)
+    h.clock.advance(0)
+    h.slot.run(second)
+    h.clock.advance(0)
+    assert [len(m) for m in h.child.messages] == [3, 2]  # header, args, then code once
+    assert [pickle.loads(r[2]) for r in h.results] == [1, 2]
+
+
+def test_a_restarted_child_is_sent_the_function_again():
+    h = Harness()
+    h.slot.run(h.task(1, abs, -1))
+    h.child.exit(code=None, signal=9)  # killed from outside
+    h.clock.advance(0)  # the slot restarts its child
+    h.slot.run(h.task(2, abs, -2))
+    assert [len(m) for m in h.child.messages] == [3]
+
+
+def test_the_timeout_kills_the_child_and_reports_a_timeout():
+    h = Harness()
+    h.slot.run(h.task(1, abs, -1, timeout=5))
+    first = h.child
+    h.clock.advance(4.9)
+    assert not first.ended and h.results == []
+    h.clock.advance(0.2)
+    h.clock.advance(0)
+    assert first.ended
+    ((task, status, _, error),) = h.results
+    assert (task, status) == (1, "timeout")
+    assert "timeout of 5 s" in error["message"]
+    h.clock.advance(0)
+    assert h.child is not first and h.slot.free  # a fresh child
+
+
+def test_a_result_in_time_disarms_the_timeout():
+    h = Harness()
+    h.slot.run(h.task(1, abs, -1, timeout=5))
+    h.clock.advance(1)
+    h.child.finish()
+    assert not h.clock.getDelayedCalls()
+    h.slot.run(h.task(2, abs, -2))  # no timeout: the first job's must not hit it
+    h.clock.advance(10)
+    assert [r[1] for r in h.results] == ["ok"]
+    assert not h.child.ended and h.slot.current.task == 2
+
+
+def test_no_timeout_means_no_timer():
+    h = Harness()
+    h.slot.run(h.task(1, abs, -1))
+    assert not h.clock.getDelayedCalls()
+
+
+@pytest.mark.parametrize("reason", ["cancelled", "requeue"])
+def test_kill_reports_its_reason(reason):
+    h = Harness()
+    h.slot.run(h.task(1, abs, -1))
+    h.slot.kill(reason)
+    h.clock.advance(0)
+    ((task, status, _, _),) = h.results
+    assert (task, status) == (1, reason)
+
+
+def test_a_kill_when_idle_does_nothing():
+    h = Harness()
+    h.slot.kill("cancelled")
+    h.clock.advance(0)
+    assert not h.child.ended and h.results == []
+
+
+@pytest.mark.parametrize(
+    ("code", "signal", "cause"), [(3, None, "exit code 3"), (None, 11, "signal 11")]
+)
+def test_a_child_that_dies_under_a_job_loses_it(code, signal, cause):
+    h = Harness()
+    h.slot.run(h.task(1, abs, -1))
+    h.child.exit(code=code, signal=signal)
+    ((task, status, _, error),) = h.results
+    assert (task, status) == (1, "lost")
+    assert cause in error["message"]
+    h.clock.advance(0)
+    assert h.slot.free  # restarted at once: the job was to blame
+
+
+def test_a_child_that_keeps_dying_idle_is_restarted_with_backoff():
+    h = Harness()
+    starts = []
+    for _ in range(4):
+        h.child.exit(code=1)
+        before = len(h.reactor.children)
+        waited = 0.0
+        while len(h.reactor.children) == before:
+            h.clock.advance(0.05)
+            waited += 0.05
+        starts.append(round(waited, 2))
+    assert starts == sorted(starts) and starts[-1] > starts[0] * 4
+
+
+def test_corrupt_bytes_from_the_child_kill_it_and_lose_the_job():
+    h = Harness()
+    h.slot.run(h.task(1, abs, -1))
+    h.slot.childDataReceived(RESULT_FD, b"\xff\xff\xff\xff nonsense")
+    h.clock.advance(0)
+    assert [r[1] for r in h.results] == ["lost"]
+    assert "corrupt data on the result pipe" in h.results[0][3]["message"]
+
+
+def test_a_result_for_another_task_kills_the_child():
+    h = Harness()
+    h.slot.run(h.task(1, abs, -1))
+    header = json.dumps({"task": 99, "status": "ok"}).encode()
+    h.slot.childDataReceived(RESULT_FD, b"".join(encode_message([header, b""])))
+    h.clock.advance(0)
+    assert [(r[0], r[1]) for r in h.results] == [(1, "lost")]
+    assert "corrupt data" in h.results[0][3]["message"]
+
+
+def test_a_result_that_races_a_kill_is_reported_once_as_the_kill():
+    h = Harness()
+    h.slot.run(h.task(1, abs, -1))
+    h.slot.kill("cancelled")  # SIGKILL is on its way
+    header = json.dumps({"task": 1, "status": "ok"}).encode()
+    h.slot.childDataReceived(RESULT_FD, b"".join(encode_message([header, pickle.dumps(1)])))
+    h.clock.advance(0)  # then the child dies of it
+    assert [r[1] for r in h.results] == ["cancelled"]
+
+
+def test_stop_ends_the_child_for_good():
+    h = Harness()
+    ended = []
+    h.slot.stop(lambda: ended.append(True))
+    h.clock.advance(0)
+    h.clock.advance(10)
+    assert ended == [True] and len(h.reactor.children) == 1 and not h.slot.free
+
+
+def test_stop_while_running_kills_the_job():
+    h = Harness()
+    h.slot.run(h.task(1, abs, -1))
+    ended = []
+    h.slot.stop(lambda: ended.append(True))
+    h.clock.advance(0)
+    assert ended == [True] and [r[1] for r in h.results] == ["lost"]
