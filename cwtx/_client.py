@@ -157,6 +157,9 @@ class Client:
         self._monitor = HeartbeatMonitor(reactor, heartbeat_interval, heartbeat_timeout)
         self._monitor.start()
         self.reconnects = 0
+        #: Results that arrived for jobs already ended here (cancelled, or
+        #: delivered before): ignored, and counted so tests can see them.
+        self.ignored_results = 0
 
     def _attach(self, proto: ClientProtocol) -> None:
         """Use this (greeted) connection; send it every job not yet ended."""
@@ -259,7 +262,8 @@ class Client:
     def _job_ended(self, job_id: int, status: str, value: Payload, error: str) -> None:
         pending = self._pending.pop(job_id, None)
         if pending is None:
-            return  # cancelled here already, or a duplicate
+            self.ignored_results += 1  # cancelled here already, or a duplicate
+            return
         ok, result = decode_result(status, value.tobytes(), error)
         if ok:
             pending.deferred.callback(result)

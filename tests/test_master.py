@@ -242,3 +242,111 @@ def test_prefetch_sends_more_than_slots_but_counts_only_started_jobs():
     # 3 and 4 waited in its queue and go back to the master's queue unharmed.
     assert sorted(r[0] for r in results if r[1] == "lost") == [1, 2]
     assert m.status()["queued"] == 3
+
+
+def test_a_retried_job_goes_back_to_the_front_of_its_queue():
+    m = Master()
+    c, _ = make_client(m)
+    for i in range(1, 5):
+        submit(m, c, i)
+    w1 = FakeWorker("w1")
+    m.add_worker(w1)
+    assert [j.job_id for j in w1.runs] == [1]
+    m.remove_worker(w1, "killed")
+    w2 = FakeWorker("w2")
+    m.add_worker(w2)
+    assert [j.job_id for j in w2.runs] == [1]  # before 2, 3 and 4
+
+
+def test_a_requeued_job_keeps_its_place_and_counts_no_attempt():
+    m = Master(max_retries=0)
+    c, results = make_client(m)
+    submit(m, c, 1)
+    submit(m, c, 2)
+    w1 = FakeWorker("w1")
+    m.add_worker(w1)
+    m.worker_result(w1, w1.runs[0].task, "requeue", Payload.of(b""), "")
+    w1.leaving = True
+    w2 = FakeWorker("w2")
+    m.add_worker(w2)
+    assert [j.job_id for j in w2.runs] == [1]
+    assert results == []
+
+
+@pytest.mark.parametrize(
+    ("client", "worker", "ok"),
+    [
+        (("3.11.7", "2.1.0"), ("3.11.2", "2.1.0"), True),  # patch releases differ: fine
+        (("3.11.7", "2.1.0"), ("3.12.0", "2.1.0"), False),
+        (("3.11.7", "2.1.0"), ("3.1.17", "2.1.0"), False),
+        (("3.11.7", "2.1.0"), ("3.11.7", "3.0.0"), False),
+        (("?", "?"), ("3.12.0", "1.0"), True),  # unknown (tests) matches anything
+        (("3.11.7", "2.1.0"), ("?", "?"), True),
+    ],
+)
+def test_compatible_versions(client, worker, ok):
+    from cwtx._master import compatible
+
+    assert compatible(client, worker) is ok
+
+
+def test_jobs_go_only_to_workers_with_the_clients_versions():
+    m = Master()
+    results: list = []
+    c = ClientSession("c", results.append, versions=("3.11.7", "2.1.0"))
+    m.add_client(c)
+    m.define(c, b"F" * 32, "{}", Payload.of(b"code"))
+    odd = FakeWorker("odd", slots=8)
+    odd.versions = ("3.12.1", "2.1.0")
+    same = FakeWorker("same", slots=1)
+    same.versions = ("3.11.2", "2.1.0")
+    m.add_worker(odd)
+    m.add_worker(same)
+    for i in range(1, 4):
+        submit(m, c, i)
+    m.dispatch()
+    assert odd.runs == [] and [j.job_id for j in same.runs] == [1]
+    assert m.status()["queued"] == 2 and results == []
+
+
+def test_with_no_matching_worker_a_job_ends_naming_both_versions():
+    m = Master()
+    results: list = []
+    c = ClientSession("c", results.append, versions=("3.11.7", "2.1.0"))
+    m.add_client(c)
+    m.define(c, b"F" * 32, "{}", Payload.of(b"code"))
+    odd = FakeWorker("odd")
+    odd.versions = ("3.12.1", "2.2.0")
+    m.add_worker(odd)
+    submit(m, c, 1)
+    m.dispatch()
+    assert odd.runs == []
+    (job_id, status, _, error) = results[0]
+    assert (job_id, status) == (1, "error")
+    message = json.loads(error)["message"]
+    assert "3.11.7" in message and "3.12.1" in message and "2.2.0" in message
+
+
+def test_the_byte_limit_holds_back_the_submit_answer():
+    m = Master()
+    c, _ = make_client(m)
+    c.max_bytes = 100
+    m.submit(c, 1, b"F" * 32, Payload.of(b"x" * 60))
+    assert c.when_below_limit().called
+    m.submit(c, 2, b"F" * 32, Payload.of(b"x" * 60))
+    held = c.when_below_limit()
+    assert not held.called and c.held_bytes == 120
+    m.cancel(c, [1])
+    assert held.called and c.held_bytes == 60
+
+
+def test_the_job_limit_holds_back_the_submit_answer():
+    m = Master()
+    c, _ = make_client(m)
+    c.max_jobs = 2
+    for i in range(1, 4):
+        submit(m, c, i)
+    held = c.when_below_limit()
+    assert not held.called
+    m.cancel(c, [3])
+    assert held.called

@@ -1,0 +1,326 @@
+"""
+The master's side of the handshake and its limits, in memory (iosim on a
+Clock): fresh nonces, proofs bound to their label and both nonces, nothing
+before authentication, and the byte limits before and after it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.protocols.amp import AMP, AmpBox
+from twisted.test.iosim import connectedServerAndClient
+
+import cwtx
+from cwtx import _auth, _master_protocol
+from cwtx._commands import Authenticate, BlobChunk, Hello, Status
+from cwtx._master import Master
+from cwtx._master_protocol import MasterProtocol
+from cwtx._peer import HeartbeatMonitor
+from cwtx._versions import hello_arguments
+
+SECRET = b"the master's secret, 32 bytes at least"
+
+
+class Link:
+    """A raw AMP peer connected in memory to a fresh MasterProtocol."""
+
+    def __init__(self, master: Master | None = None, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self.master = master or Master()
+        self.server = MasterProtocol(
+            self.master, HeartbeatMonitor(self.clock), self.clock, SECRET, auth_timeout=10
+        )
+        self.peer = AMP()
+        _, _, self.pump = connectedServerAndClient(
+            lambda: self.server, lambda: self.peer, clock=self.clock
+        )
+
+    def call(self, command: Any, **kwargs: Any) -> Any:
+        """Send a command, move the bytes; its result (raises its error)."""
+        box: list[Any] = []
+        self.peer.callRemote(command, **kwargs).addBoth(box.append)
+        self.pump.flush()
+        return result_of(box)
+
+    def hello(self, nonce: bytes, role: str = "client") -> dict[str, Any]:
+        return self.call(Hello, nonce=nonce, **hello_arguments(role, "test"))
+
+    def send_raw(self, data: bytes) -> None:
+        self.peer.transport.write(data)
+        self.pump.flush()
+
+    @property
+    def dropped(self) -> bool:
+        return self.server.dead and (
+            self.server.transport is None or self.server.transport.disconnecting
+        )
+
+
+def result(d: Deferred[Any]) -> Any:
+    box: list[Any] = []
+    d.addBoth(box.append)
+    return result_of(box)
+
+
+def result_of(box: list[Any]) -> Any:
+    assert box, "the command got no answer"
+    if hasattr(box[0], "raiseException"):
+        box[0].raiseException()
+    return box[0]
+
+
+def authenticated(role: str = "client") -> Link:
+    link = Link()
+    mine = _auth.nonce()
+    reply = link.hello(mine, role)
+    link.call(Authenticate, proof=_auth.proof(SECRET, role, reply["nonce"], mine))
+    assert link.server.authenticated
+    return link
+
+
+# -- proofs ----------------------------------------------------------------------------
+
+
+def test_the_master_proves_the_secret_over_both_nonces():
+    link = Link()
+    mine = _auth.nonce()
+    reply = link.hello(mine)
+    assert len(reply["nonce"]) == _auth.NONCE_BYTES
+    assert reply["proof"] == _auth.proof(SECRET, "master", mine, reply["nonce"])
+    assert reply["master"] == link.master.id
+
+
+def test_each_connection_gets_a_fresh_master_nonce():
+    same = b"n" * 32
+    replies = [Link().hello(same) for _ in range(3)]
+    assert len({r["nonce"] for r in replies}) == 3
+    assert len({r["proof"] for r in replies}) == 3
+
+
+def test_a_proof_replayed_on_another_connection_is_refused():
+    """Someone who saw one connection's proof cannot log in with it again."""
+    mine = b"c" * 32
+    first = Link()
+    seen = first.hello(mine)
+    replayed = _auth.proof(SECRET, "client", seen["nonce"], mine)
+    second = Link()
+    second.hello(mine)
+    with pytest.raises(Exception, match="authentication failed"):
+        second.call(Authenticate, proof=replayed)
+    assert not second.server.authenticated and second.dropped
+
+
+def test_a_correct_proof_is_accepted_and_opens_the_role():
+    link = authenticated("client")
+    assert link.server.client is not None
+    assert "master" in link.call(Status, detail=False)["status"]
+
+
+@pytest.mark.parametrize(
+    ("role", "label", "order"),
+    [
+        ("client", "master", "theirs-first"),  # the master's own proof, reflected
+        ("client", "master", "mine-first"),
+        ("worker", "master", "theirs-first"),
+        ("client", "worker", "theirs-first"),  # another role's proof
+        ("worker", "client", "theirs-first"),
+        ("client", "client", "mine-first"),  # nonces swapped
+    ],
+)
+def test_a_proof_with_another_label_or_order_is_refused(role, label, order):
+    link = Link()
+    mine = _auth.nonce()
+    reply = link.hello(mine, role)
+    if order == "theirs-first":
+        forged = _auth.proof(SECRET, label, reply["nonce"], mine)
+    else:
+        forged = _auth.proof(SECRET, label, mine, reply["nonce"])
+    with pytest.raises(Exception, match="authentication failed"):
+        link.call(Authenticate, proof=forged)
+    assert not link.server.authenticated and link.dropped
+    assert link.server.client is None and link.server.worker is None
+
+
+def test_the_masters_reply_proof_itself_is_refused_as_a_login():
+    link = Link()
+    reply = link.hello(_auth.nonce())
+    with pytest.raises(Exception, match="authentication failed"):
+        link.call(Authenticate, proof=reply["proof"])
+    assert link.dropped
+
+
+def test_a_wrong_secret_is_refused():
+    link = Link()
+    mine = _auth.nonce()
+    reply = link.hello(mine)
+    with pytest.raises(Exception, match="authentication failed"):
+        link.call(Authenticate, proof=_auth.proof(b"x" * 40, "client", reply["nonce"], mine))
+    assert link.dropped
+
+
+def test_authenticate_before_hello_and_a_second_hello_are_refused():
+    link = Link()
+    with pytest.raises(Exception, match="authenticate once, after hello"):
+        link.call(Authenticate, proof=b"p" * 32)
+    assert link.dropped
+    link = Link()
+    link.hello(_auth.nonce())
+    with pytest.raises(Exception, match="already"):
+        link.hello(_auth.nonce())
+    assert link.dropped
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"protocol": 999}, "protocol 999"),
+        ({"role": "admin"}, "bad hello"),
+        ({"nonce": b"short"}, "bad hello"),
+    ],
+)
+def test_bad_hellos_are_refused(change, message):
+    link = Link()
+    args = {**hello_arguments("client", "x"), "nonce": _auth.nonce(), **change}
+    with pytest.raises(Exception, match=message):
+        link.call(Hello, **args)
+    assert link.dropped
+
+
+# -- the client's side: it checks the master's proof ---------------------------------------
+
+
+class FakeMaster(AMP):
+    """Answers Hello with a proof made by ``make_proof``; records Authenticate."""
+
+    def __init__(self, make_proof: Any) -> None:
+        super().__init__()
+        self.make_proof = make_proof
+        self.authenticated = False
+
+    @Hello.responder
+    def hello(self, role, name, protocol, python, cloudpickle, nonce):
+        mine = b"m" * 32
+        return {
+            "protocol": protocol,
+            "master": "fake",
+            "nonce": mine,
+            "proof": self.make_proof(nonce, mine),
+        }
+
+    @Authenticate.responder
+    def authenticate(self, proof):
+        self.authenticated = True
+        return {}
+
+
+@pytest.mark.parametrize(
+    "make_proof",
+    [
+        lambda theirs, mine: _auth.proof(SECRET, "client", theirs, mine),  # wrong label
+        lambda theirs, mine: _auth.proof(SECRET, "master", mine, theirs),  # nonces swapped
+        lambda theirs, mine: _auth.proof(b"y" * 40, "master", theirs, mine),  # wrong secret
+        lambda theirs, mine: b"",
+    ],
+    ids=["label", "order", "secret", "empty"],
+)
+def test_the_client_refuses_a_master_that_cannot_prove_the_secret(make_proof):
+    clock = Clock()
+    fake = FakeMaster(make_proof)
+    client = AMP()
+    _, _, pump = connectedServerAndClient(lambda: fake, lambda: client, clock=clock)
+    d = Deferred.fromCoroutine(_auth.handshake(client, "client", "c", SECRET))
+    pump.flush()
+    with pytest.raises(cwtx.AuthenticationError, match="could not prove"):
+        result(d)
+    assert not fake.authenticated  # it never got our proof
+
+
+def test_the_client_accepts_a_master_that_proves_the_secret():
+    clock = Clock()
+    fake = FakeMaster(lambda theirs, mine: _auth.proof(SECRET, "master", theirs, mine))
+    client = AMP()
+    _, _, pump = connectedServerAndClient(lambda: fake, lambda: client, clock=clock)
+    d = Deferred.fromCoroutine(_auth.handshake(client, "client", "c", SECRET))
+    pump.flush()
+    assert result(d)["master"] == "fake" and fake.authenticated
+
+
+# -- before authentication ---------------------------------------------------------------
+
+
+def test_nothing_but_the_handshake_before_authentication():
+    link = Link()
+    with pytest.raises(ConnectionDone):  # dropped before it could answer
+        link.call(Status, detail=False)
+    assert link.dropped
+
+
+def test_bytes_before_authentication_are_capped():
+    link = Link()
+    frame = AmpBox({b"k": b"v" * 1000}).serialize()[:-2]  # a box that never ends
+    sent = 0
+    while not link.dropped:
+        link.send_raw(frame)
+        sent += len(frame)
+        assert sent < 4 * _master_protocol.PREAUTH_BYTES
+    assert sent > _master_protocol.PREAUTH_BYTES - len(frame)
+
+
+def test_a_connection_that_does_not_authenticate_in_time_is_dropped():
+    link = Link()
+    link.hello(_auth.nonce())
+    link.clock.advance(9.9)
+    assert not link.dropped
+    link.clock.advance(0.2)
+    assert link.dropped
+
+
+def test_authenticating_in_time_cancels_the_timer():
+    link = authenticated()
+    link.clock.advance(60)
+    assert not link.server.dead
+
+
+# -- after authentication ----------------------------------------------------------------
+
+
+def test_a_box_over_the_size_limit_drops_the_connection(monkeypatch):
+    monkeypatch.setattr(_master_protocol, "MAX_BOX_BYTES", 200_000)
+    link = authenticated()
+    # A BlobChunk box of about 130 KB is fine.
+    link.call(BlobChunk, blob=1, data=[b"a" * 65_000, b"b" * 65_000])
+    assert not link.dropped
+    # One of about 260 KB, never finished, is not.
+    box = AmpBox({b"_command": b"BlobChunk", b"_ask": b"9", b"blob": b"2", b"data": b"4"})
+    data = box.serialize()[:-2]
+    for i in range(4):
+        data += AmpBox({b"data.%d" % i: b"x" * 65_000}).serialize()[:-2]
+    link.send_raw(data)
+    assert link.dropped
+
+
+def test_the_real_box_limit_admits_a_full_blob_chunk_box():
+    link = authenticated()
+    link.call(BlobChunk, blob=1, data=[b"z" * 65_000] * 16)
+    assert not link.dropped
+    assert link.server.blobs_in.held_bytes == 16 * 65_000
+
+
+def test_unclaimed_blob_bytes_are_capped(monkeypatch):
+    monkeypatch.setattr(_master_protocol, "MAX_UNCLAIMED_BYTES", 300_000)
+    link = authenticated()
+    for blob in (1, 2, 3, 4):
+        link.call(BlobChunk, blob=blob, data=[b"u" * 65_000])
+    with pytest.raises(Exception, match="not yet claimed"):
+        link.call(BlobChunk, blob=5, data=[b"u" * 65_000])
+    assert link.dropped
+
+
+def test_the_default_unclaimed_limit_is_the_documented_one():
+    link = authenticated()
+    assert link.server.blobs_in.max_bytes == _master_protocol.MAX_UNCLAIMED_BYTES == 2 * 1024**3

@@ -1,0 +1,124 @@
+"""
+The shared secret (where it comes from, and which files are refused), pid
+files, and version checks, all in this process: no sockets, no processes.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+import cwtx
+from cwtx._procs import read_pid
+from cwtx._secret import SecretError, default_secret_path, load_secret
+from cwtx.testing import MemoryCluster
+
+
+def write_secret(path: Path, text: str = "s3cret-" + "x" * 40, mode: int = 0o600) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+# -- the secret ----------------------------------------------------------------------------
+
+
+def test_secret_is_created_once_with_mode_0600(tmp_path, monkeypatch):
+    monkeypatch.delenv("CWTX_SECRET_FILE")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    path = default_secret_path()
+    assert path == tmp_path / "config" / "cwtx" / "secret"
+    first = load_secret()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_secret() == first and len(first) >= 32
+
+
+def test_secret_sources_in_order(tmp_path, monkeypatch):
+    explicit = write_secret(tmp_path / "explicit", "e" * 20)
+    from_file = write_secret(tmp_path / "from-env-file", "f" * 20)
+    monkeypatch.setenv("CWTX_SECRET_FILE", str(from_file))
+    assert load_secret() == b"f" * 20
+    monkeypatch.setenv("CWTX_SECRET", "v" * 20)
+    assert load_secret() == b"v" * 20
+    assert load_secret(explicit) == b"e" * 20
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: write_secret(p, mode=0o644), "readable by others"),
+        (lambda p: write_secret(p, mode=0o640), "readable by others"),
+        (lambda p: write_secret(p, mode=0o604), "readable by others"),
+        (lambda p: write_secret(p, mode=0o620), "readable by others"),
+        (lambda p: write_secret(p, mode=0o602), "readable by others"),
+        (lambda p: write_secret(p, "short"), "at least 16"),
+        (lambda p: write_secret(p, "x" * 10_000), "over 4096 bytes"),
+        (lambda p: p.mkdir(), "cannot read|not a regular file"),
+        (lambda p: p.symlink_to("/etc/hostname"), "cannot read"),
+        (lambda p: None, "cannot read"),
+    ],
+)
+def test_bad_secret_files_are_refused_clearly(tmp_path, setup, message):
+    path = tmp_path / "secret"
+    setup(path)
+    with pytest.raises(SecretError, match=message):
+        load_secret(path)
+
+
+def test_bad_pid_files_are_read_as_no_pid(tmp_path):
+    cases = {
+        "empty": "",
+        "text": "not a pid",
+        "huge": "9" * 100_000,
+        "one": "1",
+        "negative": "-5",
+        "binary": "\x00\xff",
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        assert read_pid(tmp_path / name) is None, name
+    (tmp_path / "ok").write_text(" 1234\n")
+    assert read_pid(tmp_path / "ok") == 1234
+
+
+# -- authentication, in memory -----------------------------------------------------------------
+
+
+def test_wrong_secret_client_is_refused_in_memory():
+    cluster = MemoryCluster(workers=1)
+    with pytest.raises(cwtx.AuthenticationError, match="could not prove"):
+        cluster.client(secret=b"another secret, not the master's")
+
+
+def test_version_mismatch_names_both_versions(monkeypatch):
+    from cwtx import _versions
+
+    cluster = MemoryCluster(workers=0)
+    monkeypatch.setattr(_versions, "PYTHON", "3.99.0")
+    monkeypatch.setattr(_versions, "CLOUDPICKLE", "0.0.1")
+    cluster.add_worker(name="odd")
+    monkeypatch.undo()
+    client = cluster.client()
+    d = client.submit(abs, -1)
+    cluster.flush()
+    with pytest.raises(cwtx.RemoteError) as info:
+        cluster.result(d)
+    assert info.value.type_name == "VersionMismatch"
+    message = info.value.message
+    assert "3.99.0" in message and "0.0.1" in message
+    assert _versions.PYTHON in message and _versions.CLOUDPICKLE in message
+    # A matching worker joins: jobs run there, never on the odd one.
+    odd = cluster.workers[0]
+    match = cluster.add_worker(name="match")
+    ds = [client.submit(abs, -i) for i in range(2, 6)]
+    cluster.flush()
+    assert [cluster.result(d) for d in ds] == [2, 3, 4, 5]
+    assert cluster.ran(odd) == [] and len(cluster.ran(match)) == 4
+
+
+def test_an_owner_only_secret_file_is_accepted(tmp_path):
+    for mode in (0o600, 0o400):
+        path = write_secret(tmp_path / f"s{mode:o}", "o" * 20, mode=mode)
+        assert load_secret(path) == b"o" * 20
