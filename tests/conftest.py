@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,30 @@ from cwtx._procs import twistd_argv  # noqa: E402
 from cwtx.local import LocalCluster  # noqa: E402
 
 assert Path(cwtx.__file__).resolve().parent == ROOT / "cwtx", cwtx.__file__
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process_and_open_no_socket(request, monkeypatch):
+    """A test not marked e2e must run in this process, on a Clock: any real
+    socket or child process it tries is an error naming the test."""
+    if request.node.get_closest_marker("e2e"):
+        return
+
+    def refuse(what):
+        def refused(*args, **kwargs):
+            raise AssertionError(
+                f"{request.node.nodeid} {what} but is not marked e2e "
+                "(pytest -m 'not e2e' must touch no real process or socket)"
+            )
+
+        return refused
+
+    for name in ("connect", "connect_ex", "bind"):
+        monkeypatch.setattr(socket.socket, name, refuse("opened a socket"))
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("started a process"))
+    for name in ("fork", "posix_spawn", "posix_spawnp", "execv", "execve"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, refuse("started a process"))
 
 
 def blocking(fn, *args, timeout: float = 60.0, **kwargs):
