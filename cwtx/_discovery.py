@@ -12,19 +12,27 @@ import threading
 from ._client import PORT
 
 _lock = threading.Lock()
-_current: tuple[str, int] | None = None
+#: Masters that launchers in this process started and have not stopped, oldest first.
+_started: list[tuple[str, int]] = []
 
 
-def set_current(address: tuple[str, int] | None) -> None:
-    """Record the master a launcher in this process started (None: forget it)."""
-    global _current
+def started(address: tuple[str, int]) -> None:
+    """A launcher in this process started a master at ``address``."""
     with _lock:
-        _current = address
+        _started.append(address)
+
+
+def stopped(address: tuple[str, int]) -> None:
+    """That master was stopped: the one started before it is current again."""
+    with _lock:
+        if address in _started:
+            _started.remove(address)
 
 
 def current() -> tuple[str, int] | None:
+    """The master this process started last and has not stopped, if any."""
     with _lock:
-        return _current
+        return _started[-1] if _started else None
 
 
 def master_address(host: str | None = None, port: int | None = None) -> tuple[str, int]:

@@ -174,7 +174,8 @@ def make_master_service(options: MasterOptions, reactor: Any = None) -> IService
         reactor = default_reactor
     master = Master(max_retries=options["max-retries"], prefetch=options["prefetch"])
     monitor = HeartbeatMonitor(reactor, options["heartbeat-interval"], options["heartbeat-timeout"])
-    return MasterService(
+    service = MultiService()
+    MasterService(
         reactor,
         options["listen"],
         master,
@@ -182,7 +183,9 @@ def make_master_service(options: MasterOptions, reactor: Any = None) -> IService
         options["secret"],
         options["port-file"],
         options["auth-timeout"],
-    )
+    ).setServiceParent(service)
+    StopOnSignal(reactor).setServiceParent(service)
+    return service
 
 
 def parse_master_address(value: str) -> tuple[str, int]:
@@ -253,9 +256,10 @@ class WorkerOptions(usage.Options):
         self["resources"] = resources
 
 
-class LeaveOnSignal(Service):
-    """SIGINT and SIGTERM stop the reactor normally, so the worker leaves
-    gracefully (Worker.stopService) and twistd exits 0.
+class StopOnSignal(Service):
+    """SIGINT and SIGTERM stop the reactor normally: services stop in order
+    (a worker leaves gracefully, see Worker.stopService), atexit handlers
+    run, and twistd exits 0, as a service manager expects of a clean stop.
 
     twistd's own handlers would make it exit by re-raising the signal.
     """
@@ -276,7 +280,7 @@ class LeaveOnSignal(Service):
         self.reactor.callFromThread(self._leave, signal.Signals(signum).name)
 
     def _leave(self, name: str) -> None:
-        log.info("{signal} received: leaving", signal=name)
+        log.info("{signal} received: stopping", signal=name)
         if self.reactor.running:
             self.reactor.stop()
 
@@ -303,5 +307,5 @@ def make_worker_service(options: WorkerOptions, reactor: Any = None) -> IService
         grace=options["grace"],
         secret=options["secret"],
     ).setServiceParent(service)
-    LeaveOnSignal(reactor).setServiceParent(service)
+    StopOnSignal(reactor).setServiceParent(service)
     return service

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import _discovery
 from ._client import PORT
-from ._discovery import current, set_current
 from ._procs import cmdline, is_running, read_pid, terminate, twistd_argv
 from ._status import query_status
 
@@ -114,8 +114,7 @@ class LocalCluster:
 
     def stop(self) -> list[str]:
         """Stop the master and workers; returns the names it stopped."""
-        if current() == (self.host, self.port):
-            set_current(None)
+        _discovery.stopped((self.host, self.port))
         if _started.get(self.run_dir.resolve()) is self:
             del _started[self.run_dir.resolve()]
         stopped = _stop_pidfiles(self.run_dir)
@@ -245,7 +244,7 @@ def start(
     except BaseException:
         cluster.stop()
         raise
-    set_current((cluster.host, cluster.port))
+    _discovery.started((cluster.host, cluster.port))
     _started[rundir.resolve()] = cluster
     return cluster
 

@@ -33,12 +33,44 @@ with open(os.open(_SECRET_FILE, os.O_WRONLY | os.O_CREAT, 0o600), "w") as _f:
 os.environ["CWTX_SECRET_FILE"] = _SECRET_FILE
 os.environ.pop("CWTX_SECRET", None)
 
+import cloudpickle  # noqa: E402
+
 import cwtx  # noqa: E402
+import tests  # noqa: E402
 from cwtx import _reactor_thread  # noqa: E402
 from cwtx._procs import twistd_argv  # noqa: E402
 from cwtx.local import LocalCluster  # noqa: E402
 
 assert Path(cwtx.__file__).resolve().parent == ROOT / "cwtx", cwtx.__file__
+
+# Jobs defined in test modules travel by value, as a user's script's do: a
+# slot child never imports the test suite (nor pytest, nor this conftest).
+cloudpickle.register_pickle_by_value(tests)
+
+
+def gated(gate: str, value=None, runs: str | None = None):
+    """A job: append its pid to the file ``runs`` (one line per execution),
+    wait until the file ``gate`` exists (at most 120 s), return ``value``."""
+    import os as _os
+    import time as _time
+
+    if runs:
+        with open(runs, "a") as f:
+            f.write(f"{_os.getpid()}\n")
+    deadline = _time.monotonic() + 120
+    while not _os.path.exists(gate):
+        if _time.monotonic() > deadline:
+            raise TimeoutError(f"the gate {gate} never opened")
+        _time.sleep(0.01)
+    return value
+
+
+def runs(path: Path) -> list[int]:
+    """The pids that ``gated`` jobs wrote to ``path``, one per execution."""
+    try:
+        return [int(line) for line in path.read_text().split()]
+    except FileNotFoundError:
+        return []
 
 
 @pytest.fixture(autouse=True)

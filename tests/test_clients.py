@@ -18,9 +18,10 @@ import pytest
 
 import cwtx
 from cwtx import _discovery, _reactor_thread
+from cwtx._procs import is_running
 from cwtx._status import query_status
 
-from .conftest import ROOT, wait_until
+from .conftest import ROOT, gated, runs, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -174,13 +175,16 @@ def test_map_buffersize_reads_input_lazily(executor):
         executor.map(abs, [1], buffersize=1.5)
 
 
-def test_wait_and_as_completed(executor):
+def test_wait_and_as_completed(executor, tmp_path):
+    gate = tmp_path / "gate"
     fast = executor.submit(slow_identity, "fast", 0)
-    slow = executor.submit(slow_identity, "slow", 1.5)
+    slow = executor.submit(gated, str(gate), "slow")
     done, not_done = cf.wait([fast, slow], timeout=60, return_when=cf.FIRST_COMPLETED)
-    assert fast in done and slow in not_done
-    order = [f.result() for f in cf.as_completed([slow, fast], timeout=60)]
-    assert order == ["fast", "slow"]
+    assert done == {fast} and not_done == {slow}
+    completed = cf.as_completed([slow, fast], timeout=60)
+    assert next(completed) is fast
+    gate.touch()
+    assert next(completed) is slow and slow.result() == "slow"
 
 
 def test_exception_on_future(executor):
@@ -191,39 +195,40 @@ def test_exception_on_future(executor):
     assert "invalid literal" in future.exception().remote_traceback
 
 
+def master_status(cluster) -> dict:
+    return query_status(cluster.host, cluster.port)
+
+
 def test_cancel_queued_future_never_runs(cluster, executor, tmp_path):
-    marker = tmp_path / "ran"
-    # Fill all four slots (and the workers' prefetch queues) with slow jobs.
-    blockers = [executor.submit(slow_identity, i, 1.5) for i in range(20)]
+    """The job reaches the master's queue first: the cancel must travel to
+    the master and drop it there."""
+    gate, marker = tmp_path / "gate", tmp_path / "ran"
+    # 2 workers x (2 slots + 4 prefetched): twelve jobs fill every place.
+    blockers = [executor.submit(gated, str(gate), i) for i in range(12)]
+    wait_until(lambda: master_status(cluster)["running"] == 12, what="the blockers to be placed")
     queued = executor.submit(lambda: marker.write_text("ran"))
-    assert queued.cancel()
-    assert queued.cancelled()
+    wait_until(lambda: master_status(cluster)["queued"] == 1, what="the job to reach the master")
+    assert queued.cancel() and queued.cancelled()
     with pytest.raises(cf.CancelledError):
         queued.result()
-    assert [b.result(60) for b in blockers] == list(range(20))
+    wait_until(lambda: master_status(cluster)["queued"] == 0, what="the master to drop it")
+    gate.touch()
+    assert [b.result(60) for b in blockers] == list(range(12))
     assert executor.submit(abs, -1).result(60) == 1
     assert not marker.exists()
 
 
 def test_cancel_running_future_kills_the_job(cluster, executor, tmp_path):
-    started, finished = tmp_path / "started", tmp_path / "finished"
-
-    def long_job():
-        started.write_text("x")
-        time.sleep(30)
-        finished.write_text("x")
-
-    future = executor.submit(long_job)
-    wait_until(started.exists, what="the job to start")
+    started = tmp_path / "runs"
+    future = executor.submit(gated, str(tmp_path / "never"), None, str(started))
+    wait_until(lambda: runs(started), what="the job to start")
+    (pid,) = runs(started)
     assert future.cancel()
-    # Killed, not left to run its 30 s: the master soon has nothing running.
-    wait_until(
-        lambda: query_status(cluster.host, cluster.port)["running"] == 0,
-        timeout=10,
-        what="the cancelled job to be killed",
-    )
+    # Killed, not left waiting at its gate: its process goes, the slot frees.
+    wait_until(lambda: not is_running(pid), timeout=30, what="the job's process to be killed")
+    wait_until(lambda: master_status(cluster)["running"] == 0, what="the slot to free")
     assert executor.submit(abs, -2).result(60) == 2
-    assert not finished.exists()
+    assert runs(started) == [pid]  # and it never ran again
 
 
 def test_submit_after_shutdown_raises(cluster):
@@ -248,12 +253,24 @@ def test_shutdown_without_wait_still_finishes_jobs(cluster):
     assert [f.result(60) for f in futures] == list(range(4))
 
 
-def test_shutdown_cancel_futures(cluster):
+def test_shutdown_cancel_futures(cluster, tmp_path):
     ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
-    futures = [ex.submit(slow_identity, i, 1.0) for i in range(30)]
+    started = tmp_path / "runs"
+    futures = [ex.submit(gated, str(tmp_path / "never"), i, str(started)) for i in range(30)]
+    wait_until(lambda: len(runs(started)) == 4, what="all four slots to be busy")
     ex.shutdown(wait=True, cancel_futures=True)
-    assert all(f.done() for f in futures)
     assert all(f.cancelled() for f in futures)
+    # At the master, queued jobs were dropped and running ones killed: the
+    # gate never opens, so nothing would end otherwise.
+    wait_until(
+        lambda: (master_status(cluster)["running"], master_status(cluster)["queued"]) == (0, 0),
+        what="the master to drop and kill every job",
+    )
+    pids = runs(started)
+    wait_until(lambda: not any(is_running(p) for p in pids), what="the running jobs to die")
+    # A job prefetched by a worker may start in the instant its slot is
+    # restarted, before its own cancel arrives; no other job ever runs.
+    assert 4 <= len(pids) <= 8
 
 
 def test_context_manager_shuts_down(cluster):
@@ -270,6 +287,29 @@ def test_options_view(executor):
         executor.options(timeout=0)
 
 
+def append_line(path, text):
+    with open(path, "a") as f:
+        f.write(text + "\n")
+    return text
+
+
+def test_priority_orders_the_queue_at_the_master(tmp_path):
+    with (
+        cwtx.local.allocate(1, run_dir=tmp_path / "run", master_args=["--prefetch", "0"]) as c,
+        cwtx.ClusterExecutor(c.host, c.port) as ex,
+    ):
+        gate, order = tmp_path / "gate", tmp_path / "order"
+        blocker = ex.submit(gated, str(gate), "blocker")
+        wait_until(lambda: master_status(c)["running"] == 1, what="the blocker to run")
+        low = [ex.submit(append_line, str(order), f"low{i}") for i in range(3)]
+        high = ex.options(priority=3).map(append_line, [str(order)], ["high"])
+        wait_until(lambda: master_status(c)["queued"] == 4, what="four jobs queued")
+        gate.touch()
+        assert blocker.result(60) == "blocker" and list(high) == ["high"]
+        assert [f.result(60) for f in low] == ["low0", "low1", "low2"]
+        assert order.read_text().split() == ["high", "low0", "low1", "low2"]
+
+
 # -- discovery, many clients, exits, unreachable masters ----------------------------------
 
 
@@ -280,17 +320,20 @@ def test_no_host_finds_the_cluster_this_process_started(cluster):
 
 
 def test_cwtx_master_environment_variable(cluster, monkeypatch):
-    saved = _discovery.current()
-    _discovery.set_current(None)
-    try:
-        monkeypatch.setenv("CWTX_MASTER", f"{cluster.host}:{cluster.port}")
-        assert _discovery.master_address() == (cluster.host, cluster.port)
-        with cwtx.ClusterExecutor() as ex:
-            assert ex.submit(abs, -6).result(60) == 6
-        monkeypatch.delenv("CWTX_MASTER")
-        assert _discovery.master_address() == ("localhost", cwtx.PORT)
-    finally:
-        _discovery.set_current(saved)
+    monkeypatch.setattr(_discovery, "_started", [])  # as if no cluster was started here
+    monkeypatch.setenv("CWTX_MASTER", f"{cluster.host}:{cluster.port}")
+    assert _discovery.master_address() == (cluster.host, cluster.port)
+    with cwtx.ClusterExecutor() as ex:
+        assert ex.submit(abs, -6).result(60) == 6
+    monkeypatch.delenv("CWTX_MASTER")
+    assert _discovery.master_address() == ("localhost", cwtx.PORT)
+
+
+def test_stopping_a_later_cluster_makes_the_earlier_one_current_again(cluster, tmp_path):
+    assert _discovery.current() == (cluster.host, cluster.port)
+    with cwtx.local.allocate(0, run_dir=tmp_path) as later:
+        assert _discovery.current() == (later.host, later.port)
+    assert _discovery.current() == (cluster.host, cluster.port)
 
 
 def test_all_kinds_of_clients_in_one_process(cluster):
@@ -386,10 +429,21 @@ def test_silent_master_times_out(tmp_path):
 
 ASYNCIO_SCRIPT = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, os, sys, time
     import cwtx.aio
 
-    async def main(host, port):
+    def wait_forever(runs):
+        with open(runs, "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        time.sleep(600)
+
+    async def until(condition, what, timeout=30):
+        deadline = time.monotonic() + timeout
+        while not await condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.02)
+
+    async def main(host, port, runs):
         client = await cwtx.aio.connect(host, port)
         values = await asyncio.gather(*(client.submit(pow, 2, i) for i in range(10)))
         assert values == [2**i for i in range(10)], values
@@ -399,17 +453,31 @@ ASYNCIO_SCRIPT = textwrap.dedent(
             pass
         else:
             raise AssertionError("no ValueError")
-        slow = client.submit(__import__("time").sleep, 30)
-        await asyncio.sleep(0.2)
+
+        slow = client.submit(wait_forever, runs)
+
+        async def started():
+            return os.path.exists(runs)
+
+        await until(started, "the job to start")
+        pid = int(open(runs).read())
         slow.cancel()
         try:
             await slow
         except asyncio.CancelledError:
             pass
+        else:
+            raise AssertionError("the job was not cancelled")
+
+        async def killed():
+            status = await client.status()
+            return status["running"] == 0 and not os.path.exists(f"/proc/{pid}")
+
+        await until(killed, "the master to kill the cancelled job")
         await client.close()
         print("ok")
 
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
     """
 )
 
@@ -420,7 +488,7 @@ def test_asyncio_await(cluster, tmp_path):
     script = tmp_path / "aio.py"
     script.write_text(ASYNCIO_SCRIPT)
     result = subprocess.run(
-        [sys.executable, str(script), cluster.host, str(cluster.port)],
+        [sys.executable, str(script), cluster.host, str(cluster.port), str(tmp_path / "runs")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -457,10 +525,46 @@ def test_progress_without_tqdm_says_what_to_install(monkeypatch):
         cwtx.progress([])
 
 
+def squares_by_job(out: str) -> list[int]:
+    return sorted(int(line.rsplit(" ", 1)[1]) for line in out.splitlines() if " is " in line)
+
+
+def expect_square(out: str) -> None:
+    submitted = [line for line in out.splitlines() if line.startswith("submitting job")]
+    assert len(submitted) == 10
+    assert squares_by_job(out) == sorted(i * i for i in range(10))
+
+
+def expect_executor(out: str) -> None:
+    lines = out.splitlines()
+    assert lines[0] == "below 2001, 1161 takes the most Collatz steps: 181"
+    assert sorted(lines[1:6]) == [f"3**{k} = {3**k}" for k in range(5)]
+    assert lines[6] == "27 takes 111 steps (within its 1 s timeout)"
+
+
+def expect_asyncio(out: str) -> None:
+    assert out.splitlines() == [f"{i}^2 + 0.5 = {i * i + 0.5}" for i in range(10)]
+
+
+def expect_deferred(out: str) -> None:
+    lines = out.splitlines()
+    assert lines[0].startswith("started a local master on port ")
+    assert lines[1:11] == [f"{i}^2 + 1000 = {i * i + 1000}" for i in range(10)]
+    assert lines[11] == "a failing job raised ZeroDivisionError('division by zero') on the worker"
+    assert lines[12] == "done: the master has 2 workers, 11 jobs completed"
+
+
 @pytest.mark.parametrize(
-    "example", ["square.py", "with.py", "executor.py", "asyncio_square.py", "deferred_square.py"]
+    ("example", "expect"),
+    [
+        ("square.py", expect_square),
+        ("with.py", expect_square),
+        ("executor.py", expect_executor),
+        ("asyncio_square.py", expect_asyncio),
+        ("deferred_square.py", expect_deferred),
+    ],
 )
-def test_examples_run(example, tmp_path):
+def test_examples_run(example, expect, tmp_path):
     args = ["--local", "2"] if example == "deferred_square.py" else []
     run = tmp_path / "run"
     try:
@@ -478,7 +582,7 @@ def test_examples_run(example, tmp_path):
         for directory in leftovers:
             cwtx.local.stop(directory)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip()
+    expect(result.stdout)
     assert not leftovers, "the example did not stop its cluster"
 
 

@@ -6,6 +6,7 @@ processes on loopback, ephemeral ports, the Deferred client.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -236,6 +237,7 @@ def test_plain_twistd_master_and_worker(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     worker = None
+    codes = {}
     try:
         deadline = time.monotonic() + 30
         while not port_file.exists():
@@ -267,12 +269,16 @@ def test_plain_twistd_master_and_worker(tmp_path):
             assert c.run(pow, 3, 4) == 81
         finally:
             c.close()
+        # A clean stop (SIGTERM, as systemd or `cw local stop` send) exits 0.
+        for name, proc in (("worker", worker), ("master", master)):
+            proc.send_signal(signal.SIGTERM)
+            codes[name] = proc.wait(60)
     finally:
         for proc in (worker, master):
-            if proc is not None:
+            if proc is not None and proc.poll() is None:
                 terminate(proc.pid)
                 proc.wait(10)
-    assert master.returncode == 0
+    assert codes == {"worker": 0, "master": 0}
 
 
 def test_cw_local_start_and_stop(tmp_path):
@@ -317,10 +323,11 @@ def test_connect_to_nothing_fails_clearly():
 def test_supervisor_answers_heartbeats_while_a_job_holds_the_gil(tmp_path):
     """A job that holds the GIL for longer than the heartbeat timeout does
     not get its worker declared dead: the job runs in a child process."""
+    timeout = 2.5  # seconds: ten heartbeats, far more than a loaded machine needs
     with cwtx.local.allocate(
         1,
         run_dir=tmp_path,
-        master_args=["--heartbeat-interval", "0.2", "--heartbeat-timeout", "1"],
+        master_args=["--heartbeat-interval", "0.25", "--heartbeat-timeout", str(timeout)],
     ) as c:
         client = SyncClient(c)
         try:
@@ -333,7 +340,7 @@ def test_supervisor_answers_heartbeats_while_a_job_holds_the_gil(tmp_path):
                     sum(range(10**6))  # C loop: the GIL is held throughout
                 return "done"
 
-            assert client.run(hold_gil, 3.0) == "done"
+            assert client.run(hold_gil, timeout + 1.5) == "done"
             status = query_status(c.host, c.port)
             assert status["completed"] == 1 and len(status["workers"]) == 1
             assert "declared dead" not in (tmp_path / "master.log").read_text()
