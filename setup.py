@@ -17,9 +17,11 @@ setup(
     install_requires=["twisted>=23.10", "cloudpickle>=2.0", "txaio>=23.1"],
     extras_require={
         "test": [
-            "pytest>=7", "pytest-timeout>=2.1", "ruff", "tqdm", "hypothesis",
-            "twisted[tls]", "cryptography",
+            "pytest>=7", "pytest-timeout>=2.1", "pytest-randomly>=3.15", "pytest-cov>=7",
+            "coverage>=7.10", "ruff", "tqdm", "hypothesis", "twisted[tls]", "cryptography",
         ],
+        # Mutation testing of the pure modules (docs/testing.md).
+        "mutation": ["mutmut>=3.3"],
         "tls": ["twisted[tls]"],
 
 

@@ -5,8 +5,10 @@ children) import this checkout's cwtx, whatever else is installed.
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +29,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 # A throwaway shared secret for this test run (subprocesses inherit it), so
 # the suite never reads or creates the user's ~/.config/cwtx/secret.
 _SECRET_DIR = tempfile.mkdtemp(prefix="cwtx-test-secret-")
+atexit.register(shutil.rmtree, _SECRET_DIR, ignore_errors=True)
 _SECRET_FILE = os.path.join(_SECRET_DIR, "secret")
 with open(os.open(_SECRET_FILE, os.O_WRONLY | os.O_CREAT, 0o600), "w") as _f:
     _f.write(secrets.token_hex(32))
