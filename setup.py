@@ -1,6 +1,6 @@
 """cwtx: distribute Python jobs over a cluster, on Twisted."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="cwtx",
@@ -11,7 +11,7 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     # twisted.plugins is listed explicitly: it has no __init__.py, on purpose.
-    packages=["cwtx", "twisted.plugins"],
+    packages=[*find_packages(include=["cwtx", "cwtx.*"]), "twisted.plugins"],
     package_data={"twisted": ["plugins/cwtx_plugins.py", "plugins/cwtx_endpoints.py"]},
 
     install_requires=["twisted>=23.10", "cloudpickle>=2.0", "txaio>=23.1"],

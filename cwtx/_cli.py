@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from . import local
-from ._client import PORT
-from ._status import query_status
+from cwtx.client.address import PORT, find_master
+from cwtx.client.status import query_status
+from cwtx.launch import local
 
 
 def _local_start(args: argparse.Namespace) -> int:
@@ -34,10 +34,11 @@ def _local_stop(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    host, port = find_master(args.host, args.port)
     try:
-        status = query_status(args.host, args.port, timeout=args.timeout)
+        status = query_status(host, port, timeout=args.timeout)
     except OSError as e:
-        print(f"cw: no cwtx master answers at {args.host}:{args.port}: {e}", file=sys.stderr)
+        print(f"cw: no cwtx master answers at {host}:{port}: {e}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(status, indent=2))
@@ -72,8 +73,12 @@ def parser() -> argparse.ArgumentParser:
     stop.set_defaults(func=_local_stop)
 
     status = sub.add_parser("status", help="show a master's workers and jobs")
-    status.add_argument("--host", default="127.0.0.1")
-    status.add_argument("-p", "--port", type=int, default=PORT)
+    status.add_argument(
+        "--host",
+        default=None,
+        help="the master's host (default: $CWTX_MASTER, a running `cw local`, else localhost)",
+    )
+    status.add_argument("-p", "--port", type=int, default=None, help=f"its port (default {PORT})")
     status.add_argument("--json", action="store_true")
     status.add_argument("--timeout", type=float, default=5.0)
     status.set_defaults(func=_status)

@@ -1,11 +1,17 @@
-"""The exceptions a job can end with, and how errors cross the wire as JSON."""
+"""
+Every error cwtx raises derives from :class:`CwtxError`; the ones that match
+a standard exception keep it as a mixin (ConnectionError, ValueError, ...).
+Also: how errors cross the wire as JSON.
+
+This module needs only the standard library, so the slot child can import
+it.  :class:`~cwtx.client.errors.JobCancelled` is the one error that lives
+elsewhere: it is a Twisted CancelledError too.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
-
-from twisted.internet.defer import CancelledError
 
 
 class CwtxError(Exception):
@@ -55,12 +61,9 @@ class JobTimeout(CwtxError):
     """The job ran longer than its ``timeout`` and was killed."""
 
 
-class JobCancelled(CancelledError, CwtxError):
-    """The job was cancelled before it ended."""
-
-
-class ConnectionLost(CwtxError):
-    """The connection to the master closed while the job had not ended."""
+class MasterConnectionLost(CwtxError, ConnectionError):
+    """The client lost its master (or was closed) while the job had not
+    ended, and found no master again within ``reconnect_timeout``."""
 
 
 class ProtocolMismatch(CwtxError, ConnectionError):
@@ -73,6 +76,18 @@ class AuthenticationError(CwtxError, ConnectionError):
 
 class ProtocolError(CwtxError, ValueError):
     """A peer sent something the protocol does not allow; the connection closes."""
+
+
+class FramingError(ProtocolError):
+    """The bytes on a slot child's pipe are not a sequence of messages."""
+
+
+class SecretError(CwtxError, RuntimeError):
+    """The shared secret could not be read or created; the message says why and where."""
+
+
+class LaunchError(CwtxError, RuntimeError):
+    """A cluster did not come up; the message says what and where."""
 
 
 def error_json(type_name: str, message: str, traceback: str = "", **extra: Any) -> str:

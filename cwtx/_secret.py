@@ -18,13 +18,13 @@ import secrets
 import stat
 from pathlib import Path
 
+from cwtx._errors import SecretError
+
+__all__ = ["SecretError", "default_secret_path", "load_secret", "secret_source"]
+
 #: A secret file larger than this is not a secret file.
 MAX_SECRET_FILE = 4096
 MIN_SECRET_BYTES = 16
-
-
-class SecretError(RuntimeError):
-    """The secret could not be read or created; the message says why and where."""
 
 
 def default_secret_path() -> Path:

@@ -25,25 +25,30 @@ from collections.abc import Callable
 from itertools import count
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
-from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
-from twisted.internet.interfaces import IProcessTransport
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import (
+    ConnectionLost,
+    ProcessDone,
+    ProcessExitedAlready,
+    ProcessTerminated,
+)
+from twisted.internet.interfaces import IProcessTransport, IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from zope.interface import implementer
 
-from ._auth import handshake
-from ._child import Child
-from ._client import Client, ClientProtocol
-from ._master import Master
-from ._master_protocol import MasterProtocol
-from ._peer import HeartbeatMonitor
-from ._pipeframes import MessageDecoder, encode_message
-from ._slot import JOB_FD, RESULT_FD
-from ._worker import Worker, WorkerProtocol
+from cwtx.client.client import Client
+from cwtx.client.connect import connect_to
+from cwtx.master.connection import MasterConnection
+from cwtx.master.master import Master
+from cwtx.wire.peer import HeartbeatMonitor
+from cwtx.wire.reconnect import DescribedEndpoint
+from cwtx.worker.child import Child
+from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, MessageDecoder, encode_message
+from cwtx.worker.supervisor import Worker
 
-__all__ = ["FakeChildProcess", "FakeProcessReactor", "MemoryCluster"]
+__all__ = ["FakeChildProcess", "FakeProcessReactor", "MemoryCluster", "MemoryEndpoint"]
 
 _pids = count(1_000_000)
 
@@ -52,7 +57,7 @@ _pids = count(1_000_000)
 class FakeChildProcess:
     """A slot child that runs its jobs in this process, on the clock.
 
-    It speaks the real pipe framing with the real :class:`~cwtx._slot.Slot`
+    It speaks the real pipe framing with the real :class:`~cwtx.worker.slot.Slot`
     and runs each job with the real child's code.  A job runs one clock tick
     after it arrives, or, with ``hold``, only when :meth:`finish` is called.
     """
@@ -73,23 +78,23 @@ class FakeChildProcess:
     @property
     def running(self) -> int | None:
         """The task id of the job it is running (or holding), if any."""
-        return json.loads(self._jobs[0][0])["task"] if self._jobs else None
+        return json.loads(self._jobs[0][0])[Header.TASK] if self._jobs else None
 
     # -- IProcessTransport ------------------------------------------------------
 
     def writeToChild(self, childFD: int, data: bytes) -> None:
-        if childFD != JOB_FD or self.ended:
+        if childFD != TASK_FD or self.ended:
             return
         for message in self._decoder.feed(data):
             parts = [bytearray(p.tobytes()) for p in message]
             self.messages.append([bytes(p) for p in parts])
             self._jobs.append(parts)
-            self._reactor.ran.append(json.loads(parts[0])["task"])
+            self._reactor.ran.append(json.loads(parts[0])[Header.TASK])
             if not self.hold:
                 self._reactor.callLater(0, self.finish)
 
     def closeChildFD(self, childFD: int) -> None:
-        if childFD == JOB_FD:
+        if childFD == TASK_FD:
             self._eof = True
             if not self._jobs:
                 self._reactor.callLater(0, self.exit, 0)
@@ -111,7 +116,7 @@ class FakeChildProcess:
         pass
 
     def loseConnection(self) -> None:
-        self.closeChildFD(JOB_FD)
+        self.closeChildFD(TASK_FD)
 
     # -- driving it from a test ---------------------------------------------------
 
@@ -165,6 +170,22 @@ class FakeProcessReactor:
         return child
 
 
+@implementer(IStreamClientEndpoint)
+class MemoryEndpoint:
+    """An endpoint whose connections reach a MemoryCluster's master in memory."""
+
+    def __init__(self, cluster: MemoryCluster, refused: Callable[[], bool]) -> None:
+        self._cluster = cluster
+        self._refused = refused
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        if self._refused():
+            return fail(ConnectionRefusedError("the MemoryCluster refuses connections just now"))
+        proto = factory.buildProtocol(None)
+        self._cluster._link(proto)
+        return succeed(proto)
+
+
 class MemoryCluster:
     """A master, workers and clients wired together in memory on a Clock."""
 
@@ -187,34 +208,45 @@ class MemoryCluster:
         self._pumps: list[IOPump] = []
         #: While True, clients that try to (re)connect are refused.
         self.refuse_clients = False
-        self._links: dict[Any, tuple[Any, Any]] = {}
+        #: While True, workers that try to (re)connect are refused.
+        self.refuse_workers = False
+        # Each connection: its client-side protocol -> (master's end, pump, what iosim holds).
+        self._links: dict[Any, tuple[MasterConnection, IOPump, Any]] = {}
         self.workers: list[Worker] = []
         for _ in range(workers):
             self.add_worker(slots, hold=hold)
 
-    def _link(self, client_proto: Any) -> MasterProtocol:
-        server = MasterProtocol(self.master, self.monitor, self.clock, self.secret)
-        _, _, pump = connectedServerAndClient(
-            lambda: server, lambda: client_proto, clock=self.clock
-        )
+    def _link(self, client_side: Any) -> MasterConnection:
+        server = MasterConnection(self.master, self.monitor, self.clock, self.secret)
+        _, _, pump = connectedServerAndClient(lambda: server, lambda: client_side, clock=self.clock)
         self._pumps.append(pump)
-        self._links[client_proto] = (server, pump)
+        self._links[client_side.unwrapped] = (server, pump, client_side)
         return server
 
+    def master_end(self, thing: Worker | Client) -> MasterConnection:
+        """The master's end of a worker's or a client's connection."""
+        return self._links[self._protocol(thing)][0]
+
     def add_worker(self, slots: int = 1, name: str | None = None, hold: bool = False) -> Worker:
-        """Connect and register a worker whose slot children are fakes."""
+        """Connect and register a worker whose slot children are fakes.
+
+        If its connection is lost it reconnects, as a real worker does,
+        unless ``refuse_workers`` is set; :meth:`kill` ends it for good.
+        """
         name = name or f"memory-{len(self.workers)}"
         worker = Worker(
-            None,
+            DescribedEndpoint(
+                MemoryEndpoint(self, lambda: self.refuse_workers), "the MemoryCluster"
+            ),
             FakeProcessReactor(self.clock, hold=hold),
             secret=self.secret,
             slots=slots,
             name=name,
         )
         worker.startService()
-        proto = WorkerProtocol(worker)
-        self._link(proto)
-        self._wait(Deferred.fromCoroutine(worker.handshake(proto)))
+        self.flush()
+        if worker.connection is None:
+            raise AssertionError(f"worker {name} did not register: {worker.endpoint.last_failure}")
         self.workers.append(worker)
         return worker
 
@@ -222,22 +254,19 @@ class MemoryCluster:
         """A connected :class:`cwtx.Client` (``settings`` as for cwtx.connect).
 
         If its connection is lost it reconnects to this cluster, as a real
-        client reconnects to a restarted master.
+        client reconnects to a restarted master, unless ``refuse_clients``
+        is set.
         """
-
-        def connector() -> Deferred[ClientProtocol]:
-            if self.refuse_clients:
-                return fail(ConnectionRefusedError("MemoryCluster.refuse_clients is set"))
-            proto = ClientProtocol(self.clock)
-            self._link(proto)
-            d = Deferred.fromCoroutine(handshake(proto, "client", name, secret or self.secret))
-            return d.addCallback(lambda _: proto)
-
-        first = connector()
+        endpoint = DescribedEndpoint(
+            MemoryEndpoint(self, lambda: self.refuse_clients), "the MemoryCluster"
+        )
+        d = Deferred.fromCoroutine(
+            connect_to(
+                endpoint, reactor=self.clock, secret=secret or self.secret, name=name, **settings
+            )
+        )
         self.flush()
-        client = Client(self.clock, name, connector, where="the MemoryCluster", **settings)
-        client._attach(self.result(first))
-        return client
+        return self.result(d)
 
     # -- slots and their children ---------------------------------------------------
 
@@ -258,25 +287,35 @@ class MemoryCluster:
 
     # -- connections ----------------------------------------------------------------
 
-    def disconnect(self, thing: Worker | Client) -> None:
-        """Drop a worker's or a client's connection, as if it died."""
+    @staticmethod
+    def _protocol(thing: Worker | Client) -> Any:
         proto = thing.connection if isinstance(thing, Worker) else thing._protocol
         if proto is None:
             raise ValueError(f"{thing!r} is not connected")
-        server, pump = self._links.pop(proto)
-        self._pumps.remove(pump)
-        from twisted.internet.error import ConnectionLost
+        return proto
 
+    def disconnect(self, thing: Worker | Client) -> None:
+        """Drop a worker's or a client's connection, as a network failure
+        would; both reconnect unless refused (see ``refuse_clients``,
+        ``refuse_workers``)."""
+        server, pump, client_side = self._links.pop(self._protocol(thing))
+        self._pumps.remove(pump)
         reason = Failure(ConnectionLost("dropped by MemoryCluster.disconnect"))
-        proto.connectionLost(reason)
+        client_side.connectionLost(reason)
         server.connectionLost(reason)
         self.flush()
+
+    def kill(self, worker: Worker) -> None:
+        """The worker's process dies: its connection drops and it never returns."""
+        worker.service.stopService()
+        worker.monitor.stop()
+        if worker.connection is not None:
+            self.disconnect(worker)
 
     def pump(self, thing: Worker | Client) -> None:
         """Move the bytes waiting on one connection only (both ways), so that
         a test can order what crosses the wire."""
-        proto = thing.connection if isinstance(thing, Worker) else thing._protocol
-        self._links[proto][1].pump()
+        self._links[self._protocol(thing)][1].pump()
 
     def flush(self) -> None:
         """Move every byte and fire every due call until nothing happens."""

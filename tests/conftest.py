@@ -35,14 +35,18 @@ with open(os.open(_SECRET_FILE, os.O_WRONLY | os.O_CREAT, 0o600), "w") as _f:
     _f.write(secrets.token_hex(32))
 os.environ["CWTX_SECRET_FILE"] = _SECRET_FILE
 os.environ.pop("CWTX_SECRET", None)
+# Local clusters the tests start keep their pid files here, never in the
+# user's own run directory; and no master the user runs is found by accident.
+os.environ["CWTX_RUN_DIR"] = os.path.join(_SECRET_DIR, "run")
+os.environ.pop("CWTX_MASTER", None)
 
 import cloudpickle  # noqa: E402
 
 import cwtx  # noqa: E402
 import tests  # noqa: E402
-from cwtx import _reactor_thread  # noqa: E402
-from cwtx._procs import twistd_argv  # noqa: E402
-from cwtx.local import LocalCluster  # noqa: E402
+from cwtx.client import reactor_thread as _reactor_thread  # noqa: E402
+from cwtx.launch.local import LocalCluster  # noqa: E402
+from cwtx.launch.procs import twistd_argv  # noqa: E402
 
 assert Path(cwtx.__file__).resolve().parent == ROOT / "cwtx", cwtx.__file__
 

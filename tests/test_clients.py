@@ -17,9 +17,10 @@ import time
 import pytest
 
 import cwtx
-from cwtx import _discovery, _reactor_thread
-from cwtx._procs import is_running
-from cwtx._status import query_status
+from cwtx.client import address as _discovery
+from cwtx.client import reactor_thread as _reactor_thread
+from cwtx.client.status import query_status
+from cwtx.launch.procs import is_running
 
 from .conftest import ROOT, gated, runs, wait_until
 
@@ -322,11 +323,11 @@ def test_no_host_finds_the_cluster_this_process_started(cluster):
 def test_cwtx_master_environment_variable(cluster, monkeypatch):
     monkeypatch.setattr(_discovery, "_started", [])  # as if no cluster was started here
     monkeypatch.setenv("CWTX_MASTER", f"{cluster.host}:{cluster.port}")
-    assert _discovery.master_address() == (cluster.host, cluster.port)
+    assert _discovery.find_master() == (cluster.host, cluster.port)
     with cwtx.ClusterExecutor() as ex:
         assert ex.submit(abs, -6).result(60) == 6
     monkeypatch.delenv("CWTX_MASTER")
-    assert _discovery.master_address() == ("localhost", cwtx.PORT)
+    assert _discovery.find_master() == ("localhost", cwtx.PORT)
 
 
 def test_stopping_a_later_cluster_makes_the_earlier_one_current_again(cluster, tmp_path):

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import cwtx
-from cwtx._procs import terminate, twistd_argv
-from cwtx._status import query_status
+from cwtx.client.status import query_status
+from cwtx.launch.procs import terminate, twistd_argv
 
 from .conftest import ROOT, SyncClient, blocking, kill_and_restart_master
 
@@ -369,3 +369,29 @@ def test_worker_reconnects_to_a_restarted_master(tmp_path):
             client.close()
     finally:
         cluster.stop()
+
+
+def test_a_job_runs_in_a_child_that_loads_no_twisted(client):
+    """The slot child loads the standard library and cloudpickle only: it
+    restarts after every crash, timeout and cancel, and a job pays for it."""
+
+    def heavy_modules():
+        import sys as _sys
+
+        return sorted(
+            m for m in _sys.modules if m.split(".")[0] in ("twisted", "txaio", "zope", "automat")
+        )
+
+    assert client.run(heavy_modules) == []
+
+
+def test_import_cwtx_loads_no_twisted():
+    code = (
+        "import sys, cwtx, cwtx.worker.child; "
+        "print(sorted(m for m in sys.modules if m.startswith(('twisted', 'txaio'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

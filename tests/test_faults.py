@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 import cwtx
-from cwtx._procs import is_running
-from cwtx._status import query_status
+from cwtx.client.status import query_status
+from cwtx.launch.procs import is_running
 
 from .conftest import ROOT, kill_and_restart_master, wait_until
 
@@ -157,7 +157,7 @@ def test_client_level_default_timeout(cluster):
 
 
 def test_cancel_running_deferred_kills_the_job(cluster, tmp_path):
-    from cwtx import _reactor_thread
+    from cwtx.client import reactor_thread as _reactor_thread
 
     client = _reactor_thread.blocking(cwtx.connect, cluster.host, cluster.port)
     marker = tmp_path / "m"

@@ -12,27 +12,38 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.protocols.amp import AMP, AmpBox
+from twisted.protocols.amp import AMP, AmpBox, UnhandledCommand
 from twisted.test.iosim import connectedServerAndClient
 
 import cwtx
-from cwtx import _auth, _master_protocol
-from cwtx._commands import Authenticate, BlobChunk, Hello, Status
-from cwtx._master import Master
-from cwtx._master_protocol import MasterProtocol
-from cwtx._peer import HeartbeatMonitor
-from cwtx._versions import hello_arguments
+from cwtx.master import connection as _master_protocol
+from cwtx.master.connection import MasterConnection
+from cwtx.master.master import Master
+from cwtx.master.roles import ClientResponders
+from cwtx.wire import handshake as _auth
+from cwtx.wire.commands import (
+    Authenticate,
+    BlobChunk,
+    CancelJobs,
+    Hello,
+    RegisterWorker,
+    Status,
+    SubmitJobs,
+    TaskResults,
+)
+from cwtx.wire.peer import HeartbeatMonitor
+from cwtx.wire.versions import hello_arguments
 
 SECRET = b"the master's secret, 32 bytes at least"
 
 
 class Link:
-    """A raw AMP peer connected in memory to a fresh MasterProtocol."""
+    """A raw AMP peer connected in memory to a fresh MasterConnection."""
 
     def __init__(self, master: Master | None = None, clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
         self.master = master or Master()
-        self.server = MasterProtocol(
+        self.server = MasterConnection(
             self.master, HeartbeatMonitor(self.clock), self.clock, SECRET, auth_timeout=10
         )
         self.peer = AMP()
@@ -117,8 +128,26 @@ def test_a_proof_replayed_on_another_connection_is_refused():
 
 def test_a_correct_proof_is_accepted_and_opens_the_role():
     link = authenticated("client")
-    assert link.server.client is not None
-    assert "master" in link.call(Status, detail=False)["status"]
+    assert isinstance(link.server.responders, ClientResponders)
+    assert "master" in link.call(Status)["status"]
+
+
+@pytest.mark.parametrize(
+    ("role", "command", "arguments"),
+    [
+        ("client", RegisterWorker, {"slots": 1, "resources": "{}"}),
+        ("client", TaskResults, {"results": []}),
+        ("worker", SubmitJobs, {"jobs": []}),
+        ("worker", Status, {}),
+        ("status", SubmitJobs, {"jobs": []}),
+        ("status", CancelJobs, {"jobs": [1]}),
+    ],
+)
+def test_a_role_cannot_name_another_roles_commands(role, command, arguments):
+    link = authenticated(role)
+    with pytest.raises(UnhandledCommand):
+        link.call(command, **arguments)
+    assert link.master.workers == [] and len(link.master.clients) == (role == "client")
 
 
 @pytest.mark.parametrize(
@@ -143,7 +172,7 @@ def test_a_proof_with_another_label_or_order_is_refused(role, label, order):
     with pytest.raises(Exception, match="authentication failed"):
         link.call(Authenticate, proof=forged)
     assert not link.server.authenticated and link.dropped
-    assert link.server.client is None and link.server.worker is None
+    assert link.server.responders is None and link.master.clients == []
 
 
 def test_the_masters_reply_proof_itself_is_refused_as_a_login():
@@ -256,7 +285,7 @@ def test_the_client_accepts_a_master_that_proves_the_secret():
 def test_nothing_but_the_handshake_before_authentication():
     link = Link()
     with pytest.raises(ConnectionDone):  # dropped before it could answer
-        link.call(Status, detail=False)
+        link.call(Status)
     assert link.dropped
 
 

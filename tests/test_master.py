@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from cwtx._master import ClientSession, Master, WorkerSession
-from cwtx._payload import Payload
+from cwtx.master.master import Master
+from cwtx.master.sessions import ClientSession, WorkerSession
+from cwtx.wire.payload import Payload
 
 
 class FakeWorker(WorkerSession):
@@ -79,7 +80,7 @@ def test_result_goes_to_its_client_and_frees_the_slot():
     w = FakeWorker("w", slots=1)
     m.add_worker(w)
     assert [j.job_id for j in w.runs] == [1]
-    m.worker_result(w, w.runs[0].task, "ok", Payload.of(b"r1"), "")
+    m.task_result(w, w.runs[0].task, "ok", Payload.of(b"r1"), "")
     m.dispatch()
     assert results[0][:2] == (1, "ok") and results[0][2].tobytes() == b"r1"
     assert [j.job_id for j in w.runs] == [1, 2]
@@ -124,7 +125,7 @@ def test_cancel_running_job_asks_the_worker_and_keeps_the_slot_until_it_answers(
     m.cancel(c, [1])
     assert w.cancels == [w.runs[0].task]
     assert len(w.runs) == 1  # slot still busy until the worker answers
-    m.worker_result(w, w.runs[0].task, "cancelled", Payload.of(b""), "")
+    m.task_result(w, w.runs[0].task, "cancelled", Payload.of(b""), "")
     m.dispatch()
     assert [j.job_id for j in w.runs] == [1, 2]
     assert results == []  # the client already ended job 1 itself
@@ -141,7 +142,7 @@ def test_client_gone_drops_queued_and_cancels_running():
     m.remove_client(a)
     assert w.cancels == [w.runs[0].task]
     submit(m, b, 1)
-    m.worker_result(w, w.runs[0].task, "cancelled", Payload.of(b""), "")
+    m.task_result(w, w.runs[0].task, "cancelled", Payload.of(b""), "")
     m.dispatch()
     assert [(j.client.name, j.job_id) for j in w.runs] == [("a", 1), ("b", 1)]
     assert m.status()["queued"] == 0
@@ -176,7 +177,7 @@ def test_retry_prefers_a_worker_that_has_not_failed_it():
     submit(m, c, 1)
     m.dispatch()
     assert w1.runs and w1.runs[0].job_id == 1
-    m.worker_result(
+    m.task_result(
         w1,
         w1.runs[0].task,
         "lost",
@@ -216,7 +217,7 @@ def test_late_result_from_a_removed_worker_is_ignored():
     m.add_worker(w1)
     task = w1.runs[0].task
     m.remove_worker(w1, "dead")
-    m.worker_result(w1, task, "ok", Payload.of(b"late"), "")
+    m.task_result(w1, task, "ok", Payload.of(b"late"), "")
     assert results == []
 
 
@@ -265,7 +266,7 @@ def test_a_requeued_job_keeps_its_place_and_counts_no_attempt():
     submit(m, c, 2)
     w1 = FakeWorker("w1")
     m.add_worker(w1)
-    m.worker_result(w1, w1.runs[0].task, "requeue", Payload.of(b""), "")
+    m.task_result(w1, w1.runs[0].task, "requeue", Payload.of(b""), "")
     w1.leaving = True
     w2 = FakeWorker("w2")
     m.add_worker(w2)
@@ -285,7 +286,7 @@ def test_a_requeued_job_keeps_its_place_and_counts_no_attempt():
     ],
 )
 def test_compatible_versions(client, worker, ok):
-    from cwtx._master import compatible
+    from cwtx.master.policy import compatible
 
     assert compatible(client, worker) is ok
 

@@ -10,9 +10,9 @@ from twisted.internet.defer import Deferred
 from twisted.protocols.amp import MAX_VALUE_LENGTH
 
 import cwtx
-from cwtx import _commands
-from cwtx._payload import CHUNK_SIZE
 from cwtx.testing import MemoryCluster
+from cwtx.wire import commands as _commands
+from cwtx.wire.payload import CHUNK_SIZE
 
 
 def record_commands(proto, sink):
@@ -162,10 +162,10 @@ def test_worker_loss_retries_then_job_lost():
     client = cluster.client()
     d = client.submit(abs, -1)
     cluster.flush()
-    cluster.disconnect(cluster.workers[0])
+    cluster.kill(cluster.workers[0])
     cluster.add_worker(hold=True, name="second")
     cluster.flush()
-    cluster.disconnect(cluster.workers[1])
+    cluster.kill(cluster.workers[1])
     with pytest.raises(cwtx.JobLost) as info:
         cluster.result(d)
     assert [a["worker"] for a in info.value.attempts] == ["memory-0", "second"]
@@ -198,7 +198,7 @@ def test_client_gives_up_after_reconnect_timeout():
         cluster.advance(1)
         assert not d.called
     cluster.advance(2)
-    with pytest.raises(cwtx.ConnectionLost, match="for 10 s"):
+    with pytest.raises(cwtx.MasterConnectionLost, match="for 10 s"):
         cluster.result(d)
     with pytest.raises(RuntimeError):
         client.submit(abs, 1)
@@ -237,7 +237,7 @@ def test_closed_client_fails_its_jobs():
     closed = client.close()
     cluster.flush()
     assert closed.called
-    with pytest.raises(cwtx.ConnectionLost, match="closed"):
+    with pytest.raises(cwtx.MasterConnectionLost, match="closed"):
         cluster.result(d)
     with pytest.raises(RuntimeError):
         client.submit(abs, 1)
@@ -267,6 +267,7 @@ def test_silent_peer_is_declared_dead_and_its_jobs_retried():
     frozen.connection.ampBoxReceived = lambda box: None
     frozen.monitor.stop()
     cluster.add_worker(name="healthy")
+    cluster.refuse_workers = True  # frozen, it cannot reconnect either
     for _ in range(8):
         cluster.advance(5)
     assert [w["name"] for w in cluster.master.status()["workers"]] == ["healthy"]
@@ -353,7 +354,7 @@ def test_jobs_the_master_refuses_fail_instead_of_waiting(monkeypatch):
     monkeypatch.setattr(cluster.master, "submit", refuse)
     d = client.submit(abs, -1)
     cluster.flush()
-    with pytest.raises(cwtx.ConnectionLost, match="refused for this test"):
+    with pytest.raises(cwtx.MasterConnectionLost, match="refused for this test"):
         cluster.result(d)
     assert client.reconnects == 0  # resubmitting would only be refused again
 
@@ -380,9 +381,9 @@ def test_a_job_cancelled_in_the_workers_prefetch_queue_never_runs():
 def test_a_cancel_that_overtakes_its_job_on_the_wire_stops_it_running():
     cluster = MemoryCluster(workers=1)
     worker = cluster.workers[0]
-    worker.cancel([7])  # the master's cancel for task 7 arrived before its RunJobs
+    worker.cancel([7])  # the master's cancel for task 7 arrived before its RunTasks
     record = {
-        "job": 7,
+        "task": 7,
         "fn": b"F" * 32,
         "fn_env": "{}",
         "fn_code": b"x",
@@ -432,8 +433,8 @@ def test_a_duplicate_result_is_delivered_once():
     cluster.flush()
     assert cluster.result(d) == 4
     session = cluster.master.clients[0]
-    from cwtx._payload import Payload
-    from cwtx._serialize import pickle_arguments
+    from cwtx.client.serialize import pickle_arguments
+    from cwtx.wire.payload import Payload
 
     session.deliver((1, "ok", Payload.of(pickle_arguments((), {})), ""))  # job 1 again
     cluster.flush()
@@ -445,7 +446,7 @@ def test_max_retries_zero_from_the_client_is_not_the_masters_default():
     client = cluster.client()
     d = client.options(max_retries=0).submit(abs, -1)
     cluster.flush()
-    cluster.disconnect(cluster.workers[0])
+    cluster.kill(cluster.workers[0])
     with pytest.raises(cwtx.JobLost) as info:
         cluster.result(d)
     assert len(info.value.attempts) == 1 and "max_retries=0" in str(info.value)
@@ -456,11 +457,11 @@ def test_no_max_retries_from_the_client_means_the_masters_default():
     client = cluster.client()
     d = client.submit(abs, -1)
     cluster.flush()
-    cluster.disconnect(cluster.workers[0])
+    cluster.kill(cluster.workers[0])
     assert not d.called  # one retry is allowed
     cluster.add_worker(hold=True, name="second")
     cluster.flush()
-    cluster.disconnect(cluster.workers[1])
+    cluster.kill(cluster.workers[1])
     with pytest.raises(cwtx.JobLost) as info:
         cluster.result(d)
     assert len(info.value.attempts) == 2
@@ -479,3 +480,27 @@ def test_a_client_holding_too_many_bytes_is_slowed_down_not_failed():
     cluster.flush()
     assert [cluster.result(d) for d in ds] == [50_000] * 40
     assert session.held_bytes == 0
+
+
+def test_a_worker_whose_connection_drops_reconnects_and_registers_again():
+    cluster = MemoryCluster(workers=1, hold=True)
+    worker = cluster.workers[0]
+    client = cluster.client()
+    d = client.submit(abs, -5)
+    cluster.flush()
+    first = worker.connection
+    cluster.disconnect(worker)  # a network failure: its running job is lost
+    assert worker.connection is None and cluster.master.workers == []
+    assert worker.slots[0].current is None  # the abandoned job was killed
+    cluster.advance(11)  # within the worker's longest backoff
+    assert worker.connection is not None and worker.connection is not first
+    assert [w.name for w in cluster.master.workers] == ["memory-0"]
+    cluster.finish()  # the job was retried on the same, reconnected worker
+    assert cluster.result(d) == 5
+
+
+def test_a_worker_that_cannot_connect_says_why():
+    cluster = MemoryCluster(workers=0)
+    cluster.refuse_workers = True
+    with pytest.raises(AssertionError, match="did not register: the MemoryCluster refuses"):
+        cluster.add_worker()

@@ -11,11 +11,14 @@ import sys
 
 import pytest
 
-from cwtx._batch import BATCH_BYTES
-from cwtx._child import Child
-from cwtx._commands import JOB_RECORD
-from cwtx._payload import CHUNK_SIZE, BlobReceiver, Payload
-from cwtx._pipeframes import (
+from cwtx.client.serialize import pickle_arguments, pickle_function
+from cwtx.wire.batch import BATCH_BYTES
+from cwtx.wire.blobs import BlobReceiver
+from cwtx.wire.commands import JOB_RECORD
+from cwtx.wire.payload import CHUNK_SIZE, Payload
+from cwtx.wire.records import RecordError, Records
+from cwtx.worker.child import Child
+from cwtx.worker.pipe import (
     MAX_PARTS,
     FramingError,
     MessageDecoder,
@@ -23,8 +26,6 @@ from cwtx._pipeframes import (
     read_message,
     write_message,
 )
-from cwtx._records import RecordError, Records
-from cwtx._serialize import pickle_arguments, pickle_function
 
 
 def test_payload_chunks_are_bounded_and_complete():

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import cwtx
-from cwtx._procs import read_pid
 from cwtx._secret import SecretError, default_secret_path, load_secret
+from cwtx.launch.procs import read_pid
 from cwtx.testing import MemoryCluster
 
 
@@ -93,7 +93,7 @@ def test_wrong_secret_client_is_refused_in_memory():
 
 
 def test_version_mismatch_names_both_versions(monkeypatch):
-    from cwtx import _versions
+    from cwtx.wire import versions as _versions
 
     cluster = MemoryCluster(workers=0)
     monkeypatch.setattr(_versions, "PYTHON", "3.99.0")

@@ -19,10 +19,15 @@ import pytest
 from twisted.protocols.amp import AmpBox
 
 import cwtx
-from cwtx import _auth, _reactor_thread
-from cwtx._procs import read_pid, terminate
 from cwtx._secret import load_secret
-from cwtx._status import query_status
+from cwtx.client import reactor_thread as _reactor_thread
+from cwtx.client.status import authenticated, query_status
+from cwtx.launch.procs import read_pid, terminate
+from cwtx.wire import handshake as _auth
+from cwtx.wire.blocking_amp import BlockingAMP
+from cwtx.wire.commands import Authenticate, Hello
+from cwtx.wire.names import PROTOCOL_VERSION, Role
+from cwtx.wire.versions import hello_arguments
 
 from .conftest import ROOT, SyncClient, spawn_twistd, wait_until
 
@@ -91,17 +96,9 @@ def closed_by_peer(sock: socket.socket, timeout: float = 30.0) -> bool:
 
 def authenticate_raw(master, secret: bytes | None = None) -> socket.socket:
     """A raw socket that has done the handshake (with our secret by default)."""
-    from cwtx._status import _call
-    from cwtx._versions import hello_arguments
-
     secret = load_secret() if secret is None else secret
     sock = raw(master)
-    buffer = bytearray()
-    mine = _auth.nonce()
-    hello = _call(sock, buffer, 1, "Hello", nonce=mine, **hello_arguments("client", "raw"))
-    _call(
-        sock, buffer, 2, "Authenticate", proof=_auth.proof(secret, "client", hello[b"nonce"], mine)
-    )
+    authenticated(sock, secret, Role.CLIENT, "raw", "the test master")
     return sock
 
 
@@ -117,20 +114,11 @@ def test_client_with_wrong_secret_gets_a_clear_error_and_the_master_logs_it(mast
     # The master refused our proof after proving itself? No: our check of its
     # proof fails first, since the secrets differ. Drive the master's side too:
     sock = raw(master)
-    from cwtx._status import _call
-    from cwtx._versions import hello_arguments
-
-    buffer = bytearray()
+    amp = BlockingAMP(sock)
     mine = _auth.nonce()
-    hello = _call(sock, buffer, 1, "Hello", nonce=mine, **hello_arguments("client", "liar"))
-    with pytest.raises(ConnectionError, match="different shared secret"):
-        _call(
-            sock,
-            buffer,
-            2,
-            "Authenticate",
-            proof=_auth.proof(b"w" * 40, "client", hello[b"nonce"], mine),
-        )
+    hello = amp.call(Hello, nonce=mine, **hello_arguments("client", "liar"))
+    with pytest.raises(cwtx.AuthenticationError, match="different shared secret"):
+        amp.call(Authenticate, proof=_auth.proof(b"w" * 40, "client", hello["nonce"], mine))
     assert closed_by_peer(sock)
     wait_until(lambda: "authentication failed: client liar" in master_log(master))
 
@@ -163,7 +151,7 @@ def test_worker_with_wrong_secret_never_registers(master, tmp_path):
 
 def test_only_the_handshake_before_authentication(master):
     sock = raw(master)
-    box = AmpBox({b"_command": b"Status", b"_ask": b"1", b"detail": b"False"})
+    box = AmpBox({b"_command": b"Status", b"_ask": b"1"})
     sock.sendall(box.serialize())
     assert closed_by_peer(sock)
     wait_until(lambda: "before authenticating" in master_log(master))
@@ -200,14 +188,12 @@ def test_connections_that_never_authenticate_are_closed(quick_auth_master):
 
 
 def test_protocol_version_mismatch_is_named(master):
-    from cwtx._status import _call
-    from cwtx._versions import hello_arguments
-
     sock = raw(master)
     args = hello_arguments("client", "future")
     args["protocol"] = 999
-    with pytest.raises(ConnectionError, match="protocol 1.*protocol 999"):
-        _call(sock, bytearray(), 1, "Hello", nonce=_auth.nonce(), **args)
+    with pytest.raises(cwtx.ProtocolMismatch, match=f"protocol {PROTOCOL_VERSION}.*protocol 999"):
+        BlockingAMP(sock).call(Hello, nonce=_auth.nonce(), **args)
+    assert closed_by_peer(sock)
 
 
 def test_the_master_never_unpickles_user_data(master, tmp_path):
@@ -222,8 +208,8 @@ def test_the_master_never_unpickles_user_data(master, tmp_path):
     evil = pickle.dumps(Payload())
     client = SyncClient(master)
     try:
-        from cwtx._client import JobOptions
-        from cwtx._serialize import FunctionDef, current_env, pickle_arguments
+        from cwtx.client.client import JobOptions
+        from cwtx.client.serialize import FunctionDef, current_env, pickle_arguments
 
         env = current_env()
         fn = FunctionDef(b"\x13" * 32, env, evil)
@@ -234,7 +220,7 @@ def test_the_master_never_unpickles_user_data(master, tmp_path):
             future.result(60)
         ran = marker.read_text()
         # Run by a worker's slot child only (its argv), never by the master.
-        assert ran.strip().endswith("cwtx/_child.py") and "cw-master" not in ran
+        assert ran.strip().endswith("cwtx/worker/child.py") and "cw-master" not in ran
         assert client.run(abs, -5) == 5  # the master is unaffected
     finally:
         client.close()
@@ -331,7 +317,11 @@ def test_fuzz_the_masters_port_while_a_real_client_works(master):
     for payload in [
         frame(b"_command", b"SubmitJobs") + frame(b"_ask", b"x") + frame(b"jobs", b"1") + b"\0\0",
         struct.pack("!H", 60_000) + b"k" * 60_000,
-        frame(b"_command", b"Status") + frame(b"_ask", b"1") + frame(b"detail", b"maybe") + b"\0\0",
+        frame(b"_command", b"BlobChunk")
+        + frame(b"_ask", b"1")
+        + frame(b"blob", b"1")
+        + frame(b"data", b"many")
+        + b"\0\0",
     ]:
         sock = authenticate_raw(master)
         try:

@@ -12,11 +12,11 @@ import pickle
 import pytest
 from twisted.internet.task import Clock
 
-from cwtx._payload import Payload
-from cwtx._pipeframes import encode_message
-from cwtx._serialize import pickle_arguments, pickle_function
-from cwtx._slot import RESULT_FD, Slot, Task
+from cwtx.client.serialize import pickle_arguments, pickle_function
 from cwtx.testing import FakeProcessReactor
+from cwtx.wire.payload import Payload
+from cwtx.worker.pipe import encode_message
+from cwtx.worker.slot import RESULT_FD, Slot, Task
 
 
 class Harness:

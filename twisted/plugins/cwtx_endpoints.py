@@ -1,5 +1,5 @@
 """The ``mtls:`` server endpoint string (TLS that requires client certificates)."""
 
-from cwtx._endpoints import parser as mtls_parser
+from cwtx.tap.mtls import parser as mtls_parser
 
 __all__ = ["mtls_parser"]

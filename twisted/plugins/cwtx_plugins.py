@@ -4,13 +4,13 @@ from twisted.application.service import ServiceMaker
 
 cw_master = ServiceMaker(
     "cwtx master",
-    "cwtx._tap_master",
+    "cwtx.tap.master",
     "Route cwtx jobs from clients to workers.",
     "cw-master",
 )
 cw_worker = ServiceMaker(
     "cwtx worker",
-    "cwtx._tap_worker",
+    "cwtx.tap.worker",
     "Run cwtx jobs from a master, in child processes.",
     "cw-worker",
 )

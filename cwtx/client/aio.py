@@ -1,0 +1,96 @@
+"""
+cwtx in asyncio programs: ``await`` jobs, through Twisted's asyncio reactor.
+
+    import asyncio, cwtx.aio
+
+    async def main():
+        client = await cwtx.aio.connect()
+        print(await client.submit(pow, 2, 10))
+        await client.close()
+
+    asyncio.run(main())
+
+The first ``connect`` installs ``twisted.internet.asyncioreactor`` on the
+running loop, so Twisted and asyncio share one event loop in one thread.
+That must happen before anything else imports Twisted's default reactor:
+if another reactor is installed, connect raises a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from cwtx.client.address import find_master
+from cwtx.client.client import CONNECT_TIMEOUT, Client
+from cwtx.client.connect import connect as _connect
+
+__all__ = ["AsyncClient", "connect"]
+
+
+def _asyncio_reactor(loop: asyncio.AbstractEventLoop) -> Any:
+    if "twisted.internet.reactor" not in sys.modules:
+        from twisted.internet import asyncioreactor
+
+        asyncioreactor.install(loop)
+    from twisted.internet import reactor
+
+    loop_of = getattr(reactor, "_asyncioEventloop", None)
+    if loop_of is None:
+        raise RuntimeError(
+            f"Twisted's {type(reactor).__name__} is already installed in this process; "
+            "cwtx.aio needs the asyncio reactor: call cwtx.aio.connect() before "
+            "anything imports twisted.internet.reactor"
+        )
+    if loop_of is not loop:
+        raise RuntimeError("Twisted's asyncio reactor runs on another event loop")
+    return reactor
+
+
+class AsyncClient:
+    """A :class:`cwtx.Client` whose jobs are asyncio Futures."""
+
+    def __init__(self, client: Client, loop: asyncio.AbstractEventLoop, target: Any = None) -> None:
+        self.client = client
+        self._loop = loop
+        self._target = target if target is not None else client  # Client or options view
+
+    def options(self, **options: Any) -> AsyncClient:
+        return AsyncClient(self.client, self._loop, self._target.options(**options))
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        """Run ``fn(*args, **kwargs)`` on a worker; an awaitable Future.
+
+        Cancelling the Future cancels the job at the master.
+        """
+        return self._target.submit(fn, *args, **kwargs).asFuture(self._loop)
+
+    async def status(self) -> dict[str, Any]:
+        return await self.client.status().asFuture(self._loop)
+
+    async def close(self) -> None:
+        await self.client.close().asFuture(self._loop)
+
+
+async def connect(
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    endpoint: str | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    **settings: Any,
+) -> AsyncClient:
+    """Connect to a master from a running asyncio loop.
+
+    ``settings`` are cwtx.connect's: reconnect_timeout, heartbeat_interval,
+    heartbeat_timeout, and default job options (timeout, priority, ...).
+    """
+    loop = asyncio.get_running_loop()
+    reactor = _asyncio_reactor(loop)
+    if endpoint is None:
+        host, port = find_master(host, port)
+    d = _connect(
+        host, port, endpoint=endpoint, reactor=reactor, connect_timeout=connect_timeout, **settings
+    )
+    return AsyncClient(await d.asFuture(loop), loop)

@@ -1,0 +1,371 @@
+"""
+The Deferred client: submit closures, get Deferreds that fire with results.
+
+It stays connected through a ClientService (``wire.reconnect``): when the
+connection is lost, it reconnects with backoff and resubmits every job that
+has not ended, under the same ids.
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import count
+from typing import Any
+
+import txaio
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionLost as ConnectionLostError
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+
+from cwtx._errors import AuthenticationError, MasterConnectionLost, ProtocolMismatch
+from cwtx.client.errors import JobCancelled
+from cwtx.client.options import JobOptions
+from cwtx.client.serialize import FunctionDef, decode_result, pickle_arguments, pickle_function
+from cwtx.wire import handshake as auth
+from cwtx.wire.batch import BatchSender
+from cwtx.wire.commands import CancelJobs, JobResults, Status, SubmitJobs
+from cwtx.wire.names import Role
+from cwtx.wire.payload import EMPTY, Payload
+from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
+from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
+
+txaio.use_twisted()
+log = txaio.make_logger()
+
+#: Seconds to wait for the master to accept a connection and answer hello.
+CONNECT_TIMEOUT = 30.0
+#: Seconds a client keeps trying to reach a lost master before failing its jobs.
+RECONNECT_TIMEOUT = 120.0
+
+__all__ = ["CONNECT_TIMEOUT", "RECONNECT_TIMEOUT", "Client", "ClientProtocol", "JobOptions"]
+
+
+class _Pending:
+    """A submitted job that has not ended: all it takes to send it again."""
+
+    __slots__ = ("job_id", "fn", "args", "options", "deferred", "sent")
+
+    def __init__(
+        self,
+        job_id: int,
+        fn: FunctionDef,
+        args: bytes,
+        options: JobOptions,
+        deferred: Deferred[Any],
+    ) -> None:
+        self.job_id = job_id
+        self.fn = fn
+        self.args = args
+        self.options = options
+        self.deferred = deferred
+        self.sent = False
+
+
+class ClientProtocol(Peer):
+    """The client's end of its connection to the master."""
+
+    def __init__(self, clock: Any, client: Client) -> None:
+        super().__init__(clock)
+        self.client = client
+
+    def describe(self) -> str:
+        return "master"
+
+    @JobResults.responder
+    def _results(self, results: list[dict[str, Any]]) -> dict[str, Any]:
+        for r in results:
+            value = self.blobs_in.take(r["value"], r["value_blob"])
+            self.client._job_ended(r["job"], r["status"], value, r["error"])
+        return {}
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        self.client._connection_lost(self, reason)
+
+
+class Client:
+    """
+    A client's connection to a master, through which jobs are submitted.
+
+    If the connection is lost (the master restarted, or stopped answering
+    heartbeats), the client reconnects with backoff and resubmits every job
+    that has not ended, under the same ids; a result that arrives twice is
+    delivered once.  After ``reconnect_timeout`` seconds without a master,
+    the jobs that have not ended fail with MasterConnectionLost.  Make one
+    with :func:`cwtx.connect`.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        name: str,
+        endpoint: DescribedEndpoint,
+        secret: bytes,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        reconnect_timeout: float = RECONNECT_TIMEOUT,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+        options: JobOptions | None = None,
+    ) -> None:
+        """``endpoint`` leads to the master (its repr names it in messages);
+        ``secret`` is the shared secret itself.  See :func:`cwtx.connect`."""
+        self._reactor = reactor
+        self.name = name
+        self.endpoint = endpoint
+        self._secret = secret
+        self._connect_timeout = connect_timeout
+        self._reconnect_timeout = reconnect_timeout
+        self._protocol: ClientProtocol | None = None
+        self._sender: BatchSender[_Pending] | None = None
+        self._ids = count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._sent_functions: set[bytes] = set()
+        self._closed = False
+        self._give_up_timer: Any = None
+        self._default = options or JobOptions()
+        self._monitor = HeartbeatMonitor(reactor, heartbeat_interval, heartbeat_timeout)
+        self._service = reconnecting(
+            endpoint,
+            lambda: ClientProtocol(reactor, self),
+            self._handshake,
+            reactor,
+            retry_policy(initial=0.1, most=5.0),
+        )
+        #: Connections made after the first.
+        self.reconnects = 0
+        #: Results that arrived for jobs already ended here (cancelled, or
+        #: delivered before): ignored, and counted so tests can see them.
+        self.ignored_results = 0
+
+    # -- the connection -------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect for the first time; raise what went wrong if that fails."""
+        self._monitor.start()
+        self._service.startService()
+        first = self._service.whenConnected(failAfterFailures=1)
+        first.addTimeout(2 * self._connect_timeout, self._reactor)
+        try:
+            await first
+        except BaseException:
+            self._closed = True
+            self._monitor.stop()
+            # Not from within the service's own callback (it is not reentrant).
+            await deferLater(self._reactor, 0, self._service.stopService)
+            raise
+
+    async def _handshake(self, proto: ClientProtocol) -> None:
+        """Authenticate a new connection, then send it every job not yet ended."""
+        d = Deferred.fromCoroutine(auth.handshake(proto, Role.CLIENT, self.name, self._secret))
+        d.addTimeout(self._connect_timeout, self._reactor)
+        try:
+            await d
+        except defer.TimeoutError as e:
+            raise ConnectionError(
+                f"no answer to the handshake within {self._connect_timeout:g} s"
+            ) from e
+        except (AuthenticationError, ProtocolMismatch):
+            raise
+        except Exception as e:
+            raise ProtocolMismatch(f"the master refused the handshake: {e}") from e
+        if self._closed:
+            raise ConnectionError("the client was closed")
+        self._attach(proto)
+
+    def _attach(self, proto: ClientProtocol) -> None:
+        if self._give_up_timer is not None:
+            self._give_up_timer.cancel()
+            self._give_up_timer = None
+            self.reconnects += 1
+            log.info(
+                "cwtx client {name} reconnected to {where}; resubmitting {n} jobs",
+                name=self.name,
+                where=self.endpoint,
+                n=len(self._pending),
+            )
+        self._protocol = proto
+        self._sent_functions = set()
+        self._sender = BatchSender(proto, SubmitJobs, "jobs", self._encode, on_error=self._refused)
+        self._monitor.watch(proto)
+        for job_id in sorted(self._pending):
+            pending = self._pending[job_id]
+            pending.sent = False
+            self._sender.add(pending)
+
+    def _connection_lost(self, proto: ClientProtocol, reason: Failure) -> None:
+        self._monitor.unwatch(proto)
+        if proto is not self._protocol:
+            return  # lost during its handshake: the service retries
+        self._protocol = None
+        if self._sender is not None:
+            self._sender.stop()
+            self._sender = None
+        if self._closed:
+            why = "the client was closed"
+            if not reason.check(ConnectionDone):
+                why = f"the connection to the master was lost: {reason.getErrorMessage()}"
+            self._fail_all(why)
+            return
+        log.warn(
+            "cwtx client {name} lost {where} ({why}); reconnecting",
+            name=self.name,
+            where=self.endpoint,
+            why=reason.getErrorMessage(),
+        )
+        self._give_up_timer = self._reactor.callLater(self._reconnect_timeout, self._give_up)
+
+    def _give_up(self) -> None:
+        self._give_up_timer = None
+        self._shut(
+            f"no master at {self.endpoint} for {self._reconnect_timeout:g} s "
+            f"({self.endpoint.last_failure})"
+        )
+
+    def _refused(self, failure: Failure) -> None:
+        """The master refused our jobs (not a lost connection): resubmitting
+        them after a reconnection would be refused again, so they fail."""
+        if failure.check(ConnectionDone, ConnectionLostError):
+            return  # the connection machinery handles it
+        self._shut(f"the master refused this client's jobs: {failure.getErrorMessage()}")
+
+    def _shut(self, why: str) -> None:
+        """Stop for good: fail every job that has not ended, saying ``why``."""
+        self._closed = True
+        self._monitor.stop()
+        self._fail_all(why)
+        self._service.stopService()
+
+    def _fail_all(self, why: str) -> None:
+        pending, self._pending = self._pending, {}
+        for p in pending.values():
+            p.deferred.errback(MasterConnectionLost(f"job {p.job_id} did not end: {why}"))
+
+    @property
+    def connected(self) -> bool:
+        return self._protocol is not None
+
+    def close(self) -> Deferred[None]:
+        """Disconnect; jobs that have not ended fail with MasterConnectionLost.
+
+        The Deferred fires once the connection is closed and every pending
+        job's Deferred has failed.
+        """
+        self._closed = True
+        self._monitor.stop()
+        if self._give_up_timer is not None:
+            self._give_up_timer.cancel()
+            self._give_up_timer = None
+        d = self._service.stopService()
+        return d.addCallback(lambda _: self._fail_all("the client was closed"))
+
+    # -- jobs -------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """How many submitted jobs have not ended yet."""
+        return len(self._pending)
+
+    def options(self, **options: Any) -> _OptionsView:
+        """A view of this client whose submit applies ``options``.
+
+        timeout (seconds), priority (higher runs first), max_retries,
+        resources (a dict).
+        """
+        return _OptionsView(self, self._default.replace(**options))
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """Run ``fn(*args, **kwargs)`` on a worker; a Deferred of its result."""
+        return self._submit(self._default, fn, args, kwargs)
+
+    def _submit(
+        self, options: JobOptions, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Deferred[Any]:
+        if self._closed:
+            raise RuntimeError("this cwtx client is closed")
+        return self.submit_pickled(options, pickle_function(fn), pickle_arguments(args, kwargs))
+
+    def submit_pickled(
+        self, options: JobOptions, function: FunctionDef, arguments: bytes
+    ) -> Deferred[Any]:
+        """Submit a job whose function and arguments are already pickled.
+
+        The blocking APIs pickle in the caller's thread (so a bad argument
+        raises there) and hand the bytes to the reactor thread; ``map``
+        pickles its function once for all its jobs.
+        """
+        if self._closed:
+            raise RuntimeError("this cwtx client is closed")
+        job_id = next(self._ids)
+        deferred: Deferred[Any] = Deferred(lambda d: self._cancel(job_id))
+        pending = _Pending(job_id, function, arguments, options, deferred)
+        self._pending[job_id] = pending
+        if self._sender is not None:
+            self._sender.add(pending)
+        return deferred
+
+    def _encode(self, p: _Pending) -> tuple[dict[str, Any], dict[str, Payload]] | None:
+        if self._pending.get(p.job_id) is not p or p.sent:
+            return None  # cancelled (or ended) before it was sent
+        p.sent = True
+        o = p.options
+        fields: dict[str, Any] = {
+            "job": p.job_id,
+            "fn": p.fn.hash,
+            "fn_env": "",
+            "timeout": float(o.timeout or 0.0),
+            "max_retries": -1 if o.max_retries is None else o.max_retries,
+            "priority": o.priority,
+            "resources": o.resources,
+        }
+        code = EMPTY
+        if p.fn.hash not in self._sent_functions:
+            self._sent_functions.add(p.fn.hash)
+            fields["fn_env"], code = p.fn.env, Payload.of(p.fn.code)
+        # The pickled arguments stay here until the job ends: a new master
+        # after a restart needs them again.
+        return fields, {"fn_code": code, "args": Payload.of(p.args)}
+
+    def _cancel(self, job_id: int) -> None:
+        pending = self._pending.pop(job_id, None)
+        if pending is None:
+            return
+        proto = self._protocol
+        if pending.sent and proto is not None and not proto.dead:
+            proto.callRemote(CancelJobs, jobs=[job_id]).addErrback(lambda _: None)
+        pending.deferred.errback(JobCancelled(f"job {job_id} was cancelled"))
+
+    def _job_ended(self, job_id: int, status: str, value: Payload, error: str) -> None:
+        pending = self._pending.pop(job_id, None)
+        if pending is None:
+            self.ignored_results += 1  # cancelled here already, or a duplicate
+            return
+        ok, result = decode_result(status, value.tobytes(), error)
+        if ok:
+            pending.deferred.callback(result)
+        else:
+            pending.deferred.errback(Failure(result))
+
+    def status(self) -> Deferred[dict[str, Any]]:
+        """The master's state: workers, slots, queued and running jobs."""
+        if self._protocol is None:
+            return fail(MasterConnectionLost(f"not connected to {self.endpoint} right now"))
+        d = self._protocol.callRemote(Status)
+        return d.addCallback(lambda reply: json.loads(reply["status"]))
+
+
+class _OptionsView:
+    """``client.options(...)``: submit with these options."""
+
+    def __init__(self, client: Client, options: JobOptions) -> None:
+        self._client = client
+        self._options = options
+
+    def options(self, **options: Any) -> _OptionsView:
+        return _OptionsView(self._client, self._options.replace(**options))
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        return self._client._submit(self._options, fn, args, kwargs)

@@ -1,0 +1,45 @@
+"""Per-job options (timeout, priority, retries, resources) and their validation."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Per-job settings; ``max_retries=None`` means the master's default."""
+
+    timeout: float | None = None
+    priority: int = 0
+    max_retries: int | None = None
+    resources: str = "{}"
+
+    def replace(self, **changes: Any) -> JobOptions:
+        """A copy with ``changes``; an unknown or bad option raises here."""
+        fields = dict(self.__dict__)
+        for key, value in changes.items():
+            if key not in fields:
+                raise TypeError(f"unknown job option {key!r}")
+            if key == "resources" and not isinstance(value, str):
+                value = json.dumps(value or {})
+            fields[key] = value
+        result = JobOptions(**fields)
+        result.validate()
+        return result
+
+    def validate(self) -> None:
+        if self.timeout is not None and not (
+            isinstance(self.timeout, (int, float))
+            and self.timeout > 0
+            and math.isfinite(self.timeout)
+        ):
+            raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
+        if self.max_retries is not None and (
+            not isinstance(self.max_retries, int) or self.max_retries < 0
+        ):
+            raise ValueError(f"max_retries must be an int >= 0, not {self.max_retries!r}")
+        if not isinstance(self.priority, int):
+            raise ValueError(f"priority must be an int, not {self.priority!r}")

@@ -1,0 +1,100 @@
+"""
+What the client pickles and unpickles: functions with their environment,
+arguments, and the results and exceptions that come back.
+
+Only clients and worker children call this module; the master never does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import sys
+from typing import Any
+
+import cloudpickle
+
+from cwtx._errors import (
+    JobLost,
+    JobTimeout,
+    RemoteError,
+    RemoteTraceback,
+    parse_error,
+)
+from cwtx.client.errors import JobCancelled
+
+PICKLE_PROTOCOL = 5
+
+
+class FunctionDef:
+    """A pickled callable, with the working directory and sys.path it needs."""
+
+    __slots__ = ("hash", "env", "code")
+
+    def __init__(self, hash: bytes, env: str, code: bytes) -> None:
+        self.hash = hash
+        self.env = env
+        self.code = code
+
+
+def current_env() -> str:
+    """The client's environment as JSON: working directory and sys.path."""
+    return json.dumps({"cwd": os.getcwd(), "path": sys.path})
+
+
+def pickle_function(fn: Any, env: str | None = None) -> FunctionDef:
+    """
+    Pickle ``fn`` and key it by content (never by identity: a closure whose
+    captured values changed must be sent again).
+    """
+    if not callable(fn):
+        raise TypeError(f"cwtx jobs must be callable, not {type(fn).__name__}")
+    code = cloudpickle.dumps(fn, protocol=PICKLE_PROTOCOL)
+    env = current_env() if env is None else env
+    digest = hashlib.sha256(env.encode("utf-8") + b"\0" + code).digest()
+    return FunctionDef(digest, env, code)
+
+
+def pickle_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    return cloudpickle.dumps((args, kwargs), protocol=PICKLE_PROTOCOL)
+
+
+def decode_result(status: str, value: bytes, error: str) -> tuple[bool, Any]:
+    """
+    Turn a result record into (True, result) or (False, exception).
+
+    A job's exception comes back as its original type when it unpickles
+    here, with the worker's traceback as ``__cause__`` (a RemoteTraceback)
+    and as the attribute ``remote_traceback``; otherwise as RemoteError.
+    """
+    if status == "ok":
+        try:
+            return True, pickle.loads(value)
+        except Exception as e:
+            return False, RemoteError(
+                type(e).__name__, f"the job's result could not be unpickled here: {e}"
+            )
+    info = parse_error(error)
+    if status == "lost":
+        return False, JobLost(info["message"], info.get("attempts", []))
+    if status == "timeout":
+        return False, JobTimeout(info["message"])
+    if status == "cancelled":
+        return False, JobCancelled(info["message"])
+    exc: BaseException | None = None
+    if value:
+        try:
+            exc = pickle.loads(value)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        return False, RemoteError(info["type"], info["message"], info["traceback"])
+    tb = info["traceback"]
+    try:
+        exc.remote_traceback = tb  # type: ignore[attr-defined]
+        exc.__cause__ = RemoteTraceback(tb)
+    except (AttributeError, TypeError):
+        pass
+    return False, exc

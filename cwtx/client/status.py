@@ -1,0 +1,43 @@
+"""A blocking status query: launchers and ``cw status`` wait for a master
+before any reactor runs (see ``wire.blocking_amp``)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+from cwtx._errors import AuthenticationError
+from cwtx._secret import load_secret
+from cwtx.wire import handshake as auth
+from cwtx.wire.blocking_amp import BlockingAMP
+from cwtx.wire.commands import Authenticate, Hello, Status
+from cwtx.wire.names import Role
+from cwtx.wire.versions import hello_arguments
+
+
+def query_status(
+    host: str, port: int, timeout: float = 5.0, secret: bytes | None = None
+) -> dict[str, Any]:
+    """The master's status as a dict; raises OSError if it does not answer
+    (AuthenticationError, an OSError too, if the secrets differ)."""
+    secret = load_secret() if secret is None else secret
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        amp = authenticated(sock, secret, Role.STATUS, "status", f"{host}:{port}")
+        return json.loads(amp.call(Status)["status"])
+
+
+def authenticated(
+    sock: socket.socket, secret: bytes, role: Role, name: str, where: str
+) -> BlockingAMP:
+    """Hello and Authenticate on a connected socket; the caller for what follows."""
+    amp = BlockingAMP(sock)
+    mine = auth.nonce()
+    hello = amp.call(Hello, nonce=mine, **hello_arguments(role, name))
+    if not auth.verify(secret, "master", mine, hello["nonce"], hello["proof"]):
+        raise AuthenticationError(
+            f"the master at {where} could not prove it knows our shared secret"
+        )
+    amp.call(Authenticate, proof=auth.proof(secret, role, hello["nonce"], mine))
+    return amp

@@ -1,0 +1,193 @@
+"""
+One connection to the master, from a client, a worker or a status query.
+
+Until it authenticates it may send only Hello and Authenticate, at most
+PREAUTH_BYTES in all, within the authentication timeout; anything else
+closes it.  Once it has proved the shared secret, its AMP locator becomes
+the responders of the role it claimed (``roles``): a client cannot even
+name a worker's command.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import txaio
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.protocols.amp import CommandLocator
+
+from cwtx._errors import AuthenticationError, ProtocolMismatch
+from cwtx.master.master import Master
+from cwtx.master.roles import RESPONDERS, Responders
+from cwtx.wire import handshake as auth
+from cwtx.wire.commands import Authenticate, Hello
+from cwtx.wire.names import PROTOCOL_VERSION, Role
+from cwtx.wire.peer import HeartbeatMonitor, Peer
+
+txaio.use_twisted()
+log = txaio.make_logger()
+
+
+#: Bytes a connection may send before it has authenticated.
+PREAUTH_BYTES = 16 * 1024
+#: Seconds a connection has to authenticate.
+AUTH_TIMEOUT = 10.0
+#: Bytes of one AMP box (a BlobChunk box is about 1 MiB).
+MAX_BOX_BYTES = 8 * 1024 * 1024
+#: Bytes of streamed payloads a connection may have in flight, unclaimed.
+MAX_UNCLAIMED_BYTES = 2 * 1024 * 1024 * 1024
+
+HANDSHAKE = (b"Hello", b"Authenticate")
+
+
+class MasterConnection(Peer):
+    """The master's end of one connection; see the module docstring."""
+
+    def __init__(
+        self,
+        master: Master,
+        monitor: HeartbeatMonitor,
+        clock: IReactorTime,
+        secret: bytes,
+        auth_timeout: float = AUTH_TIMEOUT,
+    ) -> None:
+        super().__init__(clock)
+        self.master = master
+        self.monitor = monitor
+        self.auth_timeout = auth_timeout
+        self.role: Role | None = None
+        self.name = "?"
+        self.versions = ("?", "?")
+        #: The responders of its role once it has authenticated, else None.
+        self.responders: Responders | None = None
+        self.locator = Handshake(self, secret)
+        self._received = 0  # bytes before authentication, then bytes since the last box
+        self._auth_timer: Any = None
+        self.blobs_in.max_bytes = MAX_UNCLAIMED_BYTES
+
+    @property
+    def authenticated(self) -> bool:
+        return self.responders is not None
+
+    def describe(self) -> str:
+        peer = self.transport.getPeer() if self.transport is not None else "?"
+        return f"{self.role or 'peer'} {self.name} ({peer})"
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._auth_timer = self.clock.callLater(self.auth_timeout, self._auth_expired)
+
+    def _auth_expired(self) -> None:
+        self._auth_timer = None
+        self.drop(f"did not authenticate within {self.auth_timeout:g} s")
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.dead:
+            return
+        self._received += len(data)
+        if not self.authenticated and self._received > PREAUTH_BYTES:
+            return self.drop(f"sent over {PREAUTH_BYTES} bytes before authenticating")
+        if self.authenticated and self._received > MAX_BOX_BYTES:
+            return self.drop(f"sent a message of over {MAX_BOX_BYTES} bytes")
+        super().dataReceived(data)
+
+    def ampBoxReceived(self, box: Any) -> None:
+        if self.authenticated:
+            self._received = 0
+        elif box.get(b"_command") not in HANDSHAKE:
+            what = box.get(b"_command", b"an answer")[:40]
+            return self.drop(f"sent {what!r} before authenticating")
+        super().ampBoxReceived(box)
+
+    def authenticated_as(self, role: Role) -> None:
+        """The proof checked out: from now on it speaks as ``role``."""
+        if self._auth_timer is not None and self._auth_timer.active():
+            self._auth_timer.cancel()
+        self._auth_timer = None
+        self._received = 0
+        self.monitor.watch(self)
+        self.responders = self.locator = RESPONDERS[role](self)
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        if self._auth_timer is not None and self._auth_timer.active():
+            self._auth_timer.cancel()
+        self.monitor.unwatch(self)
+        if self.responders is not None:
+            why = reason.getErrorMessage() if reason is not None else "closed"
+            self.responders.lost(why)
+
+
+class Handshake(CommandLocator):
+    """What a connection may ask before it has authenticated."""
+
+    def __init__(self, connection: MasterConnection, secret: bytes) -> None:
+        self.connection = connection
+        self._secret = secret
+        self._nonces: tuple[bytes, bytes] | None = None
+
+    @Hello.responder
+    def hello(
+        self, role: str, name: str, protocol: int, python: str, cloudpickle: str, nonce: bytes
+    ) -> dict[str, Any]:
+        conn = self.connection
+        if conn.role is not None:
+            raise ProtocolMismatch("hello was already said on this connection")
+        if protocol != PROTOCOL_VERSION:
+            raise ProtocolMismatch(
+                f"this master speaks cwtx protocol {PROTOCOL_VERSION}, the {role[:20]} protocol "
+                f"{protocol}: install the same cwtx version everywhere"
+            )
+        if role not in Role.__members__.values() or len(nonce) != auth.NONCE_BYTES:
+            raise ProtocolMismatch(f"bad hello (role {role[:20]!r}, nonce of {len(nonce)} bytes)")
+        conn.role, conn.name = Role(role), name[:200]
+        conn.versions = (python[:40], cloudpickle[:40])
+        mine = auth.nonce()
+        self._nonces = (nonce, mine)
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "master": conn.master.id,
+            "nonce": mine,
+            "proof": auth.proof(self._secret, "master", nonce, mine),
+        }
+
+    @Authenticate.responder
+    def authenticate(self, proof: bytes) -> dict[str, Any]:
+        conn = self.connection
+        if self._nonces is None or conn.role is None:
+            raise AuthenticationError("authenticate once, after hello")
+        theirs, mine = self._nonces
+        if not auth.verify(self._secret, conn.role, mine, theirs, proof):
+            log.warn(
+                "authentication failed: {peer} does not know the shared secret",
+                peer=conn.describe(),
+            )
+            raise AuthenticationError(
+                "authentication failed: the master has a different shared secret"
+            )
+        conn.authenticated_as(conn.role)
+        return {}
+
+
+class MasterFactory(Factory):
+    def __init__(
+        self,
+        master: Master,
+        monitor: HeartbeatMonitor,
+        clock: IReactorTime,
+        secret: bytes,
+        auth_timeout: float = AUTH_TIMEOUT,
+    ) -> None:
+        self.master = master
+        self.monitor = monitor
+        self.clock = clock
+        self.secret = secret
+        self.auth_timeout = auth_timeout
+
+    def buildProtocol(self, addr: Any) -> MasterConnection:
+        proto = MasterConnection(
+            self.master, self.monitor, self.clock, self.secret, self.auth_timeout
+        )
+        proto.factory = self
+        return proto

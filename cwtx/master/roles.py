@@ -1,0 +1,223 @@
+"""
+What an authenticated peer may ask the master, one responder set per role.
+A connection's AMP locator becomes one of these once the peer has proved
+the shared secret (``connection``); each turns commands into calls on the
+:class:`~cwtx.master.master.Master` and its deliveries into batched commands.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import txaio
+from twisted.internet.defer import Deferred
+from twisted.protocols.amp import CommandLocator
+
+from cwtx._errors import ProtocolError
+from cwtx.master.sessions import ClientSession, Job, ResultItem, WorkerSession
+from cwtx.wire.batch import BatchSender
+from cwtx.wire.commands import (
+    BlobChunk,
+    CancelJobs,
+    CancelTasks,
+    Heartbeat,
+    JobResults,
+    LeaveWorker,
+    RegisterWorker,
+    RunTasks,
+    Status,
+    SubmitJobs,
+    TaskResults,
+)
+from cwtx.wire.names import Role
+from cwtx.wire.payload import EMPTY, Payload
+
+if TYPE_CHECKING:
+    from cwtx.master.connection import MasterConnection
+
+txaio.use_twisted()
+log = txaio.make_logger()
+
+#: What one batched record is encoded from: (fields, payloads), or None to skip it.
+Encoded = tuple[dict[str, Any], dict[str, Payload]]
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ProtocolError(message)
+
+
+class Responders(CommandLocator):
+    """Every role may send heartbeats."""
+
+    def __init__(self, connection: MasterConnection) -> None:
+        self.connection = connection
+        self.master = connection.master
+
+    @Heartbeat.responder
+    def heartbeat(self) -> dict[str, Any]:
+        return {}
+
+    def lost(self, why: str) -> None:
+        """The connection closed (``why``)."""
+
+
+class StatusResponders(Responders):
+    """A status query (``cw status``, launchers): Status only."""
+
+    @Status.responder
+    def status(self) -> dict[str, Any]:
+        return {"status": json.dumps(self.master.status())}
+
+
+class BlobResponders(Responders):
+    """Peers that send payloads too large for one AMP value stream them first."""
+
+    @BlobChunk.responder
+    def blob_chunk(self, blob: int, data: list[bytes]) -> dict[str, Any]:
+        self.connection.blobs_in.chunk(blob, data)
+        return {}
+
+
+class ClientResponders(StatusResponders, BlobResponders):
+    """A client: submit and cancel jobs, ask for status; results go back in batches."""
+
+    def __init__(self, connection: MasterConnection) -> None:
+        super().__init__(connection)
+        self.sender: BatchSender[ResultItem] = BatchSender(
+            connection, JobResults, "results", self._encode_result
+        )
+        self.session = ClientSession(connection.name, self.sender.add, connection.versions)
+        self.master.add_client(self.session)
+        log.info(
+            "client {name} connected (python {py}, cloudpickle {cp})",
+            name=connection.name,
+            py=connection.versions[0],
+            cp=connection.versions[1],
+        )
+
+    @SubmitJobs.responder
+    def submit(self, jobs: list[dict[str, Any]]) -> Deferred[dict[str, Any]]:
+        blobs = self.connection.blobs_in
+        for r in jobs:
+            code = blobs.take(r["fn_code"], r["fn_code_blob"])
+            args = blobs.take(r["args"], r["args_blob"])
+            if code.size:
+                self.master.define(self.session, r["fn"], r["fn_env"], code)
+            self.master.submit(
+                self.session,
+                r["job"],
+                r["fn"],
+                args,
+                timeout=r["timeout"],
+                max_retries=r["max_retries"],
+                priority=r["priority"],
+                resources=r["resources"],
+            )
+        self.master.dispatch()
+        # Flow control: a client holding too much waits for this answer, and
+        # its sender sends at most a few batches ahead of its answers.
+        return self.session.when_below_limit().addCallback(lambda _: {})
+
+    @CancelJobs.responder
+    def cancel(self, jobs: list[int]) -> dict[str, Any]:
+        self.master.cancel(self.session, jobs)
+        return {}
+
+    @staticmethod
+    def _encode_result(item: ResultItem) -> Encoded:
+        job_id, status, value, error = item
+        return {"job": job_id, "status": status, "error": error}, {"value": value}
+
+    def lost(self, why: str) -> None:
+        self.sender.stop()
+        log.info("client {name} left ({why})", name=self.connection.name, why=why)
+        self.master.remove_client(self.session)
+
+
+class WorkerResponders(BlobResponders):
+    """A worker: register, report how tasks ended, leave; tasks go to it in batches."""
+
+    def __init__(self, connection: MasterConnection) -> None:
+        super().__init__(connection)
+        self.session: WorkerSession | None = None
+        self.sender: BatchSender[Job] = BatchSender(
+            connection, RunTasks, "tasks", self._encode_task
+        )
+
+    @RegisterWorker.responder
+    def register(self, slots: int, resources: str) -> dict[str, Any]:
+        _check(self.session is None, "this worker is already registered")
+        _check(0 < slots <= 100_000, f"slots must be from 1 to 100000, not {slots}")
+        try:
+            res = json.loads(resources) if resources else {}
+        except ValueError:
+            res = None
+        _check(isinstance(res, dict), "resources must be a JSON object")
+        self.session = WorkerSession(
+            self.connection.name,
+            slots,
+            self.sender.add,
+            self._send_cancel,
+            res,
+            prefetch=self.master.prefetch,
+            versions=self.connection.versions,
+        )
+        self.master.add_worker(self.session)
+        return {}
+
+    def _registered(self) -> WorkerSession:
+        _check(self.session is not None, "a worker must register first")
+        assert self.session is not None
+        return self.session
+
+    @TaskResults.responder
+    def results(self, results: list[dict[str, Any]]) -> dict[str, Any]:
+        session = self._registered()
+        blobs = self.connection.blobs_in
+        for r in results:
+            value = blobs.take(r["value"], r["value_blob"])
+            self.master.task_result(session, r["task"], r["status"], value, r["error"])
+        self.master.dispatch()
+        return {}
+
+    @LeaveWorker.responder
+    def leave(self) -> dict[str, Any]:
+        self._registered().leaving = True
+        log.info("worker {name} is leaving", name=self.connection.name)
+        return {}
+
+    def _encode_task(self, job: Job) -> Encoded | None:
+        worker = self.session
+        if worker is None or job.ended or job.worker is not worker:
+            return None  # cancelled, or moved on, before its turn came
+        job.sent = True
+        fields: dict[str, Any] = {
+            "task": job.task,
+            "fn": job.fn.hash,
+            "fn_env": "",
+            "timeout": job.timeout,
+        }
+        code = EMPTY
+        if job.fn.hash not in worker.functions:
+            worker.functions.add(job.fn.hash)
+            fields["fn_env"], code = job.fn.env, job.fn.code
+        return fields, {"fn_code": code, "args": job.args}
+
+    def _send_cancel(self, task: int) -> None:
+        # Sent after any RunTasks batch already on the wire; a record still
+        # queued in the sender is skipped instead (see Master._abandon).
+        self.connection.callRemote(CancelTasks, tasks=[task]).addErrback(lambda _: None)
+
+    def lost(self, why: str) -> None:
+        self.sender.stop()
+        if self.session is not None:
+            self.master.remove_worker(self.session, f"connection lost ({why})")
+
+
+RESPONDERS: dict[Role, type[Responders]] = {
+    Role.CLIENT: ClientResponders,
+    Role.WORKER: WorkerResponders,
+    Role.STATUS: StatusResponders,
+}

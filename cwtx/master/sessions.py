@@ -1,0 +1,172 @@
+"""
+What the master knows of each peer and each job: a client's session (its
+functions, its queue, its live jobs, its flow-control limits), a worker's
+session (its slots and the tasks sent to it), and the jobs themselves.
+No I/O: a session is handed ``deliver`` callables by its connection.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+
+from cwtx.wire.names import JobStatus
+from cwtx.wire.payload import Payload
+
+DEFAULT_MAX_RETRIES = 3
+#: Tasks sent to a worker beyond its slots, queued there so that a slot that
+#: frees up starts its next task without waiting for a round trip.
+DEFAULT_PREFETCH = 4
+#: A client whose jobs that have not ended hold more argument bytes, or are
+#: more, than this waits for its SubmitJobs answers (flow control).
+MAX_CLIENT_BYTES = 1024 * 1024 * 1024
+MAX_CLIENT_JOBS = 1_000_000
+
+#: (Python, cloudpickle) of a peer that did not say (tests): matches anything.
+UNKNOWN_VERSIONS = ("?", "?")
+
+
+@dataclass(eq=False)
+class Function:
+    hash: bytes
+    env: str
+    code: Payload
+
+
+@dataclass(eq=False)
+class Job:
+    """A client's job, from submission until it ends for the client."""
+
+    client: ClientSession
+    job_id: int
+    fn: Function
+    args: Payload
+    timeout: float = 0.0
+    max_retries: int = DEFAULT_MAX_RETRIES
+    priority: int = 0
+    resources: str = "{}"
+    attempts: list[dict[str, str]] = field(default_factory=list)
+    worker: WorkerSession | None = None
+    task: int = 0  # the task id of its current attempt
+    sent: bool = False  # its RunTasks record went out to the worker
+    ended: bool = False
+
+    @property
+    def queued(self) -> bool:
+        return self.worker is None and not self.ended
+
+
+#: What the master hands a client session to send: (job id, status, value, error).
+ResultItem = tuple[int, JobStatus, Payload, str]
+
+
+class ClientSession:
+    """One connected client: its functions, its queue and its live jobs."""
+
+    def __init__(
+        self,
+        name: str,
+        deliver: Callable[[ResultItem], None],
+        versions: tuple[str, str] = UNKNOWN_VERSIONS,
+    ) -> None:
+        self.name = name
+        self.deliver = deliver
+        self.versions = versions  # (python, cloudpickle)
+        self.functions: dict[bytes, Function] = {}
+        self.jobs: dict[int, Job] = {}
+        self.held_bytes = 0  # argument bytes of the jobs it has not seen end
+        self.max_bytes = MAX_CLIENT_BYTES
+        self.max_jobs = MAX_CLIENT_JOBS
+        self._below: list[Deferred[None]] = []
+        self._heap: list[tuple[int, int, Job]] = []
+        self._seq = count()
+
+    def add_job(self, job: Job) -> None:
+        self.jobs[job.job_id] = job
+        self.held_bytes += job.args.size
+
+    def drop_job(self, job_id: int) -> Job | None:
+        job = self.jobs.pop(job_id, None)
+        if job is not None:
+            self.held_bytes -= job.args.size
+            if self._below and not self.over_limit():
+                waiting, self._below = self._below, []
+                for d in waiting:
+                    d.callback(None)
+        return job
+
+    def over_limit(self) -> bool:
+        return self.held_bytes > self.max_bytes or len(self.jobs) > self.max_jobs
+
+    def when_below_limit(self) -> Deferred[None]:
+        """Fires once the client holds less than its limits (flow control:
+        the master answers its SubmitJobs only then)."""
+        if not self.over_limit():
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._below.append(d)
+        return d
+
+    def push(self, job: Job, front: bool = False) -> None:
+        """Queue a job: by priority, then in order (``front``: first of its priority)."""
+        seq = -next(self._seq) if front else next(self._seq)
+        heapq.heappush(self._heap, (-job.priority, seq, job))
+
+    def pop(self) -> Job | None:
+        while self._heap:
+            job = heapq.heappop(self._heap)[2]
+            if job.queued:
+                return job
+        return None
+
+    def peek(self) -> Job | None:
+        while self._heap and not self._heap[0][2].queued:
+            heapq.heappop(self._heap)
+        return self._heap[0][2] if self._heap else None
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for job in self.jobs.values() if job.queued)
+
+
+class WorkerSession:
+    """One registered worker: its slots and the tasks sent to it."""
+
+    def __init__(
+        self,
+        name: str,
+        slots: int,
+        deliver_run: Callable[[Job], None],
+        deliver_cancel: Callable[[int], None],
+        resources: dict[str, Any] | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
+        versions: tuple[str, str] = UNKNOWN_VERSIONS,
+    ) -> None:
+        self.name = name
+        self.versions = versions  # (python, cloudpickle)
+        self.slots = slots
+        self.capacity = slots + prefetch
+        self.resources = resources or {}
+        self.deliver_run = deliver_run
+        self.deliver_cancel = deliver_cancel
+        self.running: dict[int, Job] = {}  # by task id: sent or about to be
+        self.functions: set[bytes] = set()  # hashes already sent to it
+        self.leaving = False  # shutting down: no new tasks
+
+    @property
+    def free(self) -> int:
+        """How many more tasks it may be sent (its slots, plus prefetch)."""
+        if self.leaving:
+            return 0
+        return self.capacity - len(self.running)
+
+    def started(self) -> set[int]:
+        """Tasks it must have started: a worker runs what it is sent in
+        order, ``slots`` at a time, so the earliest sent are the running ones."""
+        sent = sorted(task for task, job in self.running.items() if job.sent)
+        return set(sent[: self.slots])

@@ -1,0 +1,79 @@
+"""What ``twistd cw-master`` and ``twistd cw-worker`` share: the secret
+option, number checks, and a clean stop on SIGINT and SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import txaio
+from twisted.application.service import Service
+from twisted.python import usage
+
+from cwtx._secret import SecretError, load_secret
+
+txaio.use_twisted()
+log = txaio.make_logger()
+
+SECRET_HELP = (
+    "File holding the shared secret (default: $CWTX_SECRET, $CWTX_SECRET_FILE, "
+    "else ~/.config/cwtx/secret, created on first use)."
+)
+
+
+def secret_option(path: str | None) -> bytes:
+    """The secret for ``--secret-file``; a bad one is a usage error, not a traceback."""
+    try:
+        return load_secret(path)
+    except SecretError as e:
+        raise usage.UsageError(str(e))
+
+
+def positive(kind: type) -> Any:
+    """A coercer for usage.Options that accepts only positive numbers."""
+
+    def coerce(value: str) -> Any:
+        number = kind(value)
+        if number <= 0:
+            raise ValueError(f"must be positive, not {value}")
+        return number
+
+    coerce.coerceDoc = "Must be positive."  # type: ignore[attr-defined]
+    return coerce
+
+
+class StopOnSignal(Service):
+    """SIGINT and SIGTERM stop the reactor normally: services stop in order
+    (a worker leaves gracefully, see Worker.stopService), atexit handlers
+    run, and twistd exits 0, as a service manager expects of a clean stop.
+
+    twistd's own handlers would make it exit by re-raising the signal.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        # After the reactor's own handlers are installed (at startup).
+        self.reactor.callWhenRunning(self._install)
+
+    def _install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._received)
+
+    def _received(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self._stop, signal.Signals(signum).name)
+
+    def _stop(self, name: str) -> None:
+        log.info("{signal} received: stopping", signal=name)
+        if self.reactor.running:
+            self.reactor.stop()
+
+
+def default_reactor(reactor: Any) -> Any:
+    if reactor is None:
+        from twisted.internet import reactor as installed
+
+        return installed
+    return reactor

@@ -1,0 +1,91 @@
+"""``twistd cw-master``: its options and service (twistd's ServiceMaker
+wants ``Options`` and ``makeService`` in one module)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IService, MultiService
+from twisted.python import usage
+
+from cwtx.client.address import PORT
+from cwtx.master.connection import AUTH_TIMEOUT
+from cwtx.master.master import DEFAULT_MAX_RETRIES, DEFAULT_PREFETCH, Master
+from cwtx.master.service import MasterService
+from cwtx.tap.common import SECRET_HELP, StopOnSignal, default_reactor, positive, secret_option
+from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "Run a cwtx master: it routes jobs from clients to workers."
+    optParameters = [
+        ["listen", "l", f"tcp:{PORT}", "Server endpoint string to listen on."],
+        [
+            "heartbeat-interval",
+            None,
+            HEARTBEAT_INTERVAL,
+            "Seconds between heartbeats to each peer.",
+            positive(float),
+        ],
+        [
+            "heartbeat-timeout",
+            None,
+            HEARTBEAT_TIMEOUT,
+            "Seconds of silence after which a peer is dead.",
+            positive(float),
+        ],
+        [
+            "max-retries",
+            None,
+            DEFAULT_MAX_RETRIES,
+            "Times a job is retried after its worker dies under it.",
+            int,
+        ],
+        [
+            "prefetch",
+            None,
+            DEFAULT_PREFETCH,
+            "Jobs sent to each worker beyond its slots, to hide round trips.",
+            int,
+        ],
+        ["secret-file", None, None, SECRET_HELP],
+        [
+            "auth-timeout",
+            None,
+            AUTH_TIMEOUT,
+            "Seconds a new connection has to authenticate before it is closed.",
+            positive(float),
+        ],
+        [
+            "port-file",
+            None,
+            None,
+            "Write the TCP port actually bound to this file (for --listen tcp:0).",
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        self["secret"] = secret_option(self["secret-file"])
+        if self["max-retries"] < 0:
+            raise usage.UsageError("--max-retries must be 0 or more")
+        if self["prefetch"] < 0:
+            raise usage.UsageError("--prefetch must be 0 or more")
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    reactor = default_reactor(reactor)
+    master = Master(max_retries=options["max-retries"], prefetch=options["prefetch"])
+    monitor = HeartbeatMonitor(reactor, options["heartbeat-interval"], options["heartbeat-timeout"])
+    service = MultiService()
+    MasterService(
+        reactor,
+        options["listen"],
+        master,
+        monitor,
+        options["secret"],
+        options["port-file"],
+        options["auth-timeout"],
+    ).setServiceParent(service)
+    StopOnSignal(reactor).setServiceParent(service)
+    return service

@@ -1,0 +1,90 @@
+"""``twistd cw-worker``: its options and service (twistd's ServiceMaker
+wants ``Options`` and ``makeService`` in one module)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.application.service import IService, MultiService
+from twisted.python import usage
+
+from cwtx.client.address import PORT, parse_master_address
+from cwtx.client.connect import client_endpoint
+from cwtx.tap.common import SECRET_HELP, StopOnSignal, default_reactor, positive, secret_option
+from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
+from cwtx.worker.supervisor import GRACE, Worker
+
+
+class Options(usage.Options):
+    synopsis = "--master HOST[:PORT] | --connect ENDPOINT [options]"
+    longdesc = "Run a cwtx worker: it runs jobs from a master in child processes."
+    optParameters = [
+        ["master", "m", None, f"The master's HOST[:PORT] (port {PORT} by default)."],
+        ["connect", "c", None, "Client endpoint string for the master (instead of --master)."],
+        ["slots", "n", 1, "Jobs to run at once, each in its own child process.", positive(int)],
+        ["name", None, None, "Name of this worker in logs and status (default host:pid)."],
+        ["resources", None, "{}", "Resources this worker offers, as a JSON object."],
+        [
+            "heartbeat-interval",
+            None,
+            HEARTBEAT_INTERVAL,
+            "Seconds between heartbeats to the master.",
+            positive(float),
+        ],
+        [
+            "heartbeat-timeout",
+            None,
+            HEARTBEAT_TIMEOUT,
+            "Seconds of silence after which the master is taken for dead.",
+            positive(float),
+        ],
+        ["secret-file", None, None, SECRET_HELP],
+        [
+            "grace",
+            None,
+            GRACE,
+            "On SIGINT/SIGTERM, seconds to let running jobs finish before handing them back.",
+            float,
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        self["secret"] = secret_option(self["secret-file"])
+        if self["master"] and self["connect"]:
+            raise usage.UsageError("give --master or --connect, not both")
+        if not self["connect"]:
+            try:
+                self["address"] = parse_master_address(self["master"] or "localhost")
+            except ValueError as e:
+                raise usage.UsageError(f"--master: {e}")
+        try:
+            resources = json.loads(self["resources"])
+        except ValueError as e:
+            raise usage.UsageError(f"--resources is not JSON: {e}")
+        if not isinstance(resources, dict):
+            raise usage.UsageError("--resources must be a JSON object")
+        self["resources"] = resources
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    reactor = default_reactor(reactor)
+    if options["connect"]:
+        endpoint = client_endpoint(reactor, endpoint=options["connect"])
+    else:
+        host, port = options["address"]
+        endpoint = client_endpoint(reactor, host, port)
+    service = MultiService()
+    Worker(
+        endpoint,
+        reactor,
+        slots=options["slots"],
+        name=options["name"],
+        resources=options["resources"],
+        heartbeat_interval=options["heartbeat-interval"],
+        heartbeat_timeout=options["heartbeat-timeout"],
+        grace=options["grace"],
+        secret=options["secret"],
+    ).setServiceParent(service)
+    StopOnSignal(reactor).setServiceParent(service)
+    return service

@@ -1,0 +1,91 @@
+"""
+Streaming payloads larger than one AMP value: :class:`BlobSender` sends
+them as :class:`~cwtx.wire.commands.BlobChunk` commands, a bounded number
+in flight at once (flow control), before the record that names them;
+:class:`BlobReceiver` collects the chunks until that record claims them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import count, islice
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.protocols.amp import AMP, MAX_VALUE_LENGTH
+
+from cwtx._errors import ProtocolError
+from cwtx.wire.commands import BlobChunk
+from cwtx.wire.payload import CHUNK_SIZE, Payload
+
+#: Payloads up to this size travel inline in their record.
+INLINE_MAX = 16 * 1024
+#: Chunks per BlobChunk command (one AMP box of about 1 MiB).
+CHUNKS_PER_BOX = 16
+#: BlobChunk commands sent but not yet acknowledged, per stream.
+WINDOW = 4
+
+assert CHUNK_SIZE < MAX_VALUE_LENGTH
+
+
+class BlobReceiver:
+    """Collects streamed chunks per blob id until a record claims them."""
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self._blobs: dict[int, Payload] = {}
+        self.held_bytes = 0
+        #: Refuse to hold more than this many unclaimed bytes (None: no limit).
+        self.max_bytes = max_bytes
+
+    def chunk(self, blob: int, pieces: list[bytes]) -> None:
+        if blob <= 0:
+            raise ProtocolError(f"blob id must be positive, got {blob}")
+        size = sum(len(p) for p in pieces)
+        if self.max_bytes is not None and self.held_bytes + size > self.max_bytes:
+            raise ProtocolError(
+                f"over {self.max_bytes} bytes streamed and not yet claimed by a record"
+            )
+        payload = self._blobs.get(blob)
+        if payload is None:
+            payload = self._blobs[blob] = Payload()
+        for piece in pieces:
+            payload.append(piece)
+        self.held_bytes += size
+
+    def take(self, inline: bytes, blob: int) -> Payload:
+        """The payload a record names: inline bytes, or a streamed blob."""
+        if blob == 0:
+            return Payload.of(inline)
+        try:
+            payload = self._blobs.pop(blob)
+        except KeyError:
+            raise ProtocolError(f"record names blob {blob}, which was never streamed")
+        self.held_bytes -= payload.size
+        return payload
+
+    def clear(self) -> None:
+        self._blobs.clear()
+        self.held_bytes = 0
+
+
+class BlobSender:
+    """Streams large payloads over one connection, WINDOW chunks in flight."""
+
+    def __init__(self, amp: AMP) -> None:
+        self._amp = amp
+        self._ids = count(1)
+
+    async def encode(self, payload: Payload) -> tuple[bytes, int]:
+        """Return (inline, blob) for a record; stream the payload if big."""
+        if payload.size <= INLINE_MAX:
+            return payload.tobytes(), 0
+        blob = next(self._ids)
+        inflight: deque[Deferred[Any]] = deque()
+        chunks = payload.chunks()
+        while box := list(islice(chunks, CHUNKS_PER_BOX)):
+            if len(inflight) >= WINDOW:
+                await inflight.popleft()
+            inflight.append(self._amp.callRemote(BlobChunk, blob=blob, data=box))
+        while inflight:
+            await inflight.popleft()
+        return b"", blob

@@ -1,0 +1,229 @@
+"""
+The wire contract: every AMP command that master, workers and clients
+exchange.  This module holds no logic; docs/protocol.md documents it, and
+``names`` holds the other names that cross a process boundary.
+
+Payloads (functions, arguments, results) are opaque bytes to the master.  A
+payload up to ``blobs.INLINE_MAX`` bytes travels inline in its record
+(``<name>`` holds it, ``<name>_blob`` is 0); a larger one is streamed first
+with :class:`BlobChunk` and the record names it by blob id (``<name>``
+empty, ``<name>_blob`` > 0).
+
+A *job* is what a client submitted, named by the client's job id; a *task*
+is one attempt at running a job on a worker, named by the master's task id.
+Clients only ever see job ids, workers only task ids.
+"""
+
+from twisted.protocols.amp import Command, Integer, ListOf, Unicode
+from twisted.protocols.amp import String as Bytes
+
+from cwtx._errors import AuthenticationError, ProtocolError, ProtocolMismatch
+from cwtx.wire.records import Chunks, Records
+
+#: Bad input from a peer: the error goes back, then the connection closes.
+PROTOCOL_ERRORS = {ProtocolError: b"PROTOCOL_ERROR"}
+
+#: A job, client to master.  ``fn`` is the sha256 of the function's
+#: environment and pickle; ``fn_env`` and ``fn_code`` are sent only the first
+#: time that hash goes over the connection.  ``max_retries`` -1: the master's
+#: default.  ``resources``: a JSON object.
+JOB_RECORD = [
+    ("job", "int"),
+    ("fn", "bytes"),
+    ("fn_env", "text"),
+    ("fn_code", "bytes"),
+    ("fn_code_blob", "int"),
+    ("args", "bytes"),
+    ("args_blob", "int"),
+    ("timeout", "float"),
+    ("max_retries", "int"),
+    ("priority", "int"),
+    ("resources", "text"),
+]
+
+#: A task, master to worker: what the worker needs to run one attempt.
+TASK_RECORD = [
+    ("task", "int"),
+    ("fn", "bytes"),
+    ("fn_env", "text"),
+    ("fn_code", "bytes"),
+    ("fn_code_blob", "int"),
+    ("args", "bytes"),
+    ("args_blob", "int"),
+    ("timeout", "float"),
+]
+
+#: How a job ended, master to client.  ``status`` is a names.JobStatus;
+#: ``value`` the pickled result (ok) or pickled exception (error, may be
+#: empty); ``error`` JSON with type, message and traceback (empty for ok).
+RESULT_RECORD = [
+    ("job", "int"),
+    ("status", "text"),
+    ("value", "bytes"),
+    ("value_blob", "int"),
+    ("error", "text"),
+]
+
+#: How a task ended, worker to master: as RESULT_RECORD, by task id.
+TASK_RESULT_RECORD = [
+    ("task", "int"),
+    ("status", "text"),
+    ("value", "bytes"),
+    ("value_blob", "int"),
+    ("error", "text"),
+]
+
+
+class Hello(Command):
+    """First command on every connection: who I am, what I run, a nonce."""
+
+    arguments = [
+        (b"role", Unicode()),  # a names.Role
+        (b"name", Unicode()),  # client id or worker name, for logs and status
+        (b"protocol", Integer()),
+        (b"python", Unicode()),
+        (b"cloudpickle", Unicode()),
+        (b"nonce", Bytes()),  # 32 random bytes
+    ]
+    response = [
+        (b"protocol", Integer()),
+        (b"master", Unicode()),  # the master's instance id
+        (b"nonce", Bytes()),  # the master's 32 random bytes
+        (b"proof", Bytes()),  # HMAC proving the master knows the secret
+    ]
+    errors = {ProtocolMismatch: b"REFUSED"}
+    fatalErrors = {ProtocolMismatch: b"REFUSED"}
+
+
+class Authenticate(Command):
+    """Second command: the peer proves it knows the shared secret."""
+
+    arguments = [(b"proof", Bytes())]
+    response = []
+    errors = {AuthenticationError: b"AUTHENTICATION_FAILED"}
+    fatalErrors = {AuthenticationError: b"AUTHENTICATION_FAILED"}
+
+
+class RegisterWorker(Command):
+    """Worker to master: it offers its slots (and resources)."""
+
+    arguments = [
+        (b"slots", Integer()),
+        (b"resources", Unicode()),  # JSON object
+    ]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+class BlobChunk(Command):
+    """Some pieces (each at most 65,000 bytes) of a payload being streamed."""
+
+    arguments = [
+        (b"blob", Integer()),
+        (b"data", Chunks()),
+    ]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+class SubmitJobs(Command):
+    """Client to master: a batch of new jobs."""
+
+    arguments = [(b"jobs", Records(JOB_RECORD))]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+class CancelJobs(Command):
+    """Client to master: it gave up on these jobs (job ids); no answer follows."""
+
+    arguments = [(b"jobs", ListOf(Integer()))]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+class JobResults(Command):
+    """Master to client: a batch of ended jobs."""
+
+    arguments = [(b"results", Records(RESULT_RECORD))]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+class RunTasks(Command):
+    """Master to worker: a batch of tasks to run, in order."""
+
+    arguments = [(b"tasks", Records(TASK_RECORD))]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+class CancelTasks(Command):
+    """Master to worker: end these tasks (task ids) as cancelled."""
+
+    arguments = [(b"tasks", ListOf(Integer()))]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+class TaskResults(Command):
+    """Worker to master: a batch of ended tasks."""
+
+    arguments = [(b"results", Records(TASK_RESULT_RECORD))]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+class LeaveWorker(Command):
+    """Worker to master: it is shutting down, send it no more tasks.  It
+    then reports what it hands back with status ``requeue``, and disconnects."""
+
+    arguments = []
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+class Heartbeat(Command):
+    """Either side asks; the answer proves the peer's event loop is alive."""
+
+    arguments = []
+    response = []
+
+
+class Status(Command):
+    """Client or status connection to master: a snapshot of its state (JSON)."""
+
+    arguments = []
+    response = [(b"status", Unicode())]
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+__all__ = [
+    "JOB_RECORD",
+    "TASK_RECORD",
+    "RESULT_RECORD",
+    "TASK_RESULT_RECORD",
+    "Hello",
+    "Authenticate",
+    "RegisterWorker",
+    "BlobChunk",
+    "SubmitJobs",
+    "CancelJobs",
+    "JobResults",
+    "RunTasks",
+    "CancelTasks",
+    "TaskResults",
+    "LeaveWorker",
+    "Heartbeat",
+    "Status",
+]

@@ -1,0 +1,54 @@
+"""
+Mutual HMAC challenge/response, before any other command.
+
+Each side sends a fresh 32-byte nonce.  The master proves it knows the
+secret with HMAC-SHA256(secret, "cwtx master" | client nonce | master
+nonce); then the connecting side proves it with HMAC-SHA256(secret, "cwtx
+<role>" | master nonce | client nonce).  Distinct labels keep one side's
+proof useless as the other's; proofs are compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from typing import Any
+
+from cwtx._errors import AuthenticationError
+from cwtx.wire.commands import Authenticate, Hello
+from cwtx.wire.versions import hello_arguments
+
+NONCE_BYTES = 32
+
+
+def nonce() -> bytes:
+    return os.urandom(NONCE_BYTES)
+
+
+def proof(secret: bytes, label: str, first: bytes, second: bytes) -> bytes:
+    return hmac.new(
+        secret, b"cwtx " + label.encode() + b"\0" + first + second, hashlib.sha256
+    ).digest()
+
+
+def verify(secret: bytes, label: str, first: bytes, second: bytes, given: bytes) -> bool:
+    return hmac.compare_digest(proof(secret, label, first, second), given)
+
+
+async def handshake(proto: Any, role: str, name: str, secret: bytes) -> dict[str, Any]:
+    """Hello and Authenticate on a fresh connection; the master's hello reply.
+
+    Raises AuthenticationError if the master does not know our secret, or
+    refuses our proof.
+    """
+    mine = nonce()
+    reply = await proto.callRemote(Hello, nonce=mine, **hello_arguments(role, name))
+    theirs = reply["nonce"]
+    if len(theirs) != NONCE_BYTES or not verify(secret, "master", mine, theirs, reply["proof"]):
+        raise AuthenticationError(
+            "the master could not prove it knows our shared secret "
+            "(a different secret, or not a cwtx master)"
+        )
+    await proto.callRemote(Authenticate, proof=proof(secret, role, theirs, mine))
+    return reply

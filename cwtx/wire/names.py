@@ -1,0 +1,35 @@
+"""
+Every name that crosses a process boundary, beside the AMP commands
+themselves (``commands``): the protocol version, the roles a peer says it
+plays, how a job ended, and the pickle protocol.  Standard library only, so
+that the slot child can use it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+#: Bumped whenever what crosses the wire changes; docs/protocol.md says what it is.
+PROTOCOL_VERSION = 2
+
+#: The pickle protocol for functions, arguments and results.
+PICKLE_PROTOCOL = 5
+
+
+class Role(StrEnum):
+    """What a peer says it is in its Hello."""
+
+    CLIENT = "client"
+    WORKER = "worker"
+    STATUS = "status"
+
+
+class JobStatus(StrEnum):
+    """How a job (or one attempt at it) ended: the ``status`` of a result."""
+
+    OK = "ok"  # value: the pickled result
+    ERROR = "error"  # value: the pickled exception, or empty; error: type, message, traceback
+    LOST = "lost"  # its process died under it: an attempt, retried up to max_retries
+    TIMEOUT = "timeout"  # it ran over its timeout and was killed
+    CANCELLED = "cancelled"  # cancelled before it ended
+    REQUEUE = "requeue"  # a leaving worker handed it back: it runs elsewhere, no attempt counted

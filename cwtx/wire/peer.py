@@ -1,0 +1,132 @@
+"""
+What every cwtx connection shares: liveness by heartbeat, blob reception,
+and ignoring a peer once it has been declared dead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import txaio
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.protocols.amp import AMP
+
+from cwtx.wire.blobs import BlobReceiver, BlobSender
+from cwtx.wire.commands import BlobChunk, Heartbeat
+
+txaio.use_twisted()
+log = txaio.make_logger()
+
+#: Seconds between heartbeats, and of silence before a peer is dead.
+HEARTBEAT_INTERVAL = 5.0
+HEARTBEAT_TIMEOUT = 30.0
+
+
+class Peer(AMP):
+    """An AMP connection that tracks when it last heard from the other side."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        super().__init__()
+        self.clock = clock
+        self.last_seen = clock.seconds()
+        self.dead = False
+        self.blobs_in = BlobReceiver()
+        self.blobs_out = BlobSender(self)
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Many small commands, each awaited: Nagle's algorithm would add tens
+        # of milliseconds to every round trip.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:
+                pass
+
+    @property
+    def unwrapped(self) -> Peer:
+        """This protocol itself, even when asked through a wrapper that
+        forwards attributes (ClientService hands prepareConnection one)."""
+        return self
+
+    def ampBoxReceived(self, box: Any) -> None:
+        if self.dead:
+            return  # late words from a peer already given up on
+        self.last_seen = self.clock.seconds()
+        super().ampBoxReceived(box)
+
+    def declare_dead(self, why: str) -> None:
+        self.drop(f"declared dead: {why}")
+
+    def drop(self, why: str) -> None:
+        """Abort the connection (logged); ignore anything it still sends."""
+        if self.dead:
+            return
+        self.dead = True
+        log.warn("dropping {peer}: {why}", peer=self.describe(), why=why)
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def describe(self) -> str:
+        peer = self.transport.getPeer() if self.transport is not None else None
+        return f"connection from {peer}"
+
+    def connectionLost(self, reason: Any) -> None:
+        self.dead = True
+        self.blobs_in.clear()
+        super().connectionLost(reason)
+
+    @Heartbeat.responder
+    def _heartbeat(self) -> dict[str, Any]:
+        return {}
+
+    @BlobChunk.responder
+    def _blob_chunk(self, blob: int, data: list[bytes]) -> dict[str, Any]:
+        self.blobs_in.chunk(blob, data)
+        return {}
+
+
+class HeartbeatMonitor:
+    """Pings peers every ``interval``; drops one silent for ``timeout``."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        interval: float = HEARTBEAT_INTERVAL,
+        timeout: float = HEARTBEAT_TIMEOUT,
+    ) -> None:
+        if interval <= 0 or timeout <= 0:
+            raise ValueError("heartbeat interval and timeout must be positive")
+        self.clock = clock
+        self.interval = interval
+        self.timeout = timeout
+        self._peers: set[Peer] = set()
+        self._loop = LoopingCall(self.beat)
+        self._loop.clock = clock
+
+    def watch(self, peer: Peer) -> None:
+        self._peers.add(peer)
+
+    def unwatch(self, peer: Peer) -> None:
+        self._peers.discard(peer)
+
+    def start(self) -> None:
+        if not self._loop.running:
+            self._loop.start(self.interval, now=False)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def beat(self) -> None:
+        now = self.clock.seconds()
+        for peer in list(self._peers):
+            if peer.dead:
+                self._peers.discard(peer)
+            elif now - peer.last_seen > self.timeout:
+                peer.declare_dead(f"silent for {now - peer.last_seen:.1f} s")
+                self._peers.discard(peer)
+            else:
+                peer.callRemote(Heartbeat).addErrback(lambda _: None)

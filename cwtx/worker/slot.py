@@ -1,0 +1,268 @@
+"""
+One slot of a worker: a persistent child process that runs one job at a time.
+
+The supervisor keeps the AMP connection and heartbeats in its own process;
+user code runs only here, so a job that holds the GIL, segfaults or calls
+os._exit cannot silence the worker.  The slot reports such a crash as a lost
+attempt and starts a fresh child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import txaio
+from twisted.internet import error as net_error
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IPullProducer,
+    IReactorProcess,
+    IReactorTime,
+)
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from cwtx._errors import FramingError, error_json
+from cwtx.wire.names import JobStatus
+from cwtx.wire.payload import EMPTY, Payload
+from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, MessageDecoder, encode_message
+
+txaio.use_twisted()
+log = txaio.make_logger()
+
+#: What a slot child runs: ``python -m`` this.
+CHILD_MODULE = "cwtx.worker.child"
+
+#: Why the supervisor killed a running job, as the status it reports.
+KILL_MESSAGES = {
+    JobStatus.TIMEOUT: "the job ran over its timeout of {timeout:g} s and was killed",
+    JobStatus.CANCELLED: "the job was cancelled while running",
+    JobStatus.REQUEUE: "its worker left before the job finished; it runs again elsewhere",
+}
+
+
+@implementer(IPullProducer)
+class _PiecesProducer:
+    """Hands a pipe one piece at a time, as it drains.
+
+    Writing every piece at once would make Twisted join them all into one
+    buffer: a second copy of a 256 MiB argument in the supervisor.
+    """
+
+    def __init__(self, writer: Any, pieces: list[Any]) -> None:
+        self._writer = writer
+        self._pieces = iter(pieces)
+
+    def resumeProducing(self) -> None:
+        piece = next(self._pieces, None)
+        if piece is None:
+            self._writer.unregisterProducer()
+        else:
+            self._writer.write(piece)
+
+    def stopProducing(self) -> None:
+        self._pieces = iter(())
+
+
+#: A message up to this size is joined and written at once (one syscall).
+SMALL_MESSAGE = 1 << 20
+
+
+def _write_pieces(transport: Any, fd: int, pieces: list[Any]) -> None:
+    writer = getattr(transport, "pipes", {}).get(fd)
+    if sum(len(p) for p in pieces) <= SMALL_MESSAGE or writer is None or writer.producer:
+        transport.writeToChild(fd, b"".join(pieces))
+        return
+    writer.registerProducer(_PiecesProducer(writer, pieces), False)
+
+
+@dataclass
+class Task:
+    """A job as the worker knows it: the master's task id and what to run."""
+
+    task: int
+    fn: bytes
+    env: str
+    code: Payload
+    args: Payload
+    timeout: float = 0.0
+
+
+#: on_result(task, status, value, error_json)
+ResultCallback = Callable[[Task, str, Payload, str], None]
+
+
+class Slot(ProcessProtocol):
+    """Runs tasks in a child process; restarts the child when it dies."""
+
+    def __init__(
+        self,
+        index: int,
+        reactor: Any,
+        on_result: ResultCallback,
+        on_free: Callable[[], None],
+        python: str = sys.executable,
+    ) -> None:
+        self.index = index
+        self._reactor: IReactorProcess = reactor
+        self._clock: IReactorTime = reactor
+        self._on_result = on_result
+        self._on_free = on_free
+        self._python = python
+        self.current: Task | None = None
+        self._known: set[bytes] = set()  # functions this child has
+        self._decoder = MessageDecoder()
+        self._kill_reason: str | None = None
+        self._timer: IDelayedCall | None = None
+        self._stopping = False
+        self._running = False
+        self._quick_deaths = 0
+        self._started_at = 0.0
+        self._ended: list[Callable[[], None]] = []
+
+    @property
+    def free(self) -> bool:
+        return self._running and self.current is None and not self._stopping
+
+    def start(self) -> None:
+        self._decoder = MessageDecoder()
+        self._known = set()
+        self._kill_reason = None
+        self._started_at = self._clock.seconds()
+        self._reactor.spawnProcess(
+            self,
+            self._python,
+            [self._python, "-m", CHILD_MODULE],
+            env=dict(os.environ),
+            childFDs={0: "w", 1: 1, 2: 2, TASK_FD: "w", RESULT_FD: "r"},
+        )
+        self._running = True
+
+    def connectionMade(self) -> None:
+        self.transport.closeStdin()
+
+    def run(self, task: Task) -> None:
+        """Send a task to the child, with its function if the child lacks it."""
+        assert self.current is None
+        self.current = task
+        header = {Header.TASK: task.task, Header.FUNCTION: task.fn.hex(), Header.ENV: task.env}
+        parts: list[Any] = [json.dumps(header).encode("utf-8"), task.args]
+        if task.fn not in self._known:
+            parts.append(task.code)
+            self._known.add(task.fn)
+        _write_pieces(self.transport, TASK_FD, encode_message(parts))
+        task.args = EMPTY  # the pipe has it now; the master keeps it for retries
+        if task.timeout and task.timeout > 0:
+            self._timer = self._clock.callLater(task.timeout, self.kill, JobStatus.TIMEOUT)
+
+    def kill(self, reason: str) -> None:
+        """End the running task as ``reason`` (timeout, cancelled) by killing the child."""
+        if self.current is None or self._kill_reason is not None:
+            return
+        self._kill_reason = reason
+        self._signal("KILL")
+
+    def _signal(self, name: str) -> None:
+        try:
+            self.transport.signalProcess(name)  # type: ignore[union-attr]
+        except (net_error.ProcessExitedAlready, AttributeError, OSError):
+            pass
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        if fd != RESULT_FD:
+            return
+        try:
+            messages = self._decoder.feed(data)
+        except FramingError as e:
+            log.error("slot {index}: corrupt data from child: {e}", index=self.index, e=e)
+            self._kill_corrupt()
+            return
+        for parts in messages:
+            self._child_result(parts)
+
+    def _child_result(self, parts: list[Payload]) -> None:
+        task = self.current
+        try:
+            header = json.loads(parts[0].tobytes())
+            value = parts[1] if len(parts) > 1 else EMPTY
+            if task is None or header.get(Header.TASK) != task.task:
+                raise ValueError(f"result for task {header.get(Header.TASK)!r}")
+            status = JobStatus(header[Header.STATUS])
+            error = json.dumps(header[Header.ERROR]) if Header.ERROR in header else ""
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("slot {index}: bad result from child: {e}", index=self.index, e=e)
+            self._kill_corrupt()
+            return
+        if self._kill_reason is not None:
+            return  # it finished just as we killed it; processEnded reports
+        self._end_current()
+        self._quick_deaths = 0
+        self._on_result(task, status, value, error)
+        self._on_free()
+
+    def _kill_corrupt(self) -> None:
+        """The child broke the pipe protocol: kill it, and say so."""
+        self._kill_reason = self._kill_reason or "corrupt"
+        self._signal("KILL")
+
+    def _end_current(self) -> None:
+        self.current = None
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def processEnded(self, reason: Failure) -> None:
+        self._running = False
+        task = self.current
+        kill_reason = self._kill_reason
+        self._end_current()
+        code = getattr(reason.value, "exitCode", None)
+        signal = getattr(reason.value, "signal", None)
+        how = f"signal {signal}" if signal else f"exit code {code}"
+        if task is not None:
+            if kill_reason in KILL_MESSAGES:
+                message = KILL_MESSAGES[kill_reason].format(timeout=task.timeout)
+                status = JobStatus(kill_reason)
+                self._on_result(task, status, EMPTY, error_json(status, message))
+            elif kill_reason == "corrupt":
+                cause = (
+                    "its child process wrote corrupt data on the result pipe (fd "
+                    f"{RESULT_FD}) while running the job, and was killed"
+                )
+                self._on_result(task, JobStatus.LOST, EMPTY, error_json("ChildCorrupt", cause))
+            else:
+                cause = f"its child process died ({how}) while running the job"
+                self._on_result(task, JobStatus.LOST, EMPTY, error_json("ChildDied", cause))
+        elif not self._stopping:
+            log.warn("slot {index}: child exited unexpectedly ({how})", index=self.index, how=how)
+        if self._stopping:
+            for callback in self._ended:
+                callback()
+            return
+        quick = self._clock.seconds() - self._started_at < 1.0 and task is None
+        self._quick_deaths = self._quick_deaths + 1 if quick else 0
+        delay = min(0.1 * 2**self._quick_deaths, 10.0) if quick else 0
+        self._clock.callLater(delay, self._restart)
+
+    def _restart(self) -> None:
+        if self._stopping:
+            return
+        self.start()
+        self._on_free()
+
+    def stop(self, on_ended: Callable[[], None]) -> None:
+        """Kill the child for good; call ``on_ended`` once it is gone."""
+        self._stopping = True
+        if not self._running:
+            on_ended()
+            return
+        self._ended.append(on_ended)
+        self.transport.closeChildFD(TASK_FD)  # type: ignore[union-attr]
+        if self.current is not None:
+            self._signal("KILL")

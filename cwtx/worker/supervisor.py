@@ -1,0 +1,304 @@
+"""
+The worker supervisor (``twistd cw-worker``): holds the connection to the
+master, answers heartbeats, and hands tasks to its slot children.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections import deque
+from typing import Any
+
+import txaio
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, DeferredList, succeed
+
+from cwtx._errors import error_json
+from cwtx._secret import load_secret
+from cwtx.wire import handshake as auth
+from cwtx.wire.batch import BatchSender
+from cwtx.wire.commands import CancelTasks, LeaveWorker, RegisterWorker, RunTasks, TaskResults
+from cwtx.wire.names import JobStatus, Role
+from cwtx.wire.payload import EMPTY, Payload
+from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
+from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
+from cwtx.worker.slot import Slot, Task
+
+txaio.use_twisted()
+log = txaio.make_logger()
+
+Result = tuple[int, JobStatus, Payload, str]
+
+#: Seconds a leaving worker lets its running jobs finish before it kills
+#: them and hands them back (SLURM sends SIGKILL 30 s after scancel's signal).
+GRACE = 25.0
+
+
+class WorkerProtocol(Peer):
+    """The worker's end of its connection to the master."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(worker.reactor)
+        self.worker = worker
+        self.results: BatchSender[Result] = BatchSender(
+            self, TaskResults, "results", self._encode_result
+        )
+
+    def describe(self) -> str:
+        return "master"
+
+    @staticmethod
+    def _encode_result(item: Result) -> tuple[dict[str, Any], dict[str, Payload]]:
+        task, status, value, error = item
+        return {"task": task, "status": status, "error": error}, {"value": value}
+
+    @RunTasks.responder
+    def _run_tasks(self, tasks: list[dict[str, Any]]) -> dict[str, Any]:
+        for record in tasks:
+            self.worker.accept(self, record)
+        self.worker.dispatch()
+        return {}
+
+    @CancelTasks.responder
+    def _cancel_tasks(self, tasks: list[int]) -> dict[str, Any]:
+        self.worker.cancel(tasks)
+        return {}
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        self.results.stop()
+        self.worker.disconnected(self)
+
+
+class Worker(Service):
+    """Slots, the tasks they run, and the (re)connection to the master."""
+
+    def __init__(
+        self,
+        endpoint: DescribedEndpoint,
+        reactor: Any,
+        slots: int = 1,
+        name: str | None = None,
+        resources: dict[str, Any] | None = None,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+        grace: float = GRACE,
+        secret: bytes | None = None,
+    ) -> None:
+        """``endpoint`` leads to the master (cwtx.testing gives one in
+        memory); ``reactor`` provides time, and spawnProcess for the slot
+        children (cwtx.testing gives a fake one)."""
+        if slots < 1:
+            raise ValueError(f"a worker needs at least one slot, not {slots}")
+        self.reactor = reactor
+        self._secret = secret if secret is not None else load_secret()
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.resources = resources or {}
+        self.slots = [Slot(i, reactor, self._slot_result, self.dispatch) for i in range(slots)]
+        self.functions: dict[bytes, tuple[str, Payload]] = {}
+        self.queue: deque[Task] = deque()
+        self.tasks: dict[int, Task] = {}
+        # Cancels that overtook their RunTasks record on the wire.
+        self.cancelled_early: set[int] = set()
+        self.leaving = False
+        self.grace = grace
+        self._idle: list[Deferred[None]] = []
+        self.connection: WorkerProtocol | None = None
+        self.monitor = HeartbeatMonitor(reactor, heartbeat_interval, heartbeat_timeout)
+        self.endpoint = endpoint
+        self.service = reconnecting(
+            endpoint,
+            lambda: WorkerProtocol(self),
+            self.handshake,
+            reactor,
+            retry_policy(initial=0.2, most=10.0),
+        )
+
+    # -- connection ---------------------------------------------------------
+
+    async def handshake(self, proto: WorkerProtocol) -> None:
+        """Authenticate and register; then the master may send tasks.
+
+        On failure the connection is closed and the service tries again
+        later, with backoff.
+        """
+        try:
+            reply = await auth.handshake(proto, Role.WORKER, self.name, self._secret)
+            await proto.callRemote(
+                RegisterWorker, slots=len(self.slots), resources=json.dumps(self.resources)
+            )
+        except Exception as e:
+            log.error(
+                "worker {name} could not join the master at {where}: {why}",
+                name=self.name,
+                where=self.endpoint,
+                why=str(e) or type(e).__name__,
+            )
+            raise
+        self.connection = proto
+        self.monitor.watch(proto)
+        log.info(
+            "worker {name} registered with master {master} at {where} ({n} slots)",
+            name=self.name,
+            master=reply["master"],
+            where=self.endpoint,
+            n=len(self.slots),
+        )
+
+    def disconnected(self, proto: WorkerProtocol) -> None:
+        """The master is gone: what it gave us will be retried elsewhere."""
+        self.monitor.unwatch(proto)
+        if self.connection is not proto:
+            return
+        self.connection = None
+        log.warn("worker {name} lost the master; dropping its tasks", name=self.name)
+        self.queue.clear()
+        self.tasks.clear()
+        self.cancelled_early.clear()
+        self.functions.clear()
+        for slot in self.slots:
+            slot.kill("abandoned")
+
+    # -- jobs ---------------------------------------------------------------
+
+    def accept(self, proto: WorkerProtocol, record: dict[str, Any]) -> None:
+        """Queue one task the master sent (or end it at once, saying why)."""
+        task_id = record["task"]
+        fn = record["fn"]
+        if self.leaving:
+            self._end(task_id, JobStatus.REQUEUE, self._leaving_message)
+            return
+        if task_id in self.cancelled_early:
+            self.cancelled_early.discard(task_id)
+            self._end(task_id, JobStatus.CANCELLED, "cancelled")
+            return
+        try:
+            code = proto.blobs_in.take(record["fn_code"], record["fn_code_blob"])
+            args = proto.blobs_in.take(record["args"], record["args_blob"])
+        except ValueError as e:
+            self._end(task_id, JobStatus.ERROR, str(e), "ProtocolError")
+            return
+        if code.size:
+            self.functions[fn] = (record["fn_env"], code)
+        known = self.functions.get(fn)
+        if known is None:
+            message = f"function {fn.hex()} was never sent"
+            self._end(task_id, JobStatus.ERROR, message, "ProtocolError")
+            return
+        env, code = known
+        task = Task(task_id, fn, env, code, args, timeout=record["timeout"])
+        self.tasks[task_id] = task
+        self.queue.append(task)
+
+    def dispatch(self) -> None:
+        if self.leaving:
+            return
+        for slot in self.slots:
+            if not self.queue:
+                return
+            if slot.free:
+                slot.run(self.queue.popleft())
+
+    def cancel(self, task_ids: list[int]) -> None:
+        for task_id in task_ids:
+            task = self.tasks.get(task_id)
+            if task is None:
+                if len(self.cancelled_early) >= 100_000:
+                    self.cancelled_early.clear()  # crossed with results long ago
+                self.cancelled_early.add(task_id)
+                continue
+            if task in self.queue:
+                self.queue.remove(task)
+                del self.tasks[task_id]
+                self._end(task_id, JobStatus.CANCELLED, "cancelled")
+                continue
+            for slot in self.slots:
+                if slot.current is task:
+                    slot.kill(JobStatus.CANCELLED)
+
+    def _slot_result(self, task: Task, status: JobStatus, value: Payload, error: str) -> None:
+        if self.tasks.get(task.task) is not task:
+            return  # abandoned when the master went away
+        del self.tasks[task.task]
+        self._report(task.task, status, value, error)
+        if not self.tasks:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+
+    def _when_idle(self, timeout: float) -> Deferred[None]:
+        """Fires when no task is left, or after ``timeout`` seconds."""
+        if not self.tasks:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle.append(d)
+        d.addTimeout(timeout, self.reactor)
+        return d.addErrback(lambda f: f.trap(defer.TimeoutError))
+
+    def _report(self, task_id: int, status: JobStatus, value: Payload, error: str) -> None:
+        if self.connection is not None:
+            self.connection.results.add((task_id, status, value, error))
+
+    def _end(self, task_id: int, status: JobStatus, message: str, kind: str = "") -> None:
+        """Report a task that ends without running, and why."""
+        self._report(task_id, status, EMPTY, error_json(kind or status, message))
+
+    # -- service ------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        for slot in self.slots:
+            slot.start()
+        self.monitor.start()
+        self.service.startService()
+
+    def stopService(self) -> Deferred[Any]:
+        """Leave gracefully (SIGINT, SIGTERM): see :meth:`leave`."""
+        super().stopService()
+        return Deferred.fromCoroutine(self.leave())
+
+    async def leave(self) -> None:
+        """
+        Stop taking jobs, hand back the ones not started, let running ones
+        finish for up to ``grace`` seconds (then kill and hand them back
+        too), make sure the master has every result, then disconnect.
+        Handed-back jobs run again elsewhere without counting an attempt.
+        """
+        self.leaving = True
+        proto = self.connection
+        if proto is not None and not proto.dead:
+            log.info(
+                "worker {name} leaving: finishing {n} running jobs (grace {g:g} s)",
+                name=self.name,
+                n=sum(1 for s in self.slots if s.current),
+                g=self.grace,
+            )
+            try:
+                await proto.callRemote(LeaveWorker).addTimeout(5, self.reactor)
+            except Exception as e:
+                log.warn("the master did not take our leave: {e}", e=e)
+            while self.queue:
+                task = self.queue.popleft()
+                del self.tasks[task.task]
+                self._end(task.task, JobStatus.REQUEUE, self._leaving_message)
+            await self._when_idle(self.grace)
+            for slot in self.slots:
+                slot.kill(JobStatus.REQUEUE)
+            await self._when_idle(10)
+            await proto.results.drained().addTimeout(10, self.reactor).addErrback(lambda _: None)
+        self.monitor.stop()
+        await self.service.stopService()
+        waits = []
+        for slot in self.slots:
+            ended: Deferred[None] = Deferred()
+            slot.stop(lambda ended=ended: ended.callback(None))
+            waits.append(ended)
+        await DeferredList(waits)
+        log.info("worker {name} left", name=self.name)
+
+    @property
+    def _leaving_message(self) -> str:
+        return f"worker {self.name} left before starting the job; it runs elsewhere"
