@@ -38,8 +38,8 @@ async def run(reactor, host, port, count):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--host", default="localhost")
-    parser.add_argument("--port", type=int, default=cwtx.PORT)
+    parser.add_argument("--host", help="the master (default: $CWTX_MASTER, else localhost)")
+    parser.add_argument("--port", type=int, help=f"its port (default {cwtx.PORT})")
     parser.add_argument(
         "--local",
         type=int,

@@ -14,6 +14,7 @@ An explicit port without a host replaces the port of what the chain found.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import threading
@@ -22,7 +23,6 @@ import threading
 PORT = 5494
 
 _HOST = re.compile(r"[A-Za-z0-9_.-]+")
-_IPV6 = re.compile(r"[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?")
 
 _lock = threading.Lock()
 #: Masters that launchers in this process started and have not stopped, oldest first.
@@ -44,10 +44,10 @@ def parse_master_address(text: str, default_port: int = PORT) -> tuple[str, int]
         if not bracket or (rest and not rest.startswith(":")):
             raise ValueError(f"{text!r} is not [IPV6] or [IPV6]:PORT")
         port_text = rest[1:] if rest else None
-        if not _IPV6.fullmatch(host):
+        if not _ipv6(host):
             raise ValueError(f"{host!r} in {text!r} is not an IPv6 address")
     elif text.count(":") > 1:
-        if not _IPV6.fullmatch(text):
+        if not _ipv6(text):
             raise ValueError(f"{text!r} is not HOST[:PORT] nor an IPv6 address")
     else:
         host, colon, port_text = text.partition(":")
@@ -59,6 +59,15 @@ def parse_master_address(text: str, default_port: int = PORT) -> tuple[str, int]
             raise ValueError(f"{host!r} in {text!r} is not a host name or address")
     port = default_port if port_text is None else _port(port_text, text)
     return host, port
+
+
+def _ipv6(text: str) -> bool:
+    address, _, scope = text.partition("%")
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return False
+    return not scope or bool(_HOST.fullmatch(scope))
 
 
 def _port(text: str, whole: str) -> int:

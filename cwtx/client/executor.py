@@ -156,20 +156,10 @@ class ClusterExecutor(concurrent.futures.Executor):
         With ``chunksize`` > 1 each job runs ``fn`` over that many items (as
         ProcessPoolExecutor does) and ``buffersize`` counts chunks.
         """
-        if buffersize is not None and not isinstance(buffersize, int):
-            raise TypeError("buffersize must be an integer or None")
-        if buffersize is not None and buffersize < 1:
-            raise ValueError("buffersize must be None or > 0")
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
+        _check_map_sizes(chunksize, buffersize)
         end_time = None if timeout is None else timeout + time.monotonic()
         total = _length(iterables)
-        if chunksize == 1:
-            function = pickle_function(fn)
-            inputs: Iterator[Any] = zip(*iterables, strict=False)
-        else:
-            function = pickle_function(_ChunkRunner(fn))
-            inputs = ((chunk,) for chunk in _batched(zip(*iterables, strict=False), chunksize))
+        function, inputs = _map_inputs(fn, iterables, chunksize)
 
         def submit(args: tuple[Any, ...]) -> _JobFuture:
             return self._submit(options, function, pickle_arguments(args, {}))
@@ -252,6 +242,25 @@ class _ExecutorView:
         return self._executor._map(
             self._options, fn, iterables, timeout, chunksize, buffersize, progress
         )
+
+
+def _check_map_sizes(chunksize: int, buffersize: int | None) -> None:
+    if buffersize is not None and not isinstance(buffersize, int):
+        raise TypeError("buffersize must be an integer or None")
+    if buffersize is not None and buffersize < 1:
+        raise ValueError("buffersize must be None or > 0")
+    if chunksize < 1:
+        raise ValueError("chunksize must be >= 1.")
+
+
+def _map_inputs(
+    fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], chunksize: int
+) -> tuple[FunctionDef, Iterator[tuple[Any, ...]]]:
+    """The pickled function map sends once, and the argument tuples of its jobs."""
+    if chunksize == 1:
+        return pickle_function(fn), zip(*iterables, strict=False)
+    chunks = _batched(zip(*iterables, strict=False), chunksize)
+    return pickle_function(_ChunkRunner(fn)), ((chunk,) for chunk in chunks)
 
 
 class _ChunkRunner:

@@ -155,6 +155,24 @@ def _spawn(run_dir: Path, name: str, command: Sequence[str]) -> subprocess.Popen
         out.close()
 
 
+def _wait_for_port(
+    master: subprocess.Popen[bytes], port_file: Path, rundir: Path, timeout: float
+) -> int:
+    """The port the master listens on, once it has written it."""
+    deadline = time.monotonic() + timeout
+    while not port_file.exists():
+        if master.poll() is not None:
+            raise LaunchError(
+                f"the master exited with code {master.returncode}; its log "
+                f"({rundir / 'master.log'}):\n{_log_tail(rundir / 'master.log')}"
+                f"\n{_log_tail(rundir / 'master.out')}"
+            )
+        if time.monotonic() > deadline:
+            raise LaunchError(f"the master did not listen within {timeout:g} s")
+        time.sleep(0.02)
+    return int(port_file.read_text().strip())
+
+
 def _wait_for_workers(cluster: LocalCluster, names: list[str], timeout: float) -> None:
     """Poll the master's status until every named worker has registered."""
     deadline = time.monotonic() + timeout
@@ -208,34 +226,13 @@ def start(
         )
     port_file = rundir / "master.port"
     port_file.unlink(missing_ok=True)
-    master = _spawn(
-        rundir,
-        "master",
-        twistd_command(
-            "cw-master",
-            "master",
-            rundir,
-            "--listen",
-            f"tcp:{port}:interface={host}",
-            "--port-file",
-            str(port_file),
-            *master_args,
-        ),
-    )
+    listen = ["--listen", f"tcp:{port}:interface={host}", "--port-file", str(port_file)]
+    command = twistd_command("cw-master", "master", rundir, *listen, *master_args)
+    master = _spawn(rundir, "master", command)
     cluster = LocalCluster(host, port, rundir, 0, [master], slots, tuple(worker_args))
     try:
         deadline = time.monotonic() + timeout
-        while not port_file.exists():
-            if master.poll() is not None:
-                raise LaunchError(
-                    f"the master exited with code {master.returncode}; its log "
-                    f"({rundir / 'master.log'}):\n{_log_tail(rundir / 'master.log')}"
-                    f"\n{_log_tail(rundir / 'master.out')}"
-                )
-            if time.monotonic() > deadline:
-                raise LaunchError(f"the master did not listen within {timeout:g} s")
-            time.sleep(0.02)
-        cluster.port = int(port_file.read_text().strip())
+        cluster.port = _wait_for_port(master, port_file, rundir, timeout)
         # For clients that are not told where the master is (cwtx.client.address).
         (rundir / "master.address").write_text(f"{host}:{cluster.port}\n")
         names = [cluster._spawn_worker() for _ in range(nworkers)]

@@ -9,7 +9,7 @@ from typing import Any
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from cwtx.client.address import PORT, parse_master_address
+from cwtx.client.address import PORT, find_master, parse_master_address
 from cwtx.client.connect import client_endpoint
 from cwtx.tap.common import SECRET_HELP, StopOnSignal, default_reactor, positive, secret_option
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
@@ -20,7 +20,13 @@ class Options(usage.Options):
     synopsis = "--master HOST[:PORT] | --connect ENDPOINT [options]"
     longdesc = "Run a cwtx worker: it runs jobs from a master in child processes."
     optParameters = [
-        ["master", "m", None, f"The master's HOST[:PORT] (port {PORT} by default)."],
+        [
+            "master",
+            "m",
+            None,
+            f"The master's HOST[:PORT] (port {PORT} by default; without it: "
+            "$CWTX_MASTER, a running `cw local`, else localhost).",
+        ],
         ["connect", "c", None, "Client endpoint string for the master (instead of --master)."],
         ["slots", "n", 1, "Jobs to run at once, each in its own child process.", positive(int)],
         ["name", None, None, "Name of this worker in logs and status (default host:pid)."],
@@ -55,7 +61,8 @@ class Options(usage.Options):
             raise usage.UsageError("give --master or --connect, not both")
         if not self["connect"]:
             try:
-                self["address"] = parse_master_address(self["master"] or "localhost")
+                given = self["master"]
+                self["address"] = parse_master_address(given) if given else find_master()
             except ValueError as e:
                 raise usage.UsageError(f"--master: {e}")
         try:

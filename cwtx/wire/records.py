@@ -37,8 +37,6 @@ class Records(Argument):
         for name, kind in schema:
             if kind not in _KINDS:
                 raise ValueError(f"field {name!r} has unknown kind {kind!r}")
-        self.schema = schema
-        self.names = [name for name, _ in schema]
         self._fixed = [(n, k) for n, k in schema if k in ("int", "float")]
         self._variable = [(n, k) for n, k in schema if k in ("bytes", "text")]
         self._struct = struct.Struct(

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 # ruff runs as a process.
 pytestmark = pytest.mark.e2e

@@ -29,7 +29,7 @@ from cwtx.wire.commands import Authenticate, Hello
 from cwtx.wire.names import PROTOCOL_VERSION, Role
 from cwtx.wire.versions import hello_arguments
 
-from .conftest import ROOT, SyncClient, spawn_twistd, wait_until
+from ..conftest import ROOT, SyncClient, spawn_twistd, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ import cwtx
 from cwtx.client.status import query_status
 from cwtx.launch.procs import is_running
 
-from .conftest import ROOT, kill_and_restart_master, wait_until
+from ..conftest import ROOT, kill_and_restart_master, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ from cwtx.client import reactor_thread as _reactor_thread
 from cwtx.client.status import query_status
 from cwtx.launch.procs import is_running
 
-from .conftest import ROOT, gated, runs, wait_until
+from ..conftest import ROOT, gated, runs, wait_until
 
 pytestmark = pytest.mark.e2e
 

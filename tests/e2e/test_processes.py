@@ -18,7 +18,7 @@ import cwtx
 from cwtx.client.status import query_status
 from cwtx.launch.procs import terminate, twistd_argv
 
-from .conftest import ROOT, SyncClient, blocking, kill_and_restart_master
+from ..conftest import ROOT, SyncClient, blocking, kill_and_restart_master
 
 pytestmark = pytest.mark.e2e
 

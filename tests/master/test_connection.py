@@ -1,7 +1,7 @@
 """
-The master's side of the handshake and its limits, in memory (iosim on a
-Clock): fresh nonces, proofs bound to their label and both nonces, nothing
-before authentication, and the byte limits before and after it.
+A connection to the master, in memory (iosim on a Clock): the handshake
+(fresh nonces, proofs bound to their label and both nonces), nothing before
+authentication, the responders of each role, and the byte limits.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from twisted.internet.task import Clock
 from twisted.protocols.amp import AMP, AmpBox, UnhandledCommand
 from twisted.test.iosim import connectedServerAndClient
 
-import cwtx
 from cwtx.master import connection as _master_protocol
 from cwtx.master.connection import MasterConnection
 from cwtx.master.master import Master
@@ -218,65 +217,6 @@ def test_bad_hellos_are_refused(change, message):
     with pytest.raises(Exception, match=message):
         link.call(Hello, **args)
     assert link.dropped
-
-
-# -- the client's side: it checks the master's proof ---------------------------------------
-
-
-class FakeMaster(AMP):
-    """Answers Hello with a proof made by ``make_proof``; records Authenticate."""
-
-    def __init__(self, make_proof: Any) -> None:
-        super().__init__()
-        self.make_proof = make_proof
-        self.authenticated = False
-
-    @Hello.responder
-    def hello(self, role, name, protocol, python, cloudpickle, nonce):
-        mine = b"m" * 32
-        return {
-            "protocol": protocol,
-            "master": "fake",
-            "nonce": mine,
-            "proof": self.make_proof(nonce, mine),
-        }
-
-    @Authenticate.responder
-    def authenticate(self, proof):
-        self.authenticated = True
-        return {}
-
-
-@pytest.mark.parametrize(
-    "make_proof",
-    [
-        lambda theirs, mine: _auth.proof(SECRET, "client", theirs, mine),  # wrong label
-        lambda theirs, mine: _auth.proof(SECRET, "master", mine, theirs),  # nonces swapped
-        lambda theirs, mine: _auth.proof(b"y" * 40, "master", theirs, mine),  # wrong secret
-        lambda theirs, mine: b"",
-    ],
-    ids=["label", "order", "secret", "empty"],
-)
-def test_the_client_refuses_a_master_that_cannot_prove_the_secret(make_proof):
-    clock = Clock()
-    fake = FakeMaster(make_proof)
-    client = AMP()
-    _, _, pump = connectedServerAndClient(lambda: fake, lambda: client, clock=clock)
-    d = Deferred.fromCoroutine(_auth.handshake(client, "client", "c", SECRET))
-    pump.flush()
-    with pytest.raises(cwtx.AuthenticationError, match="could not prove"):
-        result(d)
-    assert not fake.authenticated  # it never got our proof
-
-
-def test_the_client_accepts_a_master_that_proves_the_secret():
-    clock = Clock()
-    fake = FakeMaster(lambda theirs, mine: _auth.proof(SECRET, "master", theirs, mine))
-    client = AMP()
-    _, _, pump = connectedServerAndClient(lambda: fake, lambda: client, clock=clock)
-    d = Deferred.fromCoroutine(_auth.handshake(client, "client", "c", SECRET))
-    pump.flush()
-    assert result(d)["master"] == "fake" and fake.authenticated
 
 
 # -- before authentication ---------------------------------------------------------------

@@ -1,0 +1,93 @@
+"""
+The blocking AMP caller (``cw status``, launchers) against a real master
+connection in memory: the same command classes, errors as the commands
+declare them, and heartbeats answered while it waits.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+import cwtx
+from cwtx.client.status import authenticated
+from cwtx.master.connection import MasterConnection
+from cwtx.master.master import Master
+from cwtx.wire import handshake as auth
+from cwtx.wire.blocking_amp import BlockingAMP
+from cwtx.wire.commands import Heartbeat, Hello, Status
+from cwtx.wire.names import Role
+from cwtx.wire.peer import HeartbeatMonitor
+from cwtx.wire.versions import hello_arguments
+
+SECRET = b"a secret for the blocking caller tests"
+
+
+class FakeSocket:
+    """What BlockingAMP needs of a socket, wired to a protocol in memory."""
+
+    def __init__(self, server: MasterConnection) -> None:
+        self.server = server
+        self.transport = StringTransport()
+        server.makeConnection(self.transport)
+        self._unread = b""
+
+    def sendall(self, data: bytes) -> None:
+        self.server.dataReceived(data)
+
+    def recv(self, n: int) -> bytes:
+        self._unread += self.transport.value()
+        self.transport.clear()
+        if not self._unread:
+            assert self.transport.disconnecting, "recv would block forever"
+            return b""
+        data, self._unread = self._unread[:n], self._unread[n:]
+        return data
+
+
+@pytest.fixture
+def master():
+    return Master()
+
+
+def connect(master: Master) -> FakeSocket:
+    clock = Clock()
+    return FakeSocket(MasterConnection(master, HeartbeatMonitor(clock), clock, SECRET))
+
+
+def test_status_through_the_command_classes(master):
+    sock = connect(master)
+    amp = authenticated(sock, SECRET, Role.STATUS, "status", "memory")
+    status = json.loads(amp.call(Status)["status"])
+    assert status["master"] == master.id and status["workers"] == []
+
+
+def test_heartbeats_from_the_master_are_answered_while_waiting(master):
+    sock = connect(master)
+    amp = authenticated(sock, SECRET, Role.STATUS, "status", "memory")
+    answered = []
+    sock.server.callRemote(Heartbeat).addCallback(answered.append)
+    assert "status" in amp.call(Status)
+    assert answered == [{}]
+
+
+def test_a_master_without_our_secret_is_refused(master):
+    sock = connect(master)
+    with pytest.raises(cwtx.AuthenticationError, match="could not prove"):
+        authenticated(sock, b"another secret entirely, not the master's", Role.STATUS, "s", "m")
+
+
+def test_errors_arrive_as_the_commands_declare_them(master):
+    args = {**hello_arguments(Role.CLIENT, "future"), "protocol": 999, "nonce": auth.nonce()}
+    with pytest.raises(cwtx.ProtocolMismatch, match="protocol 999"):
+        BlockingAMP(connect(master)).call(Hello, **args)
+
+
+def test_a_closed_connection_is_a_connection_error(master):
+    sock = connect(master)
+    sock.transport.loseConnection()
+    with pytest.raises(ConnectionError, match="closed the connection"):
+        BlockingAMP(sock).call(Status)
