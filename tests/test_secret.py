@@ -122,3 +122,32 @@ def test_an_owner_only_secret_file_is_accepted(tmp_path):
     for mode in (0o600, 0o400):
         path = write_secret(tmp_path / f"s{mode:o}", "o" * 20, mode=mode)
         assert load_secret(path) == b"o" * 20
+
+
+def test_the_source_of_the_secret_is_named_in_order(tmp_path, monkeypatch):
+    from cwtx._secret import secret_source
+
+    monkeypatch.delenv("CWTX_SECRET", raising=False)
+    monkeypatch.delenv("CWTX_SECRET_FILE", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert secret_source() == str(tmp_path / "cwtx" / "secret")
+    monkeypatch.setenv("CWTX_SECRET_FILE", "/some/file")
+    assert secret_source() == "/some/file"
+    monkeypatch.setenv("CWTX_SECRET", "x" * 20)
+    assert secret_source() == "$CWTX_SECRET"
+    assert secret_source(tmp_path / "given") == str(tmp_path / "given")
+
+
+def test_a_secret_that_cannot_be_created_says_where(tmp_path, monkeypatch):
+    monkeypatch.delenv("CWTX_SECRET_FILE", raising=False)
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(blocker))
+    with pytest.raises(SecretError, match="cannot create the cwtx secret file .*not-a-directory"):
+        load_secret()
+
+
+def test_a_short_secret_in_the_environment_is_refused(monkeypatch):
+    monkeypatch.setenv("CWTX_SECRET", "short")
+    with pytest.raises(SecretError, match=r"from \$CWTX_SECRET is 5 bytes; it needs at least 16"):
+        load_secret()

@@ -9,7 +9,8 @@ ClientThread, ClusterExecutor, ``cwtx.aio``, ``cw status`` and
 3. the master that a running ``cw local start`` recorded in its run directory;
 4. ``localhost``, on port 5494.
 
-An explicit port without a host replaces the port of what the chain found.
+An explicit port without a host replaces the port of what the chain found;
+a host given as ``HOST:PORT`` carries its own.
 """
 
 from __future__ import annotations
@@ -62,12 +63,11 @@ def parse_master_address(text: str, default_port: int = PORT) -> tuple[str, int]
 
 
 def _ipv6(text: str) -> bool:
-    address, _, scope = text.partition("%")
     try:
-        ipaddress.IPv6Address(address)
+        ipaddress.IPv6Address(text)  # with a %scope too
     except ValueError:
         return False
-    return not scope or bool(_HOST.fullmatch(scope))
+    return True
 
 
 def _port(text: str, whole: str) -> int:
@@ -96,9 +96,10 @@ def current() -> tuple[str, int] | None:
 
 
 def find_master(host: str | None = None, port: int | None = None) -> tuple[str, int]:
-    """The (host, port) to use, given ``host``/``port`` or not (see above)."""
+    """The (host, port) to use, given ``host``/``port`` or not (see above).
+    A given ``host`` may carry its own port (``node1:5495``)."""
     if host is not None:
-        return host, PORT if port is None else port
+        return parse_master_address(host, PORT if port is None else port)
     found = current() or _from_environment() or _recorded_by_cw_local() or ("localhost", PORT)
     return found if port is None else (found[0], port)
 

@@ -75,6 +75,9 @@ def test_an_explicit_host_wins(clean, monkeypatch):
     address.started(("started", 1234))
     assert find_master("given") == ("given", PORT)
     assert find_master("given", 99) == ("given", 99)
+    assert find_master("given:98") == ("given", 98)
+    with pytest.raises(ValueError, match="looks like a URL"):
+        find_master("http://given:98")
 
 
 def test_the_chain_in_order(clean, monkeypatch):
@@ -101,3 +104,15 @@ def test_a_bad_cwtx_master_is_a_clear_error(clean, monkeypatch):
     monkeypatch.setenv("CWTX_MASTER", "http://somewhere:80")
     with pytest.raises(ValueError, match="CWTX_MASTER.*looks like a URL"):
         find_master()
+
+
+def test_error_messages_quote_the_whole_address():
+    with pytest.raises(
+        ValueError, match="the port in 'node:99999' must be a number from 1 to 65535"
+    ):
+        parse_master_address("node:99999")
+    with pytest.raises(ValueError, match="^the master's address is empty; give HOST or HOST:PORT$"):
+        parse_master_address("")
+    with pytest.raises(ValueError, match="from 1 to 65535"):
+        parse_master_address("node:65536")
+    assert parse_master_address("node:65535") == ("node", 65535)

@@ -5,6 +5,7 @@ processes on loopback, ephemeral ports, the Deferred client.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -298,6 +299,35 @@ def test_cw_local_start_and_stop(tmp_path):
         assert len(query_status("127.0.0.1", port)["workers"]) == 2
         pids = [int(p.read_text()) for p in tmp_path.glob("*.pid")]
         assert len(pids) == 3
+
+        def cw_status(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*cw, "status", *args], capture_output=True, text=True, env=env, timeout=60
+            )
+
+        # No host and no port: cw status finds the master cw local recorded.
+        shown = cw_status("--json")
+        assert shown.returncode == 0, shown.stderr
+        assert len(json.loads(shown.stdout)["workers"]) == 2
+        human = cw_status()
+        assert human.returncode == 0, human.stderr
+        assert ": 2 workers, 2 slots, 0 running, 0 queued, 0 completed, 0 clients" in human.stdout
+        assert human.stdout.count("  worker local-") == 2
+        # So do clients, with no host given.
+        client = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import cwtx; print(cwtx.ClusterExecutor().submit(abs, -3).result(60))",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert client.stdout.strip() == "3", client.stderr
+        refused = cw_status("--host", "http://127.0.0.1", "--port", str(port))
+        assert refused.returncode == 1 and "looks like a URL" in refused.stderr
     finally:
         stopped = subprocess.run(
             [*cw, "local", "stop"], capture_output=True, text=True, env=env, timeout=60

@@ -92,7 +92,9 @@ def test_unknown_function_ends_the_job_with_a_clear_error():
     m.submit(c, 9, b"X" * 32, Payload.of(b""))
     (job_id, status, _, error) = results[0]
     assert (job_id, status) == (9, "error")
-    assert "never sent" in json.loads(error)["message"]
+    info = json.loads(error)
+    assert info["type"] == "ProtocolError"
+    assert info["message"] == f"job 9 names function {(b'X' * 32).hex()}, never sent"
 
 
 def test_duplicate_job_id_is_ignored():
@@ -162,8 +164,11 @@ def test_worker_lost_retries_on_another_worker_then_job_lost():
     m.remove_worker(w2, "heartbeat timeout")
     (job_id, status, _, error) = results[0]
     info = json.loads(error)
-    assert (job_id, status) == (1, "lost")
+    assert (job_id, status, info["type"]) == (1, "lost", "JobLost")
     assert [a["worker"] for a in info["attempts"]] == ["w1", "w2"]
+    assert info["message"] == (
+        "job 1 was lost 2 times (max_retries=1): w1: connection lost; w2: heartbeat timeout"
+    )
     assert "connection lost" in info["message"] and "heartbeat timeout" in info["message"]
 
 
@@ -222,12 +227,19 @@ def test_late_result_from_a_removed_worker_is_ignored():
 
 
 def test_bad_options_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_retries must be 0 or more, not -1"):
         Master(max_retries=-1)
+    with pytest.raises(ValueError, match="prefetch must be 0 or more, not -2"):
+        Master(prefetch=-2)
     m = Master()
     c, results = make_client(m)
     submit(m, c, 1, timeout=-1.0)
-    assert results[0][1] == "error"
+    submit(m, c, 2, timeout=float("nan"))
+    for (job_id, status, _, error), expected in zip(results, (1, 2), strict=True):
+        info = json.loads(error)
+        assert (job_id, status, info["type"]) == (expected, "error", "ValueError")
+        assert info["message"] == f"job {expected}: timeout must be 0 or more"
+    assert m.status()["queued"] == 0
 
 
 def test_prefetch_sends_more_than_slots_but_counts_only_started_jobs():
@@ -351,3 +363,171 @@ def test_the_job_limit_holds_back_the_submit_answer():
     assert not held.called
     m.cancel(c, [3])
     assert held.called
+
+
+def test_a_job_keeps_the_options_it_was_submitted_with():
+    m = Master()
+    c, _ = make_client(m)
+    submit(m, c, 1)
+    submit(m, c, 2, timeout=2.5, priority=7, max_retries=1, resources='{"gpu": 1}')
+    first, second = c.jobs[1], c.jobs[2]
+    assert (first.timeout, first.priority, first.max_retries, first.resources) == (
+        0.0,
+        0,
+        3,
+        "{}",
+    )
+    assert (second.timeout, second.priority, second.max_retries, second.resources) == (
+        2.5,
+        7,
+        1,
+        '{"gpu": 1}',
+    )
+
+
+def test_a_worker_reports_why_a_job_was_lost():
+    m = Master(max_retries=1)
+    c, results = make_client(m)
+    submit(m, c, 1)
+    w = FakeWorker("w")
+    m.add_worker(w)
+    m.task_result(w, w.runs[0].task, "lost", Payload.of(b""), json.dumps({"message": "segv"}))
+    m.dispatch()
+    m.task_result(w, w.runs[1].task, "lost", Payload.of(b""), "")  # no reason given
+    attempts = json.loads(results[0][3])["attempts"]
+    assert attempts == [{"worker": "w", "cause": "segv"}, {"worker": "w", "cause": "lost"}]
+
+
+def test_an_attempt_that_was_never_sent_does_not_count_when_retried():
+    """A job lost once, then given to a worker that went away before the
+    job's record was sent: that second loss is no attempt."""
+    m = Master(max_retries=1)
+    c, results = make_client(m)
+    submit(m, c, 1)
+    w1 = FakeWorker("w1")
+    m.add_worker(w1)
+    m.remove_worker(w1, "killed")  # an attempt: it was running
+    unsent = WorkerSession("w2", 1, lambda job: None, lambda task: None, prefetch=0)
+    m.add_worker(unsent)
+    m.remove_worker(unsent, "gone before sending")
+    assert results == [] and m.status()["queued"] == 1
+
+
+def test_a_refused_client_does_not_stop_the_others():
+    m = Master()
+    old, old_results = make_client(m, "old")
+    old.versions = ("2.7.18", "0.5")
+    new, _ = make_client(m, "new")
+    w = FakeWorker("w", slots=2)
+    w.versions = ("3.11.7", "2.1.0")
+    m.add_worker(w)
+    new.versions = w.versions
+    submit(m, old, 1)
+    submit(m, new, 1)
+    m.dispatch()
+    assert old_results[0][1] == "error" and [j.client.name for j in w.runs] == ["new"]
+
+
+def test_three_clients_are_served_in_turn():
+    m = Master()
+    clients = [make_client(m, name)[0] for name in "abc"]
+    for session in clients:
+        for i in range(1, 3):
+            submit(m, session, i)
+    w = FakeWorker("w", slots=6)
+    m.add_worker(w)
+    assert [j.client.name for j in w.runs] == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_a_client_with_nothing_queued_does_not_hold_up_the_next():
+    m = Master()
+    make_client(m, "idle")
+    busy, _ = make_client(m, "busy")
+    submit(m, busy, 1)
+    w = FakeWorker("w")
+    m.add_worker(w)
+    assert [j.client.name for j in w.runs] == ["busy"]
+
+
+def test_a_client_whose_workers_are_busy_does_not_hold_up_the_next():
+    m = Master()
+    odd, _ = make_client(m, "odd")
+    odd.versions = ("3.12.0", "2.1.0")
+    usual, _ = make_client(m, "usual")
+    usual.versions = ("3.11.7", "2.1.0")
+    busy_odd = FakeWorker("odd-worker")
+    busy_odd.versions = odd.versions
+    free = FakeWorker("usual-worker")
+    free.versions = usual.versions
+    m.add_worker(busy_odd)
+    submit(m, odd, 1)  # takes odd-worker's only slot
+    m.add_worker(free)
+    submit(m, odd, 2)  # waits: its only worker is busy
+    submit(m, usual, 1)
+    m.policy._next_client = 0  # odd's turn comes first
+    m.dispatch()
+    assert [(j.client.name, j.job_id) for j in free.runs] == [("usual", 1)]
+    assert m.status()["queued"] == 1
+
+
+def test_the_mismatch_message_names_at_most_five_workers():
+    from cwtx.master.policy import mismatch_message
+
+    client = ClientSession("c", lambda item: None, versions=("3.11.7", "2.1.0"))
+    workers = [FakeWorker(f"w{i}") for i in range(7)]
+    for w in workers:
+        w.versions = ("3.12.0", "2.1.0")
+    message = mismatch_message(client, workers)
+    assert "w4: Python 3.12.0, cloudpickle 2.1.0; " not in message
+    assert "w3: Python 3.12.0, cloudpickle 2.1.0; w4: Python 3.12.0" in message
+    assert "w5" not in message
+
+
+def test_the_flow_control_limit_is_inclusive_and_waiters_wait_until_below_it():
+    m = Master()
+    c, _ = make_client(m)
+    c.max_bytes = 120
+    for i in (1, 2, 3):
+        m.submit(c, i, b"F" * 32, Payload.of(b"x" * 60))
+    held = c.when_below_limit()  # 180 bytes held
+    assert not held.called
+    m.cancel(c, [3])  # 120: at the limit, not over it
+    assert held.called and not c.over_limit()
+    m.submit(c, 4, b"F" * 32, Payload.of(b"x" * 60))
+    waiting = c.when_below_limit()
+    m.cancel(c, [4, 1])
+    assert waiting.called
+
+
+def test_a_waiter_is_not_woken_while_still_over_the_limit():
+    m = Master()
+    c, _ = make_client(m)
+    c.max_bytes = 100
+    for i in (1, 2, 3):
+        m.submit(c, i, b"F" * 32, Payload.of(b"x" * 60))
+    held = c.when_below_limit()
+    m.cancel(c, [3])  # 120 bytes: still over
+    assert not held.called
+    m.cancel(c, [2])
+    assert held.called
+
+
+def test_a_workers_status_shows_its_resources_and_whether_it_is_leaving():
+    m = Master()
+    w = FakeWorker("w")
+    m.add_worker(w)
+    (shown,) = m.status()["workers"]
+    assert shown == {"name": "w", "slots": 1, "running": 0, "resources": {}, "leaving": False}
+
+
+def test_the_turn_passes_over_idle_clients_in_order():
+    m = Master()
+    make_client(m, "idle")
+    b, _ = make_client(m, "b")
+    c, _ = make_client(m, "c")
+    for session in (b, c):
+        submit(m, session, 1)
+        submit(m, session, 2)
+    w = FakeWorker("w", slots=4)
+    m.add_worker(w)
+    assert [j.client.name for j in w.runs] == ["b", "c", "b", "c"]

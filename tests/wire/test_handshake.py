@@ -83,3 +83,33 @@ def test_the_client_accepts_a_master_that_proves_the_secret():
     d = Deferred.fromCoroutine(_auth.handshake(client, "client", "c", SECRET))
     pump.flush()
     assert result(d)["master"] == "fake" and fake.authenticated
+
+
+def test_proofs_are_exactly_what_docs_protocol_md_says():
+    """HMAC-SHA256(secret, "cwtx <label>\\0" + first nonce + second nonce)."""
+    import hashlib
+    import hmac
+
+    first, second = b"a" * 32, b"b" * 32
+    for label in ("master", "client", "worker", "status"):
+        expected = hmac.new(
+            SECRET, b"cwtx " + label.encode() + b"\0" + first + second, hashlib.sha256
+        ).digest()
+        assert _auth.proof(SECRET, label, first, second) == expected
+        assert _auth.verify(SECRET, label, first, second, expected)
+        assert not _auth.verify(SECRET, label, second, first, expected)
+
+
+def test_the_refusal_says_what_may_be_wrong():
+    clock = Clock()
+    fake = FakeMaster(lambda theirs, mine: b"")
+    client = AMP()
+    _, _, pump = connectedServerAndClient(lambda: fake, lambda: client, clock=clock)
+    d = Deferred.fromCoroutine(_auth.handshake(client, "client", "c", SECRET))
+    pump.flush()
+    with pytest.raises(
+        cwtx.AuthenticationError,
+        match=r"^the master could not prove it knows our shared secret "
+        r"\(a different secret, or not a cwtx master\)$",
+    ):
+        result(d)

@@ -64,3 +64,79 @@ def test_pipe_decoder_takes_any_bytes(data, step):
             decoder.feed(data[i : i + step])
     except FramingError:
         pass
+
+
+def test_a_message_of_as_many_parts_as_allowed_decodes():
+    parts = [b"{}"] + [bytes([i]) * i for i in range(1, MAX_PARTS)]
+    data = b"".join(encode_message(parts))
+    (decoded,) = MessageDecoder().feed(data)
+    assert [p.tobytes() for p in decoded] == parts
+    assert read_message(io.BytesIO(data)) == [bytearray(p) for p in parts]
+
+
+@pytest.mark.parametrize("nparts", [0, MAX_PARTS + 1])
+def test_a_message_of_no_parts_or_too_many_is_refused(nparts):
+    data = nparts.to_bytes(4, "big")
+    with pytest.raises(FramingError, match=f"message claims {nparts} parts"):
+        MessageDecoder().feed(data)
+    with pytest.raises(FramingError, match=f"message claims {nparts} parts"):
+        read_message(io.BytesIO(data))
+
+
+def test_a_header_of_the_largest_size_is_accepted():
+    data = b"".join(encode_message([b"h" * 10, b"x"]))
+    assert MessageDecoder(max_header=10).feed(data)
+    with pytest.raises(FramingError, match="header of 11 bytes"):
+        MessageDecoder(max_header=10).feed(b"".join(encode_message([b"h" * 11])))
+
+
+def test_decoded_payloads_come_in_pieces_of_at_most_a_chunk():
+    from cwtx.wire.payload import CHUNK_SIZE
+
+    data = b"".join(encode_message([b"{}", os.urandom(3 * CHUNK_SIZE + 5)]))
+    decoder, messages = MessageDecoder(), []
+    for i in range(0, len(data), 10_000):
+        messages += decoder.feed(data[i : i + 10_000])
+    (message,) = messages
+    assert all(len(piece) <= CHUNK_SIZE for piece in message[1].pieces)
+    assert message[1].size == 3 * CHUNK_SIZE + 5
+
+
+class Trickle(io.RawIOBase):
+    """A stream that hands out at most 3 bytes per read, as a pipe may."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self._data.read(min(3, len(buffer)))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_blocking_reads_gather_short_reads():
+    parts = [b'{"task": 1}', os.urandom(1000)]
+    assert read_message(Trickle(b"".join(encode_message(parts)))) == [bytearray(p) for p in parts]
+
+
+@pytest.mark.parametrize("cut", [2, 6, 13, 25])
+def test_a_stream_that_ends_inside_a_message_says_so(cut):
+    data = b"".join(encode_message([b"{}", b"payload bytes"]))[: -cut or None]
+    with pytest.raises(FramingError, match="stream ended (inside a message|after)"):
+        read_message(io.BytesIO(data))
+
+
+def test_a_message_of_one_part_reads_back():
+    data = b"".join(encode_message([b'{"only": "a header"}']))
+    assert read_message(io.BytesIO(data)) == [bytearray(b'{"only": "a header"}')]
+
+
+# Cut after the part count, and after part 1's length: a field never started.
+@pytest.mark.parametrize("keep", [4, 4 + 8 + 2 + 8])
+def test_a_stream_that_ends_between_fields_says_it_ended_inside_a_message(keep):
+    data = b"".join(encode_message([b"{}", b"payload"]))
+    with pytest.raises(FramingError, match="^stream ended inside a message$"):
+        read_message(io.BytesIO(data[:keep]))

@@ -1,0 +1,168 @@
+"""
+The bugs issue 14 named, planted one at a time: each must make its tests
+fail.  Run from the checkout's root (it edits files in place and always
+restores them; run it on a clean tree):
+
+    python tests/named_mutants.py            # all of them (a few minutes)
+    python tests/named_mutants.py nonce      # those whose name contains "nonce"
+
+Each line prints KILLED or SURVIVED; the exit status is the number of survivors.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name, file, the code, the planted bug, the tests that must catch it
+MUTANTS = [
+    (
+        "master nonce made constant",
+        "cwtx/master/connection.py",
+        "mine = auth.nonce()",
+        'mine = b"\\0" * 32',
+        ["tests/master/test_connection.py"],
+    ),
+    (
+        "master accepts a proof labelled master",
+        "cwtx/master/connection.py",
+        "if not auth.verify(self._secret, conn.role, mine, theirs, proof):",
+        "if not (auth.verify(self._secret, conn.role, mine, theirs, proof)"
+        " or auth.verify(self._secret, 'master', theirs, mine, proof)):",
+        ["tests/master/test_connection.py"],
+    ),
+    (
+        "per-client byte limit removed",
+        "cwtx/master/sessions.py",
+        "return self.held_bytes > self.max_bytes or len(self.jobs) > self.max_jobs",
+        "return len(self.jobs) > self.max_jobs",
+        ["tests/master/test_bookkeeping.py", "tests/test_memory_cluster.py"],
+    ),
+    (
+        "MAX_BOX_BYTES removed",
+        "cwtx/master/connection.py",
+        "if self.authenticated and self._received > MAX_BOX_BYTES:",
+        "if False:",
+        ["tests/master/test_connection.py"],
+    ),
+    (
+        "unclaimed-blob limit removed",
+        "cwtx/master/connection.py",
+        "        self.blobs_in.max_bytes = MAX_UNCLAIMED_BYTES\n",
+        "",
+        ["tests/master/test_connection.py"],
+    ),
+    (
+        "the real Slot never arms its timeout",
+        "cwtx/worker/slot.py",
+        "self._timer = self._clock.callLater(task.timeout, self.kill, JobStatus.TIMEOUT)",
+        "pass",
+        ["tests/worker/test_slot.py", "tests/test_memory_cluster.py"],
+    ),
+    (
+        "a job cancelled in the worker's prefetch queue still runs",
+        "cwtx/worker/supervisor.py",
+        "            if task in self.queue:",
+        "            if False:",
+        ["tests/test_memory_cluster.py"],
+    ),
+    (
+        "client-to-master cancels disabled",
+        "cwtx/client/client.py",
+        "if pending.sent and proto is not None and not proto.dead:",
+        "if False:",
+        ["tests/e2e/test_clients.py::test_cancel_queued_future_never_runs"],
+    ),
+    (
+        "the client's duplicate-result guard removed",
+        "cwtx/client/client.py",
+        "            self.ignored_results += 1  # cancelled here already, or a duplicate\n"
+        "            return\n",
+        "            self.ignored_results += 1\n",
+        ["tests/test_memory_cluster.py"],
+    ),
+    (
+        "max_retries=0 from a client becomes the master's default",
+        "cwtx/client/client.py",
+        '"max_retries": -1 if o.max_retries is None else o.max_retries,',
+        '"max_retries": o.max_retries or -1,',
+        ["tests/test_memory_cluster.py"],
+    ),
+    (
+        "a retried job requeued at the back",
+        "cwtx/master/master.py",
+        "job.client.push(job, front=True)",
+        "job.client.push(job)",
+        ["tests/master/test_bookkeeping.py"],
+    ),
+    (
+        "a group-readable secret file accepted",
+        "cwtx/_secret.py",
+        "if info.st_mode & 0o077:",
+        "if info.st_mode & 0o007:",
+        ["tests/test_secret.py"],
+    ),
+    (
+        "dispatch to a worker with a mismatched Python",
+        "cwtx/master/policy.py",
+        "usable = [w for w in free if compatible(client.versions, w.versions)]",
+        "usable = free",
+        ["tests/master/test_bookkeeping.py", "tests/test_secret.py"],
+    ),
+    (
+        "priority ignored",
+        "cwtx/master/sessions.py",
+        "heapq.heappush(self._heap, (-job.priority, seq, job))",
+        "heapq.heappush(self._heap, (0, seq, job))",
+        [
+            "tests/master/test_bookkeeping.py",
+            "tests/e2e/test_clients.py::test_priority_orders_the_queue_at_the_master",
+        ],
+    ),
+    (
+        "a worker that loses its master keeps its tasks",
+        "cwtx/worker/supervisor.py",
+        "        if self.connection is not proto:\n"
+        "            return\n"
+        "        self.connection = None\n",
+        "        return\n",
+        ["tests/test_memory_cluster.py"],
+    ),
+]
+
+
+def run(name: str, path: str, old: str, new: str, tests: list[str]) -> bool:
+    """Plant the bug, run the tests, restore; True if the tests caught it."""
+    file = ROOT / path
+    source = file.read_text()
+    if source.count(old) != 1:
+        raise SystemExit(f"{name}: the code to mutate occurs {source.count(old)} times in {path}")
+    file.write_text(source.replace(old, new))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", "--no-cov", *tests],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        file.write_text(source)
+    return result.returncode != 0
+
+
+def main(argv: list[str]) -> int:
+    chosen = [m for m in MUTANTS if not argv or any(a in m[0] for a in argv)]
+    survivors = 0
+    for mutant in chosen:
+        caught = run(*mutant)
+        survivors += not caught
+        print(f"{'KILLED  ' if caught else 'SURVIVED'} {mutant[0]}", flush=True)
+    return survivors
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
