@@ -335,10 +335,6 @@ class MemoryCluster:
         self.clock.advance(seconds)
         self.flush()
 
-    def _wait(self, d: Deferred[Any]) -> Any:
-        self.flush()
-        return self.result(d)
-
     @staticmethod
     def result(d: Deferred[Any]) -> Any:
         """A fired Deferred's result; raises its exception, or if it has not fired."""

@@ -504,3 +504,156 @@ def test_a_worker_that_cannot_connect_says_why():
     cluster.refuse_workers = True
     with pytest.raises(AssertionError, match="did not register: the MemoryCluster refuses"):
         cluster.add_worker()
+
+
+# -- the worker's side of odd input ---------------------------------------------------------
+
+
+def task_record(task: int, fn: bytes = b"F" * 32, code: bytes = b"", **fields) -> dict:
+    return {
+        "task": task,
+        "fn": fn,
+        "fn_env": "{}",
+        "fn_code": code,
+        "fn_code_blob": 0,
+        "args": b"",
+        "args_blob": 0,
+        "timeout": 0.0,
+        **fields,
+    }
+
+
+def reports(worker) -> list:
+    seen: list = []
+    worker._report = lambda task, status, value, error: seen.append((task, status, error))
+    return seen
+
+
+def test_a_worker_ends_tasks_it_cannot_run_and_says_why():
+    cluster = MemoryCluster(workers=1)
+    worker = cluster.workers[0]
+    seen = reports(worker)
+    worker.accept(worker.connection, task_record(1))  # a function never sent
+    worker.accept(worker.connection, task_record(2, args_blob=99))  # a blob never streamed
+    assert [(t, s) for t, s, _ in seen] == [(1, "error"), (2, "error")]
+    assert "function" in seen[0][2] and "was never sent" in seen[0][2]
+    assert "blob 99, which was never streamed" in seen[1][2]
+    assert cluster.ran(worker) == []
+
+
+def test_a_leaving_worker_hands_back_what_arrives():
+    cluster = MemoryCluster(workers=1)
+    worker = cluster.workers[0]
+    seen = reports(worker)
+    worker.leaving = True
+    worker.accept(worker.connection, task_record(5))
+    assert [(t, s) for t, s, _ in seen] == [(5, "requeue")]
+    assert "left before starting the job" in seen[0][2]
+
+
+def test_the_early_cancel_memory_is_bounded():
+    cluster = MemoryCluster(workers=1)
+    worker = cluster.workers[0]
+    worker.cancel(list(range(10_000, 110_000)))
+    assert len(worker.cancelled_early) == 100_000
+    worker.cancel([1])  # one more clears what crossed with results long ago
+    assert worker.cancelled_early == {1}
+
+
+def test_a_worker_whose_master_does_not_take_its_leave_still_leaves():
+    cluster = MemoryCluster(workers=1)
+    worker = cluster.workers[0]
+    cluster.master_end(worker).locator = type(
+        "Deaf", (), {"locateResponder": lambda self, name: None}
+    )()
+    left = Deferred.fromCoroutine(worker.leave())
+    cluster.advance(6)
+    assert left.called and worker.connection is None
+
+
+def test_a_worker_needs_a_slot():
+    with pytest.raises(ValueError, match="at least one slot, not 0"):
+        MemoryCluster(workers=1, slots=0)
+
+
+def test_the_cluster_says_what_is_not_connected():
+    cluster = MemoryCluster(workers=1)
+    worker = cluster.workers[0]
+    cluster.kill(worker)
+    with pytest.raises(ValueError, match="is not connected"):
+        cluster.disconnect(worker)
+    with pytest.raises(AssertionError, match="has not fired"):
+        cluster.result(Deferred())
+
+
+# -- the client, odd uses ---------------------------------------------------------------------
+
+
+def test_a_closed_client_refuses_new_jobs_and_status():
+    cluster = MemoryCluster(workers=1)
+    client = cluster.client()
+    assert client.pending == 0 and client.connected
+    closed = client.close()
+    cluster.flush()
+    cluster.result(closed)
+    with pytest.raises(RuntimeError, match="closed"):
+        client.submit_pickled(client._default, *_pickled(abs, -1))
+    with pytest.raises(cwtx.MasterConnectionLost, match="not connected"):
+        cluster.result(client.status())
+
+
+def _pickled(fn, *args):
+    from cwtx.client.serialize import pickle_arguments, pickle_function
+
+    return pickle_function(fn), pickle_arguments(args, {})
+
+
+def test_option_views_chain():
+    cluster = MemoryCluster(workers=1, hold=True)
+    client = cluster.client()
+    view = client.options(priority=2).options(timeout=5)
+    d = view.submit(abs, -3)
+    cluster.flush()
+    job = next(iter(cluster.master.clients[0].jobs.values()))
+    assert (job.priority, job.timeout) == (2, 5.0)
+    cluster.finish()
+    assert cluster.result(d) == 3
+
+
+def test_closing_a_client_that_is_reconnecting_stops_it_for_good():
+    cluster = MemoryCluster(workers=0)
+    client = cluster.client(reconnect_timeout=30)
+    d = client.submit(abs, -1)
+    cluster.flush()
+    cluster.refuse_clients = True
+    cluster.disconnect(client)
+    assert client.pending == 1 and not client.connected
+    closed = client.close()
+    cluster.flush()
+    assert closed.called
+    with pytest.raises(cwtx.MasterConnectionLost, match="closed"):
+        cluster.result(d)
+    cluster.refuse_clients = False
+    cluster.advance(60)  # no reconnection, no late failure
+    assert not client.connected and client.reconnects == 0
+
+
+def test_a_task_cancelled_before_its_record_leaves_the_master_is_never_sent():
+    cluster = MemoryCluster(workers=1, hold=True)
+    worker = cluster.workers[0]
+    client = cluster.client()
+    first, second = client.submit(abs, -1), client.submit(abs, -2)
+    cluster.flush()
+    cluster.child(worker).finish()
+    cluster.clock.advance(0)  # the worker sends the first result...
+    cluster.pump(worker)  # ...the master takes it and queues the second task for the worker
+    session = cluster.master.clients[0]
+    cluster.master.cancel(session, [2])  # and drops it before that record goes out
+    cluster.flush()
+    assert cluster.result(first) == 1 and len(cluster.ran(worker)) == 1
+    assert cluster.master.workers[0].running == {} and not second.called
+
+
+def test_a_worker_calls_its_peer_the_master():
+    cluster = MemoryCluster(workers=1)
+    assert cluster.workers[0].connection.describe() == "master"

@@ -330,9 +330,9 @@ class Client:
         return fields, {"fn_code": code, "args": Payload.of(p.args)}
 
     def _cancel(self, job_id: int) -> None:
-        pending = self._pending.pop(job_id, None)
-        if pending is None:
-            return
+        # A Deferred calls its canceller only before it has fired, and a job
+        # leaves _pending only as its Deferred fires: it is still here.
+        pending = self._pending.pop(job_id)
         proto = self._protocol
         if pending.sent and proto is not None and not proto.dead:
             proto.callRemote(CancelJobs, jobs=[job_id]).addErrback(lambda _: None)

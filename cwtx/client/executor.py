@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 
 from cwtx.client import reactor_thread
 from cwtx.client.blocking import connect_blocking, settings, submit_in_reactor
+from cwtx.client.chunks import ChunkRunner
 from cwtx.client.client import JobOptions
 from cwtx.client.connect import CONNECT_TIMEOUT, RECONNECT_TIMEOUT
 from cwtx.client.serialize import FunctionDef, pickle_arguments, pickle_function
@@ -260,17 +261,7 @@ def _map_inputs(
     if chunksize == 1:
         return pickle_function(fn), zip(*iterables, strict=False)
     chunks = _batched(zip(*iterables, strict=False), chunksize)
-    return pickle_function(_ChunkRunner(fn)), ((chunk,) for chunk in chunks)
-
-
-class _ChunkRunner:
-    """Runs a function over a chunk of argument tuples (map's chunksize)."""
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn = fn
-
-    def __call__(self, chunk: tuple[tuple[Any, ...], ...]) -> list[Any]:
-        return [self.fn(*args) for args in chunk]
+    return pickle_function(ChunkRunner(fn)), ((chunk,) for chunk in chunks)
 
 
 def _batched(iterable: Iterable[Any], n: int) -> Iterator[tuple[Any, ...]]:

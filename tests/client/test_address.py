@@ -116,3 +116,12 @@ def test_error_messages_quote_the_whole_address():
     with pytest.raises(ValueError, match="from 1 to 65535"):
         parse_master_address("node:65536")
     assert parse_master_address("node:65535") == ("node", 65535)
+
+
+def test_an_ipv6_master_gets_an_ipv6_endpoint():
+    from twisted.internet.testing import MemoryReactorClock
+
+    from cwtx.client.connect import client_endpoint
+
+    assert repr(client_endpoint(MemoryReactorClock(), "::1", 5)) == "[::1]:5"
+    assert repr(client_endpoint(MemoryReactorClock(), "node", 6)) == "node:6"

@@ -129,6 +129,16 @@ def test_map_keeps_order_and_zips_iterables(executor):
     assert list(executor.map(abs, [], timeout=60)) == []
 
 
+def heavy_modules(_):
+    import sys as _sys
+
+    return sorted(m for m in _sys.modules if m.split(".")[0] in ("twisted", "txaio"))
+
+
+def test_map_chunks_run_in_a_child_that_loads_no_twisted(executor):
+    assert list(executor.map(heavy_modules, range(4), chunksize=2, timeout=60)) == [[]] * 4
+
+
 def test_map_with_chunksize(executor):
     assert list(executor.map(lambda x: -x, range(10), chunksize=3, timeout=60)) == [
         -x for x in range(10)
@@ -283,6 +293,8 @@ def test_context_manager_shuts_down(cluster):
 def test_options_view(executor):
     with pytest.raises(cwtx.JobTimeout):
         executor.options(timeout=0.5).submit(time.sleep, 20).result(60)
+    with pytest.raises(cwtx.JobTimeout):
+        executor.options(priority=1).options(timeout=0.5).submit(time.sleep, 20).result(60)
     assert list(executor.options(priority=3).map(abs, [-1, -2], timeout=60)) == [1, 2]
     with pytest.raises(ValueError):
         executor.options(timeout=0)
@@ -448,6 +460,7 @@ ASYNCIO_SCRIPT = textwrap.dedent(
         client = await cwtx.aio.connect(host, port)
         values = await asyncio.gather(*(client.submit(pow, 2, i) for i in range(10)))
         assert values == [2**i for i in range(10)], values
+        assert await client.options(timeout=30).submit(abs, -4) == 4
         try:
             await client.submit(int, "x")
         except ValueError:
@@ -607,3 +620,103 @@ def test_benchmark_script_runs_quick(tmp_path):
 
     figures = json.loads((tmp_path / "figures.json").read_text())
     assert figures["cwtx"]["throughput (jobs/s)"] > 0
+
+
+# -- odd uses of the blocking APIs ---------------------------------------------------------
+
+
+def test_client_thread_start_twice_and_wait_with_a_timeout(cluster, tmp_path):
+    client = cwtx.ClientThread(lambda j, r: None, cluster.host, cluster.port)
+    client.start()
+    try:
+        with pytest.raises(RuntimeError, match="already started"):
+            client.start()
+        client.submit("held", gated, str(tmp_path / "gate"))
+        with pytest.raises(TimeoutError, match="1 cwtx jobs still running"):
+            client.wait(timeout=0.2)
+        (tmp_path / "gate").touch()
+        client.wait(timeout=60)
+    finally:
+        client.stop()
+
+
+def test_a_blocking_call_from_the_reactor_thread_is_refused():
+    def inside():
+        _reactor_thread.blocking(lambda: None)
+
+    with pytest.raises(RuntimeError, match="made from the reactor thread"):
+        _reactor_thread.call(inside).result(30)
+
+
+def test_a_job_the_client_cannot_take_fails_its_future(cluster):
+    from twisted.python.failure import Failure
+
+    from cwtx.client.blocking import submit_in_reactor
+    from cwtx.client.options import JobOptions
+    from cwtx.client.serialize import pickle_arguments, pickle_function
+
+    client = _reactor_thread.blocking(cwtx.connect, cluster.host, cluster.port)
+    _reactor_thread.blocking(client.close)
+    outcome = []
+    fn, args = pickle_function(abs), pickle_arguments((-1,), {})
+    _reactor_thread.blocking(
+        lambda: submit_in_reactor(client, JobOptions(), fn, args, outcome.append) and None
+    )
+    (failure,) = outcome
+    assert isinstance(failure, Failure) and failure.check(RuntimeError)
+
+
+def test_a_master_error_nobody_declared_is_a_connection_error(cluster):
+    import socket
+
+    from cwtx._secret import load_secret
+    from cwtx.client.status import authenticated
+    from cwtx.wire.commands import SubmitJobs
+    from cwtx.wire.names import Role
+
+    with socket.create_connection((cluster.host, cluster.port), timeout=10) as sock:
+        amp = authenticated(sock, load_secret(), Role.STATUS, "odd", "the master")
+        with pytest.raises(ConnectionError, match="the master refused SubmitJobs: Unhandled"):
+            amp.call(SubmitJobs, jobs=[])
+
+
+def test_cw_status_with_no_master_says_so():
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    result = subprocess.run(
+        [sys.executable, "-m", "cwtx._cli", "status", "--host", "127.0.0.1", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert result.returncode == 1
+    assert f"cw: no cwtx master answers at 127.0.0.1:{port}" in result.stderr
+
+
+def test_a_blocking_client_inside_a_running_reactor_is_refused_clearly(tmp_path):
+    script = tmp_path / "inside.py"
+    script.write_text(
+        "from twisted.internet import reactor\n"
+        "import cwtx\n"
+        "def inside():\n"
+        "    try:\n"
+        "        cwtx.ClusterExecutor('127.0.0.1', 1, connect_timeout=1)\n"
+        "    except RuntimeError as e:\n"
+        "        print(e)\n"
+        "    reactor.stop()\n"
+        "reactor.callWhenRunning(inside)\n"
+        "reactor.run()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert "the Twisted reactor already runs in this process" in result.stdout, result.stderr

@@ -17,7 +17,7 @@ import pytest
 
 import cwtx
 from cwtx.client.status import query_status
-from cwtx.launch.procs import terminate, twistd_argv
+from cwtx.launch.procs import is_running, terminate, twistd_argv
 
 from ..conftest import ROOT, SyncClient, blocking, kill_and_restart_master
 
@@ -425,3 +425,61 @@ def test_import_cwtx_loads_no_twisted():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_second_local_cluster_in_the_same_run_directory_is_refused(tmp_path):
+    with cwtx.local.allocate(0, run_dir=tmp_path):
+        with pytest.raises(cwtx.LaunchError, match="a master is already running from"):
+            cwtx.local.start(0, 0, run_dir=tmp_path)
+
+
+def test_a_master_that_will_not_start_is_a_launch_error_with_its_log(tmp_path):
+    with pytest.raises(cwtx.LaunchError, match="the master exited with code") as info:
+        cwtx.local.start(0, 0, run_dir=tmp_path, master_args=["--prefetch", "-1"])
+    assert "--prefetch must be 0 or more" in str(info.value)
+    assert not list(tmp_path.glob("*.pid"))
+
+
+def test_workers_that_cannot_register_are_a_launch_error_with_their_logs(tmp_path):
+    wrong = tmp_path / "wrong-secret"
+    wrong.write_text("w" * 40)
+    wrong.chmod(0o600)
+    with pytest.raises(cwtx.LaunchError, match="1 of 1 workers did not register") as info:
+        cwtx.local.start(
+            1,
+            0,
+            run_dir=tmp_path / "run",
+            timeout=3,
+            worker_args=["--secret-file", str(wrong)],
+        )
+    assert "could not prove it knows our shared secret" in str(info.value)
+    assert not list((tmp_path / "run").glob("*.pid"))
+
+
+def test_a_local_cluster_is_a_context_manager(tmp_path):
+    with cwtx.local.start(0, 0, run_dir=tmp_path) as cluster:
+        assert query_status(cluster.host, cluster.port)["workers"] == []
+    assert not list(tmp_path.glob("*.pid"))
+
+
+def test_terminate_kills_what_ignores_sigterm():
+    stubborn = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert stubborn.stdout.readline().strip() == "ready"
+        started = time.monotonic()
+        assert terminate(stubborn.pid, timeout=0.5)  # SIGTERM ignored: SIGKILL after 0.5 s
+        assert time.monotonic() - started >= 0.5
+        assert not is_running(stubborn.pid)
+    finally:
+        if stubborn.poll() is None:
+            stubborn.kill()
+            stubborn.wait(10)

@@ -531,3 +531,30 @@ def test_the_turn_passes_over_idle_clients_in_order():
     w = FakeWorker("w", slots=4)
     m.add_worker(w)
     assert [j.client.name for j in w.runs] == ["b", "c", "b", "c"]
+
+
+def test_removing_what_is_not_there_changes_nothing():
+    m = Master()
+    c, _ = make_client(m)
+    m.remove_client(c)
+    m.remove_client(c)
+    w = FakeWorker("w")
+    m.remove_worker(w, "never added")
+    assert m.clients == [] and m.workers == []
+
+
+def test_a_job_cancelled_before_its_record_was_sent_frees_its_place():
+    m = Master()
+    c, _ = make_client(m)
+    unsent = WorkerSession("w", 1, lambda job: None, lambda task: None, prefetch=0)
+    m.add_worker(unsent)
+    submit(m, c, 1)
+    m.dispatch()
+    assert len(unsent.running) == 1
+    m.cancel(c, [1])
+    assert unsent.running == {} and unsent.free == 1
+
+
+def test_an_empty_queue_pops_nothing():
+    session = ClientSession("c", lambda item: None)
+    assert session.pop() is None and session.peek() is None

@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from twisted.protocols.amp import AMP, AmpBox, UnhandledCommand
 from twisted.test.iosim import connectedServerAndClient
 
+import cwtx
 from cwtx.master import connection as _master_protocol
 from cwtx.master.connection import MasterConnection
 from cwtx.master.master import Master
@@ -293,3 +294,31 @@ def test_unclaimed_blob_bytes_are_capped(monkeypatch):
 def test_the_default_unclaimed_limit_is_the_documented_one():
     link = authenticated()
     assert link.server.blobs_in.max_bytes == _master_protocol.MAX_UNCLAIMED_BYTES == 2 * 1024**3
+
+
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [
+        ({"slots": 0, "resources": "{}"}, "slots must be from 1 to 100000, not 0"),
+        ({"slots": 1, "resources": "{oops"}, "resources must be a JSON object"),
+        ({"slots": 1, "resources": "[1]"}, "resources must be a JSON object"),
+    ],
+)
+def test_a_bad_registration_is_a_protocol_error(arguments, complaint):
+    link = authenticated("worker")
+    with pytest.raises(cwtx.ProtocolError, match=complaint):
+        link.call(RegisterWorker, **arguments)
+    assert link.dropped and link.master.workers == []
+
+
+def test_a_worker_must_register_before_it_reports():
+    link = authenticated("worker")
+    with pytest.raises(cwtx.ProtocolError, match="a worker must register first"):
+        link.call(TaskResults, results=[])
+
+
+def test_nothing_is_read_from_a_dropped_connection():
+    link = Link()
+    link.server.drop("for this test")
+    link.send_raw(AmpBox({b"_command": b"Hello"}).serialize())  # ignored, no error
+    assert link.server.role is None

@@ -28,3 +28,7 @@ def test_blob_receiver_reassembles_and_rejects_unknown_ids():
         r.take(b"", 1)
     with pytest.raises(ValueError):
         r.chunk(0, [b"x"])
+
+
+def test_a_payload_says_what_it_holds():
+    assert repr(Payload([b"ab", b"c"])) == "<Payload 3 bytes in 2 pieces>"

@@ -44,3 +44,36 @@ def test_child_reports_exceptions_and_unpicklable_results():
 def test_child_survives_system_exit_in_a_job():
     info, _ = run_in_child(sys.exit, 3)
     assert info["status"] == "error" and info["error"]["type"] == "SystemExit"
+
+
+def test_a_function_the_child_never_received_is_a_clear_error():
+    header = {"task": 3, "fn": "ab" * 32, "env": "{}"}
+    reply, value = Child().run(header, [bytearray(pickle_arguments((), {}))])
+    info = json.loads(reply)
+    assert (
+        info["status"] == "error" and "the worker has no such function" in info["error"]["message"]
+    )
+
+
+def test_arguments_that_do_not_unpickle_are_a_clear_error():
+    fd = pickle_function(abs)
+    header = {"task": 4, "fn": fd.hash.hex(), "env": fd.env}
+    reply, _ = Child().run(header, [bytearray(b"not a pickle"), bytearray(fd.code)])
+    info = json.loads(reply)
+    assert "the arguments could not be unpickled on the worker" in info["error"]["message"]
+
+
+def test_a_job_that_removes_the_childs_own_directory_does_not_break_it(tmp_path):
+    home = tmp_path / "child-home"
+    home.mkdir()
+    before = os.getcwd()
+    os.chdir(home)
+    try:
+        fd = pickle_function(lambda: os.rmdir(str(home)) or "gone")
+        header = {"task": 5, "fn": fd.hash.hex(), "env": json.dumps({"cwd": str(tmp_path)})}
+        reply, value = Child().run(
+            header, [bytearray(pickle_arguments((), {})), bytearray(fd.code)]
+        )
+        assert json.loads(reply)["status"] == "ok" and pickle.loads(value) == "gone"
+    finally:
+        os.chdir(before)

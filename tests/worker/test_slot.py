@@ -10,6 +10,7 @@ import json
 import pickle
 
 import pytest
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.task import Clock
 
 from cwtx.client.serialize import pickle_arguments, pickle_function
@@ -27,6 +28,14 @@ class Harness:
         self.frees = 0
         self.slot = Slot(0, self.reactor, self._result, self._free)
         self.slot.start()
+        self.slot_ends = 0
+        ended = self.slot.processEnded
+
+        def count_ends(reason):
+            self.slot_ends += 1
+            ended(reason)
+
+        self.slot.processEnded = count_ends
 
     def _result(self, task, status, value, error):
         self.results.append((task.task, status, value.tobytes(), json.loads(error or "{}")))
@@ -204,3 +213,51 @@ def test_stop_while_running_kills_the_job():
     h.slot.stop(lambda: ended.append(True))
     h.clock.advance(0)
     assert ended == [True] and [r[1] for r in h.results] == ["lost"]
+
+
+def test_data_on_another_fd_is_ignored():
+    h = Harness()
+    h.slot.run(h.task(1, abs, -1))
+    h.slot.childDataReceived(2, b"\xff garbage on stderr")
+    h.clock.advance(0)
+    assert h.results == [] and not h.child.ended
+
+
+def test_a_kill_that_finds_the_child_gone_is_harmless():
+    h = Harness()
+    h.slot.run(h.task(1, abs, -1))
+    child = h.child
+    child.ended = True  # it died, and we have not heard yet
+    h.slot.kill("cancelled")
+    child.ended = False
+    child.exit(code=None, signal=9)
+    assert [r[1] for r in h.results] == ["cancelled"]
+
+
+def test_stopping_while_a_restart_is_due_starts_nothing():
+    h = Harness()
+    h.child.exit(code=1)  # a restart is scheduled
+    ended = []
+    h.slot.stop(lambda: ended.append(True))  # the child is already gone
+    h.clock.advance(10)
+    assert ended == [True] and len(h.reactor.children) == 1
+
+
+def test_the_fake_child_behaves_like_a_process():
+    h = Harness()
+    child = h.child
+    assert child.running is None
+    h.slot.run(h.task(7, abs, -1))
+    assert child.running == 7
+    child.closeStdout()
+    child.closeStderr()
+    child.writeToChild(0, b"ignored: not the task pipe")
+    child.loseConnection()  # closes its task pipe: it ends once its job is done
+    child.finish()
+    h.clock.advance(0)
+    assert child.ended and [r[1] for r in h.results] == ["ok"]
+    with pytest.raises(ProcessExitedAlready):
+        child.signalProcess("KILL")
+    child.finish()  # nothing more to run
+    child.exit(0)  # and it ends only once
+    assert h.slot_ends == 1

@@ -1,0 +1,33 @@
+"""Job options: what is accepted, and what is refused at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from cwtx.client.options import JobOptions
+
+
+def test_resources_may_be_given_as_a_dict():
+    assert JobOptions().replace(resources={"gpu": 1}).resources == '{"gpu": 1}'
+    assert JobOptions().replace(resources=None).resources == "{}"
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"timeout": 0}, "timeout must be a positive number"),
+        ({"timeout": float("inf")}, "timeout must be a positive number"),
+        ({"timeout": "10"}, "timeout must be a positive number"),
+        ({"max_retries": -1}, "max_retries must be an int >= 0"),
+        ({"max_retries": 1.5}, "max_retries must be an int >= 0"),
+        ({"priority": 1.5}, "priority must be an int"),
+    ],
+)
+def test_bad_options_say_what_is_wrong(change, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        JobOptions().replace(**change)
+
+
+def test_an_unknown_option_is_a_type_error():
+    with pytest.raises(TypeError, match="unknown job option 'colour'"):
+        JobOptions().replace(colour="red")

@@ -1,0 +1,66 @@
+"""Pickling jobs, and turning result records back into values or exceptions."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+
+import cwtx
+from cwtx._errors import error_json
+from cwtx.client.serialize import decode_result, pickle_function
+
+
+def test_a_result_that_does_not_unpickle_here_is_a_remote_error():
+    ok, error = decode_result("ok", b"not a pickle", "")
+    assert not ok and isinstance(error, cwtx.RemoteError)
+    assert "could not be unpickled here" in error.message
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        ("timeout", cwtx.JobTimeout),
+        ("cancelled", cwtx.JobCancelled),
+        ("lost", cwtx.JobLost),
+    ],
+)
+def test_statuses_become_their_errors(status, kind):
+    ok, error = decode_result(status, b"", error_json(status, "it happened"))
+    assert not ok and isinstance(error, kind) and "it happened" in str(error)
+
+
+def test_an_exception_that_does_not_unpickle_is_a_remote_error_with_the_traceback():
+    ok, error = decode_result("error", b"garbage", error_json("Odd", "odd", "Traceback..."))
+    assert not ok and isinstance(error, cwtx.RemoteError)
+    assert (error.type_name, error.message, error.remote_traceback) == (
+        "Odd",
+        "odd",
+        "Traceback...",
+    )
+
+
+class Frozen(Exception):
+    """An exception that refuses new attributes."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name, value):
+        raise AttributeError(name)
+
+
+def test_an_exception_that_takes_no_attributes_still_arrives():
+    ok, error = decode_result("error", pickle.dumps(Frozen("x")), error_json("Frozen", "x", "tb"))
+    assert not ok and isinstance(error, Frozen)
+
+
+def test_only_callables_are_jobs():
+    with pytest.raises(TypeError, match="must be callable, not int"):
+        pickle_function(42)
+
+
+def test_the_function_key_is_its_content_and_environment():
+    a, b = pickle_function(abs, env="{}"), pickle_function(abs, env=json.dumps({"cwd": "/x"}))
+    assert a.hash != b.hash and a.code == b.code
+    assert pickle_function(abs, env="{}").hash == a.hash

@@ -1,0 +1,83 @@
+"""``twistd cw-master`` and ``twistd cw-worker`` options: bad input is a
+usage error that says what was wrong, and the services they build."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+
+from cwtx.tap import master, worker
+
+
+def parse(module, *argv: str):
+    options = module.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["--max-retries", "-1"], "--max-retries must be 0 or more"),
+        (["--prefetch", "-1"], "--prefetch must be 0 or more"),
+        (["--heartbeat-interval", "0"], "must be positive"),
+        (["--auth-timeout", "-2"], "must be positive"),
+        (["--secret-file", "/nonexistent/secret"], "cannot read the cwtx secret file"),
+    ],
+)
+def test_bad_master_options(argv, complaint):
+    with pytest.raises(usage.UsageError, match=complaint):
+        parse(master, *argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["--master", "a", "--connect", "tcp:a:1"], "give --master or --connect, not both"),
+        (["--master", "http://node:5494"], "--master: 'http://node:5494' looks like a URL"),
+        (["--master", "node:0"], "--master: the port in 'node:0'"),
+        (["--resources", "{nope"], "--resources is not JSON"),
+        (["--resources", "[1, 2]"], "--resources must be a JSON object"),
+        (["--slots", "0"], "must be positive"),
+    ],
+)
+def test_bad_worker_options(argv, complaint):
+    with pytest.raises(usage.UsageError, match=complaint):
+        parse(worker, *argv)
+
+
+def test_a_worker_without_master_finds_it_as_clients_do(monkeypatch):
+    monkeypatch.setenv("CWTX_MASTER", "envhost:6001")
+    assert parse(worker)["address"] == ("envhost", 6001)
+    assert parse(worker, "--master", "given")["address"] == ("given", 5494)
+    monkeypatch.setenv("CWTX_MASTER", "ftp://nope")
+    with pytest.raises(usage.UsageError, match="CWTX_MASTER"):
+        parse(worker)
+
+
+def test_the_services_are_built_from_the_options():
+    reactor = MemoryReactorClock()
+    service = master.makeService(parse(master, "--listen", "tcp:0", "--prefetch", "0"), reactor)
+    (listener, signals) = list(service)
+    assert listener.listen == "tcp:0" and listener.master.prefetch == 0
+    options = parse(worker, "--master", "node7:6000", "--slots", "3", "--name", "w7")
+    (supervisor, _) = list(worker.makeService(options, reactor))
+    assert len(supervisor.slots) == 3 and supervisor.name == "w7"
+    assert repr(supervisor.endpoint) == "node7:6000"
+    connect = parse(worker, "--connect", "tcp:host=node8:port=6001")
+    (supervisor, _) = list(worker.makeService(connect, reactor))
+    assert repr(supervisor.endpoint) == "tcp:host=node8:port=6001"
+
+
+def test_mtls_needs_client_certificate_authorities(tmp_path):
+    from cwtx.tap.mtls import parser
+
+    with pytest.raises(ValueError, match="mtls: needs caCertsDir="):
+        parser.parseStreamServer(MemoryReactorClock(), "0", privateKey=str(tmp_path / "k.pem"))
+    from cwtx.tap.mtls import _load_cas
+
+    (tmp_path / "cas").mkdir()
+    (tmp_path / "cas" / "notes.txt").write_text("not a certificate")
+    with pytest.raises(ValueError, match="mtls: no .pem certificates in caCertsDir="):
+        _load_cas(str(tmp_path / "cas"))
