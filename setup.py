@@ -14,7 +14,8 @@ setup(
     packages=[*find_packages(include=["cwtx", "cwtx.*"]), "twisted.plugins"],
     package_data={"twisted": ["plugins/cwtx_plugins.py", "plugins/cwtx_endpoints.py"]},
 
-    install_requires=["twisted>=23.10", "cloudpickle>=2.0", "txaio>=23.1"],
+    # cryptography: every connection is sealed with AES-GCM (cwtx/wire/session.py).
+    install_requires=["twisted>=23.10", "cloudpickle>=2.0", "txaio>=23.1", "cryptography>=42"],
     extras_require={
         "test": [
             "pytest>=7", "pytest-timeout>=2.1", "pytest-randomly>=3.15", "pytest-cov>=7",

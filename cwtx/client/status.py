@@ -40,4 +40,5 @@ def authenticated(
             f"the master at {where} could not prove it knows our shared secret"
         )
     amp.call(Authenticate, proof=auth.proof(secret, role, hello["nonce"], mine))
+    auth.seal_connecting_side(amp.framer, secret, mine, hello["nonce"], role)
     return amp

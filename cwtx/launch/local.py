@@ -133,7 +133,9 @@ def _child_environment() -> dict[str, str]:
     """This process's environment, with this cwtx first on PYTHONPATH: the
     master and workers must run the same cwtx as the process launching them
     (and twistd then finds this checkout's plugins too)."""
-    here = str(Path(__file__).resolve().parent.parent)
+    import cwtx
+
+    here = str(Path(cwtx.__file__).resolve().parent.parent)  # where the package lies
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return {**os.environ, "PYTHONPATH": os.pathsep.join([here, *paths])}
 

@@ -15,7 +15,7 @@ from typing import Any
 import txaio
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
-from twisted.protocols.amp import CommandLocator
+from twisted.protocols.amp import AMP, AmpBox, CommandLocator
 
 from cwtx._errors import AuthenticationError, ProtocolMismatch
 from cwtx.master.master import Master
@@ -24,6 +24,7 @@ from cwtx.wire import handshake as auth
 from cwtx.wire.commands import Authenticate, Hello
 from cwtx.wire.names import PROTOCOL_VERSION, Role
 from cwtx.wire.peer import HeartbeatMonitor, Peer
+from cwtx.wire.session import TAG_BYTES, session_keys
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -35,10 +36,14 @@ PREAUTH_BYTES = 16 * 1024
 AUTH_TIMEOUT = 10.0
 #: Bytes of one AMP box (a BlobChunk box is about 1 MiB).
 MAX_BOX_BYTES = 8 * 1024 * 1024
+#: What sealing adds to a frame's body.
+SEAL_OVERHEAD = TAG_BYTES
 #: Bytes of streamed payloads a connection may have in flight, unclaimed.
 MAX_UNCLAIMED_BYTES = 2 * 1024 * 1024 * 1024
 
 HANDSHAKE = (b"Hello", b"Authenticate")
+#: How a protocol 1 or 2 peer's first box starts (plain AMP, "_ask" first).
+OLD_AMP_HELLO = b"\x00\x04_ask"
 
 
 class MasterConnection(Peer):
@@ -62,8 +67,10 @@ class MasterConnection(Peer):
         #: The responders of its role once it has authenticated, else None.
         self.responders: Responders | None = None
         self.locator = Handshake(self, secret)
-        self._received = 0  # bytes before authentication, then bytes since the last box
+        self._received = 0  # bytes before authentication, then since the last whole box
         self._auth_timer: Any = None
+        self._seal_sending_with: bytes | None = None
+        self.framer.max_frame = PREAUTH_BYTES
         self.blobs_in.max_bytes = MAX_UNCLAIMED_BYTES
 
     @property
@@ -85,10 +92,13 @@ class MasterConnection(Peer):
     def dataReceived(self, data: bytes) -> None:
         if self.dead:
             return
+        if self._received == 0 and data.startswith(OLD_AMP_HELLO):
+            return self._refuse_old_protocol(data)
         self._received += len(data)
         if not self.authenticated and self._received > PREAUTH_BYTES:
             return self.drop(f"sent over {PREAUTH_BYTES} bytes before authenticating")
-        if self.authenticated and self._received > MAX_BOX_BYTES:
+        if self.authenticated and self._received > MAX_BOX_BYTES + SEAL_OVERHEAD + 64:
+            # Frames are bounded, but a box may span frames: bound it too.
             return self.drop(f"sent a message of over {MAX_BOX_BYTES} bytes")
         super().dataReceived(data)
 
@@ -98,14 +108,47 @@ class MasterConnection(Peer):
         elif box.get(b"_command") not in HANDSHAKE:
             what = box.get(b"_command", b"an answer")[:40]
             return self.drop(f"sent {what!r} before authenticating")
-        super().ampBoxReceived(box)
+        if self.dead:
+            return
+        self.last_seen = self.clock.seconds()
+        AMP.ampBoxReceived(self, box)
 
-    def authenticated_as(self, role: Role) -> None:
-        """The proof checked out: from now on it speaks as ``role``."""
+    def sendBox(self, box: Any) -> None:
+        super().sendBox(box)
+        if self._seal_sending_with is not None:  # that was Authenticate's answer
+            self.framer.seal_sending(self._seal_sending_with)
+            self._seal_sending_with = None
+
+    def _refuse_old_protocol(self, data: bytes) -> None:
+        """A peer of protocol 1 or 2 (plain AMP): answer its Hello with the
+        error it understands, then close."""
+        tag_length = int.from_bytes(data[6:8], "big")
+        message = (
+            f"this master speaks cwtx protocol {PROTOCOL_VERSION} (sealed frames), the peer "
+            "an older one: install the same cwtx version everywhere"
+        )
+        error = AmpBox(
+            _error=data[8 : 8 + tag_length],
+            _error_code=b"REFUSED",
+            _error_description=message.encode(),
+        )
+        self.transport.write(error.serialize())
+        self.dead = True
+        log.warn("refusing {peer}: it speaks an older cwtx protocol", peer=self.describe())
+        self.transport.loseConnection()  # after the error is out
+
+    def authenticated_as(self, role: Role, keys: tuple[bytes, bytes]) -> None:
+        """The proof checked out: from now on it speaks as ``role``, sealed
+        with ``keys`` (its sending key, ours).  Its next frame must be
+        sealed; ours are once Authenticate's answer is out."""
         if self._auth_timer is not None and self._auth_timer.active():
             self._auth_timer.cancel()
         self._auth_timer = None
+        theirs, ours = keys
         self._received = 0
+        self.framer.seal_receiving(theirs)
+        self._seal_sending_with = ours
+        self.framer.max_frame = MAX_BOX_BYTES + SEAL_OVERHEAD
         self.monitor.watch(self)
         self.responders = self.locator = RESPONDERS[role](self)
 
@@ -166,7 +209,7 @@ class Handshake(CommandLocator):
             raise AuthenticationError(
                 "authentication failed: the master has a different shared secret"
             )
-        conn.authenticated_as(conn.role)
+        conn.authenticated_as(conn.role, session_keys(self._secret, theirs, mine, conn.role))
         return {}
 
 

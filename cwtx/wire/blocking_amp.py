@@ -14,6 +14,7 @@ from typing import Any
 from twisted.protocols.amp import AmpBox, Command
 
 from cwtx.wire.commands import Heartbeat
+from cwtx.wire.session import Framer
 
 _LEN = struct.Struct("!H")
 
@@ -23,8 +24,9 @@ class BlockingAMP:
     master's heartbeats while it waits."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._buffer = bytearray()
+        self.sock = sock
+        self.framer = Framer()
+        self._buffer = bytearray()  # AMP bytes out of frames, not yet parsed
         self._tags = count(1)
 
     def call(self, command: type[Command], **arguments: Any) -> dict[str, Any]:
@@ -34,15 +36,19 @@ class BlockingAMP:
         box = command.makeArguments(arguments, None)
         box[b"_command"] = command.commandName
         box[b"_ask"] = tag
-        self._sock.sendall(box.serialize())
+        self.send_raw(box.serialize())
         while True:
             reply = self._read_box()
             if reply.get(b"_command") == Heartbeat.commandName and b"_ask" in reply:
-                self._sock.sendall(AmpBox({b"_answer": reply[b"_ask"]}).serialize())
+                self.send_raw(AmpBox({b"_answer": reply[b"_ask"]}).serialize())
             elif reply.get(b"_answer") == tag:
                 return command.parseResponse(reply, None)
             elif reply.get(b"_error") == tag:
                 raise _error(command, reply)
+
+    def send_raw(self, amp_bytes: bytes) -> None:
+        """Send these bytes as one frame (sealed once the session is)."""
+        self.sock.sendall(self.framer.frame(amp_bytes))
 
     def _read_box(self) -> dict[bytes, bytes]:
         box: dict[bytes, bytes] = {}
@@ -60,10 +66,11 @@ class BlockingAMP:
 
     def _read(self, n: int) -> bytes:
         while len(self._buffer) < n:
-            data = self._sock.recv(65536)
+            data = self.sock.recv(65536)
             if not data:
                 raise ConnectionError("the master closed the connection")
-            self._buffer += data
+            for payload in self.framer.feed(data):
+                self._buffer += payload
         value = bytes(self._buffer[:n])
         del self._buffer[:n]
         return value

@@ -5,7 +5,10 @@ Each side sends a fresh 32-byte nonce.  The master proves it knows the
 secret with HMAC-SHA256(secret, "cwtx master" | client nonce | master
 nonce); then the connecting side proves it with HMAC-SHA256(secret, "cwtx
 <role>" | master nonce | client nonce).  Distinct labels keep one side's
-proof useless as the other's; proofs are compared in constant time.
+proof useless as the other's; proofs are compared in constant time.  Then
+both sides seal the connection with keys derived from the secret and both
+nonces (``session``): proving the secret once is not enough, every later
+frame proves it again.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from cwtx._errors import AuthenticationError
 from cwtx.wire.commands import Authenticate, Hello
+from cwtx.wire.session import Framer, session_keys
 from cwtx.wire.versions import hello_arguments
 
 NONCE_BYTES = 32
@@ -40,7 +44,7 @@ async def handshake(proto: Any, role: str, name: str, secret: bytes) -> dict[str
     """Hello and Authenticate on a fresh connection; the master's hello reply.
 
     Raises AuthenticationError if the master does not know our secret, or
-    refuses our proof.
+    refuses our proof.  Once it returns, the connection is sealed.
     """
     mine = nonce()
     reply = await proto.callRemote(Hello, nonce=mine, **hello_arguments(role, name))
@@ -51,4 +55,14 @@ async def handshake(proto: Any, role: str, name: str, secret: bytes) -> dict[str
             "(a different secret, or not a cwtx master)"
         )
     await proto.callRemote(Authenticate, proof=proof(secret, role, theirs, mine))
+    seal_connecting_side(proto.framer, secret, mine, theirs, role)
     return reply
+
+
+def seal_connecting_side(
+    framer: Framer, secret: bytes, mine: bytes, theirs: bytes, role: str
+) -> None:
+    """The master took our proof: from now on every frame is sealed."""
+    ours, the_masters = session_keys(secret, mine, theirs, role)
+    framer.seal_sending(ours)
+    framer.seal_receiving(the_masters)

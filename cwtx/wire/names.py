@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 #: Bumped whenever what crosses the wire changes; docs/protocol.md says what it is.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 #: The pickle protocol for functions, arguments and results.
 PICKLE_PROTOCOL = 5

@@ -1,6 +1,7 @@
 """
-What every cwtx connection shares: liveness by heartbeat, blob reception,
-and ignoring a peer once it has been declared dead.
+What every cwtx connection shares: framing and sealing (``session``),
+liveness by heartbeat, blob reception, and ignoring a peer once it has been
+declared dead.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from typing import Any
 import txaio
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.protocols.amp import AMP
+from twisted.protocols.amp import AMP, ConnectionLost
 
 from cwtx.wire.blobs import BlobReceiver, BlobSender
 from cwtx.wire.commands import BlobChunk, Heartbeat
+from cwtx.wire.session import Framer, SessionError
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -24,15 +26,38 @@ HEARTBEAT_TIMEOUT = 30.0
 
 
 class Peer(AMP):
-    """An AMP connection that tracks when it last heard from the other side."""
+    """An AMP connection in frames, sealed once the handshake is done, that
+    tracks when it last heard from the other side.
+
+    Before its session is sealed, the connecting side accepts nothing but
+    answers: commands arrive only sealed, from a holder of the secret.
+    """
 
     def __init__(self, clock: IReactorTime) -> None:
         super().__init__()
         self.clock = clock
         self.last_seen = clock.seconds()
         self.dead = False
+        self.framer = Framer()
         self.blobs_in = BlobReceiver()
         self.blobs_out = BlobSender(self)
+
+    def sendBox(self, box: Any) -> None:
+        # AMP writes to its transport nowhere else.
+        if self.transport is None:
+            raise ConnectionLost()
+        self.transport.write(self.framer.frame(box.serialize()))
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.dead:
+            return
+        try:
+            for payload in self.framer.feed(data):
+                super().dataReceived(payload)
+                if self.dead:
+                    return
+        except SessionError as e:
+            self.drop(str(e))
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -54,6 +79,9 @@ class Peer(AMP):
     def ampBoxReceived(self, box: Any) -> None:
         if self.dead:
             return  # late words from a peer already given up on
+        if not self.framer.sealed and b"_command" in box:
+            what = box[b"_command"][:40]
+            return self.drop(f"sent {what!r} before the session was sealed")
         self.last_seen = self.clock.seconds()
         super().ampBoxReceived(box)
 

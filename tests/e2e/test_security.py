@@ -94,12 +94,11 @@ def closed_by_peer(sock: socket.socket, timeout: float = 30.0) -> bool:
         return False
 
 
-def authenticate_raw(master, secret: bytes | None = None) -> socket.socket:
-    """A raw socket that has done the handshake (with our secret by default)."""
+def authenticate_raw(master, secret: bytes | None = None) -> BlockingAMP:
+    """A connection that has done the handshake (with our secret by default):
+    ``send_raw`` seals any bytes into a frame, ``sock`` is the socket."""
     secret = load_secret() if secret is None else secret
-    sock = raw(master)
-    authenticated(sock, secret, Role.CLIENT, "raw", "the test master")
-    return sock
+    return authenticated(raw(master), secret, Role.CLIENT, "raw", "the test master")
 
 
 def master_log(master) -> str:
@@ -151,10 +150,23 @@ def test_worker_with_wrong_secret_never_registers(master, tmp_path):
 
 def test_only_the_handshake_before_authentication(master):
     sock = raw(master)
-    box = AmpBox({b"_command": b"Status", b"_ask": b"1"})
-    sock.sendall(box.serialize())
+    BlockingAMP(sock).send_raw(AmpBox({b"_command": b"Status", b"_ask": b"1"}).serialize())
     assert closed_by_peer(sock)
-    wait_until(lambda: "before authenticating" in master_log(master))
+    wait_until(lambda: "sent b'Status' before authenticating" in master_log(master))
+
+
+def test_a_peer_of_an_older_protocol_is_told_why_it_is_refused(master):
+    """Protocols 1 and 2 spoke plain AMP; their Hello gets an error they understand."""
+    sock = raw(master)
+    args = {**hello_arguments("client", "old"), "protocol": 2, "nonce": _auth.nonce()}
+    box = Hello.makeArguments(args, None)
+    box[b"_command"], box[b"_ask"] = b"Hello", b"1"
+    sock.sendall(box.serialize())
+    data = b""
+    while not data.endswith(b"\0\0"):
+        data += sock.recv(65536)
+    assert b"REFUSED" in data and b"speaks cwtx protocol 3 (sealed frames)" in data
+    assert closed_by_peer(sock)
 
 
 def test_bytes_before_authentication_are_bounded(master):
@@ -227,10 +239,14 @@ def test_the_master_never_unpickles_user_data(master, tmp_path):
 
 
 def test_bad_input_after_authentication_closes_only_that_connection(master):
-    sock = authenticate_raw(master)
+    amp = authenticate_raw(master)
     bad = AmpBox({b"_command": b"SubmitJobs", b"_ask": b"9", b"jobs": b"\x00\x01garbage"})
-    sock.sendall(bad.serialize())
-    assert closed_by_peer(sock)
+    amp.send_raw(bad.serialize())
+    assert closed_by_peer(amp.sock)
+    unsealed = authenticate_raw(master)
+    unsealed.sock.sendall(b"\x00\x00\x00\x05\x00hello")  # a plain frame on a sealed session
+    assert closed_by_peer(unsealed.sock)
+    wait_until(lambda: "a frame of kind 0 on a session sealed" in master_log(master))
     client = SyncClient(master)
     try:
         assert client.run(abs, -6) == 6
@@ -289,7 +305,7 @@ def test_fuzz_the_masters_port_while_a_real_client_works(master):
         commands,
         st.lists(st.tuples(st.binary(min_size=0, max_size=300), values), max_size=6),
         st.integers(min_value=0, max_value=50),
-        st.booleans(),
+        st.sampled_from(["raw", "plain frame", "sealed frame"]),
     )
 
     @settings(
@@ -297,14 +313,20 @@ def test_fuzz_the_masters_port_while_a_real_client_works(master):
     )
     @given(boxes)
     def throw(example):
-        cmd, pairs, truncate, authed = example
-        sock = authenticate_raw(master) if authed else raw(master)
+        cmd, pairs, truncate, how = example
         data = frame(b"_command", cmd) + frame(b"_ask", b"7")
         for key, value in pairs:
             data += struct.pack("!H", len(key)) + key + struct.pack("!H", len(value)) + value
         data += b"\x00\x00"
         if truncate:
             data = data[: max(1, len(data) - truncate)]
+        if how == "sealed frame":
+            amp = authenticate_raw(master)
+            sock, data = amp.sock, amp.framer.frame(data)
+        else:
+            sock = raw(master)
+            if how == "plain frame":
+                data = BlockingAMP(sock).framer.frame(data)
         try:
             sock.sendall(data)
         except OSError:
@@ -323,12 +345,12 @@ def test_fuzz_the_masters_port_while_a_real_client_works(master):
         + frame(b"data", b"many")
         + b"\0\0",
     ]:
-        sock = authenticate_raw(master)
+        amp = authenticate_raw(master)
         try:
-            sock.sendall(payload)
+            amp.send_raw(payload)
         except OSError:
             pass
-        assert closed_by_peer(sock)
+        assert closed_by_peer(amp.sock)
     flood = [raw(master) for _ in range(200)]
     for s in flood:
         s.close()

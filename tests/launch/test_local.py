@@ -33,3 +33,11 @@ def test_a_bad_recorded_address_is_no_address(tmp_path):
 
 def test_a_missing_log_is_said_to_be_missing():
     assert local._log_tail(Path("/nonexistent/cwtx.log")) == "(no log)"
+
+
+def test_processes_it_starts_import_this_cwtx_and_nothing_inside_it(monkeypatch):
+    import cwtx
+
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
+    path = local._child_environment()["PYTHONPATH"].split(os.pathsep)
+    assert path == [str(Path(cwtx.__file__).resolve().parent.parent), "/somewhere/else"]

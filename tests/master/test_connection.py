@@ -12,7 +12,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.protocols.amp import AMP, AmpBox, UnhandledCommand
+from twisted.protocols.amp import AmpBox, UnhandledCommand
 from twisted.test.iosim import connectedServerAndClient
 
 import cwtx
@@ -31,7 +31,8 @@ from cwtx.wire.commands import (
     SubmitJobs,
     TaskResults,
 )
-from cwtx.wire.peer import HeartbeatMonitor
+from cwtx.wire.peer import HeartbeatMonitor, Peer
+from cwtx.wire.session import HEADER, PLAIN
 from cwtx.wire.versions import hello_arguments
 
 SECRET = b"the master's secret, 32 bytes at least"
@@ -46,7 +47,7 @@ class Link:
         self.server = MasterConnection(
             self.master, HeartbeatMonitor(self.clock), self.clock, SECRET, auth_timeout=10
         )
-        self.peer = AMP()
+        self.peer = Peer(self.clock)  # it frames, and seals once authenticated
         _, _, self.pump = connectedServerAndClient(
             lambda: self.server, lambda: self.peer, clock=self.clock
         )
@@ -62,6 +63,11 @@ class Link:
         return self.call(Hello, nonce=nonce, **hello_arguments(role, "test"))
 
     def send_raw(self, data: bytes) -> None:
+        """Send AMP bytes, framed (sealed once authenticated)."""
+        self.send_bytes(self.peer.framer.frame(data))
+
+    def send_bytes(self, data: bytes) -> None:
+        """Send bytes as they are, no frame."""
         self.peer.transport.write(data)
         self.pump.flush()
 
@@ -91,6 +97,7 @@ def authenticated(role: str = "client") -> Link:
     reply = link.hello(mine, role)
     link.call(Authenticate, proof=_auth.proof(SECRET, role, reply["nonce"], mine))
     assert link.server.authenticated
+    _auth.seal_connecting_side(link.peer.framer, SECRET, mine, reply["nonce"], role)
     return link
 
 
@@ -232,13 +239,19 @@ def test_nothing_but_the_handshake_before_authentication():
 
 def test_bytes_before_authentication_are_capped():
     link = Link()
-    frame = AmpBox({b"k": b"v" * 1000}).serialize()[:-2]  # a box that never ends
+    piece = AmpBox({b"k": b"v" * 1000}).serialize()[:-2]  # a box that never ends
     sent = 0
     while not link.dropped:
-        link.send_raw(frame)
-        sent += len(frame)
+        link.send_raw(piece)
+        sent += len(piece)
         assert sent < 4 * _master_protocol.PREAUTH_BYTES
-    assert sent > _master_protocol.PREAUTH_BYTES - len(frame)
+    assert sent > _master_protocol.PREAUTH_BYTES - len(piece) - 10
+
+
+def test_a_frame_longer_than_allowed_before_authentication_is_refused_at_once():
+    link = Link()
+    link.send_bytes(HEADER.pack(_master_protocol.PREAUTH_BYTES + 1, PLAIN))
+    assert link.dropped
 
 
 def test_a_connection_that_does_not_authenticate_in_time_is_dropped():
@@ -265,13 +278,20 @@ def test_a_box_over_the_size_limit_drops_the_connection(monkeypatch):
     # A BlobChunk box of about 130 KB is fine.
     link.call(BlobChunk, blob=1, data=[b"a" * 65_000, b"b" * 65_000])
     assert not link.dropped
-    # One of about 260 KB, never finished, is not.
+    # One of about 260 KB, never finished, is not: in one frame...
     box = AmpBox({b"_command": b"BlobChunk", b"_ask": b"9", b"blob": b"2", b"data": b"4"})
     data = box.serialize()[:-2]
     for i in range(4):
         data += AmpBox({b"data.%d" % i: b"x" * 65_000}).serialize()[:-2]
     link.send_raw(data)
     assert link.dropped
+    # ...or spread over frames that are each small enough.
+    link = authenticated()
+    sent = 0
+    while not link.dropped:
+        link.send_raw(data[sent : sent + 50_000])
+        sent += 50_000
+    assert 200_000 <= sent <= 250_000
 
 
 def test_the_real_box_limit_admits_a_full_blob_chunk_box():
@@ -320,5 +340,5 @@ def test_a_worker_must_register_before_it_reports():
 def test_nothing_is_read_from_a_dropped_connection():
     link = Link()
     link.server.drop("for this test")
-    link.send_raw(AmpBox({b"_command": b"Hello"}).serialize())  # ignored, no error
+    link.send_bytes(b"anything at all")  # ignored, no error
     assert link.server.role is None

@@ -16,6 +16,7 @@ from twisted.test.iosim import connectedServerAndClient
 import cwtx
 from cwtx.wire import handshake as _auth
 from cwtx.wire.commands import Authenticate, Hello
+from cwtx.wire.peer import Peer
 
 SECRET = b"the master's secret, 32 bytes at least"
 
@@ -29,13 +30,16 @@ def result(d: Deferred[Any]) -> Any:
     return box[0]
 
 
-class FakeMaster(AMP):
+class FakeMaster(Peer):
     """Answers Hello with a proof made by ``make_proof``; records Authenticate."""
 
     def __init__(self, make_proof: Any) -> None:
-        super().__init__()
+        super().__init__(Clock())
         self.make_proof = make_proof
         self.authenticated = False
+
+    def ampBoxReceived(self, box: Any) -> None:
+        AMP.ampBoxReceived(self, box)  # a master's side: commands before sealing
 
     @Hello.responder
     def hello(self, role, name, protocol, python, cloudpickle, nonce):
@@ -66,7 +70,7 @@ class FakeMaster(AMP):
 def test_the_client_refuses_a_master_that_cannot_prove_the_secret(make_proof):
     clock = Clock()
     fake = FakeMaster(make_proof)
-    client = AMP()
+    client = Peer(clock)
     _, _, pump = connectedServerAndClient(lambda: fake, lambda: client, clock=clock)
     d = Deferred.fromCoroutine(_auth.handshake(client, "client", "c", SECRET))
     pump.flush()
@@ -78,7 +82,7 @@ def test_the_client_refuses_a_master_that_cannot_prove_the_secret(make_proof):
 def test_the_client_accepts_a_master_that_proves_the_secret():
     clock = Clock()
     fake = FakeMaster(lambda theirs, mine: _auth.proof(SECRET, "master", theirs, mine))
-    client = AMP()
+    client = Peer(clock)
     _, _, pump = connectedServerAndClient(lambda: fake, lambda: client, clock=clock)
     d = Deferred.fromCoroutine(_auth.handshake(client, "client", "c", SECRET))
     pump.flush()
@@ -103,7 +107,7 @@ def test_proofs_are_exactly_what_docs_protocol_md_says():
 def test_the_refusal_says_what_may_be_wrong():
     clock = Clock()
     fake = FakeMaster(lambda theirs, mine: b"")
-    client = AMP()
+    client = Peer(clock)
     _, _, pump = connectedServerAndClient(lambda: fake, lambda: client, clock=clock)
     d = Deferred.fromCoroutine(_auth.handshake(client, "client", "c", SECRET))
     pump.flush()

@@ -1,0 +1,100 @@
+"""Frames, and sessions sealed with keys only holders of the secret derive."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from cwtx.wire.session import HEADER, PLAIN, SEALED, Framer, SessionError, session_keys
+
+SECRET = b"a secret of at least thirty-two bytes, with variety 123"
+MINE, THEIRS = b"c" * 32, b"m" * 32
+
+
+def sealed_pair() -> tuple[Framer, Framer]:
+    """(the connecting side, the master), sealed with the same keys."""
+    ours, the_masters = session_keys(SECRET, MINE, THEIRS, "client")
+    connecting, master = Framer(), Framer()
+    connecting.seal_sending(ours)
+    connecting.seal_receiving(the_masters)
+    master.seal_sending(the_masters)
+    master.seal_receiving(ours)
+    return connecting, master
+
+
+def test_keys_are_exactly_what_docs_protocol_md_says():
+    keys = HKDF(
+        algorithm=SHA256(), length=64, salt=MINE + THEIRS, info=b"cwtx session 3 worker"
+    ).derive(SECRET)
+    assert session_keys(SECRET, MINE, THEIRS, "worker") == (keys[:32], keys[32:])
+    assert session_keys(SECRET, MINE, THEIRS, "client") != session_keys(
+        SECRET, MINE, THEIRS, "worker"
+    )
+    assert session_keys(SECRET, MINE, b"x" * 32, "client") != session_keys(
+        SECRET, MINE, THEIRS, "client"
+    )
+
+
+def test_plain_frames_before_sealing_in_any_split():
+    sender, receiver = Framer(), Framer()
+    data = sender.frame(b"one") + sender.frame(b"") + sender.frame(b"three" * 1000)
+    assert data[: HEADER.size] == HEADER.pack(3, PLAIN)
+    got = []
+    for i in range(0, len(data), 7):
+        got += list(receiver.feed(data[i : i + 7]))
+    assert got == [b"one", b"", b"three" * 1000]
+
+
+def test_sealed_frames_hide_and_carry_their_bytes_both_ways():
+    connecting, master = sealed_pair()
+    frame = connecting.frame(b"RunTasks secret payload")
+    assert HEADER.unpack_from(frame) == (len(b"RunTasks secret payload") + 16, SEALED)
+    assert b"secret payload" not in frame
+    assert list(master.feed(frame)) == [b"RunTasks secret payload"]
+    assert list(connecting.feed(master.frame(b"answer"))) == [b"answer"]
+
+
+@pytest.mark.parametrize("attack", ["altered", "replayed", "reordered", "header altered"])
+def test_a_frame_that_was_tampered_with_does_not_open(attack):
+    connecting, master = sealed_pair()
+    first, second = connecting.frame(b"first"), connecting.frame(b"second")
+    if attack == "altered":
+        bad = first[:-1] + bytes([first[-1] ^ 1])
+        frames = [bad]
+    elif attack == "replayed":
+        frames = [first, first]
+    elif attack == "reordered":
+        frames = [second, first]
+    else:  # a sealed frame relabelled as plain
+        frames = [HEADER.pack(len(first) - HEADER.size, PLAIN) + first[HEADER.size :]]
+    with pytest.raises(SessionError):
+        for frame in frames:
+            list(master.feed(frame))
+
+
+def test_a_sealed_frame_without_keys_and_a_plain_frame_after_sealing_are_refused():
+    connecting, master = sealed_pair()
+    with pytest.raises(SessionError, match="kind 1 on a session not yet sealed"):
+        list(Framer().feed(connecting.frame(b"x")))
+    with pytest.raises(SessionError, match="kind 0 on a session sealed"):
+        list(master.feed(Framer().frame(b"x")))
+    with pytest.raises(SessionError, match="kind 7"):
+        list(Framer().feed(HEADER.pack(1, 7) + b"x"))
+
+
+def test_a_frame_longer_than_allowed_is_refused_before_it_is_buffered():
+    framer = Framer(max_frame=1000)
+    with pytest.raises(SessionError, match="a frame of 1001 bytes"):
+        list(framer.feed(HEADER.pack(1001, PLAIN)))  # no body sent at all
+
+
+def test_a_relay_without_the_secret_cannot_forge_frames():
+    connecting, master = sealed_pair()
+    ours, _ = session_keys(os.urandom(40), MINE, THEIRS, "client")  # a guessed secret
+    forger = Framer()
+    forger.seal_sending(ours)
+    with pytest.raises(SessionError, match="failed authentication"):
+        list(master.feed(forger.frame(b"RunTasks ...")))
