@@ -8,7 +8,6 @@ has not ended, under the same ids.
 
 from __future__ import annotations
 
-import json
 from itertools import count
 from typing import Any
 
@@ -31,6 +30,8 @@ from cwtx.wire.names import Role
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
 from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
+from cwtx.wire.status import merge as status_merge
+from cwtx.wire.status import read as status_read
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -41,6 +42,25 @@ CONNECT_TIMEOUT = 30.0
 RECONNECT_TIMEOUT = 120.0
 
 __all__ = ["CONNECT_TIMEOUT", "RECONNECT_TIMEOUT", "Client", "ClientProtocol", "JobOptions"]
+
+
+def tls_failure(error: BaseException) -> str | None:
+    """What went wrong, if ``error`` is TLS failing; None otherwise."""
+    module = type(error).__module__
+    if not module.startswith(("OpenSSL", "service_identity")):
+        return None
+    text = str(error)
+    if "certificate verify failed" in text:
+        why = "the master's certificate is not signed by an authority we trust (trustRoots=)"
+    elif "expired" in text:
+        why = "a certificate has expired"
+    elif "certificate required" in text or "alert handshake failure" in text:
+        why = "the master wants a client certificate (certificate= and privateKey=)"
+    elif module.startswith("service_identity"):
+        why = f"the master's certificate is not for the host we asked for ({text})"
+    else:
+        why = text
+    return f"TLS failed: {why}"
 
 
 class _Pending:
@@ -171,6 +191,9 @@ class Client:
         except (AuthenticationError, ProtocolMismatch):
             raise
         except Exception as e:
+            tls = tls_failure(e)
+            if tls is not None:
+                raise ConnectionError(tls) from e
             raise ProtocolMismatch(f"the master refused the handshake: {e}") from e
         if self._closed:
             raise ConnectionError("the client was closed")
@@ -351,10 +374,19 @@ class Client:
 
     def status(self) -> Deferred[dict[str, Any]]:
         """The master's state: workers, slots, queued and running jobs."""
-        if self._protocol is None:
+        proto = self._protocol
+        if proto is None:
             return fail(MasterConnectionLost(f"not connected to {self.endpoint} right now"))
-        d = self._protocol.callRemote(Status)
-        return d.addCallback(lambda reply: json.loads(reply["status"]))
+
+        async def pages() -> dict[str, Any]:
+            first = status_read((await proto.callRemote(Status, page=0))["status"])
+            rest = [
+                status_read((await proto.callRemote(Status, page=n))["status"])
+                for n in range(1, first["pages"])
+            ]
+            return status_merge([first, *rest])
+
+        return Deferred.fromCoroutine(pages())
 
 
 class _OptionsView:

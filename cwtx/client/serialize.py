@@ -7,7 +7,6 @@ Only clients and worker children call this module; the master never does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -24,8 +23,7 @@ from cwtx._errors import (
     parse_error,
 )
 from cwtx.client.errors import JobCancelled
-
-PICKLE_PROTOCOL = 5
+from cwtx.wire.names import PICKLE_PROTOCOL, function_hash
 
 
 class FunctionDef:
@@ -53,8 +51,7 @@ def pickle_function(fn: Any, env: str | None = None) -> FunctionDef:
         raise TypeError(f"cwtx jobs must be callable, not {type(fn).__name__}")
     code = cloudpickle.dumps(fn, protocol=PICKLE_PROTOCOL)
     env = current_env() if env is None else env
-    digest = hashlib.sha256(env.encode("utf-8") + b"\0" + code).digest()
-    return FunctionDef(digest, env, code)
+    return FunctionDef(function_hash(env, [code]), env, code)
 
 
 def pickle_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:

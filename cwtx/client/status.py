@@ -3,7 +3,6 @@ before any reactor runs (see ``wire.blocking_amp``)."""
 
 from __future__ import annotations
 
-import json
 import socket
 from typing import Any
 
@@ -13,6 +12,7 @@ from cwtx.wire import handshake as auth
 from cwtx.wire.blocking_amp import BlockingAMP
 from cwtx.wire.commands import Authenticate, Hello, Status
 from cwtx.wire.names import Role
+from cwtx.wire.status import merge, read
 from cwtx.wire.versions import hello_arguments
 
 
@@ -25,7 +25,9 @@ def query_status(
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.settimeout(timeout)
         amp = authenticated(sock, secret, Role.STATUS, "status", f"{host}:{port}")
-        return json.loads(amp.call(Status)["status"])
+        first = read(amp.call(Status, page=0)["status"])
+        rest = [read(amp.call(Status, page=n)["status"]) for n in range(1, first["pages"])]
+        return merge([first, *rest])
 
 
 def authenticated(

@@ -15,15 +15,16 @@ from typing import Any
 import txaio
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
-from twisted.protocols.amp import AMP, AmpBox, CommandLocator
+from twisted.protocols.amp import AMP, AmpBox
 
 from cwtx._errors import AuthenticationError, ProtocolMismatch
+from cwtx._logs import printable
 from cwtx.master.master import Master
 from cwtx.master.roles import RESPONDERS, Responders
 from cwtx.wire import handshake as auth
 from cwtx.wire.commands import Authenticate, Hello
 from cwtx.wire.names import PROTOCOL_VERSION, Role
-from cwtx.wire.peer import HeartbeatMonitor, Peer
+from cwtx.wire.peer import Guarded, HeartbeatMonitor, Peer
 from cwtx.wire.session import TAG_BYTES, session_keys
 
 txaio.use_twisted()
@@ -79,7 +80,28 @@ class MasterConnection(Peer):
 
     def describe(self) -> str:
         peer = self.transport.getPeer() if self.transport is not None else "?"
-        return f"{self.role or 'peer'} {self.name} ({peer})"
+        return f"{self.role or 'peer'} {printable(self.name, 60)} ({peer})"
+
+    def note(self, what: str) -> None:
+        """Log ``what`` about this peer, at most a few lines a minute per
+        host: a peer cannot fill the log."""
+        host = getattr(self.transport.getPeer(), "host", "?") if self.transport else "?"
+        allowed, held = self.master.log_limit.allow(host)
+        if allowed:
+            also = f" ({held} more such lines from {host} held back)" if held else ""
+            log.warn("{peer}: {what}{also}", peer=self.describe(), what=what, also=also)
+
+    def drop(self, why: str) -> None:
+        """Abort the connection; logged, rate-limited until it has authenticated."""
+        if self.dead:
+            return
+        if self.authenticated:
+            super().drop(why)
+            return
+        self.note(f"dropped: {why}")
+        self.dead = True
+        if self.transport is not None:
+            self.transport.abortConnection()
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -134,7 +156,7 @@ class MasterConnection(Peer):
         )
         self.transport.write(error.serialize())
         self.dead = True
-        log.warn("refusing {peer}: it speaks an older cwtx protocol", peer=self.describe())
+        self.note("refused: it speaks an older cwtx protocol")
         self.transport.loseConnection()  # after the error is out
 
     def authenticated_as(self, role: Role, keys: tuple[bytes, bytes]) -> None:
@@ -150,6 +172,7 @@ class MasterConnection(Peer):
         self._seal_sending_with = ours
         self.framer.max_frame = MAX_BOX_BYTES + SEAL_OVERHEAD
         self.monitor.watch(self)
+        self.start_flow_control()
         self.responders = self.locator = RESPONDERS[role](self)
 
     def connectionLost(self, reason: Any) -> None:
@@ -162,13 +185,17 @@ class MasterConnection(Peer):
             self.responders.lost(why)
 
 
-class Handshake(CommandLocator):
+class Handshake(Guarded):
     """What a connection may ask before it has authenticated."""
 
     def __init__(self, connection: MasterConnection, secret: bytes) -> None:
         self.connection = connection
         self._secret = secret
         self._nonces: tuple[bytes, bytes] | None = None
+
+    def refused(self, why: str) -> None:
+        self.connection.note("refused and closed: " + why)
+        self.connection.dead = True  # what it sent after that is not read
 
     @Hello.responder
     def hello(
@@ -202,10 +229,7 @@ class Handshake(CommandLocator):
             raise AuthenticationError("authenticate once, after hello")
         theirs, mine = self._nonces
         if not auth.verify(self._secret, conn.role, mine, theirs, proof):
-            log.warn(
-                "authentication failed: {peer} does not know the shared secret",
-                peer=conn.describe(),
-            )
+            # Logged (rate-limited) as this box is refused: see refused().
             raise AuthenticationError(
                 "authentication failed: the master has a different shared secret"
             )

@@ -11,25 +11,27 @@ Payloads, opaque bytes.
 
 from __future__ import annotations
 
-import json
 import uuid
 from itertools import count
 from typing import Any
 
 import txaio
 
-from cwtx._errors import error_json
+from cwtx._errors import ProtocolError, error_json, parse_error
+from cwtx._logs import RateLimit, printable
 from cwtx.master.policy import Refuse, RoundRobin, mismatch_message
 from cwtx.master.sessions import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_PREFETCH,
+    MAX_CLIENT_BYTES,
+    MAX_CLIENT_JOBS,
     ClientSession,
     Function,
     Job,
     WorkerSession,
 )
 from cwtx.master.status import snapshot
-from cwtx.wire.names import JobStatus
+from cwtx.wire.names import JobStatus, function_hash
 from cwtx.wire.payload import EMPTY, Payload
 
 txaio.use_twisted()
@@ -40,8 +42,14 @@ class Master:
     """Routes jobs from clients to workers and results back."""
 
     def __init__(
-        self, max_retries: int = DEFAULT_MAX_RETRIES, prefetch: int = DEFAULT_PREFETCH
+        self,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        prefetch: int = DEFAULT_PREFETCH,
+        max_client_bytes: int = MAX_CLIENT_BYTES,
+        max_client_jobs: int = MAX_CLIENT_JOBS,
     ) -> None:
+        """``max_client_bytes`` and ``max_client_jobs``: what one client's
+        unfinished jobs (and functions) may hold before it waits (flow control)."""
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
         if prefetch < 0:
@@ -49,15 +57,21 @@ class Master:
         self.id = uuid.uuid4().hex[:12]
         self.max_retries = max_retries
         self.prefetch = prefetch
+        self.max_client_bytes = max_client_bytes
+        self.max_client_jobs = max_client_jobs
         self.clients: list[ClientSession] = []
         self.workers: list[WorkerSession] = []
         self.policy = RoundRobin()
+        #: Lines about misbehaving peers, rate-limited per host.
+        self.log_limit = RateLimit()
         self._tasks = count(1)
         self.completed = 0
 
     # -- clients --------------------------------------------------------------
 
     def add_client(self, session: ClientSession) -> None:
+        session.max_bytes = self.max_client_bytes
+        session.max_jobs = self.max_client_jobs
         self.clients.append(session)
 
     def remove_client(self, session: ClientSession) -> None:
@@ -71,8 +85,13 @@ class Master:
         self.dispatch()
 
     def define(self, session: ClientSession, fn: bytes, env: str, code: Payload) -> None:
-        if fn not in session.functions:
-            session.functions[fn] = Function(fn, env, code)
+        """A client sends a function: its hash must be its content's, so that
+        no client can pass its code off as another's."""
+        if fn in session.functions:
+            return
+        if function_hash(env, code.pieces) != fn:
+            raise ProtocolError(f"function {fn.hex()[:16]}... does not match its code")
+        session.add_function(Function(fn, env, code))
 
     def submit(
         self,
@@ -159,16 +178,30 @@ class Master:
         """A worker says how one of its tasks ended."""
         job = worker.running.pop(task, None)
         if job is None:
-            log.debug("ignoring result for unknown task {t} from {w}", t=task, w=worker.name)
+            allowed, held = self.log_limit.allow(("unknown task", worker.name))
+            if allowed:
+                log.warn(
+                    "ignoring a result for task {t}, which worker {w} was not given{also}",
+                    t=task,
+                    w=printable(worker.name, 60),
+                    also=f" ({held} more held back)" if held else "",
+                )
             return
         if job.ended:
             return  # cancelled, or its client left
         if status in (JobStatus.LOST, JobStatus.REQUEUE):
             # lost: it died under the job (an attempt); requeue: a leaving
             # worker handed it back (not an attempt).
-            info = json.loads(error) if error else {}
-            cause = info.get("message", status)
-            self._attempt_failed(job, worker, cause, counted=status == JobStatus.LOST)
+            cause = parse_error(error)["message"] or str(status)
+            self._attempt_failed(
+                job, worker, printable(cause, 500), counted=status == JobStatus.LOST
+            )
+            return
+        if status not in (JobStatus.OK, JobStatus.ERROR, JobStatus.TIMEOUT, JobStatus.CANCELLED):
+            message = (
+                f"worker {worker.name} sent a malformed result (status {printable(status, 40)})"
+            )
+            self._end(job, JobStatus.ERROR, EMPTY, error_json("ProtocolError", message))
             return
         self._end(job, JobStatus(status), value, error)
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import txaio
 from twisted.internet.defer import Deferred
-from twisted.protocols.amp import CommandLocator
 
 from cwtx._errors import ProtocolError
 from cwtx.master.sessions import ClientSession, Job, ResultItem, WorkerSession
+from cwtx.master.status import page as status_page
 from cwtx.wire.batch import BatchSender
 from cwtx.wire.commands import (
     BlobChunk,
@@ -32,6 +32,8 @@ from cwtx.wire.commands import (
 )
 from cwtx.wire.names import Role
 from cwtx.wire.payload import EMPTY, Payload
+from cwtx.wire.peer import Guarded
+from cwtx.wire.status import pieces as status_pieces
 
 if TYPE_CHECKING:
     from cwtx.master.connection import MasterConnection
@@ -48,12 +50,16 @@ def _check(condition: bool, message: str) -> None:
         raise ProtocolError(message)
 
 
-class Responders(CommandLocator):
+class Responders(Guarded):
     """Every role may send heartbeats."""
 
     def __init__(self, connection: MasterConnection) -> None:
         self.connection = connection
         self.master = connection.master
+
+    def refused(self, why: str) -> None:
+        self.connection.note("refused and closed: " + why)
+        self.connection.dead = True  # what it sent after that is not read
 
     @Heartbeat.responder
     def heartbeat(self) -> dict[str, Any]:
@@ -67,8 +73,9 @@ class StatusResponders(Responders):
     """A status query (``cw status``, launchers): Status only."""
 
     @Status.responder
-    def status(self) -> dict[str, Any]:
-        return {"status": json.dumps(self.master.status())}
+    def status(self, page: int) -> dict[str, Any]:
+        _check(page >= 0, f"no status page {page}")
+        return {"status": status_pieces(status_page(self.master, page))}
 
 
 class BlobResponders(Responders):

@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
+from cwtx._errors import ProtocolError
 from cwtx.wire.names import JobStatus
 from cwtx.wire.payload import Payload
 
@@ -26,6 +27,12 @@ DEFAULT_PREFETCH = 4
 #: more, than this waits for its SubmitJobs answers (flow control).
 MAX_CLIENT_BYTES = 1024 * 1024 * 1024
 MAX_CLIENT_JOBS = 1_000_000
+#: SubmitJobs a client may have waiting for their answer.  An honest client
+#: sends at most a few batches ahead of its answers; one that sends more
+#: ignores flow control, and is closed.
+MAX_UNANSWERED_SUBMITS = 16
+#: What a function costs besides its code and environment, as counted.
+FUNCTION_OVERHEAD = 256
 
 #: (Python, cloudpickle) of a peer that did not say (tests): matches anything.
 UNKNOWN_VERSIONS = ("?", "?")
@@ -80,6 +87,7 @@ class ClientSession:
         self.functions: dict[bytes, Function] = {}
         self.jobs: dict[int, Job] = {}
         self.held_bytes = 0  # argument bytes of the jobs it has not seen end
+        self.function_bytes = 0  # bytes of the functions it has sent
         self.max_bytes = MAX_CLIENT_BYTES
         self.max_jobs = MAX_CLIENT_JOBS
         self._below: list[Deferred[None]] = []
@@ -100,14 +108,33 @@ class ClientSession:
                     d.callback(None)
         return job
 
+    def add_function(self, function: Function) -> None:
+        """Keep a client's function; its bytes count against the client's
+        limit for as long as the session lasts."""
+        size = len(function.env) + function.code.size + FUNCTION_OVERHEAD
+        if self.function_bytes + size > self.max_bytes:
+            raise ProtocolError(
+                f"this client's functions would hold over {self.max_bytes} bytes at the master"
+            )
+        self.functions[function.hash] = function
+        self.function_bytes += size
+
     def over_limit(self) -> bool:
-        return self.held_bytes > self.max_bytes or len(self.jobs) > self.max_jobs
+        held = self.held_bytes + self.function_bytes
+        return held > self.max_bytes or len(self.jobs) > self.max_jobs
 
     def when_below_limit(self) -> Deferred[None]:
         """Fires once the client holds less than its limits (flow control:
-        the master answers its SubmitJobs only then)."""
+        the master answers its SubmitJobs only then).  A client with more
+        than MAX_UNANSWERED_SUBMITS answers held back is not waiting for
+        them: ProtocolError."""
         if not self.over_limit():
             return succeed(None)
+        if len(self._below) >= MAX_UNANSWERED_SUBMITS:
+            raise ProtocolError(
+                f"this client ignores flow control: {len(self._below)} SubmitJobs "
+                "are waiting for their answer and it sends more"
+            )
         d: Deferred[None] = Deferred()
         self._below.append(d)
         return d

@@ -12,6 +12,7 @@ from cwtx.client.address import PORT
 from cwtx.master.connection import AUTH_TIMEOUT
 from cwtx.master.master import DEFAULT_MAX_RETRIES, DEFAULT_PREFETCH, Master
 from cwtx.master.service import MasterService
+from cwtx.master.sessions import MAX_CLIENT_BYTES, MAX_CLIENT_JOBS
 from cwtx.tap.common import SECRET_HELP, StopOnSignal, default_reactor, positive, secret_option
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor
 
@@ -58,6 +59,20 @@ class Options(usage.Options):
             positive(float),
         ],
         [
+            "max-client-bytes",
+            None,
+            MAX_CLIENT_BYTES,
+            "Bytes one client's unfinished jobs and functions may hold here before it waits.",
+            positive(int),
+        ],
+        [
+            "max-client-jobs",
+            None,
+            MAX_CLIENT_JOBS,
+            "Unfinished jobs one client may have here before it waits.",
+            positive(int),
+        ],
+        [
             "port-file",
             None,
             None,
@@ -75,7 +90,12 @@ class Options(usage.Options):
 
 def makeService(options: Options, reactor: Any = None) -> IService:
     reactor = default_reactor(reactor)
-    master = Master(max_retries=options["max-retries"], prefetch=options["prefetch"])
+    master = Master(
+        max_retries=options["max-retries"],
+        prefetch=options["prefetch"],
+        max_client_bytes=options["max-client-bytes"],
+        max_client_jobs=options["max-client-jobs"],
+    )
     monitor = HeartbeatMonitor(reactor, options["heartbeat-interval"], options["heartbeat-timeout"])
     service = MultiService()
     MasterService(

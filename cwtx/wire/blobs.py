@@ -28,11 +28,20 @@ WINDOW = 4
 assert CHUNK_SIZE < MAX_VALUE_LENGTH
 
 
+#: What an open blob costs besides its bytes, as the receiver counts it: so
+#: that a million empty blobs count for something.
+BLOB_OVERHEAD = 1024
+#: Blobs a sender may have open (streamed, not yet claimed) at once; an
+#: honest sender has a few.
+MAX_OPEN_BLOBS = 1024
+
+
 class BlobReceiver:
     """Collects streamed chunks per blob id until a record claims them."""
 
     def __init__(self, max_bytes: int | None = None) -> None:
         self._blobs: dict[int, Payload] = {}
+        #: Bytes held for open blobs, with BLOB_OVERHEAD for each.
         self.held_bytes = 0
         #: Refuse to hold more than this many unclaimed bytes (None: no limit).
         self.max_bytes = max_bytes
@@ -41,11 +50,15 @@ class BlobReceiver:
         if blob <= 0:
             raise ProtocolError(f"blob id must be positive, got {blob}")
         size = sum(len(p) for p in pieces)
+        payload = self._blobs.get(blob)
+        if payload is None:
+            if len(self._blobs) >= MAX_OPEN_BLOBS:
+                raise ProtocolError(f"over {MAX_OPEN_BLOBS} blobs streamed and not yet claimed")
+            size += BLOB_OVERHEAD
         if self.max_bytes is not None and self.held_bytes + size > self.max_bytes:
             raise ProtocolError(
                 f"over {self.max_bytes} bytes streamed and not yet claimed by a record"
             )
-        payload = self._blobs.get(blob)
         if payload is None:
             payload = self._blobs[blob] = Payload()
         for piece in pieces:
@@ -60,7 +73,7 @@ class BlobReceiver:
             payload = self._blobs.pop(blob)
         except KeyError:
             raise ProtocolError(f"record names blob {blob}, which was never streamed")
-        self.held_bytes -= payload.size
+        self.held_bytes -= payload.size + BLOB_OVERHEAD
         return payload
 
     def clear(self) -> None:

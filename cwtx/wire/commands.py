@@ -91,8 +91,8 @@ class Hello(Command):
         (b"nonce", Bytes()),  # the master's 32 random bytes
         (b"proof", Bytes()),  # HMAC proving the master knows the secret
     ]
-    errors = {ProtocolMismatch: b"REFUSED"}
-    fatalErrors = {ProtocolMismatch: b"REFUSED"}
+    errors = {ProtocolMismatch: b"REFUSED", **PROTOCOL_ERRORS}
+    fatalErrors = {ProtocolMismatch: b"REFUSED", **PROTOCOL_ERRORS}
 
 
 class Authenticate(Command):
@@ -100,8 +100,8 @@ class Authenticate(Command):
 
     arguments = [(b"proof", Bytes())]
     response = []
-    errors = {AuthenticationError: b"AUTHENTICATION_FAILED"}
-    fatalErrors = {AuthenticationError: b"AUTHENTICATION_FAILED"}
+    errors = {AuthenticationError: b"AUTHENTICATION_FAILED", **PROTOCOL_ERRORS}
+    fatalErrors = {AuthenticationError: b"AUTHENTICATION_FAILED", **PROTOCOL_ERRORS}
 
 
 class RegisterWorker(Command):
@@ -197,13 +197,16 @@ class Heartbeat(Command):
 
     arguments = []
     response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
 
 
 class Status(Command):
-    """Client or status connection to master: a snapshot of its state (JSON)."""
+    """Client or status connection to master: one page of its state, as
+    JSON in pieces (see ``wire.status``)."""
 
-    arguments = []
-    response = [(b"status", Unicode())]
+    arguments = [(b"page", Integer())]
+    response = [(b"status", Chunks())]
     errors = PROTOCOL_ERRORS
     fatalErrors = PROTOCOL_ERRORS
 

@@ -56,6 +56,7 @@ async def handshake(proto: Any, role: str, name: str, secret: bytes) -> dict[str
         )
     await proto.callRemote(Authenticate, proof=proof(secret, role, theirs, mine))
     seal_connecting_side(proto.framer, secret, mine, theirs, role)
+    proto.start_flow_control()
     return reply
 
 

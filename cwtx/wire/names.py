@@ -7,6 +7,8 @@ that the slot child can use it.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from enum import StrEnum
 
 #: Bumped whenever what crosses the wire changes; docs/protocol.md says what it is.
@@ -33,3 +35,13 @@ class JobStatus(StrEnum):
     TIMEOUT = "timeout"  # it ran over its timeout and was killed
     CANCELLED = "cancelled"  # cancelled before it ended
     REQUEUE = "requeue"  # a leaving worker handed it back: it runs elsewhere, no attempt counted
+
+
+def function_hash(env: str, code: Iterable[bytes]) -> bytes:
+    """A function's name on the wire: the SHA-256 of its environment (JSON),
+    a zero byte, and its pickle (given in pieces).  Clients name functions
+    by it; the master and the workers check it before they keep any code."""
+    digest = hashlib.sha256(env.encode("utf-8") + b"\0")
+    for piece in code:
+        digest.update(piece)
+    return digest.digest()

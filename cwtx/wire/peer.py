@@ -9,10 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import txaio
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import fail
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.protocols.amp import AMP, ConnectionLost
+from twisted.protocols.amp import AMP, CommandLocator, ConnectionLost, RemoteAmpError
+from zope.interface import implementer
 
+from cwtx._logs import printable
 from cwtx.wire.blobs import BlobReceiver, BlobSender
 from cwtx.wire.commands import BlobChunk, Heartbeat
 from cwtx.wire.session import Framer, SessionError
@@ -20,12 +23,49 @@ from cwtx.wire.session import Framer, SessionError
 txaio.use_twisted()
 log = txaio.make_logger()
 
+#: Bytes we may have written to a peer that it has not taken before we stop
+#: reading from it: far beyond what honest windows put in flight.
+MAX_UNFLUSHED = 16 * 1024 * 1024
+
 #: Seconds between heartbeats, and of silence before a peer is dead.
 HEARTBEAT_INTERVAL = 5.0
 HEARTBEAT_TIMEOUT = 30.0
 
 
-class Peer(AMP):
+class Guarded(CommandLocator):
+    """Responders for boxes that do not parse (a missing or malformed
+    argument, a bad Records value) end in a fatal PROTOCOL_ERROR that says
+    why, where AMP would answer "Unknown Error" and log a traceback."""
+
+    def locateResponder(self, name: bytes) -> Any:
+        responder = super().locateResponder(name)
+        if responder is None:
+            return None
+
+        def guarded(box: Any) -> Any:
+            try:
+                answer = responder(box)  # raises only while parsing the box
+            except Exception as e:
+                why = f"malformed {printable(name.decode('ascii', 'replace'), 40)}: {printable(e)}"
+                self.refused(why)
+                return fail(RemoteAmpError(b"PROTOCOL_ERROR", why, fatal=True))
+            return answer.addErrback(self._refusing)
+
+        return guarded
+
+    def _refusing(self, failure: Any) -> Any:
+        error = failure.value
+        if isinstance(error, RemoteAmpError) and error.fatal:
+            self.refused(printable(error.description, 300))
+        return failure
+
+    def refused(self, why: str) -> None:
+        """A box was refused, fatally: its sender is told why, then closed."""
+        log.warn("refused: {why}", why=why)
+
+
+@implementer(IPushProducer)
+class Peer(Guarded, AMP):
     """An AMP connection in frames, sealed once the handshake is done, that
     tracks when it last heard from the other side.
 
@@ -39,6 +79,7 @@ class Peer(AMP):
         self.last_seen = clock.seconds()
         self.dead = False
         self.framer = Framer()
+        self._backed_up: bool | None = None  # None: no flow control yet
         self.blobs_in = BlobReceiver()
         self.blobs_out = BlobSender(self)
 
@@ -46,7 +87,10 @@ class Peer(AMP):
         # AMP writes to its transport nowhere else.
         if self.transport is None:
             raise ConnectionLost()
-        self.transport.write(self.framer.frame(box.serialize()))
+        frame = self.framer.frame(box.serialize())
+        self.transport.write(frame)
+        if self._backed_up is not None:
+            self._count_unflushed(len(frame))
 
     def dataReceived(self, data: bytes) -> None:
         if self.dead:
@@ -69,6 +113,49 @@ class Peer(AMP):
                 set_no_delay(True)
             except OSError:
                 pass
+
+    # -- a peer that does not read ---------------------------------------------------
+
+    def start_flow_control(self) -> None:
+        """Once sealed (any TLS handshake is long done): stop reading from
+        a peer that does not read what we send it.
+
+        The transport tells us when its buffer fills (pauseProducing) and
+        when it has written everything (resumeProducing).  Only when more
+        than MAX_UNFLUSHED bytes wait for it, far beyond what an honest
+        peer's windows allow, do we stop reading its requests: it cannot
+        make us buffer replies without end, and an honest pair of peers,
+        each sending a lot at once, never deadlocks.  A peer that reads
+        nothing answers no heartbeat either, and is dropped.
+        """
+        self._backed_up = False
+        self._unflushed = 0
+        self._reading_paused = False
+        # Beneath TLS, on the socket itself: a producer registered with TLS
+        # would hold every loseConnection until it unregistered.
+        self._socket = self.transport
+        while getattr(self._socket, "transport", None) is not None:
+            self._socket = self._socket.transport
+        self._socket.registerProducer(self, True)
+
+    def pauseProducing(self) -> None:
+        self._backed_up = True
+
+    def resumeProducing(self) -> None:
+        self._backed_up = False
+        self._unflushed = 0
+        if self._reading_paused:
+            self._reading_paused = False
+            self._socket.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
+
+    def _count_unflushed(self, size: int) -> None:
+        self._unflushed += size
+        if self._backed_up and self._unflushed > MAX_UNFLUSHED and not self._reading_paused:
+            self._reading_paused = True
+            self._socket.pauseProducing()
 
     @property
     def unwrapped(self) -> Peer:

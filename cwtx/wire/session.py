@@ -109,21 +109,27 @@ class Framer:
         """The payloads of the frames ``data`` completes; SessionError if one is bad."""
         buffer = self._buffer
         buffer += data
-        while len(buffer) >= HEADER.size:
-            length, kind = HEADER.unpack_from(buffer)
-            if length > self.max_frame:
-                raise SessionError(f"sent a frame of {length} bytes (at most {self.max_frame})")
-            if len(buffer) < HEADER.size + length:
-                return
-            header = bytes(buffer[: HEADER.size])
-            body = bytes(buffer[HEADER.size : HEADER.size + length])
-            del buffer[: HEADER.size + length]
-            yield self._open(kind, header, body)
+        start = 0
+        try:
+            while len(buffer) - start >= HEADER.size:
+                length, kind = HEADER.unpack_from(buffer, start)
+                if length > self.max_frame:
+                    raise SessionError(f"sent a frame of {length} bytes (at most {self.max_frame})")
+                end = start + HEADER.size + length
+                if len(buffer) < end:
+                    break
+                with memoryview(buffer) as view:  # no copy until the payload itself
+                    header = bytes(view[start : start + HEADER.size])
+                    payload = self._open(kind, header, view[start + HEADER.size : end])
+                start = end
+                yield payload
+        finally:
+            del buffer[:start]
 
-    def _open(self, kind: int, header: bytes, body: bytes) -> bytes:
+    def _open(self, kind: int, header: bytes, body: memoryview) -> bytes:
         receive = self._receive
         if kind == PLAIN and receive is None:
-            return body
+            return bytes(body)
         if kind == SEALED and receive is not None:
             try:
                 return receive._aead.decrypt(receive.nonce(), body, header)

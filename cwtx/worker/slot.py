@@ -57,7 +57,9 @@ class _PiecesProducer:
 
     def __init__(self, writer: Any, pieces: list[Any]) -> None:
         self._writer = writer
-        self._pieces = iter(pieces)
+        # An empty piece would be written as nothing, and the pipe would
+        # never ask for the next one: the write would stall for good.
+        self._pieces = (piece for piece in pieces if len(piece))
 
     def resumeProducing(self) -> None:
         piece = next(self._pieces, None)

@@ -21,7 +21,7 @@ from cwtx._secret import load_secret
 from cwtx.wire import handshake as auth
 from cwtx.wire.batch import BatchSender
 from cwtx.wire.commands import CancelTasks, LeaveWorker, RegisterWorker, RunTasks, TaskResults
-from cwtx.wire.names import JobStatus, Role
+from cwtx.wire.names import JobStatus, Role, function_hash
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
 from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
@@ -182,6 +182,10 @@ class Worker(Service):
             self._end(task_id, JobStatus.ERROR, str(e), "ProtocolError")
             return
         if code.size:
+            if function_hash(record["fn_env"], code.pieces) != fn:
+                message = f"function {fn.hex()[:16]}... does not match its code"
+                self._end(task_id, JobStatus.ERROR, message, "ProtocolError")
+                return
             self.functions[fn] = (record["fn_env"], code)
         known = self.functions.get(fn)
         if known is None:

@@ -119,7 +119,12 @@ def test_client_with_wrong_secret_gets_a_clear_error_and_the_master_logs_it(mast
     with pytest.raises(cwtx.AuthenticationError, match="different shared secret"):
         amp.call(Authenticate, proof=_auth.proof(b"w" * 40, "client", hello["nonce"], mine))
     assert closed_by_peer(sock)
-    wait_until(lambda: "authentication failed: client liar" in master_log(master))
+    wait_until(
+        lambda: (
+            "client liar (" in master_log(master)
+            and "refused and closed: authentication failed" in master_log(master)
+        )
+    )
 
 
 def test_worker_with_wrong_secret_never_registers(master, tmp_path):
@@ -222,9 +227,10 @@ def test_the_master_never_unpickles_user_data(master, tmp_path):
     try:
         from cwtx.client.client import JobOptions
         from cwtx.client.serialize import FunctionDef, current_env, pickle_arguments
+        from cwtx.wire.names import function_hash
 
         env = current_env()
-        fn = FunctionDef(b"\x13" * 32, env, evil)
+        fn = FunctionDef(function_hash(env, [evil]), env, evil)
         future = _reactor_thread.call(
             lambda: client.client.submit_pickled(JobOptions(), fn, pickle_arguments((), {}))
         )
@@ -516,12 +522,22 @@ def test_tls_master_workers_and_clients(tmp_path, mutual):
         untrusting = f"tls:localhost:{port}:trustRoots={certs['other_cas']}"
         if mutual:
             untrusting += f":certificate={certs['client']}:privateKey={certs['client']}"
-        with pytest.raises(ConnectionError):
+        with pytest.raises(ConnectionError, match="TLS failed: the master's certificate is not"):
             tls_client(untrusting)
         if mutual:
             # Without a client certificate the master refuses the connection.
-            with pytest.raises(ConnectionError):
+            with pytest.raises(ConnectionError, match="TLS failed"):
                 tls_client(f"tls:localhost:{port}:trustRoots={certs['cas']}")
+        # A certificate for another host name.
+        not_for = "TLS failed: the master's certificate is not for"
+        with pytest.raises(ConnectionError, match=not_for):
+            # Connect to the master, but expect the certificate of "elsewhere".
+            wrong_host = (
+                f"tls:elsewhere:{port}:trustRoots={certs['cas']}:endpoint=tcp\\:127.0.0.1\\:{port}"
+            )
+            if mutual:
+                wrong_host += f":certificate={certs['client']}:privateKey={certs['client']}"
+            tls_client(wrong_host)
     finally:
         for proc in (worker, master):
             terminate(proc.pid)

@@ -6,9 +6,14 @@ import json
 
 import pytest
 
+from cwtx._errors import ProtocolError
 from cwtx.master.master import Master
 from cwtx.master.sessions import ClientSession, WorkerSession
+from cwtx.wire.names import function_hash
 from cwtx.wire.payload import Payload
+
+#: A function the test clients define: its hash is its content's.
+FN = function_hash("{}", [b"code"])
 
 
 class FakeWorker(WorkerSession):
@@ -26,12 +31,12 @@ def make_client(master: Master, name: str = "c") -> tuple[ClientSession, list]:
     results: list = []
     session = ClientSession(name, results.append)
     master.add_client(session)
-    master.define(session, b"F" * 32, "{}", Payload.of(b"code"))
+    master.define(session, FN, "{}", Payload.of(b"code"))
     return session, results
 
 
 def submit(master, session, job_id, **kw):
-    master.submit(session, job_id, b"F" * 32, Payload.of(b"args%d" % job_id), **kw)
+    master.submit(session, job_id, FN, Payload.of(b"args%d" % job_id), **kw)
 
 
 def test_fifo_within_a_client_and_queue_without_workers():
@@ -308,7 +313,7 @@ def test_jobs_go_only_to_workers_with_the_clients_versions():
     results: list = []
     c = ClientSession("c", results.append, versions=("3.11.7", "2.1.0"))
     m.add_client(c)
-    m.define(c, b"F" * 32, "{}", Payload.of(b"code"))
+    m.define(c, FN, "{}", Payload.of(b"code"))
     odd = FakeWorker("odd", slots=8)
     odd.versions = ("3.12.1", "2.1.0")
     same = FakeWorker("same", slots=1)
@@ -327,7 +332,7 @@ def test_with_no_matching_worker_a_job_ends_naming_both_versions():
     results: list = []
     c = ClientSession("c", results.append, versions=("3.11.7", "2.1.0"))
     m.add_client(c)
-    m.define(c, b"F" * 32, "{}", Payload.of(b"code"))
+    m.define(c, FN, "{}", Payload.of(b"code"))
     odd = FakeWorker("odd")
     odd.versions = ("3.12.1", "2.2.0")
     m.add_worker(odd)
@@ -343,10 +348,10 @@ def test_with_no_matching_worker_a_job_ends_naming_both_versions():
 def test_the_byte_limit_holds_back_the_submit_answer():
     m = Master()
     c, _ = make_client(m)
-    c.max_bytes = 100
-    m.submit(c, 1, b"F" * 32, Payload.of(b"x" * 60))
+    c.max_bytes = c.function_bytes + 100  # the function it sent counts too
+    m.submit(c, 1, FN, Payload.of(b"x" * 60))
     assert c.when_below_limit().called
-    m.submit(c, 2, b"F" * 32, Payload.of(b"x" * 60))
+    m.submit(c, 2, FN, Payload.of(b"x" * 60))
     held = c.when_below_limit()
     assert not held.called and c.held_bytes == 120
     m.cancel(c, [1])
@@ -486,14 +491,14 @@ def test_the_mismatch_message_names_at_most_five_workers():
 def test_the_flow_control_limit_is_inclusive_and_waiters_wait_until_below_it():
     m = Master()
     c, _ = make_client(m)
-    c.max_bytes = 120
+    c.max_bytes = c.function_bytes + 120
     for i in (1, 2, 3):
-        m.submit(c, i, b"F" * 32, Payload.of(b"x" * 60))
+        m.submit(c, i, FN, Payload.of(b"x" * 60))
     held = c.when_below_limit()  # 180 bytes held
     assert not held.called
     m.cancel(c, [3])  # 120: at the limit, not over it
     assert held.called and not c.over_limit()
-    m.submit(c, 4, b"F" * 32, Payload.of(b"x" * 60))
+    m.submit(c, 4, FN, Payload.of(b"x" * 60))
     waiting = c.when_below_limit()
     m.cancel(c, [4, 1])
     assert waiting.called
@@ -502,9 +507,9 @@ def test_the_flow_control_limit_is_inclusive_and_waiters_wait_until_below_it():
 def test_a_waiter_is_not_woken_while_still_over_the_limit():
     m = Master()
     c, _ = make_client(m)
-    c.max_bytes = 100
+    c.max_bytes = c.function_bytes + 100  # the function it sent counts too
     for i in (1, 2, 3):
-        m.submit(c, i, b"F" * 32, Payload.of(b"x" * 60))
+        m.submit(c, i, FN, Payload.of(b"x" * 60))
     held = c.when_below_limit()
     m.cancel(c, [3])  # 120 bytes: still over
     assert not held.called
@@ -558,3 +563,75 @@ def test_a_job_cancelled_before_its_record_was_sent_frees_its_place():
 def test_an_empty_queue_pops_nothing():
     session = ClientSession("c", lambda item: None)
     assert session.pop() is None and session.peek() is None
+
+
+# -- hostile or broken peers ------------------------------------------------------------
+
+
+def test_a_function_must_hash_to_its_name():
+    m = Master()
+    c = ClientSession("c", lambda item: None)
+    m.add_client(c)
+    with pytest.raises(ProtocolError, match="does not match its code"):
+        m.define(c, FN, "{}", Payload.of(b"other code"))
+    with pytest.raises(ProtocolError, match="does not match its code"):
+        m.define(c, function_hash("{}", [b"x"]), '{"cwd": "/"}', Payload.of(b"x"))
+
+
+def test_no_client_can_pass_its_code_off_as_anothers():
+    """Each client's functions are its own, and named by their content."""
+    m = Master()
+    honest, results = make_client(m, "honest")
+    attacker = ClientSession("attacker", lambda item: None)
+    m.add_client(attacker)
+    with pytest.raises(ProtocolError):
+        m.define(attacker, FN, "{}", Payload.of(b"print('pwned')"))
+    submit(m, honest, 1)
+    w = FakeWorker("w")
+    m.add_worker(w)
+    assert w.runs[0].fn.code.tobytes() == b"code"
+
+
+def test_a_malformed_lost_result_still_retries_the_job():
+    m = Master(max_retries=1)
+    c, results = make_client(m)
+    submit(m, c, 1)
+    w1, w2 = FakeWorker("w1"), FakeWorker("w2")
+    m.add_worker(w1)
+    m.task_result(w1, w1.runs[0].task, "lost", Payload.of(b""), "not json {")
+    m.add_worker(w2)
+    assert [j.job_id for j in w2.runs] == [1]  # retried, not orphaned
+    assert c.jobs[1].attempts == [{"worker": "w1", "cause": "not json {"}]
+
+
+def test_a_result_with_an_unknown_status_ends_the_job_clearly():
+    m = Master()
+    c, results = make_client(m)
+    submit(m, c, 1)
+    w = FakeWorker("w")
+    m.add_worker(w)
+    m.task_result(w, w.runs[0].task, "exploded", Payload.of(b"x"), "")
+    (job_id, status, _, error) = results[0]
+    assert (job_id, status) == (1, "error")
+    assert "sent a malformed result (status exploded)" in json.loads(error)["message"]
+    assert w.running == {}
+
+
+def test_a_result_for_a_task_the_worker_was_not_given_is_ignored_and_logged():
+    from twisted.logger import globalLogPublisher
+
+    m = Master()
+    c, results = make_client(m)
+    submit(m, c, 1)
+    w = FakeWorker("w")
+    m.add_worker(w)
+    lines: list = []
+    globalLogPublisher.addObserver(lines.append)
+    try:
+        for _ in range(10):
+            m.task_result(w, 12345, "ok", Payload.of(b"forged"), "")
+    finally:
+        globalLogPublisher.removeObserver(lines.append)
+    said = [e for e in lines if "which worker" in e.get("log_format", "")]
+    assert 1 <= len(said) <= 3  # rate-limited
+    assert results == [] and 1 in c.jobs  # the real job is untouched

@@ -21,6 +21,7 @@ from cwtx.master.connection import MasterConnection
 from cwtx.master.master import Master
 from cwtx.master.roles import ClientResponders
 from cwtx.wire import handshake as _auth
+from cwtx.wire.blobs import BLOB_OVERHEAD
 from cwtx.wire.commands import (
     Authenticate,
     BlobChunk,
@@ -33,6 +34,7 @@ from cwtx.wire.commands import (
 )
 from cwtx.wire.peer import HeartbeatMonitor, Peer
 from cwtx.wire.session import HEADER, PLAIN
+from cwtx.wire.status import read as status_read
 from cwtx.wire.versions import hello_arguments
 
 SECRET = b"the master's secret, 32 bytes at least"
@@ -136,7 +138,7 @@ def test_a_proof_replayed_on_another_connection_is_refused():
 def test_a_correct_proof_is_accepted_and_opens_the_role():
     link = authenticated("client")
     assert isinstance(link.server.responders, ClientResponders)
-    assert "master" in link.call(Status)["status"]
+    assert status_read(link.call(Status, page=0)["status"])["master"] == link.master.id
 
 
 @pytest.mark.parametrize(
@@ -145,7 +147,7 @@ def test_a_correct_proof_is_accepted_and_opens_the_role():
         ("client", RegisterWorker, {"slots": 1, "resources": "{}"}),
         ("client", TaskResults, {"results": []}),
         ("worker", SubmitJobs, {"jobs": []}),
-        ("worker", Status, {}),
+        ("worker", Status, {"page": 0}),
         ("status", SubmitJobs, {"jobs": []}),
         ("status", CancelJobs, {"jobs": [1]}),
     ],
@@ -233,7 +235,7 @@ def test_bad_hellos_are_refused(change, message):
 def test_nothing_but_the_handshake_before_authentication():
     link = Link()
     with pytest.raises(ConnectionDone):  # dropped before it could answer
-        link.call(Status)
+        link.call(Status, page=0)
     assert link.dropped
 
 
@@ -298,7 +300,7 @@ def test_the_real_box_limit_admits_a_full_blob_chunk_box():
     link = authenticated()
     link.call(BlobChunk, blob=1, data=[b"z" * 65_000] * 16)
     assert not link.dropped
-    assert link.server.blobs_in.held_bytes == 16 * 65_000
+    assert link.server.blobs_in.held_bytes == 16 * 65_000 + BLOB_OVERHEAD
 
 
 def test_unclaimed_blob_bytes_are_capped(monkeypatch):
@@ -342,3 +344,65 @@ def test_nothing_is_read_from_a_dropped_connection():
     link.server.drop("for this test")
     link.send_bytes(b"anything at all")  # ignored, no error
     assert link.server.role is None
+
+
+# -- malformed boxes and what is logged ---------------------------------------------------
+
+
+@pytest.fixture
+def log_lines():
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+
+    def keep(event):
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(keep)
+    yield lines
+    globalLogPublisher.removeObserver(keep)
+
+
+def test_a_malformed_hello_gets_a_protocol_error_that_says_why(log_lines):
+    link = Link()
+    box = AmpBox({b"_command": b"Hello", b"_ask": b"1", b"role": b"client"})  # no nonce...
+    answers: list = []
+    link.peer.ampBoxReceived = answers.append  # see the raw answer
+    link.send_raw(box.serialize())
+    (answer,) = answers
+    assert answer[b"_error_code"] == b"PROTOCOL_ERROR"
+    assert b"malformed Hello" in answer[b"_error_description"]
+    assert link.dropped
+    assert len([line for line in log_lines if "malformed Hello" in line]) == 1
+    assert not [line for line in log_lines if "Traceback" in line]
+
+
+def test_a_malformed_records_value_gets_a_protocol_error(log_lines):
+    link = authenticated()
+    box: list = []
+    link.peer.callRemoteString(b"SubmitJobs", jobs=b"\x00\x01").addBoth(box.append)
+    link.pump.flush()
+    (failure,) = box
+    assert failure.value.errorCode == b"PROTOCOL_ERROR"
+    assert "malformed SubmitJobs: truncated record at byte 0" in failure.value.description
+    assert link.dropped and not [line for line in log_lines if "Traceback" in line]
+
+
+def test_lines_about_one_host_are_rate_limited(log_lines):
+    master = Master()
+    for _ in range(20):
+        link = Link(master=master)
+        link.send_raw(AmpBox({b"_command": b"Status", b"_ask": b"1"}).serialize())
+        assert link.dropped
+    said = [line for line in log_lines if "before authenticating" in line]
+    assert len(said) == master.log_limit.burst
+
+
+def test_peer_names_reach_the_log_escaped(log_lines):
+    link = Link()
+    args = {**hello_arguments("client", "evil\r\nFAKE LINE\x1b[31m"), "nonce": _auth.nonce()}
+    link.call(Hello, **args)
+    with pytest.raises(Exception, match="authentication failed"):  # noqa: B017
+        link.call(Authenticate, proof=b"p" * 32)
+    (line,) = [line for line in log_lines if "authentication failed" in line]
+    assert "evil\\r\\nFAKE LINE\\x1b[31m" in line and "\r" not in line and "\x1b" not in line

@@ -6,8 +6,6 @@ declare them, and heartbeats answered while it waits.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -21,6 +19,7 @@ from cwtx.wire.blocking_amp import BlockingAMP
 from cwtx.wire.commands import Heartbeat, Hello, Status
 from cwtx.wire.names import Role
 from cwtx.wire.peer import HeartbeatMonitor
+from cwtx.wire.status import read
 from cwtx.wire.versions import hello_arguments
 
 SECRET = b"a secret for the blocking caller tests"
@@ -61,7 +60,7 @@ def connect(master: Master) -> FakeSocket:
 def test_status_through_the_command_classes(master):
     sock = connect(master)
     amp = authenticated(sock, SECRET, Role.STATUS, "status", "memory")
-    status = json.loads(amp.call(Status)["status"])
+    status = read(amp.call(Status, page=0)["status"])
     assert status["master"] == master.id and status["workers"] == []
 
 
@@ -70,7 +69,7 @@ def test_heartbeats_from_the_master_are_answered_while_waiting(master):
     amp = authenticated(sock, SECRET, Role.STATUS, "status", "memory")
     answered = []
     sock.server.callRemote(Heartbeat).addCallback(answered.append)
-    assert "status" in amp.call(Status)
+    assert "status" in amp.call(Status, page=0)
     assert answered == [{}]
 
 
@@ -90,4 +89,4 @@ def test_a_closed_connection_is_a_connection_error(master):
     sock = connect(master)
     sock.transport.loseConnection()
     with pytest.raises(ConnectionError, match="closed the connection"):
-        BlockingAMP(sock).call(Status)
+        BlockingAMP(sock).call(Status, page=0)

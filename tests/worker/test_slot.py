@@ -261,3 +261,36 @@ def test_the_fake_child_behaves_like_a_process():
     child.finish()  # nothing more to run
     child.exit(0)  # and it ends only once
     assert h.slot_ends == 1
+
+
+def test_a_large_task_is_written_piece_by_piece_even_with_empty_pieces():
+    """A pipe asks for the next piece only after it has written one: an
+    empty piece must not stop the feed (it once stalled a slot for good)."""
+    from cwtx.worker.slot import _PiecesProducer
+
+    class Pipe:
+        """Like Twisted's: asks its producer for more only once it has
+        written something and drained; writing nothing writes nothing."""
+
+        def __init__(self):
+            self.written, self.producer, self.draining = [], None, False
+
+        def write(self, data):
+            if data:
+                self.written.append(data)
+                self.draining = True
+
+        def unregisterProducer(self):
+            self.producer = None
+
+        def registerProducer(self, producer):
+            self.producer = producer
+            producer.resumeProducing()
+
+    pipe = Pipe()
+    pipe.registerProducer(_PiecesProducer(pipe, [b"head", b"", b"x" * 10, b"", b"tail"]))
+    while pipe.producer is not None and pipe.draining:
+        pipe.draining = False
+        pipe.producer.resumeProducing()  # it drained: the next piece
+    assert pipe.producer is None, "the write stalled"
+    assert pipe.written == [b"head", b"x" * 10, b"tail"]
