@@ -24,7 +24,11 @@ __all__ = ["SecretError", "default_secret_path", "load_secret", "secret_source"]
 
 #: A secret file larger than this is not a secret file.
 MAX_SECRET_FILE = 4096
-MIN_SECRET_BYTES = 16
+#: A secret shorter than this, or with fewer distinct bytes, is refused:
+#: anyone who can connect may try to guess it offline.
+MIN_SECRET_BYTES = 32
+MIN_DISTINCT_BYTES = 10
+HOW_TO_MAKE_ONE = "make a good one with: python3 -c 'import secrets; print(secrets.token_hex(32))'"
 
 
 def default_secret_path() -> Path:
@@ -56,12 +60,15 @@ def load_secret(secret_file: str | os.PathLike[str] | None = None) -> bytes:
     default = default_secret_path()
     if not default.exists():
         _create(default)
+    elif default.parent.exists():
+        _tighten(default.parent)
     return _read(default)
 
 
 def _create(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _tighten(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return  # another process made it first: use theirs
@@ -71,9 +78,18 @@ def _create(path: Path) -> None:
         f.write(secrets.token_hex(32) + "\n")
 
 
+def _tighten(directory: Path) -> None:
+    """Our own config directory is ours alone: 0700, as the docs promise."""
+    info = directory.stat()
+    if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) & 0o077:
+        directory.chmod(0o700)
+
+
 def _read(path: Path) -> bytes:
+    _check_directory(path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: a FIFO put there must not hang us; it is refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError as e:
         raise SecretError(f"cannot read the cwtx secret file {path}: {e.strerror}") from e
     info = os.fstat(fd)
@@ -81,6 +97,11 @@ def _read(path: Path) -> bytes:
         os.close(fd)
         raise SecretError(f"the cwtx secret file {path} is not a regular file")
     with os.fdopen(fd, "rb") as f:
+        if info.st_uid != os.geteuid():
+            raise SecretError(
+                f"the cwtx secret file {path} belongs to uid {info.st_uid}, not to you "
+                f"(uid {os.geteuid()})"
+            )
         if info.st_mode & 0o077:
             raise SecretError(
                 f"the cwtx secret file {path} is readable by others "
@@ -92,10 +113,35 @@ def _read(path: Path) -> bytes:
     return _check(data.strip(), str(path))
 
 
+def _check_directory(path: Path) -> None:
+    """Refuse a secret in a directory others may write to: they could put
+    their own file in its place (a sticky directory, like /tmp, is safe)."""
+    directory = path.parent
+    try:
+        info = directory.stat()
+    except OSError:
+        return  # reading the file will say what is wrong
+    writable_by_others = stat.S_IMODE(info.st_mode) & 0o022
+    if writable_by_others and not info.st_mode & stat.S_ISVTX:
+        raise SecretError(
+            f"the cwtx secret file {path} is in a directory others can write to "
+            f"(mode {stat.S_IMODE(info.st_mode):o}); run: chmod go-w {directory}"
+        )
+    if info.st_uid not in (os.geteuid(), 0):
+        raise SecretError(
+            f"the cwtx secret file {path} is in a directory of uid {info.st_uid}, not yours"
+        )
+
+
 def _check(secret: bytes, where: str) -> bytes:
     if len(secret) < MIN_SECRET_BYTES:
         raise SecretError(
-            f"the cwtx secret from {where} is {len(secret)} bytes; "
-            f"it needs at least {MIN_SECRET_BYTES}"
+            f"the cwtx secret from {where} is {len(secret)} bytes; it needs at least "
+            f"{MIN_SECRET_BYTES}: {HOW_TO_MAKE_ONE}"
+        )
+    if len(set(secret)) < MIN_DISTINCT_BYTES:
+        raise SecretError(
+            f"the cwtx secret from {where} is too easy to guess ({len(set(secret))} "
+            f"different characters): {HOW_TO_MAKE_ONE}"
         )
     return secret

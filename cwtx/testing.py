@@ -227,7 +227,13 @@ class MemoryCluster:
         """The master's end of a worker's or a client's connection."""
         return self._links[self._protocol(thing)][0]
 
-    def add_worker(self, slots: int = 1, name: str | None = None, hold: bool = False) -> Worker:
+    def add_worker(
+        self,
+        slots: int = 1,
+        name: str | None = None,
+        hold: bool = False,
+        isolate_clients: bool = False,
+    ) -> Worker:
         """Connect and register a worker whose slot children are fakes.
 
         If its connection is lost it reconnects, as a real worker does,
@@ -242,6 +248,7 @@ class MemoryCluster:
             secret=self.secret,
             slots=slots,
             name=name,
+            isolate_clients=isolate_clients,
         )
         worker.startService()
         self.flush()

@@ -384,6 +384,7 @@ def test_a_cancel_that_overtakes_its_job_on_the_wire_stops_it_running():
     worker.cancel([7])  # the master's cancel for task 7 arrived before its RunTasks
     record = {
         "task": 7,
+        "session": 0,
         "fn": b"F" * 32,
         "fn_env": "{}",
         "fn_code": b"x",
@@ -512,6 +513,7 @@ def test_a_worker_that_cannot_connect_says_why():
 def task_record(task: int, fn: bytes = b"F" * 32, code: bytes = b"", **fields) -> dict:
     return {
         "task": task,
+        "session": 0,
         "fn": fn,
         "fn_env": "{}",
         "fn_code": code,
@@ -657,3 +659,30 @@ def test_a_task_cancelled_before_its_record_leaves_the_master_is_never_sent():
 def test_a_worker_calls_its_peer_the_master():
     cluster = MemoryCluster(workers=1)
     assert cluster.workers[0].connection.describe() == "master"
+
+
+# -- isolating clients ------------------------------------------------------------------------
+
+
+def test_by_default_a_slot_child_serves_every_client():
+    cluster = MemoryCluster(workers=1)
+    a, b = cluster.client("a"), cluster.client("b")
+    for client in (a, b, a):
+        d = client.submit(abs, -1)
+        cluster.flush()
+        assert cluster.result(d) == 1
+    assert len(cluster.workers[0].reactor.children) == 1
+
+
+def test_isolate_clients_gives_each_session_a_fresh_child():
+    cluster = MemoryCluster(workers=0)
+    worker = cluster.add_worker(isolate_clients=True)
+    a, b = cluster.client("a"), cluster.client("b")
+    for client in (a, a, b, b, a):
+        d = client.submit(abs, -1)
+        cluster.flush()
+        assert cluster.result(d) == 1
+    children = worker.reactor.children
+    assert len(children) == 3  # the first, then a fresh one at each switch (to b, to a)
+    assert all(child.ended for child in children[:-1]) and not children[-1].ended
+    assert len(cluster.ran(worker)) == 5

@@ -94,6 +94,7 @@ def evil_task(task: int = 999) -> dict[str, Any]:
     fn = pickle_function(attackers_code)
     return {
         "task": task,
+        "session": 0,
         "fn": fn.hash,
         "fn_env": fn.env,
         "fn_code": fn.code,

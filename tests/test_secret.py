@@ -5,6 +5,7 @@ files, and version checks, all in this process: no sockets, no processes.
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -15,8 +16,11 @@ from cwtx._secret import SecretError, default_secret_path, load_secret
 from cwtx.launch.procs import read_pid
 from cwtx.testing import MemoryCluster
 
+#: A secret good enough to be accepted: 32 bytes or more, varied.
+GOOD = "s3cret-0123456789-abcdefghijklmnopqrstuvwxyz"
 
-def write_secret(path: Path, text: str = "s3cret-" + "x" * 40, mode: int = 0o600) -> Path:
+
+def write_secret(path: Path, text: str = GOOD, mode: int = 0o600) -> Path:
     path.write_text(text)
     path.chmod(mode)
     return path
@@ -36,13 +40,13 @@ def test_secret_is_created_once_with_mode_0600(tmp_path, monkeypatch):
 
 
 def test_secret_sources_in_order(tmp_path, monkeypatch):
-    explicit = write_secret(tmp_path / "explicit", "e" * 20)
-    from_file = write_secret(tmp_path / "from-env-file", "f" * 20)
+    explicit = write_secret(tmp_path / "explicit", "explicit-" + GOOD)
+    from_file = write_secret(tmp_path / "from-env-file", "file-" + GOOD)
     monkeypatch.setenv("CWTX_SECRET_FILE", str(from_file))
-    assert load_secret() == b"f" * 20
-    monkeypatch.setenv("CWTX_SECRET", "v" * 20)
-    assert load_secret() == b"v" * 20
-    assert load_secret(explicit) == b"e" * 20
+    assert load_secret() == b"file-" + GOOD.encode()
+    monkeypatch.setenv("CWTX_SECRET", "env-" + GOOD)
+    assert load_secret() == b"env-" + GOOD.encode()
+    assert load_secret(explicit) == b"explicit-" + GOOD.encode()
 
 
 @pytest.mark.parametrize(
@@ -53,7 +57,9 @@ def test_secret_sources_in_order(tmp_path, monkeypatch):
         (lambda p: write_secret(p, mode=0o604), "readable by others"),
         (lambda p: write_secret(p, mode=0o620), "readable by others"),
         (lambda p: write_secret(p, mode=0o602), "readable by others"),
-        (lambda p: write_secret(p, "short"), "at least 16"),
+        (lambda p: write_secret(p, "short"), "5 bytes; it needs at least 32: make a good one"),
+        (lambda p: write_secret(p, "password" * 5), "too easy to guess"),
+        (lambda p: os.mkfifo(p, 0o600), "not a regular file"),
         (lambda p: write_secret(p, "x" * 10_000), "over 4096 bytes"),
         (lambda p: p.mkdir(), "cannot read|not a regular file"),
         (lambda p: p.symlink_to("/etc/hostname"), "cannot read"),
@@ -120,8 +126,8 @@ def test_version_mismatch_names_both_versions(monkeypatch):
 
 def test_an_owner_only_secret_file_is_accepted(tmp_path):
     for mode in (0o600, 0o400):
-        path = write_secret(tmp_path / f"s{mode:o}", "o" * 20, mode=mode)
-        assert load_secret(path) == b"o" * 20
+        path = write_secret(tmp_path / f"s{mode:o}", mode=mode)
+        assert load_secret(path) == GOOD.encode()
 
 
 def test_the_source_of_the_secret_is_named_in_order(tmp_path, monkeypatch):
@@ -133,7 +139,7 @@ def test_the_source_of_the_secret_is_named_in_order(tmp_path, monkeypatch):
     assert secret_source() == str(tmp_path / "cwtx" / "secret")
     monkeypatch.setenv("CWTX_SECRET_FILE", "/some/file")
     assert secret_source() == "/some/file"
-    monkeypatch.setenv("CWTX_SECRET", "x" * 20)
+    monkeypatch.setenv("CWTX_SECRET", GOOD)
     assert secret_source() == "$CWTX_SECRET"
     assert secret_source(tmp_path / "given") == str(tmp_path / "given")
 
@@ -149,5 +155,40 @@ def test_a_secret_that_cannot_be_created_says_where(tmp_path, monkeypatch):
 
 def test_a_short_secret_in_the_environment_is_refused(monkeypatch):
     monkeypatch.setenv("CWTX_SECRET", "short")
-    with pytest.raises(SecretError, match=r"from \$CWTX_SECRET is 5 bytes; it needs at least 16"):
+    with pytest.raises(SecretError, match=r"from \$CWTX_SECRET is 5 bytes; it needs at least 32"):
         load_secret()
+    monkeypatch.setenv("CWTX_SECRET", " " * 40)
+    with pytest.raises(SecretError, match="too easy to guess.*secrets.token_hex"):
+        load_secret()
+
+
+def test_a_secret_in_a_directory_others_may_write_to_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    path = write_secret(shared / "secret")
+    shared.chmod(0o777)
+    with pytest.raises(SecretError, match="in a directory others can write to .*chmod go-w"):
+        load_secret(path)
+    shared.chmod(0o1777)  # sticky, as /tmp: others cannot replace our file
+    assert load_secret(path) == GOOD.encode()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+def test_a_secret_file_of_another_user_is_refused(tmp_path):
+    path = write_secret(tmp_path / "theirs")
+    os.chown(path, 12345, 12345)
+    with pytest.raises(SecretError, match="belongs to uid 12345, not to you"):
+        load_secret(path)
+
+
+def test_the_config_directory_is_made_and_kept_0700(tmp_path, monkeypatch):
+    monkeypatch.delenv("CWTX_SECRET_FILE")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    directory = tmp_path / "config" / "cwtx"
+    directory.mkdir(parents=True, mode=0o755)
+    directory.chmod(0o755)
+    load_secret()
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    directory.chmod(0o750)
+    load_secret()
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700

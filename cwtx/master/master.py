@@ -65,6 +65,7 @@ class Master:
         #: Lines about misbehaving peers, rate-limited per host.
         self.log_limit = RateLimit()
         self._tasks = count(1)
+        self._sessions = count(1)
         self.completed = 0
 
     # -- clients --------------------------------------------------------------
@@ -72,6 +73,7 @@ class Master:
     def add_client(self, session: ClientSession) -> None:
         session.max_bytes = self.max_client_bytes
         session.max_jobs = self.max_client_jobs
+        session.number = next(self._sessions)
         self.clients.append(session)
 
     def remove_client(self, session: ClientSession) -> None:

@@ -202,6 +202,7 @@ class WorkerResponders(BlobResponders):
         job.sent = True
         fields: dict[str, Any] = {
             "task": job.task,
+            "session": job.client.number,
             "fn": job.fn.hash,
             "fn_env": "",
             "timeout": job.timeout,

@@ -84,6 +84,7 @@ class ClientSession:
         self.name = name
         self.deliver = deliver
         self.versions = versions  # (python, cloudpickle)
+        self.number = 0  # the master's number for this session (set when added)
         self.functions: dict[bytes, Function] = {}
         self.jobs: dict[int, Job] = {}
         self.held_bytes = 0  # argument bytes of the jobs it has not seen end

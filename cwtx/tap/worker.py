@@ -19,6 +19,14 @@ from cwtx.worker.supervisor import GRACE, Worker
 class Options(usage.Options):
     synopsis = "--master HOST[:PORT] | --connect ENDPOINT [options]"
     longdesc = "Run a cwtx worker: it runs jobs from a master in child processes."
+    optFlags = [
+        [
+            "isolate-clients",
+            None,
+            "Give each client session fresh slot children: no job sees what another "
+            "client's jobs left in their process (slower: a child starts per switch).",
+        ],
+    ]
     optParameters = [
         [
             "master",
@@ -92,6 +100,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         heartbeat_timeout=options["heartbeat-timeout"],
         grace=options["grace"],
         secret=options["secret"],
+        isolate_clients=bool(options["isolate-clients"]),
     ).setServiceParent(service)
     StopOnSignal(reactor).setServiceParent(service)
     return service

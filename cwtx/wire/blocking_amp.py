@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from contextlib import closing
 from itertools import count
 from typing import Any
 
@@ -66,14 +67,23 @@ class BlockingAMP:
 
     def _read(self, n: int) -> bytes:
         while len(self._buffer) < n:
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError("the master closed the connection")
-            for payload in self.framer.feed(data):
-                self._buffer += payload
+            self._buffer += self._next_frame()
         value = bytes(self._buffer[:n])
         del self._buffer[:n]
         return value
+
+    def _next_frame(self) -> bytes:
+        """One frame's payload, no more: the master seals its side right after
+        answering Authenticate, so the frame after that answer can arrive in
+        the same read, and must wait until our side is sealed too."""
+        data = b""
+        while True:
+            with closing(self.framer.feed(data)) as payloads:
+                for payload in payloads:
+                    return payload
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("the master closed the connection")
 
 
 def _error(command: type[Command], reply: dict[bytes, bytes]) -> Exception:

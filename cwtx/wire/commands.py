@@ -42,8 +42,11 @@ JOB_RECORD = [
 ]
 
 #: A task, master to worker: what the worker needs to run one attempt.
+#: ``session`` is the master's number for the client session the job came
+#: from (opaque; a worker with --isolate-clients keeps sessions apart).
 TASK_RECORD = [
     ("task", "int"),
+    ("session", "int"),
     ("fn", "bytes"),
     ("fn_env", "text"),
     ("fn_code", "bytes"),

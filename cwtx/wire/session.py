@@ -118,9 +118,11 @@ class Framer:
                 end = start + HEADER.size + length
                 if len(buffer) < end:
                     break
-                with memoryview(buffer) as view:  # no copy until the payload itself
+                # No copy until the payload itself; both views released even when
+                # _open raises, so the buffer can be trimmed below.
+                with memoryview(buffer) as view, view[start + HEADER.size : end] as body:
                     header = bytes(view[start : start + HEADER.size])
-                    payload = self._open(kind, header, view[start + HEADER.size : end])
+                    payload = self._open(kind, header, body)
                 start = end
                 yield payload
         finally:

@@ -94,6 +94,7 @@ class Task:
     code: Payload
     args: Payload
     timeout: float = 0.0
+    session: int = 0  # the client session it came from (for --isolate-clients)
 
 
 #: on_result(task, status, value, error_json)
@@ -127,14 +128,19 @@ class Slot(ProcessProtocol):
         self._quick_deaths = 0
         self._started_at = 0.0
         self._ended: list[Callable[[], None]] = []
+        #: The client session whose task this child last ran (None: a fresh child).
+        self.session: int | None = None
+        self._recycling = False
 
     @property
     def free(self) -> bool:
-        return self._running and self.current is None and not self._stopping
+        return self._running and self.current is None and not self._stopping and not self._recycling
 
     def start(self) -> None:
         self._decoder = MessageDecoder()
         self._known = set()
+        self.session = None
+        self._recycling = False
         self._kill_reason = None
         self._started_at = self._clock.seconds()
         self._reactor.spawnProcess(
@@ -153,6 +159,7 @@ class Slot(ProcessProtocol):
         """Send a task to the child, with its function if the child lacks it."""
         assert self.current is None
         self.current = task
+        self.session = task.session
         header = {Header.TASK: task.task, Header.FUNCTION: task.fn.hex(), Header.ENV: task.env}
         parts: list[Any] = [json.dumps(header).encode("utf-8"), task.args]
         if task.fn not in self._known:
@@ -162,6 +169,13 @@ class Slot(ProcessProtocol):
         task.args = EMPTY  # the pipe has it now; the master keeps it for retries
         if task.timeout and task.timeout > 0:
             self._timer = self._clock.callLater(task.timeout, self.kill, JobStatus.TIMEOUT)
+
+    def recycle(self) -> None:
+        """Replace an idle child with a fresh one (it is not free meanwhile):
+        nothing an earlier job left in it reaches the next."""
+        if self.current is None and self._running and not self._recycling:
+            self._recycling = True
+            self._signal("KILL")
 
     def kill(self, reason: str) -> None:
         """End the running task as ``reason`` (timeout, cancelled) by killing the child."""
@@ -241,13 +255,14 @@ class Slot(ProcessProtocol):
             else:
                 cause = f"its child process died ({how}) while running the job"
                 self._on_result(task, JobStatus.LOST, EMPTY, error_json("ChildDied", cause))
-        elif not self._stopping:
+        elif not self._stopping and not self._recycling:
             log.warn("slot {index}: child exited unexpectedly ({how})", index=self.index, how=how)
         if self._stopping:
             for callback in self._ended:
                 callback()
             return
         quick = self._clock.seconds() - self._started_at < 1.0 and task is None
+        quick = quick and not self._recycling
         self._quick_deaths = self._quick_deaths + 1 if quick else 0
         delay = min(0.1 * 2**self._quick_deaths, 10.0) if quick else 0
         self._clock.callLater(delay, self._restart)

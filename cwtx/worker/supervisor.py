@@ -87,6 +87,7 @@ class Worker(Service):
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
         grace: float = GRACE,
         secret: bytes | None = None,
+        isolate_clients: bool = False,
     ) -> None:
         """``endpoint`` leads to the master (cwtx.testing gives one in
         memory); ``reactor`` provides time, and spawnProcess for the slot
@@ -105,6 +106,8 @@ class Worker(Service):
         self.cancelled_early: set[int] = set()
         self.leaving = False
         self.grace = grace
+        #: Run each client session's jobs in children no other session used.
+        self.isolate_clients = isolate_clients
         self._idle: list[Deferred[None]] = []
         self.connection: WorkerProtocol | None = None
         self.monitor = HeartbeatMonitor(reactor, heartbeat_interval, heartbeat_timeout)
@@ -193,7 +196,9 @@ class Worker(Service):
             self._end(task_id, JobStatus.ERROR, message, "ProtocolError")
             return
         env, code = known
-        task = Task(task_id, fn, env, code, args, timeout=record["timeout"])
+        task = Task(
+            task_id, fn, env, code, args, timeout=record["timeout"], session=record["session"]
+        )
         self.tasks[task_id] = task
         self.queue.append(task)
 
@@ -203,8 +208,12 @@ class Worker(Service):
         for slot in self.slots:
             if not self.queue:
                 return
-            if slot.free:
-                slot.run(self.queue.popleft())
+            if not slot.free:
+                continue
+            if self.isolate_clients and slot.session not in (None, self.queue[0].session):
+                slot.recycle()  # a fresh child first; it runs the task once up
+                continue
+            slot.run(self.queue.popleft())
 
     def cancel(self, task_ids: list[int]) -> None:
         for task_id in task_ids:

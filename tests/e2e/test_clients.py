@@ -720,3 +720,25 @@ def test_a_blocking_client_inside_a_running_reactor_is_refused_clearly(tmp_path)
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     assert "the Twisted reactor already runs in this process" in result.stdout, result.stderr
+
+
+def leave_a_mark(mark):
+    import builtins
+
+    previous = getattr(builtins, "cwtx_test_mark", None)
+    builtins.cwtx_test_mark = mark
+    return previous
+
+
+@pytest.mark.parametrize("isolate", [False, True], ids=["shared", "isolated"])
+def test_what_one_clients_job_leaves_in_a_child_and_isolate_clients(tmp_path, isolate):
+    """A job can change its slot child for the jobs that run there later: by
+    default even another client's.  --isolate-clients gives each client
+    session children no other session used."""
+    args = ["--isolate-clients"] if isolate else []
+    with cwtx.local.allocate(1, run_dir=tmp_path, worker_args=args) as c:
+        with cwtx.ClusterExecutor(c.host, c.port) as a, cwtx.ClusterExecutor(c.host, c.port) as b:
+            assert a.submit(leave_a_mark, "a").result(60) is None
+            assert a.submit(leave_a_mark, "a again").result(60) == "a"  # same client: kept
+            seen_by_b = b.submit(leave_a_mark, "b").result(60)
+    assert seen_by_b == (None if isolate else "a again")

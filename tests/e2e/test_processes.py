@@ -442,7 +442,7 @@ def test_a_master_that_will_not_start_is_a_launch_error_with_its_log(tmp_path):
 
 def test_workers_that_cannot_register_are_a_launch_error_with_their_logs(tmp_path):
     wrong = tmp_path / "wrong-secret"
-    wrong.write_text("w" * 40)
+    wrong.write_text("wrong-0123456789-abcdefghijklmnopqrstuvwxyz")
     wrong.chmod(0o600)
     with pytest.raises(cwtx.LaunchError, match="1 of 1 workers did not register") as info:
         cwtx.local.start(

@@ -5,6 +5,7 @@ limits before and after authentication, hostile bytes, TLS.
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import socket
@@ -34,7 +35,11 @@ from ..conftest import ROOT, SyncClient, spawn_twistd, wait_until
 pytestmark = pytest.mark.e2e
 
 
-def write_secret(path: Path, text: str = "s3cret-" + "x" * 40, mode: int = 0o600) -> Path:
+#: A valid secret, but not the master's.
+WRONG = "wrong-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+
+def write_secret(path: Path, text: str = WRONG, mode: int = 0o600) -> Path:
     path.write_text(text)
     path.chmod(mode)
     return path
@@ -76,9 +81,14 @@ def quick_auth_master(tmp_path):
         yield c
 
 
+#: Each raw connection comes from its own loopback address: the master
+#: rate-limits its log lines per peer address, and the tests share a master.
+_SOURCES = (f"127.0.{n // 250}.{n % 250 + 2}" for n in itertools.count())
+
+
 def raw(master, timeout=5.0) -> socket.socket:
-    sock = socket.create_connection((master.host, master.port), timeout=timeout)
-    return sock
+    source = (next(_SOURCES), 0)
+    return socket.create_connection((master.host, master.port), timeout, source)
 
 
 def closed_by_peer(sock: socket.socket, timeout: float = 30.0) -> bool:
@@ -106,7 +116,7 @@ def master_log(master) -> str:
 
 
 def test_client_with_wrong_secret_gets_a_clear_error_and_the_master_logs_it(master, tmp_path):
-    wrong = write_secret(tmp_path / "wrong", "w" * 40)
+    wrong = write_secret(tmp_path / "wrong")
     with pytest.raises(cwtx.AuthenticationError) as info:
         _reactor_thread.blocking(cwtx.connect, master.host, master.port, secret_file=str(wrong))
     assert "secret" in str(info.value) and str(wrong) in str(info.value)
@@ -128,7 +138,7 @@ def test_client_with_wrong_secret_gets_a_clear_error_and_the_master_logs_it(mast
 
 
 def test_worker_with_wrong_secret_never_registers(master, tmp_path):
-    wrong = write_secret(tmp_path / "wrong", "w" * 40)
+    wrong = write_secret(tmp_path / "wrong")
     log = tmp_path / "w.log"
     worker = spawn_twistd(
         "cw-worker",

@@ -73,6 +73,28 @@ def test_heartbeats_from_the_master_are_answered_while_waiting(master):
     assert answered == [{}]
 
 
+def test_a_sealed_frame_in_the_same_read_as_the_authenticate_answer(master):
+    """The master seals right after answering Authenticate and may send at
+    once (a heartbeat): both frames can arrive in one read, before our side
+    is sealed."""
+    sock = connect(master)
+    sent = sock.sendall
+
+    def sendall(data: bytes) -> None:
+        sent(data)
+        if sock.server.authenticated and not asked:
+            asked.append(sock.server.callRemote(Heartbeat))
+
+    asked: list = []
+    sock.sendall = sendall
+    amp = authenticated(sock, SECRET, Role.STATUS, "status", "memory")
+    assert asked, "the heartbeat was not sent in the same read"
+    assert "status" in amp.call(Status, page=0)
+    answered = []
+    asked[0].addCallback(answered.append)
+    assert answered == [{}]
+
+
 def test_a_master_without_our_secret_is_refused(master):
     sock = connect(master)
     with pytest.raises(cwtx.AuthenticationError, match="could not prove"):

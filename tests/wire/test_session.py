@@ -75,6 +75,18 @@ def test_a_frame_that_was_tampered_with_does_not_open(attack):
             list(master.feed(frame))
 
 
+def test_a_bad_frame_after_a_good_one_in_the_same_read_is_a_session_error():
+    connecting, master = sealed_pair()
+    good = connecting.frame(b"good")
+    bad = bytearray(connecting.frame(b"bad"))
+    bad[-1] ^= 1
+    opened = []
+    with pytest.raises(SessionError, match="failed authentication"):
+        for payload in master.feed(good + bytes(bad)):
+            opened.append(payload)
+    assert opened == [b"good"]
+
+
 def test_a_sealed_frame_without_keys_and_a_plain_frame_after_sealing_are_refused():
     connecting, master = sealed_pair()
     with pytest.raises(SessionError, match="kind 1 on a session not yet sealed"):
