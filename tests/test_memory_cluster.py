@@ -5,6 +5,7 @@ The real master, worker supervisor and client over in-memory connections
 
 from __future__ import annotations
 
+import cloudpickle
 import pytest
 from twisted.internet.defer import Deferred
 from twisted.protocols.amp import MAX_VALUE_LENGTH
@@ -12,6 +13,7 @@ from twisted.protocols.amp import MAX_VALUE_LENGTH
 import cwtx
 from cwtx.testing import MemoryCluster
 from cwtx.wire import commands as _commands
+from cwtx.wire.names import function_hash
 from cwtx.wire.payload import CHUNK_SIZE
 
 
@@ -541,6 +543,26 @@ def test_a_worker_ends_tasks_it_cannot_run_and_says_why():
     assert "function" in seen[0][2] and "was never sent" in seen[0][2]
     assert "blob 99, which was never streamed" in seen[1][2]
     assert cluster.ran(worker) == []
+
+
+def test_a_worker_runs_and_caches_no_code_that_does_not_hash_to_its_name():
+    """Workers cache functions by hash across clients: code sent under
+    another function's hash must neither run nor replace the real one."""
+    cluster = MemoryCluster(workers=1)
+    worker = cluster.workers[0]
+    seen = reports(worker)
+    real = cloudpickle.dumps(divmod)
+    fn = function_hash("{}", [real])
+    worker.accept(worker.connection, task_record(1, fn, code=cloudpickle.dumps(pow)))
+    worker.accept(worker.connection, task_record(2, fn))  # nothing was cached under fn
+    assert [(t, s) for t, s, _ in seen] == [(1, "error"), (2, "error")]
+    assert "does not match its code" in seen[0][2] and "was never sent" in seen[1][2]
+    worker.accept(worker.connection, task_record(3, fn, code=real))
+    worker.accept(worker.connection, task_record(4, fn, code=cloudpickle.dumps(pow)))
+    assert worker.functions[fn][1].pieces == [real]  # the real one stays
+    assert [(t, s) for t, s, _ in seen[2:]] == [(4, "error")]
+    worker.dispatch()
+    assert cluster.ran(worker) == [3]
 
 
 def test_a_leaving_worker_hands_back_what_arrives():

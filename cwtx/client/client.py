@@ -32,6 +32,7 @@ from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonit
 from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
 from cwtx.wire.status import merge as status_merge
 from cwtx.wire.status import read as status_read
+from cwtx.wire.tls import tls_failure
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -42,25 +43,6 @@ CONNECT_TIMEOUT = 30.0
 RECONNECT_TIMEOUT = 120.0
 
 __all__ = ["CONNECT_TIMEOUT", "RECONNECT_TIMEOUT", "Client", "ClientProtocol", "JobOptions"]
-
-
-def tls_failure(error: BaseException) -> str | None:
-    """What went wrong, if ``error`` is TLS failing; None otherwise."""
-    module = type(error).__module__
-    if not module.startswith(("OpenSSL", "service_identity")):
-        return None
-    text = str(error)
-    if "certificate verify failed" in text:
-        why = "the master's certificate is not signed by an authority we trust (trustRoots=)"
-    elif "expired" in text:
-        why = "a certificate has expired"
-    elif "certificate required" in text or "alert handshake failure" in text:
-        why = "the master wants a client certificate (certificate= and privateKey=)"
-    elif module.startswith("service_identity"):
-        why = f"the master's certificate is not for the host we asked for ({text})"
-    else:
-        why = text
-    return f"TLS failed: {why}"
 
 
 class _Pending:
@@ -191,7 +173,7 @@ class Client:
         except (AuthenticationError, ProtocolMismatch):
             raise
         except Exception as e:
-            tls = tls_failure(e)
+            tls = tls_failure(e, proto.transport)
             if tls is not None:
                 raise ConnectionError(tls) from e
             raise ProtocolMismatch(f"the master refused the handshake: {e}") from e

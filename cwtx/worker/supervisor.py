@@ -25,6 +25,7 @@ from cwtx.wire.names import JobStatus, Role, function_hash
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
 from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
+from cwtx.wire.tls import tls_failure
 from cwtx.worker.slot import Slot, Task
 
 txaio.use_twisted()
@@ -138,7 +139,7 @@ class Worker(Service):
                 "worker {name} could not join the master at {where}: {why}",
                 name=self.name,
                 where=self.endpoint,
-                why=str(e) or type(e).__name__,
+                why=tls_failure(e, proto.transport) or str(e) or type(e).__name__,
             )
             raise
         self.connection = proto

@@ -417,15 +417,18 @@ def make_certificates(directory: Path) -> dict[str, Path]:
     def name(common: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
-    def cert(subject, key, issuer, issuer_key, ca=False, sans=()):
+    def cert(subject, key, issuer, issuer_key, ca=False, sans=(), expired=False):
+        start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1)
+        if expired:
+            start, end = now - datetime.timedelta(days=3), now - datetime.timedelta(days=1)
         builder = (
             x509.CertificateBuilder()
             .subject_name(name(subject))
             .issuer_name(name(issuer))
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
+            .not_valid_before(start)
+            .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         )
         if sans:
@@ -456,8 +459,17 @@ def make_certificates(directory: Path) -> dict[str, Path]:
         ca_key,
         sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
+    expired_server = cert(
+        "localhost",
+        server_key,
+        "cwtx test CA",
+        ca_key,
+        sans=[x509.DNSName("localhost")],
+        expired=True,
+    )
     client_key = ec.generate_private_key(ec.SECP256R1())
     client = cert("cwtx client", client_key, "cwtx test CA", ca_key)
+    expired_client = cert("cwtx client", client_key, "cwtx test CA", ca_key, expired=True)
     cas = directory / "cas"
     cas.mkdir()
     write(cas / "ca.pem", ca)
@@ -470,6 +482,8 @@ def make_certificates(directory: Path) -> dict[str, Path]:
         "other_cas": other,
         "server": write(directory / "server.pem", server, server_key),
         "client": write(directory / "client.pem", client, client_key),
+        "expired_server": write(directory / "expired-server.pem", expired_server, server_key),
+        "expired_client": write(directory / "expired-client.pem", expired_client, client_key),
     }
 
 
@@ -552,6 +566,41 @@ def test_tls_master_workers_and_clients(tmp_path, mutual):
         for proc in (worker, master):
             terminate(proc.pid)
             proc.wait(10)
+
+
+def test_tls_failures_say_that_tls_failed_and_why(tmp_path):
+    """OpenSSL calls every rejected certificate "certificate verify failed";
+    clients and workers say which way it failed."""
+    pytest.importorskip("OpenSSL")
+    certs = make_certificates(tmp_path)
+    expired = f"ssl:0:interface=127.0.0.1:privateKey={certs['expired_server']}"
+    mutual = f"mtls:0:interface=127.0.0.1:privateKey={certs['server']}:caCertsDir={certs['cas']}"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    masters = [start_tls_master(tmp_path / "a", expired)]
+    masters.append(start_tls_master(tmp_path / "b", mutual))
+    (_, expired_port), (_, mutual_port) = masters
+    worker = start_worker(tmp_path, f"tls:localhost:{mutual_port}:trustRoots={certs['other_cas']}")
+    worker_log = tmp_path / "worker.log"
+    try:
+        with pytest.raises(
+            ConnectionError, match="TLS failed: the master's certificate has expired"
+        ):
+            tls_client(f"tls:localhost:{expired_port}:trustRoots={certs['cas']}")
+        ours = f"trustRoots={certs['cas']}:certificate={certs['expired_client']}"
+        with pytest.raises(ConnectionError, match="TLS failed: the master refused our certificate"):
+            tls_client(f"tls:localhost:{mutual_port}:{ours}:privateKey={certs['expired_client']}")
+        not_trusted = "TLS failed: the master's certificate is not signed by an authority we trust"
+        wait_until(
+            lambda: worker_log.exists() and not_trusted in worker_log.read_text(errors="replace"),
+            what="the worker to say why TLS failed",
+        )
+    finally:
+        for proc, _ in masters:
+            terminate(proc.pid)
+            proc.wait(10)
+        terminate(worker.pid)
+        worker.wait(10)
 
 
 def test_default_secret_needs_no_flags(tmp_path):
