@@ -68,6 +68,7 @@ class MasterConnection(Peer):
         #: The responders of its role once it has authenticated, else None.
         self.responders: Responders | None = None
         self.locator = Handshake(self, secret)
+        self.peer_address: Any = "?"
         self._received = 0  # bytes before authentication, then since the last whole box
         self._auth_timer: Any = None
         self._seal_sending_with: bytes | None = None
@@ -79,13 +80,12 @@ class MasterConnection(Peer):
         return self.responders is not None
 
     def describe(self) -> str:
-        peer = self.transport.getPeer() if self.transport is not None else "?"
-        return f"{self.role or 'peer'} {printable(self.name, 60)} ({peer})"
+        return f"{self.role or 'peer'} {printable(self.name, 60)} ({self.peer_address})"
 
     def note(self, what: str) -> None:
         """Log ``what`` about this peer, at most a few lines a minute per
         host: a peer cannot fill the log."""
-        host = getattr(self.transport.getPeer(), "host", "?") if self.transport else "?"
+        host = getattr(self.peer_address, "host", "?")
         allowed, held = self.master.log_limit.allow(host)
         if allowed:
             also = f" ({held} more such lines from {host} held back)" if held else ""
@@ -105,6 +105,7 @@ class MasterConnection(Peer):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self.peer_address = self.transport.getPeer()  # still known once it is lost
         self._auth_timer = self.clock.callLater(self.auth_timeout, self._auth_expired)
 
     def _auth_expired(self) -> None:
@@ -176,6 +177,7 @@ class MasterConnection(Peer):
         self.responders = self.locator = RESPONDERS[role](self)
 
     def connectionLost(self, reason: Any) -> None:
+        dropped = self.dead  # by us, and said why
         super().connectionLost(reason)
         if self._auth_timer is not None and self._auth_timer.active():
             self._auth_timer.cancel()
@@ -183,6 +185,12 @@ class MasterConnection(Peer):
         if self.responders is not None:
             why = reason.getErrorMessage() if reason is not None else "closed"
             self.responders.lost(why)
+        elif self.role is not None and not dropped:
+            # It heard our proof and left: most often, our secrets differ.
+            self.note(
+                "closed the connection after Hello, without authenticating "
+                "(it may have a different shared secret)"
+            )
 
 
 class Handshake(Guarded):

@@ -398,6 +398,18 @@ def test_lines_about_one_host_are_rate_limited(log_lines):
     assert len(said) == master.log_limit.burst
 
 
+def test_a_peer_that_leaves_after_hello_is_logged_with_its_address(log_lines):
+    """A worker or client with another secret refuses our proof and hangs
+    up before Authenticate: the master's log says so."""
+    link = Link()
+    link.hello(_auth.nonce(), role="worker")
+    link.peer.transport.loseConnection()
+    link.pump.flush()
+    (line,) = [line for line in log_lines if "after Hello" in line]
+    assert "worker test (" in line and "different shared secret" in line
+    assert f"({link.server.peer_address})" in line and "(?)" not in line
+
+
 def test_peer_names_reach_the_log_escaped(log_lines):
     link = Link()
     args = {**hello_arguments("client", "evil\r\nFAKE LINE\x1b[31m"), "nonce": _auth.nonce()}
