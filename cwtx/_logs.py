@@ -14,7 +14,7 @@ from collections.abc import Callable
 def printable(text: object, limit: int = 120) -> str:
     """A peer-supplied value made safe for one log line: control characters
     and escapes written out (``\\r``, ``\\x1b``), and cut to ``limit``."""
-    escaped = str(text).encode("unicode_escape", "backslashreplace").decode("ascii")
+    escaped = str(text).encode("unicode_escape").decode("ascii")
     return escaped if len(escaped) <= limit else escaped[:limit] + "..."
 
 

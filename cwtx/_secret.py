@@ -89,7 +89,7 @@ def _read(path: Path) -> bytes:
     _check_directory(path)
     try:
         # O_NONBLOCK: a FIFO put there must not hang us; it is refused below.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError as e:
         raise SecretError(f"cannot read the cwtx secret file {path}: {e.strerror}") from e
     info = os.fstat(fd)

@@ -49,23 +49,24 @@ def test_secret_sources_in_order(tmp_path, monkeypatch):
     assert load_secret(explicit) == b"explicit-" + GOOD.encode()
 
 
-@pytest.mark.parametrize(
-    ("setup", "message"),
-    [
-        (lambda p: write_secret(p, mode=0o644), "readable by others"),
-        (lambda p: write_secret(p, mode=0o640), "readable by others"),
-        (lambda p: write_secret(p, mode=0o604), "readable by others"),
-        (lambda p: write_secret(p, mode=0o620), "readable by others"),
-        (lambda p: write_secret(p, mode=0o602), "readable by others"),
-        (lambda p: write_secret(p, "short"), "5 bytes; it needs at least 32: make a good one"),
-        (lambda p: write_secret(p, "password" * 5), "too easy to guess"),
-        (lambda p: os.mkfifo(p, 0o600), "not a regular file"),
-        (lambda p: write_secret(p, "x" * 10_000), "over 4096 bytes"),
-        (lambda p: p.mkdir(), "cannot read|not a regular file"),
-        (lambda p: p.symlink_to("/etc/hostname"), "cannot read"),
-        (lambda p: None, "cannot read"),
-    ],
-)
+#: Bad secret files, by name: (how to make one, what the error says).
+BAD_SECRET_FILES = {
+    "mode 644": (lambda p: write_secret(p, mode=0o644), "readable by others"),
+    "mode 640": (lambda p: write_secret(p, mode=0o640), "readable by others"),
+    "mode 604": (lambda p: write_secret(p, mode=0o604), "readable by others"),
+    "mode 620": (lambda p: write_secret(p, mode=0o620), "readable by others"),
+    "mode 602": (lambda p: write_secret(p, mode=0o602), "readable by others"),
+    "short": (lambda p: write_secret(p, "short"), "5 bytes; it needs at least 32: make a good one"),
+    "low entropy": (lambda p: write_secret(p, "password" * 5), "too easy to guess"),
+    "fifo": (lambda p: os.mkfifo(p, 0o600), "not a regular file"),
+    "too big": (lambda p: write_secret(p, "x" * 10_000), "over 4096 bytes"),
+    "directory": (lambda p: p.mkdir(), "cannot read|not a regular file"),
+    "symlink": (lambda p: p.symlink_to("/etc/hostname"), "cannot read"),
+    "missing": (lambda p: None, "cannot read"),
+}
+
+
+@pytest.mark.parametrize(("setup", "message"), BAD_SECRET_FILES.values(), ids=BAD_SECRET_FILES)
 def test_bad_secret_files_are_refused_clearly(tmp_path, setup, message):
     path = tmp_path / "secret"
     setup(path)
@@ -173,11 +174,24 @@ def test_a_secret_in_a_directory_others_may_write_to_is_refused(tmp_path):
     assert load_secret(path) == GOOD.encode()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+
+
+@AS_ROOT
 def test_a_secret_file_of_another_user_is_refused(tmp_path):
     path = write_secret(tmp_path / "theirs")
     os.chown(path, 12345, 12345)
     with pytest.raises(SecretError, match="belongs to uid 12345, not to you"):
+        load_secret(path)
+
+
+@AS_ROOT
+def test_a_secret_in_another_users_directory_is_refused(tmp_path):
+    directory = tmp_path / "theirs"
+    directory.mkdir()
+    path = write_secret(directory / "secret")
+    os.chown(directory, 12345, 12345)
+    with pytest.raises(SecretError, match="is in a directory of uid 12345, not yours"):
         load_secret(path)
 
 
@@ -192,3 +206,39 @@ def test_the_config_directory_is_made_and_kept_0700(tmp_path, monkeypatch):
     directory.chmod(0o750)
     load_secret()
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+def test_the_secret_file_is_named_when_it_is_refused(tmp_path):
+    path = write_secret(tmp_path / "secret", "short")
+    with pytest.raises(SecretError, match=f"the cwtx secret from {path} is 5 bytes"):
+        load_secret(path)
+
+
+def test_the_limits_on_a_secret_are_inclusive(tmp_path, monkeypatch):
+    exactly = "0123456789" + "a" * 22  # 32 bytes, 10 distinct
+    monkeypatch.setenv("CWTX_SECRET", exactly)
+    assert load_secret() == exactly.encode()
+    monkeypatch.delenv("CWTX_SECRET")
+    biggest = "0123456789" * 409 + "abcdef"  # 4096 bytes, the most a file may hold
+    path = write_secret(tmp_path / "secret", biggest)
+    path.write_text(biggest)  # no newline: exactly 4096 bytes
+    assert load_secret(path) == biggest.encode()
+
+
+def test_the_default_secret_is_64_hex_digits_under_dot_config(tmp_path, monkeypatch):
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.delenv("CWTX_SECRET", raising=False)
+    monkeypatch.delenv("CWTX_SECRET_FILE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    secret = load_secret()
+    path = tmp_path / ".config" / "cwtx" / "secret"
+    assert path.read_bytes() == secret + b"\n"
+    assert len(secret) == 64 and int(secret, 16) >= 0
+
+
+def test_a_secret_in_a_directory_others_may_only_enter_is_accepted(tmp_path):
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    path = write_secret(directory / "secret", GOOD)
+    directory.chmod(0o755)
+    assert load_secret(path) == GOOD.encode()

@@ -635,3 +635,108 @@ def test_a_result_for_a_task_the_worker_was_not_given_is_ignored_and_logged():
     said = [e for e in lines if "which worker" in e.get("log_format", "")]
     assert 1 <= len(said) <= 3  # rate-limited
     assert results == [] and 1 in c.jobs  # the real job is untouched
+
+
+def test_function_code_counts_against_the_clients_bytes_exactly():
+    from cwtx.master.sessions import (
+        FUNCTION_OVERHEAD,
+        MAX_CLIENT_BYTES,
+        MAX_CLIENT_JOBS,
+        Function,
+    )
+
+    c = ClientSession("c", lambda item: None)
+    assert (c.max_bytes, c.max_jobs, c.function_bytes) == (MAX_CLIENT_BYTES, MAX_CLIENT_JOBS, 0)
+    code = Payload.of(b"x" * 1000)
+    size = len("{}") + 1000 + FUNCTION_OVERHEAD
+    c.max_bytes = 2 * size  # room for exactly two
+    c.add_function(Function(b"1" * 32, "{}", code))
+    assert c.function_bytes == size and not c.over_limit()
+    c.add_function(Function(b"2" * 32, "{}", code))
+    assert c.function_bytes == 2 * size and not c.over_limit()  # at the limit is allowed
+    with pytest.raises(ProtocolError, match=f"functions would hold over {2 * size} bytes"):
+        c.add_function(Function(b"3" * 32, "{}", Payload.of(b"y")))
+    assert c.function_bytes == 2 * size and b"3" * 32 not in c.functions
+    c.max_bytes = 2 * size - 1
+    assert c.over_limit()  # function bytes count towards the flow-control limit
+
+
+def test_a_client_that_ignores_flow_control_is_refused_after_the_documented_number():
+    from cwtx.master.sessions import MAX_UNANSWERED_SUBMITS
+
+    m = Master()
+    c, _ = make_client(m)
+    c.max_jobs = 0
+    submit(m, c, 1)  # over the limit: answers wait
+    waiting = [c.when_below_limit() for _ in range(MAX_UNANSWERED_SUBMITS)]
+    assert not any(d.called for d in waiting)
+    with pytest.raises(ProtocolError) as info:
+        c.when_below_limit()
+    assert str(info.value) == (
+        f"this client ignores flow control: {MAX_UNANSWERED_SUBMITS} SubmitJobs "
+        "are waiting for their answer and it sends more"
+    )
+
+
+def test_a_malformed_result_ends_the_job_as_a_protocol_error_with_no_value():
+    m = Master()
+    c, results = make_client(m)
+    submit(m, c, 1)
+    w = FakeWorker("w")
+    m.add_worker(w)
+    m.task_result(w, w.runs[0].task, "\x1b[31m" + "s" * 100, Payload.of(b"x"), "")
+    (_, status, value, error) = results[0]
+    assert status == "error" and value.size == 0
+    error = json.loads(error)
+    assert error["type"] == "ProtocolError"
+    shown = "\\x1b[31m" + "s" * 32 + "..."  # escaped, cut to 40 characters
+    assert error["message"] == f"worker w sent a malformed result (status {shown})"
+
+
+def test_a_lost_tasks_cause_is_escaped_and_cut_short():
+    m = Master(max_retries=5)
+    c, results = make_client(m)
+    submit(m, c, 1)
+    w = FakeWorker("w")
+    m.add_worker(w)
+    cause = "\r" + "c" * 1000
+    m.task_result(w, w.runs[0].task, "lost", Payload.of(b""), json.dumps({"message": cause}))
+    (attempt,) = c.jobs[1].attempts
+    assert attempt["cause"] == "\\r" + "c" * 498 + "..."
+
+
+def test_unknown_task_lines_are_limited_per_worker():
+    from twisted.logger import globalLogPublisher
+
+    m = Master()
+    workers = [FakeWorker("w1"), FakeWorker("w2")]
+    for w in workers:
+        m.add_worker(w)
+    lines: list = []
+    globalLogPublisher.addObserver(lines.append)
+    try:
+        for w in workers:
+            for _ in range(10):
+                m.task_result(w, 12345, "ok", Payload.of(b"forged"), "")
+    finally:
+        globalLogPublisher.removeObserver(lines.append)
+    said = [e["w"] for e in lines if "which worker" in e.get("log_format", "")]
+    assert said == ["w1"] * m.log_limit.burst + ["w2"] * m.log_limit.burst
+
+
+def test_a_function_that_does_not_match_names_its_hash():
+    m = Master()
+    c = ClientSession("c", lambda item: None)
+    m.add_client(c)
+    with pytest.raises(ProtocolError) as info:
+        m.define(c, FN, "{}", Payload.of(b"other code"))
+    assert str(info.value) == f"function {FN.hex()[:16]}... does not match its code"
+
+
+def test_client_sessions_are_numbered_from_one_as_docs_protocol_md_says():
+    m = Master()
+    sessions = [ClientSession(name, lambda item: None) for name in "abc"]
+    assert [s.number for s in sessions] == [0, 0, 0]  # not yet a master's
+    for session in sessions:
+        m.add_client(session)
+    assert [s.number for s in sessions] == [1, 2, 3]

@@ -38,6 +38,21 @@ def test_keys_are_exactly_what_docs_protocol_md_says():
     )
 
 
+def test_sealed_frames_are_exactly_what_docs_protocol_md_says():
+    """AES-256-GCM, the nonce 4 zero bytes and the direction's frame count
+    from 0, the 5-byte header as associated data, the tag appended."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    ours, _ = session_keys(SECRET, MINE, THEIRS, "client")
+    connecting, _ = sealed_pair()
+    for count, data in enumerate([b"first", b"second", b"third"]):
+        frame = connecting.frame(data)
+        header, body = frame[: HEADER.size], frame[HEADER.size :]
+        assert header == HEADER.pack(len(data) + 16, SEALED)
+        nonce = bytes(4) + count.to_bytes(8, "big")
+        assert body == AESGCM(ours).encrypt(nonce, data, header)
+
+
 def test_plain_frames_before_sealing_in_any_split():
     sender, receiver = Framer(), Framer()
     data = sender.frame(b"one") + sender.frame(b"") + sender.frame(b"three" * 1000)
@@ -81,10 +96,14 @@ def test_a_bad_frame_after_a_good_one_in_the_same_read_is_a_session_error():
     bad = bytearray(connecting.frame(b"bad"))
     bad[-1] ^= 1
     opened = []
-    with pytest.raises(SessionError, match="failed authentication"):
+    with pytest.raises(SessionError) as info:
         for payload in master.feed(good + bytes(bad)):
             opened.append(payload)
     assert opened == [b"good"]
+    assert str(info.value) == (
+        "a frame failed authentication (altered, replayed, out of order, "
+        "or not from a holder of the shared secret)"
+    )
 
 
 def test_a_sealed_frame_without_keys_and_a_plain_frame_after_sealing_are_refused():
@@ -98,6 +117,9 @@ def test_a_sealed_frame_without_keys_and_a_plain_frame_after_sealing_are_refused
 
 
 def test_a_frame_longer_than_allowed_is_refused_before_it_is_buffered():
+    assert list(Framer(max_frame=1000).feed(HEADER.pack(1000, PLAIN) + b"x" * 1000)) == [
+        b"x" * 1000
+    ]  # the limit itself is allowed
     framer = Framer(max_frame=1000)
     with pytest.raises(SessionError, match="a frame of 1001 bytes"):
         list(framer.feed(HEADER.pack(1001, PLAIN)))  # no body sent at all
