@@ -195,6 +195,17 @@ def test_a_secret_in_another_users_directory_is_refused(tmp_path):
         load_secret(path)
 
 
+@AS_ROOT
+def test_a_secret_of_ours_in_a_directory_of_root_is_accepted(tmp_path, monkeypatch):
+    # A shared /etc/cwtx/ of root's holding each user's own file is fine.
+    directory = tmp_path / "etc"
+    directory.mkdir(mode=0o755)
+    path = write_secret(directory / "secret")
+    os.chown(path, 12345, 12345)
+    monkeypatch.setattr(os, "geteuid", lambda: 12345)
+    assert load_secret(path) == GOOD.encode()
+
+
 def test_the_config_directory_is_made_and_kept_0700(tmp_path, monkeypatch):
     monkeypatch.delenv("CWTX_SECRET_FILE")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
@@ -208,6 +219,20 @@ def test_the_config_directory_is_made_and_kept_0700(tmp_path, monkeypatch):
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
 
+@AS_ROOT
+def test_a_config_directory_of_another_user_is_refused_not_changed(tmp_path, monkeypatch):
+    monkeypatch.delenv("CWTX_SECRET_FILE")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    directory = tmp_path / "config" / "cwtx"
+    directory.mkdir(parents=True)
+    write_secret(directory / "secret")
+    directory.chmod(0o755)
+    os.chown(directory, 12345, 12345)
+    with pytest.raises(SecretError, match="not yours"):
+        load_secret()
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o755
+
+
 def test_the_secret_file_is_named_when_it_is_refused(tmp_path):
     path = write_secret(tmp_path / "secret", "short")
     with pytest.raises(SecretError, match=f"the cwtx secret from {path} is 5 bytes"):
@@ -215,9 +240,13 @@ def test_the_secret_file_is_named_when_it_is_refused(tmp_path):
 
 
 def test_the_limits_on_a_secret_are_inclusive(tmp_path, monkeypatch):
-    exactly = "0123456789" + "a" * 22  # 32 bytes, 10 distinct
+    exactly = "0123456789" + "9" * 22  # 32 bytes, 10 distinct
+    assert (len(exactly), len(set(exactly))) == (32, 10)
     monkeypatch.setenv("CWTX_SECRET", exactly)
     assert load_secret() == exactly.encode()
+    monkeypatch.setenv("CWTX_SECRET", "012345678" + "8" * 23)  # 9 distinct
+    with pytest.raises(SecretError, match="too easy to guess"):
+        load_secret()
     monkeypatch.delenv("CWTX_SECRET")
     biggest = "0123456789" * 409 + "abcdef"  # 4096 bytes, the most a file may hold
     path = write_secret(tmp_path / "secret", biggest)

@@ -296,6 +296,20 @@ def test_a_box_over_the_size_limit_drops_the_connection(monkeypatch):
     assert 200_000 <= sent <= 250_000
 
 
+def test_the_real_box_limit_refuses_a_box_over_8_mib():
+    link = authenticated()
+    box = AmpBox({b"_command": b"BlobChunk", b"_ask": b"9", b"blob": b"2", b"data": b"200"})
+    data = box.serialize()[:-2]
+    for i in range(200):  # 13 MB in all, never finished
+        data += AmpBox({b"data.%d" % i: b"x" * 65_000}).serialize()[:-2]
+    sent = 0
+    while not link.dropped and sent < len(data):
+        link.send_raw(data[sent : sent + 1_000_000])
+        sent += 1_000_000
+    assert link.dropped
+    assert 8 * 1024**2 <= sent <= 8 * 1024**2 + 1_000_000
+
+
 def test_the_real_box_limit_admits_a_full_blob_chunk_box():
     link = authenticated()
     link.call(BlobChunk, blob=1, data=[b"z" * 65_000] * 16)
