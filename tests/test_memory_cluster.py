@@ -708,3 +708,20 @@ def test_isolate_clients_gives_each_session_a_fresh_child():
     assert len(children) == 3  # the first, then a fresh one at each switch (to b, to a)
     assert all(child.ended for child in children[:-1]) and not children[-1].ended
     assert len(cluster.ran(worker)) == 5
+
+
+def test_a_master_that_fails_the_handshake_otherwise_is_named(monkeypatch):
+    # Not the secret, not TLS, not the protocol version: say the master broke.
+    import types
+
+    from cwtx.master import connection
+    from cwtx.wire import handshake
+
+    def broken_nonce() -> bytes:
+        raise RuntimeError("the master is out of sorts")
+
+    broken = types.SimpleNamespace(**{**vars(handshake), "nonce": broken_nonce})
+    monkeypatch.setattr(connection, "auth", broken)
+    cluster = MemoryCluster(workers=0)
+    with pytest.raises(cwtx.ProtocolMismatch, match="the master refused the handshake"):
+        cluster.client()

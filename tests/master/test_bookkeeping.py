@@ -740,3 +740,12 @@ def test_client_sessions_are_numbered_from_one_as_docs_protocol_md_says():
     for session in sessions:
         m.add_client(session)
     assert [s.number for s in sessions] == [1, 2, 3]
+
+
+def test_a_function_sent_twice_is_kept_and_counted_once():
+    m = Master()
+    c, _ = make_client(m)
+    kept, counted = c.functions[FN], c.function_bytes
+    # Even with other code under its name: the first, checked one stays.
+    m.define(c, FN, "{}", Payload.of(b"other code"))
+    assert c.functions[FN] is kept and c.function_bytes == counted

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.protocols.amp import AmpBox
+from twisted.protocols.amp import AmpBox, ConnectionLost
+from twisted.python.failure import Failure
 
+from cwtx.wire.commands import Heartbeat
 from cwtx.wire.peer import HeartbeatMonitor, Peer
+from cwtx.wire.session import Framer
 
 
 def connected(clock: Clock) -> Peer:
@@ -64,3 +68,79 @@ def test_a_stopped_batch_sender_takes_nothing_more():
     sender.stop()
     sender.add(1)
     assert len(sender) == 0 and sender.drained().called
+
+
+class Recording(Peer):
+    """A peer that remembers why it dropped its connection."""
+
+    whys: list[str]
+
+    def drop(self, why: str) -> None:
+        self.__dict__.setdefault("whys", []).append(why)
+        super().drop(why)
+
+
+def sealed_peer() -> tuple[Recording, Framer]:
+    """A peer whose session is sealed both ways, and a framer that speaks to it."""
+    peer = Recording(Clock())
+    peer.makeConnection(StringTransport())
+    peer.framer.seal_receiving(b"k" * 32)
+    peer.framer.seal_sending(b"l" * 32)
+    theirs = Framer()
+    theirs.seal_sending(b"k" * 32)
+    return peer, theirs
+
+
+def test_a_command_before_the_session_is_sealed_is_refused():
+    # The connecting side takes answers only (Hello's, Authenticate's) until
+    # it has sealed: a relay could send commands in the clear otherwise.
+    peer = Recording(Clock())
+    peer.makeConnection(StringTransport())
+    answered = peer.callRemote(Heartbeat)
+    peer.dataReceived(Framer().frame(AmpBox({b"_answer": b"1"}).serialize()))
+    assert answered.called and not peer.dead
+    command = AmpBox({b"_command": b"RunJobs", b"_ask": b"2"})
+    peer.dataReceived(Framer().frame(command.serialize()))
+    assert peer.whys == ["sent b'RunJobs' before the session was sealed"]
+    assert peer.dead and peer.transport.disconnecting
+
+
+def test_a_malformed_box_is_refused_with_its_reason():
+    peer, theirs = sealed_peer()
+    box = AmpBox({b"_command": b"BlobChunk", b"_ask": b"1", b"blob": b"not a number"})
+    peer.dataReceived(theirs.frame(box.serialize()))
+    assert peer.transport.disconnecting
+    ours = Framer()
+    ours.seal_receiving(b"l" * 32)
+    (answer,) = ours.feed(peer.transport.value())
+    assert b"PROTOCOL_ERROR" in answer and b"malformed BlobChunk" in answer
+
+
+def test_a_dropped_peer_reads_nothing_more_and_drops_once():
+    peer, theirs = sealed_peer()
+    peer.drop("first")
+    peer.drop("second")
+    assert peer.whys == ["first", "second"]  # asked twice...
+    assert peer.transport.disconnecting
+    # ...and bytes that still arrive, even garbage, are not even unframed.
+    peer.dataReceived(b"\xff" * 100)
+    assert peer.framer._buffer == b""
+
+
+def test_sending_on_a_lost_connection_is_connection_lost():
+    peer = connected(Clock())
+    peer.connectionLost(Failure(ConnectionDone()))
+    peer.transport = None
+    with pytest.raises(ConnectionLost):
+        peer.sendBox(AmpBox({b"_command": b"Heartbeat", b"_ask": b"1"}))
+
+
+def test_a_transport_that_refuses_no_delay_is_still_used():
+    class NoDelayRefused(StringTransport):
+        def setTcpNoDelay(self, enabled: bool) -> None:
+            raise OSError("not a TCP socket")
+
+    peer = Peer(Clock())
+    peer.makeConnection(NoDelayRefused())
+    peer.sendBox(AmpBox({b"_command": b"Heartbeat", b"_ask": b"1"}))
+    assert peer.transport.value()
