@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from cwtx._errors import AuthenticationError, CwtxError, ProtocolMismatch
 from cwtx.client.address import PORT, find_master
 from cwtx.client.status import query_status
 from cwtx.launch import local
@@ -37,6 +38,9 @@ def _status(args: argparse.Namespace) -> int:
     host, port = find_master(args.host, args.port)
     try:
         status = query_status(host, port, timeout=args.timeout)
+    except (AuthenticationError, ProtocolMismatch) as e:
+        print(f"cw: the cwtx master at {host}:{port} would not let us in: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"cw: no cwtx master answers at {host}:{port}: {e}", file=sys.stderr)
         return 1
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (local.LaunchError, ValueError) as e:
+    except (CwtxError, ValueError) as e:  # what the user can fix: one line, no traceback
         print(f"cw: {e}", file=sys.stderr)
         return 1
 

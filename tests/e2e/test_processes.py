@@ -328,6 +328,17 @@ def test_cw_local_start_and_stop(tmp_path):
         assert client.stdout.strip() == "3", client.stderr
         refused = cw_status("--host", "http://127.0.0.1", "--port", str(port))
         assert refused.returncode == 1 and "looks like a URL" in refused.stderr
+        # Secrets: one line that says what is wrong, never a traceback.
+        env["CWTX_SECRET"] = "short"
+        weak = cw_status()
+        assert weak.returncode == 1 and "Traceback" not in weak.stderr
+        assert weak.stderr.startswith("cw: the cwtx secret from $CWTX_SECRET is 5 bytes")
+        env["CWTX_SECRET"] = "another secret, long enough: 0123456789abcdef"
+        other = cw_status()
+        assert other.returncode == 1 and "Traceback" not in other.stderr
+        assert other.stderr.startswith(f"cw: the cwtx master at 127.0.0.1:{port} would not let us")
+        assert "shared secret" in other.stderr
+        del env["CWTX_SECRET"]
     finally:
         stopped = subprocess.run(
             [*cw, "local", "stop"], capture_output=True, text=True, env=env, timeout=60
