@@ -11,6 +11,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
@@ -22,9 +23,9 @@ from cwtx.client.connect import connect_to
 from cwtx.client.serialize import pickle_arguments, pickle_function
 from cwtx.master.connection import MasterConnection
 from cwtx.testing import FakeProcessReactor, MemoryCluster
-from cwtx.wire.commands import JobResults, RunTasks
+from cwtx.wire.commands import Heartbeat, JobResults, RunTasks, Status
 from cwtx.wire.reconnect import DescribedEndpoint
-from cwtx.wire.session import Framer
+from cwtx.wire.session import HEADER, PLAIN, Framer
 from cwtx.worker.supervisor import Worker
 
 #: What the attacker's code would append to, were it ever run in this process.
@@ -56,24 +57,61 @@ class Half(Protocol):
         self.other.transport.write(data)
 
 
+class Appending(Half):
+    """Passes frames along whole, but adds ``extra`` AMP bytes inside the
+    ``nth`` frame in the clear: after the box that seals the session (the
+    second plain frame each way carries Authenticate or its answer)."""
+
+    def __init__(self, nth: int, extra: bytes) -> None:
+        super().__init__()
+        self.nth, self.extra = nth, extra
+        self.plain = 0
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.log.append(data)
+        self.buffer += data
+        while len(self.buffer) >= HEADER.size:
+            length, kind = HEADER.unpack_from(self.buffer)
+            end = HEADER.size + length
+            if len(self.buffer) < end:
+                return
+            frame, self.buffer = self.buffer[:end], self.buffer[end:]
+            if kind == PLAIN:
+                self.plain += 1
+                if self.plain == self.nth:
+                    payload = frame[HEADER.size :] + self.extra
+                    frame = HEADER.pack(len(payload), PLAIN) + payload
+            self.other.transport.write(frame)
+
+
 @implementer(IStreamClientEndpoint)
 class Relay:
     """The fake master: the victim connects here, and it connects on to the real one."""
 
-    def __init__(self, cluster: MemoryCluster) -> None:
+    def __init__(
+        self, cluster: MemoryCluster, to_victim: bytes = b"", to_master: bytes = b""
+    ) -> None:
+        """``to_victim``, ``to_master``: AMP bytes to add inside the frame
+        that seals the session on that side (none by default)."""
         self.cluster = cluster
         self.fronts: list[Half] = []
         self.backs: list[Half] = []
+        self.to_victim, self.to_master = to_victim, to_master
+        self.masters: list[MasterConnection] = []
 
     def connect(self, factory: Any) -> Any:
         victim = factory.buildProtocol(None)
-        front, back = Half(), Half()
+        # front receives from the victim (sends to the master); back the reverse.
+        front = Appending(2, self.to_master) if self.to_master else Half()
+        back = Appending(2, self.to_victim) if self.to_victim else Half()
         front.other, back.other = back, front
         c = self.cluster
         real = MasterConnection(c.master, c.monitor, c.clock, c.secret)
         _, _, to_victim = connectedServerAndClient(lambda: front, lambda: victim, clock=c.clock)
         _, _, to_master = connectedServerAndClient(lambda: real, lambda: back, clock=c.clock)
         c._pumps += [to_victim, to_master]
+        self.masters.append(real)
         self.fronts.append(front)
         self.backs.append(back)
         return succeed(victim)
@@ -84,10 +122,14 @@ class Relay:
         self.cluster.flush()
 
 
-def plain_frame(command: type, **arguments: Any) -> bytes:
+def amp_box(command: type, **arguments: Any) -> bytes:
     box = command.makeArguments(arguments, None)
     box[b"_command"], box[b"_ask"] = command.commandName, b"666"
-    return Framer().frame(AmpBox(box).serialize())
+    return AmpBox(box).serialize()
+
+
+def plain_frame(command: type, **arguments: Any) -> bytes:
+    return Framer().frame(amp_box(command, **arguments))
 
 
 def evil_task(task: int = 999) -> dict[str, Any]:
@@ -178,3 +220,71 @@ def test_a_relayed_client_never_unpickles_what_the_relay_sends():
     assert [c.name for c in cluster.master.clients] == ["victim"]
     cluster.finish()
     assert cluster.result(job) == 1 and RAN == []
+
+
+# -- bytes added inside the frame that seals the session --------------------------------
+
+
+def test_a_command_after_the_authenticate_answer_in_its_frame_is_refused():
+    """The frame that carries Authenticate's answer is in the clear; a relay
+    adds a RunTasks box after the answer, in that frame.  The worker seals
+    its session on reading the answer, then must not take the rest."""
+    RAN.clear()
+    cluster = MemoryCluster(workers=0)
+    relay = Relay(cluster, to_victim=amp_box(RunTasks, tasks=[evil_task()]))
+    worker = Worker(
+        DescribedEndpoint(relay, "the fake master"),
+        FakeProcessReactor(cluster.clock),
+        secret=cluster.secret,
+        name="victim",
+    )
+    worker.startService()
+    cluster.flush()
+    cluster.advance(1)
+    assert RAN == [] and cluster.ran(worker) == []
+    assert worker.connection is None and len(relay.fronts) >= 1
+    worker.stopService()
+
+
+def test_a_relayed_client_takes_no_result_after_the_authenticate_answer():
+    RAN.clear()
+    cluster = MemoryCluster(workers=1)
+    forged = {"job": 1, "status": "ok", "value": pickle.dumps(Exploit()), "value_blob": 0}
+    forged["error"] = ""
+    relay = Relay(cluster, to_victim=amp_box(JobResults, results=[forged]))
+    d = Deferred.fromCoroutine(
+        connect_to(
+            DescribedEndpoint(relay, "the fake master"),
+            reactor=cluster.clock,
+            secret=cluster.secret,
+            name="victim",
+            connect_timeout=5,
+        )
+    )
+    cluster.flush()
+    client = cluster.result(d)  # the handshake itself was genuine...
+    # ...but the connection is dropped at once, the forged result unread,
+    # and so is every one after it through this relay.
+    for _ in range(3):
+        assert RAN == [] and not client.connected
+        cluster.advance(10)
+
+
+@pytest.mark.parametrize("command", [Heartbeat, Status])
+def test_the_master_takes_nothing_after_authenticate_in_its_frame(command):
+    """The same on the master's side: a relay adds a command after the
+    victim's Authenticate, in its frame."""
+    cluster = MemoryCluster(workers=0)
+    extra = amp_box(command) if command is Heartbeat else amp_box(Status, page=0)
+    relay = Relay(cluster, to_master=extra)
+    worker = Worker(
+        DescribedEndpoint(relay, "the fake master"),
+        FakeProcessReactor(cluster.clock),
+        secret=cluster.secret,
+        name="victim",
+    )
+    worker.startService()
+    cluster.flush()
+    assert relay.masters and all(m.dead for m in relay.masters)
+    assert cluster.master.workers == {} or not cluster.master.workers
+    worker.stopService()

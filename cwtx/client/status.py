@@ -12,6 +12,7 @@ from cwtx.wire import handshake as auth
 from cwtx.wire.blocking_amp import BlockingAMP
 from cwtx.wire.commands import Authenticate, Hello, Status
 from cwtx.wire.names import Role
+from cwtx.wire.session import AFTER_SEALING
 from cwtx.wire.status import merge, read
 from cwtx.wire.versions import hello_arguments
 
@@ -42,5 +43,7 @@ def authenticated(
             f"the master at {where} could not prove it knows our shared secret"
         )
     amp.call(Authenticate, proof=auth.proof(secret, role, hello["nonce"], mine))
+    if amp.unparsed:  # after the answer, in its frame, in the clear: not the master's
+        raise ConnectionError(f"the master at {where} {AFTER_SEALING}")
     auth.seal_connecting_side(amp.framer, secret, mine, hello["nonce"], role)
     return amp

@@ -126,6 +126,8 @@ class MasterConnection(Peer):
         super().dataReceived(data)
 
     def ampBoxReceived(self, box: Any) -> None:
+        if self.dead or self.clear_after_sealing():
+            return
         if self.authenticated:
             self._received = 0
         elif box.get(b"_command") not in HANDSHAKE:

@@ -47,6 +47,11 @@ class BlockingAMP:
             elif reply.get(b"_error") == tag:
                 raise _error(command, reply)
 
+    @property
+    def unparsed(self) -> int:
+        """AMP bytes read from frames but not yet parsed."""
+        return len(self._buffer)
+
     def send_raw(self, amp_bytes: bytes) -> None:
         """Send these bytes as one frame (sealed once the session is)."""
         self.sock.sendall(self.framer.frame(amp_bytes))

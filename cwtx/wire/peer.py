@@ -18,7 +18,7 @@ from zope.interface import implementer
 from cwtx._logs import printable
 from cwtx.wire.blobs import BlobReceiver, BlobSender
 from cwtx.wire.commands import BlobChunk, Heartbeat
-from cwtx.wire.session import Framer, SessionError
+from cwtx.wire.session import AFTER_SEALING, Framer, SessionError
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -70,7 +70,10 @@ class Peer(Guarded, AMP):
     tracks when it last heard from the other side.
 
     Before its session is sealed, the connecting side accepts nothing but
-    answers: commands arrive only sealed, from a holder of the secret.
+    answers: commands arrive only sealed, from a holder of the secret.  The
+    box that seals a session (Authenticate, or its answer) must end its
+    frame: whatever followed it in the clear could come from anyone on the
+    path, and is refused.
     """
 
     def __init__(self, clock: IReactorTime) -> None:
@@ -79,6 +82,7 @@ class Peer(Guarded, AMP):
         self.last_seen = clock.seconds()
         self.dead = False
         self.framer = Framer()
+        self._in_the_clear = False  # parsing a frame that was not sealed
         self._backed_up: bool | None = None  # None: no flow control yet
         self.blobs_in = BlobReceiver()
         self.blobs_out = BlobSender(self)
@@ -97,11 +101,29 @@ class Peer(Guarded, AMP):
             return
         try:
             for payload in self.framer.feed(data):
-                super().dataReceived(payload)
+                self._in_the_clear = in_the_clear = not self.framer.sealed
+                try:
+                    super().dataReceived(payload)
+                finally:
+                    self._in_the_clear = False
                 if self.dead:
                     return
+                if in_the_clear and self.framer.sealed and self._holds_part_of_a_box():
+                    return self.drop(AFTER_SEALING)
         except SessionError as e:
             self.drop(str(e))
+
+    def _holds_part_of_a_box(self) -> bool:
+        """AMP has parsed part of a box that it has not delivered yet."""
+        return bool(self._unprocessed) or self._currentBox is not None
+
+    def clear_after_sealing(self) -> bool:
+        """The box just parsed came in the clear, after the session was sealed
+        by an earlier box of the same frame: drop the connection."""
+        if self._in_the_clear and self.framer.sealed:
+            self.drop(AFTER_SEALING)
+            return True
+        return False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -166,6 +188,8 @@ class Peer(Guarded, AMP):
     def ampBoxReceived(self, box: Any) -> None:
         if self.dead:
             return  # late words from a peer already given up on
+        if self.clear_after_sealing():
+            return
         if not self.framer.sealed and b"_command" in box:
             what = box[b"_command"][:40]
             return self.drop(f"sent {what!r} before the session was sealed")

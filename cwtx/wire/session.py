@@ -41,6 +41,11 @@ MAX_FRAME = 8 * 1024 * 1024 + 64 * 1024
 _NONCE = struct.Struct("!4xQ")
 
 
+#: Why a peer is refused that put more after the box that sealed its
+#: session, in the same frame, in the clear: anyone on the path could have.
+AFTER_SEALING = "sent more in the clear after the box that sealed the session"
+
+
 class SessionError(ProtocolError):
     """A frame that is malformed, too long, of the wrong kind, or fails to open."""
 

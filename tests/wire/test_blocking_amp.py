@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.amp import AmpBox
 
 import cwtx
 from cwtx.client.status import authenticated
@@ -19,6 +20,7 @@ from cwtx.wire.blocking_amp import BlockingAMP
 from cwtx.wire.commands import Heartbeat, Hello, Status
 from cwtx.wire.names import Role
 from cwtx.wire.peer import HeartbeatMonitor
+from cwtx.wire.session import AFTER_SEALING, HEADER, PLAIN
 from cwtx.wire.status import read
 from cwtx.wire.versions import hello_arguments
 
@@ -112,3 +114,29 @@ def test_a_closed_connection_is_a_connection_error(master):
     sock.transport.loseConnection()
     with pytest.raises(ConnectionError, match="closed the connection"):
         BlockingAMP(sock).call(Status, page=0)
+
+
+def test_bytes_after_the_authenticate_answer_in_its_frame_are_refused(master):
+    """A relay adds a forged Status answer after Authenticate's answer, in
+    its frame, in the clear: it must not be read as the master's."""
+    sock = connect(master)
+    sent = sock.sendall
+    forged = AmpBox({b"_answer": b"3", b"status": b"forged"}).serialize()
+
+    def sendall(data: bytes) -> None:
+        sent(data)
+        if sock.server.authenticated and not done:
+            done.append(True)
+            out = sock.transport.value()
+            sock.transport.clear()
+            length, kind = HEADER.unpack_from(out)
+            assert kind == PLAIN
+            payload = out[HEADER.size : HEADER.size + length] + forged
+            rest = out[HEADER.size + length :]
+            sock.transport.write(HEADER.pack(len(payload), PLAIN) + payload + rest)
+
+    done: list = []
+    sock.sendall = sendall
+    with pytest.raises(ConnectionError, match=AFTER_SEALING):
+        authenticated(sock, SECRET, Role.STATUS, "status", "memory")
+    assert done

@@ -11,7 +11,7 @@ from twisted.python.failure import Failure
 
 from cwtx.wire.commands import Heartbeat
 from cwtx.wire.peer import HeartbeatMonitor, Peer
-from cwtx.wire.session import Framer
+from cwtx.wire.session import AFTER_SEALING, Framer
 
 
 def connected(clock: Clock) -> Peer:
@@ -144,3 +144,29 @@ def test_a_transport_that_refuses_no_delay_is_still_used():
     peer.makeConnection(NoDelayRefused())
     peer.sendBox(AmpBox({b"_command": b"Heartbeat", b"_ask": b"1"}))
     assert peer.transport.value()
+
+
+def sealing_on_answer() -> tuple[Recording, bytes]:
+    """A peer that seals its session when its call is answered (as the
+    connecting side does on Authenticate's answer), and that answer."""
+    peer = Recording(Clock())
+    peer.makeConnection(StringTransport())
+    peer.callRemote(Heartbeat).addCallback(lambda _: peer.framer.seal_receiving(b"k" * 32))
+    return peer, AmpBox({b"_answer": b"1"}).serialize()
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_nothing_may_follow_the_sealing_box_in_its_frame(whole):
+    peer, answer = sealing_on_answer()
+    command = AmpBox({b"_command": b"RunTasks", b"_ask": b"2"}).serialize()
+    extra = command if whole else command[:12]  # finished later, it would pass as sealed
+    peer.dataReceived(Framer().frame(answer + extra))
+    assert peer.framer.sealed
+    assert peer.whys == [AFTER_SEALING]
+    assert peer.dead and peer.transport.disconnecting
+
+
+def test_the_sealing_box_may_end_its_frame():
+    peer, answer = sealing_on_answer()
+    peer.dataReceived(Framer().frame(answer))
+    assert peer.framer.sealed and not peer.dead
