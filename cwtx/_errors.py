@@ -99,11 +99,14 @@ def parse_error(text: str) -> dict[str, Any]:
     """Read an ``error`` field; never raise on a malformed one."""
     try:
         info = json.loads(text) if text else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to read
         info = {"type": "RemoteError", "message": text}
     if not isinstance(info, dict):
-        info = {"type": "RemoteError", "message": str(info)}
-    info.setdefault("type", "RemoteError")
-    info.setdefault("message", "")
-    info.setdefault("traceback", "")
+        info = {"type": "RemoteError", "message": text}
+    for field, default in (("type", "RemoteError"), ("message", ""), ("traceback", "")):
+        if not isinstance(info.get(field, default), str):
+            info[field] = json.dumps(info[field])[:10_000]  # a peer's odd value, shown
+        info.setdefault(field, default)
+    if not isinstance(info.get("attempts", []), list):
+        del info["attempts"]
     return info

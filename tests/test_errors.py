@@ -35,10 +35,16 @@ def test_error_json_round_trips_with_extras():
         ("not json", {"type": "RemoteError", "message": "not json", "traceback": ""}),
         ("[1, 2]", {"type": "RemoteError", "message": "[1, 2]", "traceback": ""}),
         ('{"message": "m"}', {"type": "RemoteError", "message": "m", "traceback": ""}),
+        ("[" * 5000 + "]" * 5000, {"type": "RemoteError", "message": "[" * 5000 + "]" * 5000}),
+        (
+            '{"type": 3, "message": {"a": [1]}, "traceback": null, "attempts": "x"}',
+            {"type": "3", "message": '{"a": [1]}', "traceback": "null"},
+        ),
     ],
+    ids=["empty", "not json", "a list", "fields missing", "nested too deep", "not strings"],
 )
 def test_a_malformed_error_field_never_raises(text, expected):
-    assert parse_error(text) == expected
+    assert parse_error(text) == {"traceback": "", **expected}
 
 
 def test_job_lost_keeps_its_attempts():

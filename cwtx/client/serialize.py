@@ -65,7 +65,17 @@ def decode_result(status: str, value: bytes, error: str) -> tuple[bool, Any]:
     A job's exception comes back as its original type when it unpickles
     here, with the worker's traceback as ``__cause__`` (a RemoteTraceback)
     and as the attribute ``remote_traceback``; otherwise as RemoteError.
+    It never raises: a result that cannot be read still ends its job.
     """
+    try:
+        return _decode_result(status, value, error)
+    except Exception as e:
+        return False, RemoteError(
+            "ProtocolError", f"the job's result could not be read: {type(e).__name__}: {e}"
+        )
+
+
+def _decode_result(status: str, value: bytes, error: str) -> tuple[bool, Any]:
     if status == "ok":
         try:
             return True, pickle.loads(value)

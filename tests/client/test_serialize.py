@@ -64,3 +64,28 @@ def test_the_function_key_is_its_content_and_environment():
     a, b = pickle_function(abs, env="{}"), pickle_function(abs, env=json.dumps({"cwd": "/x"}))
     assert a.hash != b.hash and a.code == b.code
     assert pickle_function(abs, env="{}").hash == a.hash
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        ("error", "[" * 5000 + "]" * 5000),
+        ("lost", '{"message": "m", "attempts": 7}'),
+        ("timeout", '{"message": ["not", "text"]}'),
+    ],
+)
+def test_a_result_that_cannot_be_read_still_ends_its_job(status, error):
+    ok, exc = decode_result(status, b"", error)
+    assert not ok and isinstance(exc, cwtx.CwtxError)
+
+
+def test_decoding_never_raises(monkeypatch):
+    from cwtx.client import serialize
+
+    def broken(*args):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(serialize, "_decode_result", broken)
+    ok, exc = decode_result("error", b"", "")
+    assert not ok and isinstance(exc, cwtx.RemoteError)
+    assert "could not be read: RecursionError" in exc.message

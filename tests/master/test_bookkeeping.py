@@ -604,6 +604,18 @@ def test_a_malformed_lost_result_still_retries_the_job():
     assert c.jobs[1].attempts == [{"worker": "w1", "cause": "not json {"}]
 
 
+def test_a_lost_result_nested_too_deep_to_read_still_retries_the_job():
+    m = Master(max_retries=1)
+    c, results = make_client(m)
+    submit(m, c, 1)
+    w1, w2 = FakeWorker("w1"), FakeWorker("w2")
+    m.add_worker(w1)
+    m.task_result(w1, w1.runs[0].task, "lost", Payload.of(b""), "[" * 5000 + "]" * 5000)
+    m.add_worker(w2)
+    assert [j.job_id for j in w2.runs] == [1]  # retried, not orphaned
+    assert c.jobs[1].attempts[0]["cause"].startswith("[[[")
+
+
 def test_a_result_with_an_unknown_status_ends_the_job_clearly():
     m = Master()
     c, results = make_client(m)
