@@ -80,7 +80,7 @@ class MasterConnection(Peer):
         return self.responders is not None
 
     def describe(self) -> str:
-        return f"{self.role or 'peer'} {printable(self.name, 60)} ({self.peer_address})"
+        return f"{self.role or 'peer'} {self.name[:60]} ({self.peer_address})"  # escaped in hello
 
     def note(self, what: str) -> None:
         """Log ``what`` about this peer, at most a few lines a minute per
@@ -126,7 +126,7 @@ class MasterConnection(Peer):
         super().dataReceived(data)
 
     def ampBoxReceived(self, box: Any) -> None:
-        if self.dead or self.clear_after_sealing():
+        if self.dead or self.refused_box(box):
             return
         if self.authenticated:
             self._received = 0
@@ -221,8 +221,9 @@ class Handshake(Guarded):
             )
         if role not in Role.__members__.values() or len(nonce) != auth.NONCE_BYTES:
             raise ProtocolMismatch(f"bad hello (role {role[:20]!r}, nonce of {len(nonce)} bytes)")
-        conn.role, conn.name = Role(role), name[:200]
-        conn.versions = (python[:40], cloudpickle[:40])
+        # Escaped once, here: names and versions reach logs and `cw status`.
+        conn.role, conn.name = Role(role), printable(name, 200)
+        conn.versions = (printable(python, 40), printable(cloudpickle, 40))
         mine = auth.nonce()
         self._nonces = (nonce, mine)
         return {

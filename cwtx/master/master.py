@@ -185,7 +185,7 @@ class Master:
                 log.warn(
                     "ignoring a result for task {t}, which worker {w} was not given{also}",
                     t=task,
-                    w=printable(worker.name, 60),
+                    w=worker.name[:60],  # escaped as it arrived
                     also=f" ({held} more held back)" if held else "",
                 )
             return

@@ -117,11 +117,16 @@ class Peer(Guarded, AMP):
         """AMP has parsed part of a box that it has not delivered yet."""
         return bool(self._unprocessed) or self._currentBox is not None
 
-    def clear_after_sealing(self) -> bool:
-        """The box just parsed came in the clear, after the session was sealed
-        by an earlier box of the same frame: drop the connection."""
+    def refused_box(self, box: Any) -> bool:
+        """Drop the connection, and say so, for a box that came in the clear
+        after the session was sealed by an earlier box of the same frame, or
+        that answers a question we never asked (AMP would raise KeyError)."""
         if self._in_the_clear and self.framer.sealed:
             self.drop(AFTER_SEALING)
+            return True
+        tag = box.get(b"_answer", box.get(b"_error"))
+        if tag is not None and tag not in self._outstandingRequests:
+            self.drop(f"answered a question we did not ask (tag {printable(tag, 20)})")
             return True
         return False
 
@@ -188,7 +193,7 @@ class Peer(Guarded, AMP):
     def ampBoxReceived(self, box: Any) -> None:
         if self.dead:
             return  # late words from a peer already given up on
-        if self.clear_after_sealing():
+        if self.refused_box(box):
             return
         if not self.framer.sealed and b"_command" in box:
             what = box[b"_command"][:40]

@@ -213,6 +213,19 @@ def test_authenticate_before_hello_and_a_second_hello_are_refused():
     assert link.dropped
 
 
+def test_names_and_versions_are_escaped_once_they_arrive():
+    """They reach the log and `cw status`: a CR or an ANSI escape in a name
+    must not forge a line or repaint a terminal."""
+    link = Link()
+    arguments = hello_arguments("client", "evil\r\x1b[2Jworker FORGED joined")
+    arguments["python"] = "3.11\n\x1b[31m"
+    link.call(Hello, nonce=_auth.nonce(), **arguments)
+    conn = link.server
+    assert conn.name == "evil\\r\\x1b[2Jworker FORGED joined"
+    assert conn.versions[0] == "3.11\\n\\x1b[31m"
+    assert all(c.isprintable() for c in conn.name + "".join(conn.versions))
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -432,3 +445,9 @@ def test_peer_names_reach_the_log_escaped(log_lines):
         link.call(Authenticate, proof=b"p" * 32)
     (line,) = [line for line in log_lines if "authentication failed" in line]
     assert "evil\\r\\nFAKE LINE\\x1b[31m" in line and "\r" not in line and "\x1b" not in line
+
+
+def test_an_answer_to_a_question_the_master_never_asked_is_refused():
+    link = authenticated()
+    link.send_raw(AmpBox({b"_answer": b"424242"}).serialize())
+    assert link.dropped

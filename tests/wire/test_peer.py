@@ -170,3 +170,11 @@ def test_the_sealing_box_may_end_its_frame():
     peer, answer = sealing_on_answer()
     peer.dataReceived(Framer().frame(answer))
     assert peer.framer.sealed and not peer.dead
+
+
+@pytest.mark.parametrize("key", [b"_answer", b"_error"])
+def test_an_answer_to_a_question_never_asked_is_refused(key):
+    peer, theirs = sealed_peer()
+    peer.dataReceived(theirs.frame(AmpBox({key: b"77", b"_error_code": b"X"}).serialize()))
+    assert peer.whys == ["answered a question we did not ask (tag b'77')"]
+    assert peer.dead and peer.transport.disconnecting
