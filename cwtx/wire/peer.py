@@ -12,7 +12,13 @@ import txaio
 from twisted.internet.defer import fail
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.protocols.amp import AMP, CommandLocator, ConnectionLost, RemoteAmpError
+from twisted.protocols.amp import (
+    AMP,
+    BinaryBoxProtocol,
+    CommandLocator,
+    ConnectionLost,
+    RemoteAmpError,
+)
 from zope.interface import implementer
 
 from cwtx._logs import printable
@@ -217,10 +223,18 @@ class Peer(Guarded, AMP):
         peer = self.transport.getPeer() if self.transport is not None else None
         return f"connection from {peer}"
 
+    def makeConnection(self, transport: Any) -> None:
+        # Not AMP.makeConnection: it logs every connection made, and lost, at
+        # info level, so anyone who can connect could fill the log with
+        # them.  What matters about a peer is logged by us, rate-limited.
+        self._transportPeer, self._transportHost = transport.getPeer(), transport.getHost()
+        BinaryBoxProtocol.makeConnection(self, transport)
+
     def connectionLost(self, reason: Any) -> None:
         self.dead = True
         self.blobs_in.clear()
-        super().connectionLost(reason)
+        BinaryBoxProtocol.connectionLost(self, reason)  # not AMP's: see makeConnection
+        self.transport = None
 
     @Heartbeat.responder
     def _heartbeat(self) -> dict[str, Any]:

@@ -178,3 +178,20 @@ def test_an_answer_to_a_question_never_asked_is_refused(key):
     peer.dataReceived(theirs.frame(AmpBox({key: b"77", b"_error_code": b"X"}).serialize()))
     assert peer.whys == ["answered a question we did not ask (tag b'77')"]
     assert peer.dead and peer.transport.disconnecting
+
+
+def test_connections_made_and_lost_are_not_logged_one_line_each():
+    """AMP logs both at info level: anyone who can connect could fill the
+    log.  What matters about a peer is logged by cwtx, rate-limited."""
+    from twisted.logger import globalLogPublisher
+
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for _ in range(3):
+            peer = connected(Clock())
+            peer.connectionLost(Failure(ConnectionDone()))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [e for e in events if "connection" in str(e.get("log_format", ""))] == []
+    assert peer.transport is None and peer.dead
