@@ -37,8 +37,8 @@ MUTANTS = [
     (
         "per-client byte limit removed",
         "cwtx/master/sessions.py",
-        "return held > self.max_bytes or len(self.jobs) > self.max_jobs",
-        "return len(self.jobs) > self.max_jobs",
+        "return held > self.max_bytes or len(self.jobs) + self.unsent > self.max_jobs",
+        "return len(self.jobs) + self.unsent > self.max_jobs",
         ["tests/master/test_bookkeeping.py", "tests/test_memory_cluster.py"],
     ),
     (

@@ -132,8 +132,9 @@ class ClientResponders(StatusResponders, BlobResponders):
         self.master.cancel(self.session, jobs)
         return {}
 
-    @staticmethod
-    def _encode_result(item: ResultItem) -> Encoded:
+    def _encode_result(self, item: ResultItem) -> Encoded:
+        # Its turn to go out: in flight from here (BATCH_WINDOW bounds that).
+        self.session.sent(item)
         job_id, status, value, error = item
         return {"job": job_id, "status": status, "error": error}, {"value": value}
 

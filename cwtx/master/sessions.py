@@ -33,6 +33,8 @@ MAX_CLIENT_JOBS = 1_000_000
 MAX_UNANSWERED_SUBMITS = 16
 #: What a function costs besides its code and environment, as counted.
 FUNCTION_OVERHEAD = 256
+#: What a result waiting to be sent costs besides its value and error text.
+RESULT_OVERHEAD = 128
 
 #: (Python, cloudpickle) of a peer that did not say (tests): matches anything.
 UNKNOWN_VERSIONS = ("?", "?")
@@ -72,6 +74,10 @@ class Job:
 ResultItem = tuple[int, JobStatus, Payload, str]
 
 
+def _result_size(item: ResultItem) -> int:
+    return item[2].size + len(item[3]) + RESULT_OVERHEAD
+
+
 class ClientSession:
     """One connected client: its functions, its queue and its live jobs."""
 
@@ -82,13 +88,17 @@ class ClientSession:
         versions: tuple[str, str] = UNKNOWN_VERSIONS,
     ) -> None:
         self.name = name
-        self.deliver = deliver
+        self._deliver = deliver
         self.versions = versions  # (python, cloudpickle)
         self.number = 0  # the master's number for this session (set when added)
         self.functions: dict[bytes, Function] = {}
         self.jobs: dict[int, Job] = {}
         self.held_bytes = 0  # argument bytes of the jobs it has not seen end
         self.function_bytes = 0  # bytes of the functions it has sent
+        # Results handed to its connection and not yet sent: a client that
+        # does not take its results must not make the master hold them all.
+        self.unsent = 0
+        self.unsent_bytes = 0
         self.max_bytes = MAX_CLIENT_BYTES
         self.max_jobs = MAX_CLIENT_JOBS
         self._below: list[Deferred[None]] = []
@@ -103,11 +113,28 @@ class ClientSession:
         job = self.jobs.pop(job_id, None)
         if job is not None:
             self.held_bytes -= job.args.size
-            if self._below and not self.over_limit():
-                waiting, self._below = self._below, []
-                for d in waiting:
-                    d.callback(None)
+            self._release()
         return job
+
+    def deliver(self, item: ResultItem) -> None:
+        """Hand a result to the connection; it counts against this client's
+        limits until :meth:`sent` says it has gone."""
+        self.unsent += 1
+        self.unsent_bytes += _result_size(item)
+        self._deliver(item)
+
+    def sent(self, item: ResultItem) -> None:
+        """A result handed over by :meth:`deliver` has been sent."""
+        self.unsent -= 1
+        self.unsent_bytes -= _result_size(item)
+        self._release()
+
+    def _release(self) -> None:
+        """Answer the SubmitJobs held back, if the client is below its limits now."""
+        if self._below and not self.over_limit():
+            waiting, self._below = self._below, []
+            for d in waiting:
+                d.callback(None)
 
     def add_function(self, function: Function) -> None:
         """Keep a client's function; its bytes count against the client's
@@ -121,8 +148,8 @@ class ClientSession:
         self.function_bytes += size
 
     def over_limit(self) -> bool:
-        held = self.held_bytes + self.function_bytes
-        return held > self.max_bytes or len(self.jobs) > self.max_jobs
+        held = self.held_bytes + self.function_bytes + self.unsent_bytes
+        return held > self.max_bytes or len(self.jobs) + self.unsent > self.max_jobs
 
     def when_below_limit(self) -> Deferred[None]:
         """Fires once the client holds less than its limits (flow control:

@@ -34,6 +34,10 @@ BLOB_OVERHEAD = 1024
 #: Blobs a sender may have open (streamed, not yet claimed) at once; an
 #: honest sender has a few.
 MAX_OPEN_BLOBS = 1024
+#: What each piece costs besides its bytes (a bytes object and a list slot,
+#: rounded up): so that a million empty or one-byte pieces count for
+#: something.  Honest pieces are CHUNK_SIZE bytes: 0.1% more.
+PIECE_OVERHEAD = 64
 
 
 class BlobReceiver:
@@ -41,7 +45,9 @@ class BlobReceiver:
 
     def __init__(self, max_bytes: int | None = None) -> None:
         self._blobs: dict[int, Payload] = {}
-        #: Bytes held for open blobs, with BLOB_OVERHEAD for each.
+        self._counted: dict[int, int] = {}  # what each open blob counts for
+        #: Bytes held for open blobs, with BLOB_OVERHEAD for each and
+        #: PIECE_OVERHEAD for each piece.
         self.held_bytes = 0
         #: Refuse to hold more than this many unclaimed bytes (None: no limit).
         self.max_bytes = max_bytes
@@ -49,7 +55,7 @@ class BlobReceiver:
     def chunk(self, blob: int, pieces: list[bytes]) -> None:
         if blob <= 0:
             raise ProtocolError(f"blob id must be positive, got {blob}")
-        size = sum(len(p) for p in pieces)
+        size = sum(len(p) for p in pieces) + PIECE_OVERHEAD * len(pieces)
         payload = self._blobs.get(blob)
         if payload is None:
             if len(self._blobs) >= MAX_OPEN_BLOBS:
@@ -62,7 +68,9 @@ class BlobReceiver:
         if payload is None:
             payload = self._blobs[blob] = Payload()
         for piece in pieces:
-            payload.append(piece)
+            if piece:
+                payload.append(piece)
+        self._counted[blob] = self._counted.get(blob, 0) + size
         self.held_bytes += size
 
     def take(self, inline: bytes, blob: int) -> Payload:
@@ -73,11 +81,12 @@ class BlobReceiver:
             payload = self._blobs.pop(blob)
         except KeyError:
             raise ProtocolError(f"record names blob {blob}, which was never streamed")
-        self.held_bytes -= payload.size + BLOB_OVERHEAD
+        self.held_bytes -= self._counted.pop(blob)
         return payload
 
     def clear(self) -> None:
         self._blobs.clear()
+        self._counted.clear()
         self.held_bytes = 0
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from itertools import count
 
 import pytest
+from twisted.protocols.amp import AmpBox
 
 import cwtx
 from cwtx._secret import load_secret
@@ -172,6 +174,54 @@ def test_a_peer_that_never_reads_its_replies_is_throttled_then_dropped(master):
     assert rss_mib(master) - before < 30
     honest_client_works(master)  # while the hostile peer is stuck
     assert closed(amp), "a peer that reads nothing is dropped (it answers no heartbeat)"
+
+
+class Deaf:
+    """A hostile client that reads everything the master sends and answers
+    its heartbeats (so it stays connected), but never answers JobResults."""
+
+    def __init__(self, amp: BlockingAMP) -> None:
+        self.amp = amp
+        self.lock = threading.Lock()  # one sender at a time: frames are counted
+        self.gone = threading.Event()
+        amp.sock.settimeout(None)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                box = self.amp._read_box()
+                if box.get(b"_command") == b"Heartbeat":
+                    with self.lock:
+                        self.amp.send_raw(AmpBox({b"_answer": box[b"_ask"]}).serialize())
+        except Exception:
+            self.gone.set()
+
+    def ask(self, command, **arguments) -> None:
+        with self.lock:
+            ask(self.amp, command, **arguments)
+
+
+def test_a_client_that_never_takes_its_results_is_held_back_then_closed(master):
+    """Jobs naming a function never sent are refused at once, each with an
+    error result; results the client does not take count against its
+    limits like the jobs it has in flight, so the master does not hold
+    them without end."""
+    before = rss_mib(master)
+    deaf = Deaf(hostile(master))
+    fn = function_hash("{}", [b"never sent"])
+    ids = count(1)
+    try:
+        for _ in range(400):  # up to 200,000 jobs, never waiting for an answer
+            deaf.ask(SubmitJobs, jobs=[job(next(ids), fn) for _ in range(500)])
+            if deaf.gone.is_set():
+                break
+    except OSError:
+        pass
+    assert deaf.gone.wait(60), "the master kept taking jobs from a client that takes no results"
+    assert rss_mib(master) - before < 30
+    wait_until(lambda: "ignores flow control" in master_log(master))
+    honest_client_works(master)
 
 
 def master_log(cluster) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from cwtx._errors import ProtocolError
 from cwtx.master.master import Master
-from cwtx.master.sessions import ClientSession, WorkerSession
+from cwtx.master.sessions import RESULT_OVERHEAD, ClientSession, WorkerSession
 from cwtx.wire.names import function_hash
 from cwtx.wire.payload import Payload
 
@@ -761,3 +761,23 @@ def test_a_function_sent_twice_is_kept_and_counted_once():
     # Even with other code under its name: the first, checked one stays.
     m.define(c, FN, "{}", Payload.of(b"other code"))
     assert c.functions[FN] is kept and c.function_bytes == counted
+
+
+def test_results_not_yet_sent_count_against_the_clients_limits():
+    m = Master()
+    c, results = make_client(m)
+    c.max_jobs = 2
+    for job_id in (1, 2, 3):  # naming a function it never sent: refused, an error result each
+        m.submit(c, job_id, b"?" * 32, Payload.of(b"x"))
+    assert len(results) == 3 and c.jobs == {}
+    assert c.unsent == 3 and c.over_limit()
+    size = results[0][2].size + len(results[0][3]) + RESULT_OVERHEAD
+    assert c.unsent_bytes == 3 * size
+    held = c.when_below_limit()
+    assert not held.called  # SubmitJobs answered only once results have gone
+    c.sent(results[0])
+    assert held.called and c.unsent == 2 and c.unsent_bytes == 2 * size
+    c.max_jobs, c.max_bytes = 100, c.function_bytes + 2 * size
+    assert not c.over_limit()
+    c.max_bytes -= 1
+    assert c.over_limit()

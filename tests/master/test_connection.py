@@ -21,7 +21,7 @@ from cwtx.master.connection import MasterConnection
 from cwtx.master.master import Master
 from cwtx.master.roles import ClientResponders
 from cwtx.wire import handshake as _auth
-from cwtx.wire.blobs import BLOB_OVERHEAD
+from cwtx.wire.blobs import BLOB_OVERHEAD, PIECE_OVERHEAD
 from cwtx.wire.commands import (
     Authenticate,
     BlobChunk,
@@ -327,7 +327,22 @@ def test_the_real_box_limit_admits_a_full_blob_chunk_box():
     link = authenticated()
     link.call(BlobChunk, blob=1, data=[b"z" * 65_000] * 16)
     assert not link.dropped
-    assert link.server.blobs_in.held_bytes == 16 * 65_000 + BLOB_OVERHEAD
+    assert link.server.blobs_in.held_bytes == 16 * (65_000 + PIECE_OVERHEAD) + BLOB_OVERHEAD
+
+
+def test_empty_pieces_count_and_are_not_kept(monkeypatch):
+    """64 empty pieces a box, in one blob, box after box: each piece counts,
+    none is kept, and the cap on unclaimed bytes is reached."""
+    monkeypatch.setattr(_master_protocol, "MAX_UNCLAIMED_BYTES", 100_000)
+    link = authenticated()
+    link.call(BlobChunk, blob=1, data=[b""] * 64)
+    blobs = link.server.blobs_in
+    assert blobs.held_bytes == 64 * PIECE_OVERHEAD + BLOB_OVERHEAD
+    assert blobs._blobs[1].pieces == []
+    with pytest.raises(Exception, match="not yet claimed"):
+        for _ in range(100_000 // (64 * PIECE_OVERHEAD) + 1):
+            link.call(BlobChunk, blob=1, data=[b""] * 64)
+    assert link.dropped
 
 
 def test_unclaimed_blob_bytes_are_capped(monkeypatch):
