@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # name, file, the code, the planted bug, the tests that must catch it
+# (the bugs of issue 14, then those an adversarial review of issue 9 found)
 MUTANTS = [
     (
         "master nonce made constant",
@@ -130,6 +131,27 @@ MUTANTS = [
         "        self.connection = None\n",
         "        return\n",
         ["tests/test_memory_cluster.py"],
+    ),
+    (
+        "bytes after the box that seals a session taken as sealed",
+        "cwtx/wire/peer.py",
+        "if self._in_the_clear and self.framer.sealed:",
+        "if False:",
+        ["tests/test_relay.py", "tests/wire/test_peer.py"],
+    ),
+    (
+        "results a client has not taken are not counted",
+        "cwtx/master/sessions.py",
+        "        self.unsent += 1\n        self.unsent_bytes += _result_size(item)\n",
+        "",
+        ["tests/master/test_bookkeeping.py"],
+    ),
+    (
+        "a worker's error text nested too deep orphans its job",
+        "cwtx/_errors.py",
+        "except (ValueError, RecursionError):",
+        "except ValueError:",
+        ["tests/master/test_bookkeeping.py", "tests/test_errors.py"],
     ),
 ]
 
