@@ -13,7 +13,6 @@ setup(
     # twisted.plugins is listed explicitly: it has no __init__.py, on purpose.
     packages=[*find_packages(include=["cwtx", "cwtx.*"]), "twisted.plugins"],
     package_data={"twisted": ["plugins/cwtx_plugins.py", "plugins/cwtx_endpoints.py"]},
-
     # cryptography: every connection is sealed with AES-GCM (cwtx/wire/session.py).
     install_requires=["twisted>=23.10", "cloudpickle>=2.0", "txaio>=23.1", "cryptography>=42"],
     extras_require={
@@ -24,11 +23,8 @@ setup(
         # Mutation testing of the pure modules (docs/testing.md).
         "mutation": ["mutmut>=3.3"],
         "tls": ["twisted[tls]"],
-
-
         "progress": ["tqdm"],
         "bench": ["dask[distributed]"],
-
     },
     entry_points={"console_scripts": ["cw = cwtx._cli:main"]},
     classifiers=[

@@ -133,8 +133,6 @@ class MasterConnection(Peer):
         elif box.get(b"_command") not in HANDSHAKE:
             what = box.get(b"_command", b"an answer")[:40]
             return self.drop(f"sent {what!r} before authenticating")
-        if self.dead:
-            return
         self.last_seen = self.clock.seconds()
         AMP.ampBoxReceived(self, box)
 

@@ -466,3 +466,11 @@ def test_an_answer_to_a_question_the_master_never_asked_is_refused():
     link = authenticated()
     link.send_raw(AmpBox({b"_answer": b"424242"}).serialize())
     assert link.dropped
+
+
+def test_a_connection_is_dropped_once():
+    link = authenticated()
+    link.server.drop("first")
+    transport = link.server.transport
+    link.server.drop("again")  # nothing more: no second abort, no second log line
+    assert link.server.dead and transport.disconnecting
