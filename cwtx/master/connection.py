@@ -69,7 +69,7 @@ class MasterConnection(Peer):
         self.responders: Responders | None = None
         self.locator = Handshake(self, secret)
         self.peer_address: Any = "?"
-        self._received = 0  # bytes before authentication, then since the last whole box
+        self._received = 0  # bytes before authentication
         self._auth_timer: Any = None
         self._seal_sending_with: bytes | None = None
         self.framer.max_frame = PREAUTH_BYTES
@@ -115,22 +115,19 @@ class MasterConnection(Peer):
     def dataReceived(self, data: bytes) -> None:
         if self.dead:
             return
-        if self._received == 0 and data.startswith(OLD_AMP_HELLO):
-            return self._refuse_old_protocol(data)
-        self._received += len(data)
-        if not self.authenticated and self._received > PREAUTH_BYTES:
-            return self.drop(f"sent over {PREAUTH_BYTES} bytes before authenticating")
-        if self.authenticated and self._received > MAX_BOX_BYTES + SEAL_OVERHEAD + 64:
-            # Frames are bounded, but a box may span frames: bound it too.
-            return self.drop(f"sent a message of over {MAX_BOX_BYTES} bytes")
+        if not self.authenticated:
+            if self._received == 0 and data.startswith(OLD_AMP_HELLO):
+                return self._refuse_old_protocol(data)
+            self._received += len(data)
+            if self._received > PREAUTH_BYTES:
+                return self.drop(f"sent over {PREAUTH_BYTES} bytes before authenticating")
+        # After it: each frame is one box, of at most MAX_BOX_BYTES (the framer).
         super().dataReceived(data)
 
     def ampBoxReceived(self, box: Any) -> None:
         if self.dead or self.refused_box(box):
             return
-        if self.authenticated:
-            self._received = 0
-        elif box.get(b"_command") not in HANDSHAKE:
+        if not self.authenticated and box.get(b"_command") not in HANDSHAKE:
             what = box.get(b"_command", b"an answer")[:40]
             return self.drop(f"sent {what!r} before authenticating")
         self.last_seen = self.clock.seconds()
@@ -168,7 +165,6 @@ class MasterConnection(Peer):
             self._auth_timer.cancel()
         self._auth_timer = None
         theirs, ours = keys
-        self._received = 0
         self.framer.seal_receiving(theirs)
         self._seal_sending_with = ours
         self.framer.max_frame = MAX_BOX_BYTES + SEAL_OVERHEAD

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from contextlib import closing
 from itertools import count
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from twisted.protocols.amp import AmpBox, Command
 
 from cwtx.wire.commands import Heartbeat
-from cwtx.wire.session import Framer
+from cwtx.wire.session import NOT_ONE_BOX, Framer
 
 _LEN = struct.Struct("!H")
 
@@ -24,10 +25,13 @@ class BlockingAMP:
     """Calls commands on a connected socket, one at a time, and answers the
     master's heartbeats while it waits."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, timeout: float | None = None) -> None:
+        """``timeout``: seconds for everything this caller will ever wait
+        for, in all (the socket's own timeout bounds each read only, and a
+        peer could trickle heartbeats for ever)."""
         self.sock = sock
         self.framer = Framer()
-        self._buffer = bytearray()  # AMP bytes out of frames, not yet parsed
+        self.deadline = None if timeout is None else time.monotonic() + timeout
         self._tags = count(1)
 
     def call(self, command: type[Command], **arguments: Any) -> dict[str, Any]:
@@ -47,35 +51,33 @@ class BlockingAMP:
             elif reply.get(b"_error") == tag:
                 raise _error(command, reply)
 
-    @property
-    def unparsed(self) -> int:
-        """AMP bytes read from frames but not yet parsed."""
-        return len(self._buffer)
-
     def send_raw(self, amp_bytes: bytes) -> None:
         """Send these bytes as one frame (sealed once the session is)."""
         self.sock.sendall(self.framer.frame(amp_bytes))
 
     def _read_box(self) -> dict[bytes, bytes]:
+        """The next box: exactly one frame's payload, as every peer sends
+        them (anything else could have been added by someone on the path)."""
+        payload = self._next_frame()
         box: dict[bytes, bytes] = {}
         key: bytes | None = None
-        while True:
-            (n,) = _LEN.unpack(self._read(_LEN.size))
-            value = self._read(n)
+        at = 0
+        while at + _LEN.size <= len(payload):
+            (n,) = _LEN.unpack_from(payload, at)
+            value = payload[at + _LEN.size : at + _LEN.size + n]
+            at += _LEN.size + n
+            if len(value) < n:
+                break
             if key is None:
                 if n == 0:
+                    if at != len(payload):
+                        break  # more after the box's end
                     return box
                 key = value
             else:
                 box[key] = value
                 key = None
-
-    def _read(self, n: int) -> bytes:
-        while len(self._buffer) < n:
-            self._buffer += self._next_frame()
-        value = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return value
+        raise ConnectionError(f"the master {NOT_ONE_BOX}")
 
     def _next_frame(self) -> bytes:
         """One frame's payload, no more: the master seals its side right after
@@ -86,6 +88,8 @@ class BlockingAMP:
             with closing(self.framer.feed(data)) as payloads:
                 for payload in payloads:
                     return payload
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise TimeoutError("the master did not answer in time")
             data = self.sock.recv(65536)
             if not data:
                 raise ConnectionError("the master closed the connection")

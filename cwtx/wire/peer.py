@@ -24,7 +24,7 @@ from zope.interface import implementer
 from cwtx._logs import printable
 from cwtx.wire.blobs import BlobReceiver, BlobSender
 from cwtx.wire.commands import BlobChunk, Heartbeat
-from cwtx.wire.session import AFTER_SEALING, Framer, SessionError
+from cwtx.wire.session import AFTER_SEALING, NOT_ONE_BOX, Framer, SessionError
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -89,6 +89,7 @@ class Peer(Guarded, AMP):
         self.dead = False
         self.framer = Framer()
         self._in_the_clear = False  # parsing a frame that was not sealed
+        self._boxes_in_frame: int | None = None  # boxes so far in the frame being parsed
         self._backed_up: bool | None = None  # None: no flow control yet
         self.blobs_in = BlobReceiver()
         self.blobs_out = BlobSender(self)
@@ -108,16 +109,24 @@ class Peer(Guarded, AMP):
         try:
             for payload in self.framer.feed(data):
                 self._in_the_clear = in_the_clear = not self.framer.sealed
+                self._boxes_in_frame = 0
                 try:
                     super().dataReceived(payload)
                 finally:
                     self._in_the_clear = False
+                    boxes, self._boxes_in_frame = self._boxes_in_frame, None
                 if self.dead:
                     return
-                if in_the_clear and self.framer.sealed and self._holds_part_of_a_box():
-                    return self.drop(AFTER_SEALING)
+                if boxes != 1 or self._holds_part_of_a_box():
+                    return self._refuse_frame(in_the_clear)
         except SessionError as e:
             self.drop(str(e))
+
+    def _refuse_frame(self, in_the_clear: bool) -> None:
+        """A frame that was not exactly one box: most telling when it was the
+        frame that sealed the session (a relay adding to the handshake)."""
+        sealed_here = in_the_clear and self.framer.sealed
+        self.drop(AFTER_SEALING if sealed_here else NOT_ONE_BOX)
 
     def _holds_part_of_a_box(self) -> bool:
         """AMP has parsed part of a box that it has not delivered yet."""
@@ -126,10 +135,14 @@ class Peer(Guarded, AMP):
     def refused_box(self, box: Any) -> bool:
         """Drop the connection, and say so, for a box that came in the clear
         after the session was sealed by an earlier box of the same frame, or
-        that answers a question we never asked (AMP would raise KeyError)."""
-        if self._in_the_clear and self.framer.sealed:
-            self.drop(AFTER_SEALING)
-            return True
+        that answers a question we never asked (AMP would raise KeyError).
+        Every frame carries one box: a peer cannot make us handle thousands
+        of boxes in one go, nor slip one in beside an honest one."""
+        if self._boxes_in_frame is not None:
+            self._boxes_in_frame += 1
+            if self._boxes_in_frame > 1:
+                self._refuse_frame(self._in_the_clear)
+                return True
         tag = box.get(b"_answer", box.get(b"_error"))
         if tag is not None and tag not in self._outstandingRequests:
             self.drop(f"answered a question we did not ask (tag {printable(tag, 20)})")

@@ -44,6 +44,8 @@ _NONCE = struct.Struct("!4xQ")
 #: Why a peer is refused that put more after the box that sealed its
 #: session, in the same frame, in the clear: anyone on the path could have.
 AFTER_SEALING = "sent more in the clear after the box that sealed the session"
+#: Why a peer is refused whose frame is not exactly one AMP box.
+NOT_ONE_BOX = "sent a frame that was not exactly one AMP box"
 
 
 class SessionError(ProtocolError):

@@ -12,7 +12,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.protocols.amp import AmpBox, UnhandledCommand
+from twisted.protocols.amp import AmpBox, ConnectionLost, UnhandledCommand
 from twisted.test.iosim import connectedServerAndClient
 
 import cwtx
@@ -33,7 +33,7 @@ from cwtx.wire.commands import (
     TaskResults,
 )
 from cwtx.wire.peer import HeartbeatMonitor, Peer
-from cwtx.wire.session import HEADER, PLAIN
+from cwtx.wire.session import HEADER, PLAIN, SEALED
 from cwtx.wire.status import read as status_read
 from cwtx.wire.versions import hello_arguments
 
@@ -254,13 +254,24 @@ def test_nothing_but_the_handshake_before_authentication():
 
 def test_bytes_before_authentication_are_capped():
     link = Link()
-    piece = AmpBox({b"k": b"v" * 1000}).serialize()[:-2]  # a box that never ends
-    sent = 0
-    while not link.dropped:
-        link.send_raw(piece)
-        sent += len(piece)
-        assert sent < 4 * _master_protocol.PREAUTH_BYTES
-    assert sent > _master_protocol.PREAUTH_BYTES - len(piece) - 10
+    arguments = hello_arguments("client", "n" * 9_000)  # a long name: answered
+    link.call(Hello, nonce=_auth.nonce(), **arguments)
+    assert not link.dropped
+    # 9 KB more is over the 16 KiB a peer may send before authenticating:
+    # dropped before its proof is even read.
+    answer: list[Any] = []
+    link.peer.callRemote(Authenticate, proof=b"p" * 9_000).addBoth(answer.append)
+    link.pump.flush()
+    assert link.dropped
+    assert answer and answer[0].check(ConnectionDone, ConnectionLost), answer  # no answer
+
+
+def test_a_frame_that_is_not_exactly_one_box_is_refused():
+    piece = AmpBox({b"k": b"v" * 1000}).serialize()
+    for frame in (piece[:-2], piece + piece, piece + b"\x00"):  # cut short, two, more
+        link = Link()
+        link.send_raw(frame)
+        assert link.dropped
 
 
 def test_a_frame_longer_than_allowed_before_authentication_is_refused_at_once():
@@ -293,34 +304,29 @@ def test_a_box_over_the_size_limit_drops_the_connection(monkeypatch):
     # A BlobChunk box of about 130 KB is fine.
     link.call(BlobChunk, blob=1, data=[b"a" * 65_000, b"b" * 65_000])
     assert not link.dropped
-    # One of about 260 KB, never finished, is not: in one frame...
+    # One of about 260 KB is not: refused by its frame's header, unread.
     box = AmpBox({b"_command": b"BlobChunk", b"_ask": b"9", b"blob": b"2", b"data": b"4"})
     data = box.serialize()[:-2]
     for i in range(4):
         data += AmpBox({b"data.%d" % i: b"x" * 65_000}).serialize()[:-2]
-    link.send_raw(data)
+    frame = link.peer.framer.frame(data + b"\x00\x00")
+    link.send_bytes(frame[: HEADER.size])
     assert link.dropped
-    # ...or spread over frames that are each small enough.
+    # Nor can it be spread over frames that are each small enough: a frame
+    # is one whole box.
     link = authenticated()
-    sent = 0
-    while not link.dropped:
-        link.send_raw(data[sent : sent + 50_000])
-        sent += 50_000
-    assert 200_000 <= sent <= 250_000
+    link.send_raw(data[:50_000])
+    assert link.dropped
 
 
 def test_the_real_box_limit_refuses_a_box_over_8_mib():
     link = authenticated()
-    box = AmpBox({b"_command": b"BlobChunk", b"_ask": b"9", b"blob": b"2", b"data": b"200"})
-    data = box.serialize()[:-2]
-    for i in range(200):  # 13 MB in all, never finished
-        data += AmpBox({b"data.%d" % i: b"x" * 65_000}).serialize()[:-2]
-    sent = 0
-    while not link.dropped and sent < len(data):
-        link.send_raw(data[sent : sent + 1_000_000])
-        sent += 1_000_000
+    limit = 8 * 1024**2 + 16  # a box of 8 MiB, sealed
+    link.send_bytes(HEADER.pack(limit + 1, SEALED))
     assert link.dropped
-    assert 8 * 1024**2 <= sent <= 8 * 1024**2 + 1_000_000
+    link = authenticated()
+    link.send_bytes(HEADER.pack(limit, SEALED))  # the largest frame: waited for
+    assert not link.dropped
 
 
 def test_the_real_box_limit_admits_a_full_blob_chunk_box():

@@ -6,6 +6,8 @@ declare them, and heartbeats answered while it waits.
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -20,7 +22,7 @@ from cwtx.wire.blocking_amp import BlockingAMP
 from cwtx.wire.commands import Heartbeat, Hello, Status
 from cwtx.wire.names import Role
 from cwtx.wire.peer import HeartbeatMonitor
-from cwtx.wire.session import AFTER_SEALING, HEADER, PLAIN
+from cwtx.wire.session import HEADER, PLAIN, Framer
 from cwtx.wire.status import read
 from cwtx.wire.versions import hello_arguments
 
@@ -137,6 +139,49 @@ def test_bytes_after_the_authenticate_answer_in_its_frame_are_refused(master):
 
     done: list = []
     sock.sendall = sendall
-    with pytest.raises(ConnectionError, match=AFTER_SEALING):
+    with pytest.raises(ConnectionError, match="a frame that was not exactly one AMP box"):
         authenticated(sock, SECRET, Role.STATUS, "status", "memory")
     assert done
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        AmpBox({b"_answer": b"1"}).serialize()[:-1],  # cut short
+        AmpBox({b"_answer": b"1"}).serialize() + b"\x00",  # more after its end
+        b"",
+    ],
+    ids=["cut short", "more after it", "empty"],
+)
+def test_a_frame_must_hold_exactly_one_box(payload):
+    class OneFrame:
+        def recv(self, n: int) -> bytes:
+            return Framer().frame(payload)
+
+    with pytest.raises(ConnectionError, match="not exactly one AMP box"):
+        BlockingAMP(OneFrame())._read_box()  # type: ignore[arg-type]
+
+
+def test_a_master_that_trickles_heartbeats_cannot_hold_us_past_the_timeout():
+    """Each read has its own timeout; a peer that sends a heartbeat now and
+    then would hold the caller for ever without a deadline for the whole."""
+
+    class Trickle:
+        def __init__(self) -> None:
+            self.clock = 0.0
+
+        def sendall(self, data: bytes) -> None:
+            pass
+
+        def recv(self, n: int) -> bytes:
+            self.clock += 2  # a heartbeat every 2 s
+            box = AmpBox({b"_command": b"Heartbeat", b"_ask": b"%d" % self.clock})
+            return Framer().frame(box.serialize())
+
+    trickle = Trickle()
+    amp = BlockingAMP(trickle, timeout=5)  # type: ignore[arg-type]
+    with patch("cwtx.wire.blocking_amp.time.monotonic", lambda: trickle.clock):
+        amp.deadline = 5
+        with pytest.raises(TimeoutError, match="did not answer in time"):
+            amp.call(Status, page=0)
+    assert trickle.clock <= 8

@@ -39,7 +39,8 @@ class FakeMaster(Peer):
         self.authenticated = False
 
     def ampBoxReceived(self, box: Any) -> None:
-        AMP.ampBoxReceived(self, box)  # a master's side: commands before sealing
+        if not self.refused_box(box):  # one box a frame, as every peer
+            AMP.ampBoxReceived(self, box)  # a master's side: commands before sealing
 
     @Hello.responder
     def hello(self, role, name, protocol, python, cloudpickle, nonce):

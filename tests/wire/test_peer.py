@@ -11,7 +11,7 @@ from twisted.python.failure import Failure
 
 from cwtx.wire.commands import Heartbeat
 from cwtx.wire.peer import HeartbeatMonitor, Peer
-from cwtx.wire.session import AFTER_SEALING, Framer
+from cwtx.wire.session import AFTER_SEALING, NOT_ONE_BOX, Framer
 
 
 def connected(clock: Clock) -> Peer:
@@ -195,3 +195,22 @@ def test_connections_made_and_lost_are_not_logged_one_line_each():
         globalLogPublisher.removeObserver(events.append)
     assert [e for e in events if "connection" in str(e.get("log_format", ""))] == []
     assert peer.transport is None and peer.dead
+
+
+@pytest.mark.parametrize("sealed", [True, False])
+def test_a_frame_carries_exactly_one_box(sealed):
+    """Every peer sends one box a frame.  Two boxes in one frame (a fake
+    Authenticate answer after the Hello answer; thousands of Status calls
+    handled in one go) or none close the connection."""
+    heartbeat = AmpBox({b"_command": b"Heartbeat", b"_ask": b"5"}).serialize()
+    answers = AmpBox({b"_answer": b"1"}).serialize() + AmpBox({b"_answer": b"2"}).serialize()
+    for payload in (heartbeat + heartbeat if sealed else answers, b""):
+        if sealed:
+            peer, theirs = sealed_peer()
+        else:
+            peer, theirs = Recording(Clock()), Framer()
+            peer.makeConnection(StringTransport())
+            peer.callRemote(Heartbeat), peer.callRemote(Heartbeat)
+        peer.dataReceived(theirs.frame(payload))
+        assert peer.whys == [NOT_ONE_BOX], payload[:20]
+        assert peer.dead and peer.transport.disconnecting
