@@ -82,8 +82,8 @@ class Master:
             return
         self.clients.remove(session)
         for job in list(session.jobs.values()):
+            session.drop_job(job.job_id)
             self._abandon(job)
-        session.jobs.clear()
         self.dispatch()
 
     def define(self, session: ClientSession, fn: bytes, env: str, code: Payload) -> None:
@@ -208,7 +208,7 @@ class Master:
         self._end(job, JobStatus(status), value, error)
 
     def _attempt_failed(self, job: Job, worker: WorkerSession, cause: str, counted: bool) -> None:
-        job.worker = None
+        job.client.assign(job, None)
         job.sent = False
         if counted:
             job.attempts.append({"worker": worker.name, "cause": cause})
@@ -248,6 +248,6 @@ class Master:
                 self._end(job, JobStatus.ERROR, EMPTY, error)
                 continue
             job.task = next(self._tasks)
-            job.worker = decision.worker
+            job.client.assign(job, decision.worker)
             decision.worker.running[job.task] = job
             decision.worker.deliver_run(job)

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from cwtx._errors import ProtocolError
 from cwtx.wire.names import JobStatus
-from cwtx.wire.payload import Payload
+from cwtx.wire.payload import EMPTY, Payload
 
 DEFAULT_MAX_RETRIES = 3
 #: Tasks sent to a worker beyond its slots, queued there so that a slot that
@@ -74,6 +74,11 @@ class Job:
 ResultItem = tuple[int, JobStatus, Payload, str]
 
 
+def _job_size(job: Job) -> int:
+    """What a job counts for against its client's bytes."""
+    return job.args.size + len(job.resources)
+
+
 def _result_size(item: ResultItem) -> int:
     return item[2].size + len(item[3]) + RESULT_OVERHEAD
 
@@ -103,18 +108,41 @@ class ClientSession:
         self.max_jobs = MAX_CLIENT_JOBS
         self._below: list[Deferred[None]] = []
         self._heap: list[tuple[int, int, Job]] = []
+        self._stale = 0  # jobs that left while queued, a guess at what the heap holds
+        self.assigned = 0  # its jobs that are on a worker (the others are queued)
         self._seq = count()
 
     def add_job(self, job: Job) -> None:
         self.jobs[job.job_id] = job
-        self.held_bytes += job.args.size
+        self.held_bytes += _job_size(job)
 
     def drop_job(self, job_id: int) -> Job | None:
+        """The job leaves this client's table (it ended, or was cancelled):
+        its arguments are let go at once, even while the queue still holds
+        the job, and the queue is compacted once it holds mostly such jobs."""
         job = self.jobs.pop(job_id, None)
         if job is not None:
-            self.held_bytes -= job.args.size
+            self.held_bytes -= _job_size(job)
+            job.args, job.resources = EMPTY, "{}"
+            if job.worker is not None:
+                self.assigned -= 1
+            else:  # in the queue, most likely
+                self._stale += 1
+                if self._stale > 64 and 2 * self._stale > len(self._heap):
+                    self._compact()
             self._release()
         return job
+
+    def assign(self, job: Job, worker: WorkerSession | None) -> None:
+        """Put one of this client's live jobs on a worker (None: back off it),
+        keeping count, so that ``queued`` costs nothing to ask."""
+        self.assigned += (worker is not None) - (job.worker is not None)
+        job.worker = worker
+
+    def _compact(self) -> None:
+        self._heap = [entry for entry in self._heap if entry[2].queued]
+        heapq.heapify(self._heap)
+        self._stale = 0
 
     def deliver(self, item: ResultItem) -> None:
         """Hand a result to the connection; it counts against this client's
@@ -186,7 +214,7 @@ class ClientSession:
 
     @property
     def queued(self) -> int:
-        return sum(1 for job in self.jobs.values() if job.queued)
+        return len(self.jobs) - self.assigned
 
 
 class WorkerSession:

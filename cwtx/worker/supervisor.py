@@ -130,10 +130,19 @@ class Worker(Service):
         later, with backoff.
         """
         try:
-            reply = await auth.handshake(proto, Role.WORKER, self.name, self._secret)
-            await proto.callRemote(
-                RegisterWorker, slots=len(self.slots), resources=json.dumps(self.resources)
+            # Bounded, like the heartbeats: a peer that accepts and then says
+            # nothing (a stalled master, a relay holding an answer back)
+            # would hold this connection attempt, and the worker, for ever.
+            d = Deferred.fromCoroutine(self._join(proto))
+            reply = await d.addTimeout(self.monitor.timeout, self.reactor)
+        except defer.TimeoutError:
+            log.error(
+                "worker {name} could not join the master at {where}: no answer within {t:g} s",
+                name=self.name,
+                where=self.endpoint,
+                t=self.monitor.timeout,
             )
+            raise
         except Exception as e:
             log.error(
                 "worker {name} could not join the master at {where}: {why}",
@@ -151,6 +160,13 @@ class Worker(Service):
             where=self.endpoint,
             n=len(self.slots),
         )
+
+    async def _join(self, proto: WorkerProtocol) -> dict[str, Any]:
+        reply = await auth.handshake(proto, Role.WORKER, self.name, self._secret)
+        await proto.callRemote(
+            RegisterWorker, slots=len(self.slots), resources=json.dumps(self.resources)
+        )
+        return reply
 
     def disconnected(self, proto: WorkerProtocol) -> None:
         """The master is gone: what it gave us will be retried elsewhere."""

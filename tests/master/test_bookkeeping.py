@@ -10,7 +10,7 @@ from cwtx._errors import ProtocolError
 from cwtx.master.master import Master
 from cwtx.master.sessions import RESULT_OVERHEAD, ClientSession, WorkerSession
 from cwtx.wire.names import function_hash
-from cwtx.wire.payload import Payload
+from cwtx.wire.payload import EMPTY, Payload
 
 #: A function the test clients define: its hash is its content's.
 FN = function_hash("{}", [b"code"])
@@ -353,9 +353,9 @@ def test_the_byte_limit_holds_back_the_submit_answer():
     assert c.when_below_limit().called
     m.submit(c, 2, FN, Payload.of(b"x" * 60))
     held = c.when_below_limit()
-    assert not held.called and c.held_bytes == 120
+    assert not held.called and c.held_bytes == 2 * (60 + len("{}"))  # resources count too
     m.cancel(c, [1])
-    assert held.called and c.held_bytes == 60
+    assert held.called and c.held_bytes == 62
 
 
 def test_the_job_limit_holds_back_the_submit_answer():
@@ -491,12 +491,12 @@ def test_the_mismatch_message_names_at_most_five_workers():
 def test_the_flow_control_limit_is_inclusive_and_waiters_wait_until_below_it():
     m = Master()
     c, _ = make_client(m)
-    c.max_bytes = c.function_bytes + 120
+    c.max_bytes = c.function_bytes + 124
     for i in (1, 2, 3):
-        m.submit(c, i, FN, Payload.of(b"x" * 60))
-    held = c.when_below_limit()  # 180 bytes held
+        m.submit(c, i, FN, Payload.of(b"x" * 60))  # 62 bytes each, with resources "{}"
+    held = c.when_below_limit()  # 186 bytes held
     assert not held.called
-    m.cancel(c, [3])  # 120: at the limit, not over it
+    m.cancel(c, [3])  # 124: at the limit, not over it
     assert held.called and not c.over_limit()
     m.submit(c, 4, FN, Payload.of(b"x" * 60))
     waiting = c.when_below_limit()
@@ -781,3 +781,64 @@ def test_results_not_yet_sent_count_against_the_clients_limits():
     assert not c.over_limit()
     c.max_bytes -= 1
     assert c.over_limit()
+
+
+def test_a_jobs_resources_text_counts_against_its_clients_bytes():
+    m = Master()
+    c, _ = make_client(m)
+    m.submit(c, 1, FN, Payload.of(b"x" * 10), resources='{"gpu": 1}')
+    assert c.held_bytes == 10 + len('{"gpu": 1}')
+    m.cancel(c, [1])
+    assert c.held_bytes == 0
+
+
+def test_cancelled_queued_jobs_let_go_of_their_arguments_and_leave_the_queue():
+    """With no worker, queued jobs are cancelled as fast as they come: the
+    master must not keep them (or their arguments) in its queue."""
+    m = Master()
+    c, _ = make_client(m)
+    for job_id in range(1, 1001):
+        m.submit(c, job_id, FN, Payload.of(b"a" * 1000))
+        m.cancel(c, [job_id])
+    assert c.jobs == {} and c.held_bytes == 0
+    assert len(c._heap) <= 2 * 65
+    assert all(entry[2].args.size == 0 for entry in c._heap)
+    m.submit(c, 5000, FN, Payload.of(b"still queued"))  # the queue still works
+    w = FakeWorker("w")
+    m.add_worker(w)
+    assert [j.job_id for j in w.runs] == [5000]
+
+
+def test_the_queued_count_is_kept_right_through_every_transition():
+    """``queued`` is counted as jobs move (status asks for it often, and a
+    count through every job was slow): it must agree with the jobs."""
+    m = Master(max_retries=1)
+    c, results = make_client(m)
+
+    def agrees() -> None:
+        assert c.queued == sum(1 for job in c.jobs.values() if job.queued)
+        assert c.assigned == sum(1 for job in c.jobs.values() if job.worker is not None)
+
+    for job_id in range(1, 9):
+        submit(m, c, job_id)
+    agrees()
+    w1, w2 = FakeWorker("w1", slots=2), FakeWorker("w2", slots=2)
+    m.add_worker(w1)
+    agrees()
+    assert c.queued == 6
+    m.task_result(w1, w1.runs[0].task, "ok", Payload.of(b"r"), "")  # ends
+    agrees()
+    m.task_result(w1, w1.runs[1].task, "lost", EMPTY, "")  # retried: back in the queue
+    agrees()
+    m.dispatch()  # as the worker's connection does after results
+    agrees()
+    assert c.queued == 5 and c.assigned == 2
+    running = next(job for job in c.jobs.values() if job.worker is not None)
+    m.cancel(c, [running.job_id, 8])  # one running, one queued
+    agrees()
+    m.remove_worker(w1, "gone")  # its jobs: retried or, out of retries, lost
+    agrees()
+    m.add_worker(w2)
+    agrees()
+    m.remove_client(c)
+    assert c.queued == 0 and c.assigned == 0
