@@ -148,10 +148,11 @@ def test_bytes_after_the_authenticate_answer_in_its_frame_are_refused(master):
     "payload",
     [
         AmpBox({b"_answer": b"1"}).serialize()[:-1],  # cut short
+        AmpBox({b"_answer": b"1"}).serialize()[:5],  # cut inside a key
         AmpBox({b"_answer": b"1"}).serialize() + b"\x00",  # more after its end
         b"",
     ],
-    ids=["cut short", "more after it", "empty"],
+    ids=["cut short", "cut inside a key", "more after it", "empty"],
 )
 def test_a_frame_must_hold_exactly_one_box(payload):
     class OneFrame:
