@@ -135,8 +135,8 @@ MUTANTS = [
     (
         "bytes after the box that seals a session taken as sealed",
         "cwtx/wire/peer.py",
-        "if self._in_the_clear and self.framer.sealed:",
-        "if False:",
+        "            if self._boxes_in_frame > 1:",
+        "            if False:",
         ["tests/test_relay.py", "tests/wire/test_peer.py"],
     ),
     (
