@@ -25,6 +25,7 @@ from cwtx.master.sessions import (
     DEFAULT_PREFETCH,
     MAX_CLIENT_BYTES,
     MAX_CLIENT_JOBS,
+    MAX_RESOURCES,
     ClientSession,
     Function,
     Job,
@@ -115,6 +116,11 @@ class Master:
         if function is None:
             message = f"job {job_id} names function {fn.hex()}, never sent"
             self._refuse(session, job_id, "ProtocolError", message)
+            return
+        if len(resources) > MAX_RESOURCES:
+            n = len(resources)
+            message = f"job {job_id}: resources of {n} characters (at most {MAX_RESOURCES})"
+            self._refuse(session, job_id, "ValueError", message)
             return
         if timeout < 0 or timeout != timeout:
             self._refuse(session, job_id, "ValueError", f"job {job_id}: timeout must be 0 or more")

@@ -14,7 +14,7 @@ import txaio
 from twisted.internet.defer import Deferred
 
 from cwtx._errors import ProtocolError
-from cwtx.master.sessions import ClientSession, Job, ResultItem, WorkerSession
+from cwtx.master.sessions import MAX_RESOURCES, ClientSession, Job, ResultItem, WorkerSession
 from cwtx.master.status import page as status_page
 from cwtx.wire.batch import BatchSender
 from cwtx.wire.commands import (
@@ -163,6 +163,8 @@ class WorkerResponders(BlobResponders):
         except ValueError:
             res = None
         _check(isinstance(res, dict), "resources must be a JSON object")
+        size = len(json.dumps(res))  # as status shows it (non-ASCII escaped)
+        _check(size <= MAX_RESOURCES, f"resources of {size} bytes (at most {MAX_RESOURCES})")
         self.session = WorkerSession(
             self.connection.name,
             slots,

@@ -33,6 +33,9 @@ MAX_CLIENT_JOBS = 1_000_000
 MAX_UNANSWERED_SUBMITS = 16
 #: What a function costs besides its code and environment, as counted.
 FUNCTION_OVERHEAD = 256
+#: The longest ``resources`` text (JSON) a job or a worker may carry: a
+#: status page lists a thousand workers' resources in one answer.
+MAX_RESOURCES = 1024
 #: What a result waiting to be sent costs besides its value and error text.
 RESULT_OVERHEAD = 128
 

@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredList, succeed
 
 from cwtx._errors import error_json
+from cwtx._logs import printable
 from cwtx._secret import load_secret
 from cwtx.wire import handshake as auth
 from cwtx.wire.batch import BatchSender
@@ -156,7 +157,7 @@ class Worker(Service):
         log.info(
             "worker {name} registered with master {master} at {where} ({n} slots)",
             name=self.name,
-            master=reply["master"],
+            master=printable(reply["master"], 40),  # the master's word: escaped
             where=self.endpoint,
             n=len(self.slots),
         )

@@ -372,6 +372,7 @@ def test_the_default_unclaimed_limit_is_the_documented_one():
         ({"slots": 0, "resources": "{}"}, "slots must be from 1 to 100000, not 0"),
         ({"slots": 1, "resources": "{oops"}, "resources must be a JSON object"),
         ({"slots": 1, "resources": "[1]"}, "resources must be a JSON object"),
+        ({"slots": 1, "resources": '{"x": "' + "\u00e9" * 200 + '"}'}, "resources of 1209 bytes"),
     ],
 )
 def test_a_bad_registration_is_a_protocol_error(arguments, complaint):
