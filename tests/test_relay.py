@@ -15,7 +15,7 @@ import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
-from twisted.protocols.amp import AmpBox
+from twisted.protocols.amp import AmpBox, parseString
 from twisted.test.iosim import connectedServerAndClient
 from zope.interface import implementer
 
@@ -85,6 +85,32 @@ class Appending(Half):
             self.other.transport.write(frame)
 
 
+class Rewriting(Half):
+    """Passes frames along, but rewrites one field of the first box (Hello,
+    or its answer), as a relay without the secret could."""
+
+    def __init__(self, key: bytes, value: bytes) -> None:
+        super().__init__()
+        self.key, self.value = key, value
+        self.done = False
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= HEADER.size:
+            length, kind = HEADER.unpack_from(self.buffer)
+            end = HEADER.size + length
+            if len(self.buffer) < end:
+                return
+            frame, self.buffer = self.buffer[:end], self.buffer[end:]
+            if not self.done:
+                (box,) = parseString(frame[HEADER.size :])
+                box[self.key] = self.value
+                frame = Framer().frame(box.serialize())
+                self.done = True
+            self.other.transport.write(frame)
+
+
 @implementer(IStreamClientEndpoint)
 class Relay:
     """The fake master: the victim connects here, and it connects on to the real one."""
@@ -98,6 +124,8 @@ class Relay:
         self.fronts: list[Half] = []
         self.backs: list[Half] = []
         self.to_victim, self.to_master = to_victim, to_master
+        self.rewrite_hello: tuple[bytes, bytes] | None = None
+        self.rewrite_answer: tuple[bytes, bytes] | None = None
         self.masters: list[MasterConnection] = []
 
     def connect(self, factory: Any) -> Any:
@@ -105,6 +133,10 @@ class Relay:
         # front receives from the victim (sends to the master); back the reverse.
         front = Appending(2, self.to_master) if self.to_master else Half()
         back = Appending(2, self.to_victim) if self.to_victim else Half()
+        if self.rewrite_hello:
+            front = Rewriting(*self.rewrite_hello)
+        if self.rewrite_answer:
+            back = Rewriting(*self.rewrite_answer)
         front.other, back.other = back, front
         c = self.cluster
         real = MasterConnection(c.master, c.monitor, c.clock, c.secret)
@@ -288,3 +320,42 @@ def test_the_master_takes_nothing_after_authenticate_in_its_frame(command):
     assert relay.masters and all(m.dead for m in relay.masters)
     assert cluster.master.workers == {} or not cluster.master.workers
     worker.stopService()
+
+
+@pytest.mark.parametrize(
+    ("side", "key", "value"),
+    [
+        ("hello", b"python", b"2.7.18"),  # a misleading version mismatch, or none at all
+        ("hello", b"name", b"someone else"),
+        ("answer", b"master", b"another master"),
+    ],
+)
+def test_a_relay_cannot_rewrite_what_the_handshake_says(side, key, value):
+    """Hello's fields and its answer's are not covered by the proofs; they
+    are bound into the session keys, so a rewritten one leaves the two
+    sides with different keys and nothing more happens."""
+    cluster = MemoryCluster(workers=0)
+    relay = Relay(cluster)
+    setattr(relay, f"rewrite_{side}", (key, value))
+    worker = Worker(
+        DescribedEndpoint(relay, "the fake master"),
+        FakeProcessReactor(cluster.clock),
+        secret=cluster.secret,
+        name="victim",
+    )
+    worker.startService()
+    cluster.flush()
+    assert worker.connection is None and cluster.master.workers == []
+    assert relay.masters and all(m.dead for m in relay.masters)
+    worker.stopService()
+
+
+def test_the_rewriting_relay_passes_an_honest_handshake():
+    """The control: the same relay, rewriting a field to what it was, works."""
+    from cwtx.wire.versions import PYTHON
+
+    cluster = MemoryCluster(workers=0)
+    relay = Relay(cluster)
+    relay.rewrite_hello = (b"python", PYTHON.encode())
+    worker_behind(relay, cluster)
+    assert [w.name for w in cluster.master.workers] == ["victim"]

@@ -12,6 +12,7 @@ from cwtx.wire import handshake as auth
 from cwtx.wire.blocking_amp import BlockingAMP
 from cwtx.wire.commands import Authenticate, Hello, Status
 from cwtx.wire.names import Role
+from cwtx.wire.session import transcript
 from cwtx.wire.status import merge, read
 from cwtx.wire.versions import hello_arguments
 
@@ -42,11 +43,14 @@ def authenticated(
     follows, which gives up ``timeout`` seconds from now (None: never)."""
     amp = BlockingAMP(sock, timeout)
     mine = auth.nonce()
-    hello = amp.call(Hello, nonce=mine, **hello_arguments(role, name))
+    said = hello_arguments(role, name)
+    hello = amp.call(Hello, nonce=mine, **said)
     if not auth.verify(secret, "master", mine, hello["nonce"], hello["proof"]):
         raise AuthenticationError(
             f"the master at {where} could not prove it knows our shared secret"
         )
     amp.call(Authenticate, proof=auth.proof(secret, role, hello["nonce"], mine))
-    auth.seal_connecting_side(amp.framer, secret, mine, hello["nonce"], role)
+    auth.seal_connecting_side(
+        amp.framer, secret, mine, hello["nonce"], role, transcript(said, hello)
+    )
     return amp

@@ -25,7 +25,7 @@ from cwtx.wire import handshake as auth
 from cwtx.wire.commands import Authenticate, Hello
 from cwtx.wire.names import PROTOCOL_VERSION, Role
 from cwtx.wire.peer import Guarded, HeartbeatMonitor, Peer
-from cwtx.wire.session import TAG_BYTES, session_keys
+from cwtx.wire.session import TAG_BYTES, session_keys, transcript
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -196,6 +196,7 @@ class Handshake(Guarded):
         self.connection = connection
         self._secret = secret
         self._nonces: tuple[bytes, bytes] | None = None
+        self._said = b""  # the handshake's transcript, bound into the keys
 
     def refused(self, why: str) -> None:
         self.connection.note("refused and closed: " + why)
@@ -220,12 +221,15 @@ class Handshake(Guarded):
         conn.versions = (printable(python, 40), printable(cloudpickle, 40))
         mine = auth.nonce()
         self._nonces = (nonce, mine)
-        return {
+        answer = {
             "protocol": PROTOCOL_VERSION,
             "master": conn.master.id,
             "nonce": mine,
             "proof": auth.proof(self._secret, "master", nonce, mine),
         }
+        hello = {"role": role, "name": name, "protocol": protocol, "python": python}
+        self._said = transcript({**hello, "cloudpickle": cloudpickle}, answer)
+        return answer
 
     @Authenticate.responder
     def authenticate(self, proof: bytes) -> dict[str, Any]:
@@ -238,7 +242,8 @@ class Handshake(Guarded):
             raise AuthenticationError(
                 "authentication failed: the master has a different shared secret"
             )
-        conn.authenticated_as(conn.role, session_keys(self._secret, theirs, mine, conn.role))
+        keys = session_keys(self._secret, theirs, mine, conn.role, self._said)
+        conn.authenticated_as(conn.role, keys)
         return {}
 
 

@@ -6,9 +6,9 @@ secret with HMAC-SHA256(secret, "cwtx master" | client nonce | master
 nonce); then the connecting side proves it with HMAC-SHA256(secret, "cwtx
 <role>" | master nonce | client nonce).  Distinct labels keep one side's
 proof useless as the other's; proofs are compared in constant time.  Then
-both sides seal the connection with keys derived from the secret and both
-nonces (``session``): proving the secret once is not enough, every later
-frame proves it again.
+both sides seal the connection with keys derived from the secret, both
+nonces and what Hello and its answer said (``session``): proving the
+secret once is not enough, every later frame proves it again.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from cwtx._errors import AuthenticationError
 from cwtx.wire.commands import Authenticate, Hello
-from cwtx.wire.session import Framer, session_keys
+from cwtx.wire.session import Framer, session_keys, transcript
 from cwtx.wire.versions import hello_arguments
 
 NONCE_BYTES = 32
@@ -47,7 +47,8 @@ async def handshake(proto: Any, role: str, name: str, secret: bytes) -> dict[str
     refuses our proof.  Once it returns, the connection is sealed.
     """
     mine = nonce()
-    reply = await proto.callRemote(Hello, nonce=mine, **hello_arguments(role, name))
+    hello = hello_arguments(role, name)
+    reply = await proto.callRemote(Hello, nonce=mine, **hello)
     theirs = reply["nonce"]
     if len(theirs) != NONCE_BYTES or not verify(secret, "master", mine, theirs, reply["proof"]):
         raise AuthenticationError(
@@ -55,15 +56,16 @@ async def handshake(proto: Any, role: str, name: str, secret: bytes) -> dict[str
             "(a different secret, or not a cwtx master)"
         )
     await proto.callRemote(Authenticate, proof=proof(secret, role, theirs, mine))
-    seal_connecting_side(proto.framer, secret, mine, theirs, role)
+    seal_connecting_side(proto.framer, secret, mine, theirs, role, transcript(hello, reply))
     proto.start_flow_control()
     return reply
 
 
 def seal_connecting_side(
-    framer: Framer, secret: bytes, mine: bytes, theirs: bytes, role: str
+    framer: Framer, secret: bytes, mine: bytes, theirs: bytes, role: str, said: bytes
 ) -> None:
-    """The master took our proof: from now on every frame is sealed."""
-    ours, the_masters = session_keys(secret, mine, theirs, role)
+    """The master took our proof: from now on every frame is sealed, with
+    keys bound to what the handshake said (``said``, its transcript)."""
+    ours, the_masters = session_keys(secret, mine, theirs, role, said)
     framer.seal_sending(ours)
     framer.seal_receiving(the_masters)

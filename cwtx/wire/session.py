@@ -15,16 +15,20 @@ A frame is a 4-byte big-endian body length, a kind byte, and the body:
   the 5-byte frame header is authenticated with it.
 
 Keys: HKDF-SHA256 of the shared secret, salted with the connecting side's
-nonce then the master's, with the info ``cwtx session 3 <role>``: the first
-32 bytes seal what the connecting side sends, the next 32 what the master
+nonce then the master's, with the info ``cwtx session 4 <role>\0`` and the
+handshake's transcript (what Hello and its answer said): the first 32
+bytes seal what the connecting side sends, the next 32 what the master
 sends.  Standard library and ``cryptography`` only (no Twisted): the
 blocking status query uses it too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -52,15 +56,29 @@ class SessionError(ProtocolError):
     """A frame that is malformed, too long, of the wrong kind, or fails to open."""
 
 
+def transcript(hello: dict[str, Any], answer: dict[str, Any]) -> bytes:
+    """SHA-256 of what Hello and its answer said (the nonces and proofs
+    aside): bound into the keys, so that a relay that rewrites a name, a
+    version or the master's id leaves the two sides with different keys."""
+    said = [hello[k] for k in ("role", "name", "protocol", "python", "cloudpickle")]
+    said += [answer["protocol"], answer["master"]]
+    return hashlib.sha256(json.dumps(said).encode("ascii")).digest()
+
+
 def session_keys(
-    secret: bytes, connecting_nonce: bytes, master_nonce: bytes, role: str
+    secret: bytes,
+    connecting_nonce: bytes,
+    master_nonce: bytes,
+    role: str,
+    said: bytes,
 ) -> tuple[bytes, bytes]:
-    """(the connecting side's sending key, the master's sending key)."""
+    """(the connecting side's sending key, the master's sending key);
+    ``said`` is the handshake's :func:`transcript`."""
     hkdf = HKDF(
         algorithm=SHA256(),
         length=64,
         salt=connecting_nonce + master_nonce,
-        info=b"cwtx session 3 " + role.encode(),
+        info=b"cwtx session 4 " + role.encode() + b"\0" + said,
     )
     keys = hkdf.derive(secret)
     return keys[:32], keys[32:]

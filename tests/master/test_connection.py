@@ -33,7 +33,7 @@ from cwtx.wire.commands import (
     TaskResults,
 )
 from cwtx.wire.peer import HeartbeatMonitor, Peer
-from cwtx.wire.session import HEADER, PLAIN, SEALED
+from cwtx.wire.session import HEADER, PLAIN, SEALED, transcript
 from cwtx.wire.status import read as status_read
 from cwtx.wire.versions import hello_arguments
 
@@ -99,7 +99,8 @@ def authenticated(role: str = "client") -> Link:
     reply = link.hello(mine, role)
     link.call(Authenticate, proof=_auth.proof(SECRET, role, reply["nonce"], mine))
     assert link.server.authenticated
-    _auth.seal_connecting_side(link.peer.framer, SECRET, mine, reply["nonce"], role)
+    said = transcript(hello_arguments(role, "test"), reply)
+    _auth.seal_connecting_side(link.peer.framer, SECRET, mine, reply["nonce"], role, said)
     return link
 
 

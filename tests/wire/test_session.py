@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from cwtx.wire.session import HEADER, PLAIN, SEALED, Framer, SessionError, session_keys
+from cwtx.wire.session import (
+    HEADER,
+    PLAIN,
+    SEALED,
+    Framer,
+    SessionError,
+    session_keys,
+    transcript,
+)
 
 SECRET = b"a secret of at least thirty-two bytes, with variety 123"
 MINE, THEIRS = b"c" * 32, b"m" * 32
+SAID = b"t" * 32  # a handshake's transcript
 
 
 def sealed_pair() -> tuple[Framer, Framer]:
     """(the connecting side, the master), sealed with the same keys."""
-    ours, the_masters = session_keys(SECRET, MINE, THEIRS, "client")
+    ours, the_masters = session_keys(SECRET, MINE, THEIRS, "client", SAID)
     connecting, master = Framer(), Framer()
     connecting.seal_sending(ours)
     connecting.seal_receiving(the_masters)
@@ -27,15 +37,30 @@ def sealed_pair() -> tuple[Framer, Framer]:
 
 def test_keys_are_exactly_what_docs_protocol_md_says():
     keys = HKDF(
-        algorithm=SHA256(), length=64, salt=MINE + THEIRS, info=b"cwtx session 3 worker"
+        algorithm=SHA256(), length=64, salt=MINE + THEIRS, info=b"cwtx session 4 worker\0" + SAID
     ).derive(SECRET)
-    assert session_keys(SECRET, MINE, THEIRS, "worker") == (keys[:32], keys[32:])
-    assert session_keys(SECRET, MINE, THEIRS, "client") != session_keys(
-        SECRET, MINE, THEIRS, "worker"
+    assert session_keys(SECRET, MINE, THEIRS, "worker", SAID) == (keys[:32], keys[32:])
+    assert session_keys(SECRET, MINE, THEIRS, "client", SAID) != session_keys(
+        SECRET, MINE, THEIRS, "worker", SAID
     )
-    assert session_keys(SECRET, MINE, b"x" * 32, "client") != session_keys(
-        SECRET, MINE, THEIRS, "client"
+    assert session_keys(SECRET, MINE, b"x" * 32, "client", SAID) != session_keys(
+        SECRET, MINE, THEIRS, "client", SAID
     )
+    # Bound to what the handshake said: another transcript, other keys.
+    assert session_keys(SECRET, MINE, THEIRS, "client", b"u" * 32) != session_keys(
+        SECRET, MINE, THEIRS, "client", SAID
+    )
+
+
+def test_the_transcript_is_exactly_what_docs_protocol_md_says():
+    hello = {"role": "client", "name": "me", "protocol": 4, "python": "3.11.7"}
+    hello["cloudpickle"] = "3.1.1"
+    answer = {"protocol": 4, "master": "0123456789ab", "nonce": b"n", "proof": b"p"}
+    said = '["client", "me", 4, "3.11.7", "3.1.1", 4, "0123456789ab"]'
+    assert transcript(hello, answer) == hashlib.sha256(said.encode()).digest()
+    for key, value in [("name", "someone else"), ("python", "2.7.18"), ("cloudpickle", "?")]:
+        assert transcript({**hello, key: value}, answer) != transcript(hello, answer)
+    assert transcript(hello, {**answer, "master": "another"}) != transcript(hello, answer)
 
 
 def test_sealed_frames_are_exactly_what_docs_protocol_md_says():
@@ -43,7 +68,7 @@ def test_sealed_frames_are_exactly_what_docs_protocol_md_says():
     from 0, the 5-byte header as associated data, the tag appended."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    ours, _ = session_keys(SECRET, MINE, THEIRS, "client")
+    ours, _ = session_keys(SECRET, MINE, THEIRS, "client", SAID)
     connecting, _ = sealed_pair()
     for count, data in enumerate([b"first", b"second", b"third"]):
         frame = connecting.frame(data)
@@ -127,7 +152,7 @@ def test_a_frame_longer_than_allowed_is_refused_before_it_is_buffered():
 
 def test_a_relay_without_the_secret_cannot_forge_frames():
     connecting, master = sealed_pair()
-    ours, _ = session_keys(os.urandom(40), MINE, THEIRS, "client")  # a guessed secret
+    ours, _ = session_keys(os.urandom(40), MINE, THEIRS, "client", SAID)  # a guessed secret
     forger = Framer()
     forger.seal_sending(ours)
     with pytest.raises(SessionError, match="failed authentication"):
