@@ -842,3 +842,15 @@ def test_the_queued_count_is_kept_right_through_every_transition():
     agrees()
     m.remove_client(c)
     assert c.queued == 0 and c.assigned == 0
+
+
+def test_a_job_with_too_long_resources_is_refused_clearly():
+    m = Master()
+    c, results = make_client(m)
+    long = '{"x": "' + "y" * 2000 + '"}'
+    m.submit(c, 1, FN, Payload.of(b"a"), resources=long)
+    (_, status, _, error) = results[0]
+    assert status == "error" and c.jobs == {}
+    assert json.loads(error)["message"] == "job 1: resources of 2009 characters (at most 1024)"
+    m.submit(c, 2, FN, Payload.of(b"a"), resources='{"x": "' + "y" * 1015 + '"}')  # 1024: fine
+    assert 2 in c.jobs
