@@ -57,15 +57,11 @@ class Half(Protocol):
         self.other.transport.write(data)
 
 
-class Appending(Half):
-    """Passes frames along whole, but adds ``extra`` AMP bytes inside the
-    ``nth`` frame in the clear: after the box that seals the session (the
-    second plain frame each way carries Authenticate or its answer)."""
+class FrameByFrame(Half):
+    """Passes what it receives along frame by frame, through ``change``."""
 
-    def __init__(self, nth: int, extra: bytes) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.nth, self.extra = nth, extra
-        self.plain = 0
         self.buffer = b""
 
     def dataReceived(self, data: bytes) -> None:
@@ -77,38 +73,47 @@ class Appending(Half):
             if len(self.buffer) < end:
                 return
             frame, self.buffer = self.buffer[:end], self.buffer[end:]
-            if kind == PLAIN:
-                self.plain += 1
-                if self.plain == self.nth:
-                    payload = frame[HEADER.size :] + self.extra
-                    frame = HEADER.pack(len(payload), PLAIN) + payload
-            self.other.transport.write(frame)
+            self.other.transport.write(self.change(kind, frame))
+
+    def change(self, kind: int, frame: bytes) -> bytes:
+        return frame
 
 
-class Rewriting(Half):
-    """Passes frames along, but rewrites one field of the first box (Hello,
-    or its answer), as a relay without the secret could."""
+class Appending(FrameByFrame):
+    """Adds ``extra`` AMP bytes inside the ``nth`` frame in the clear: after
+    the box that seals the session (the second plain frame each way carries
+    Authenticate or its answer)."""
+
+    def __init__(self, nth: int, extra: bytes) -> None:
+        super().__init__()
+        self.nth, self.extra = nth, extra
+        self.plain = 0
+
+    def change(self, kind: int, frame: bytes) -> bytes:
+        if kind == PLAIN:
+            self.plain += 1
+            if self.plain == self.nth:
+                payload = frame[HEADER.size :] + self.extra
+                return HEADER.pack(len(payload), PLAIN) + payload
+        return frame
+
+
+class Rewriting(FrameByFrame):
+    """Rewrites one field of the first box (Hello, or its answer), as a
+    relay without the secret could."""
 
     def __init__(self, key: bytes, value: bytes) -> None:
         super().__init__()
         self.key, self.value = key, value
         self.done = False
-        self.buffer = b""
 
-    def dataReceived(self, data: bytes) -> None:
-        self.buffer += data
-        while len(self.buffer) >= HEADER.size:
-            length, kind = HEADER.unpack_from(self.buffer)
-            end = HEADER.size + length
-            if len(self.buffer) < end:
-                return
-            frame, self.buffer = self.buffer[:end], self.buffer[end:]
-            if not self.done:
-                (box,) = parseString(frame[HEADER.size :])
-                box[self.key] = self.value
-                frame = Framer().frame(box.serialize())
-                self.done = True
-            self.other.transport.write(frame)
+    def change(self, kind: int, frame: bytes) -> bytes:
+        if self.done:
+            return frame
+        self.done = True
+        (box,) = parseString(frame[HEADER.size :])
+        box[self.key] = self.value
+        return Framer().frame(box.serialize())
 
 
 @implementer(IStreamClientEndpoint)
@@ -179,7 +184,8 @@ def evil_task(task: int = 999) -> dict[str, Any]:
     }
 
 
-def worker_behind(relay: Relay, cluster: MemoryCluster) -> Worker:
+def start_worker(relay: Relay, cluster: MemoryCluster) -> Worker:
+    """A real worker whose master is the relay, started, the bytes moved."""
     worker = Worker(
         DescribedEndpoint(relay, "the fake master"),
         FakeProcessReactor(cluster.clock),
@@ -188,6 +194,11 @@ def worker_behind(relay: Relay, cluster: MemoryCluster) -> Worker:
     )
     worker.startService()
     cluster.flush()
+    return worker
+
+
+def worker_behind(relay: Relay, cluster: MemoryCluster) -> Worker:
+    worker = start_worker(relay, cluster)
     assert worker.connection is not None, worker.endpoint.last_failure
     return worker
 
@@ -264,14 +275,7 @@ def test_a_command_after_the_authenticate_answer_in_its_frame_is_refused():
     RAN.clear()
     cluster = MemoryCluster(workers=0)
     relay = Relay(cluster, to_victim=amp_box(RunTasks, tasks=[evil_task()]))
-    worker = Worker(
-        DescribedEndpoint(relay, "the fake master"),
-        FakeProcessReactor(cluster.clock),
-        secret=cluster.secret,
-        name="victim",
-    )
-    worker.startService()
-    cluster.flush()
+    worker = start_worker(relay, cluster)
     cluster.advance(1)
     assert RAN == [] and cluster.ran(worker) == []
     assert worker.connection is None and len(relay.fronts) >= 1
@@ -309,14 +313,7 @@ def test_the_master_takes_nothing_after_authenticate_in_its_frame(command):
     cluster = MemoryCluster(workers=0)
     extra = amp_box(command) if command is Heartbeat else amp_box(Status, page=0)
     relay = Relay(cluster, to_master=extra)
-    worker = Worker(
-        DescribedEndpoint(relay, "the fake master"),
-        FakeProcessReactor(cluster.clock),
-        secret=cluster.secret,
-        name="victim",
-    )
-    worker.startService()
-    cluster.flush()
+    worker = start_worker(relay, cluster)
     assert relay.masters and all(m.dead for m in relay.masters)
     assert cluster.master.workers == {} or not cluster.master.workers
     worker.stopService()
@@ -337,14 +334,7 @@ def test_a_relay_cannot_rewrite_what_the_handshake_says(side, key, value):
     cluster = MemoryCluster(workers=0)
     relay = Relay(cluster)
     setattr(relay, f"rewrite_{side}", (key, value))
-    worker = Worker(
-        DescribedEndpoint(relay, "the fake master"),
-        FakeProcessReactor(cluster.clock),
-        secret=cluster.secret,
-        name="victim",
-    )
-    worker.startService()
-    cluster.flush()
+    worker = start_worker(relay, cluster)
     assert worker.connection is None and cluster.master.workers == []
     assert relay.masters and all(m.dead for m in relay.masters)
     worker.stopService()
