@@ -849,8 +849,9 @@ def test_a_job_with_too_long_resources_is_refused_clearly():
     c, results = make_client(m)
     long = '{"x": "' + "y" * 2000 + '"}'
     m.submit(c, 1, FN, Payload.of(b"a"), resources=long)
-    (_, status, _, error) = results[0]
-    assert status == "error" and c.jobs == {}
+    (job_id, status, _, error) = results[0]
+    assert (job_id, status, c.jobs) == (1, "error", {})
+    assert json.loads(error)["type"] == "ValueError"
     assert json.loads(error)["message"] == "job 1: resources of 2009 characters (at most 1024)"
     m.submit(c, 2, FN, Payload.of(b"a"), resources='{"x": "' + "y" * 1015 + '"}')  # 1024: fine
     assert 2 in c.jobs
