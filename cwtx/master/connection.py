@@ -227,8 +227,8 @@ class Handshake(Guarded):
             "nonce": mine,
             "proof": auth.proof(self._secret, "master", nonce, mine),
         }
-        hello = {"role": role, "name": name, "protocol": protocol, "python": python}
-        self._said = transcript({**hello, "cloudpickle": cloudpickle}, answer)
+        said = dict(role=role, name=name, protocol=protocol, python=python, cloudpickle=cloudpickle)
+        self._said = transcript(said, answer)
         return answer
 
     @Authenticate.responder

@@ -88,6 +88,14 @@ def honest_client_works(cluster) -> None:
         client.close()
 
 
+def held_and_said(cluster, grown_from: float, at_most_mib: float, logged: str) -> None:
+    """After an attack: the master grew by less than ``at_most_mib``, said
+    why it refused (``logged`` in its log), and still serves an honest client."""
+    assert rss_mib(cluster) - grown_from < at_most_mib
+    wait_until(lambda: logged in master_log(cluster), what=repr(logged))
+    honest_client_works(cluster)
+
+
 def job(job_id: int, fn: bytes, env: str = "", code: bytes = b"", code_blob: int = 0) -> dict:
     return {
         "job": job_id,
@@ -113,9 +121,7 @@ def test_blobs_with_fresh_ids_are_counted_and_capped(master):
     except OSError:
         pass  # the master closed the connection while we were still sending
     assert closed(amp)
-    assert rss_mib(master) - before < 30
-    wait_until(lambda: "blobs streamed and not yet claimed" in master_log(master))
-    honest_client_works(master)
+    held_and_said(master, before, 30, "blobs streamed and not yet claimed")
 
 
 def test_function_code_counts_against_the_clients_bytes(master):
@@ -136,9 +142,7 @@ def test_function_code_counts_against_the_clients_bytes(master):
     except OSError:
         pass
     assert closed(amp)
-    assert rss_mib(master) - before < 120
-    wait_until(lambda: "functions would hold over" in master_log(master))
-    honest_client_works(master)
+    held_and_said(master, before, 120, "functions would hold over")
 
 
 def test_a_client_that_ignores_flow_control_is_closed_at_its_limit(master):
@@ -154,9 +158,7 @@ def test_a_client_that_ignores_flow_control_is_closed_at_its_limit(master):
     except OSError:
         pass
     assert closed(amp)
-    assert rss_mib(master) - before < 30
-    wait_until(lambda: "ignores flow control" in master_log(master))
-    honest_client_works(master)
+    held_and_said(master, before, 30, "ignores flow control")
 
 
 def test_a_peer_that_never_reads_its_replies_is_throttled_then_dropped(master):
@@ -219,9 +221,7 @@ def test_a_client_that_never_takes_its_results_is_held_back_then_closed(master):
     except OSError:
         pass
     assert deaf.gone.wait(60), "the master kept taking jobs from a client that takes no results"
-    assert rss_mib(master) - before < 30
-    wait_until(lambda: "ignores flow control" in master_log(master))
-    honest_client_works(master)
+    held_and_said(master, before, 30, "ignores flow control")
 
 
 def master_log(cluster) -> str:
