@@ -261,8 +261,9 @@ class Slot(ProcessProtocol):
             for callback in self._ended:
                 callback()
             return
-        quick = self._clock.seconds() - self._started_at < 1.0 and task is None
-        quick = quick and not self._recycling
+        quick = (
+            self._clock.seconds() - self._started_at < 1.0 and task is None and not self._recycling
+        )
         self._quick_deaths = self._quick_deaths + 1 if quick else 0
         delay = min(0.1 * 2**self._quick_deaths, 10.0) if quick else 0
         self._clock.callLater(delay, self._restart)

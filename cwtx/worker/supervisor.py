@@ -136,20 +136,16 @@ class Worker(Service):
             # would hold this connection attempt, and the worker, for ever.
             d = Deferred.fromCoroutine(self._join(proto))
             reply = await d.addTimeout(self.monitor.timeout, self.reactor)
-        except defer.TimeoutError:
-            log.error(
-                "worker {name} could not join the master at {where}: no answer within {t:g} s",
-                name=self.name,
-                where=self.endpoint,
-                t=self.monitor.timeout,
-            )
-            raise
         except Exception as e:
+            if isinstance(e, defer.TimeoutError):
+                why = f"no answer within {self.monitor.timeout:g} s"
+            else:
+                why = tls_failure(e, proto.transport) or str(e) or type(e).__name__
             log.error(
                 "worker {name} could not join the master at {where}: {why}",
                 name=self.name,
                 where=self.endpoint,
-                why=tls_failure(e, proto.transport) or str(e) or type(e).__name__,
+                why=why,
             )
             raise
         self.connection = proto
