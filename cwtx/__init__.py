@@ -3,8 +3,8 @@ cwtx: distribute Python jobs over a cluster, on Twisted.
 
 A client submits closures, a master (``twistd cw-master``) routes them, and
 workers (``twistd cw-worker --master HOST``) run them.  The public API is
-the names below, and the modules ``cwtx.aio``, ``cwtx.local`` and
-``cwtx.testing``; docs/architecture.md maps the rest.
+the names below, and the modules ``cwtx.aio``, ``cwtx.local`` (``cwtx.mp``,
+its seed name), ``cwtx.slurm`` and ``cwtx.testing``; docs/architecture.md maps the rest.
 
 Names load on first use (PEP 562): ``import cwtx`` loads no Twisted, since
 every slot child imports this package to run its jobs.
@@ -28,9 +28,9 @@ _EXPORTS = {
     "randid": "cwtx.client.client_thread",
     "ClusterExecutor": "cwtx.client.executor",
     "progress": "cwtx.client.progress",
-    "allocate": "cwtx.launch.local",
-    "start": "cwtx.launch.local",
-    "stop": "cwtx.launch.local",
+    "allocate": "cwtx.launch.auto",
+    "start": "cwtx.launch.auto",
+    "stop": "cwtx.launch.auto",
     "JobCancelled": "cwtx.client.errors",
     **dict.fromkeys(
         [
@@ -51,7 +51,7 @@ _EXPORTS = {
 }
 
 #: Public modules, imported on first use as attributes too.
-_MODULES = ("aio", "local", "testing")
+_MODULES = ("aio", "local", "mp", "slurm", "testing")
 
 __all__ = [
     "AuthenticationError",
@@ -125,4 +125,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from cwtx.client.executor import ClusterExecutor
     from cwtx.client.options import JobOptions
     from cwtx.client.progress import progress
-    from cwtx.launch.local import allocate, start, stop
+    from cwtx.launch.auto import allocate, start, stop

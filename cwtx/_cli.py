@@ -1,15 +1,16 @@
-"""The ``cw`` command: start and stop local clusters, show a master's status."""
+"""The ``cw`` command: start and stop local and SLURM clusters, show a master's status."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import Any
 
 from cwtx._errors import AuthenticationError, CwtxError, ProtocolMismatch
 from cwtx.client.address import PORT, find_master
 from cwtx.client.status import query_status
-from cwtx.launch import local
+from cwtx.launch import local, slurm
 
 
 def _local_start(args: argparse.Namespace) -> int:
@@ -34,6 +35,68 @@ def _local_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(message: str) -> None:
+    print(f"cw: {message}", file=sys.stderr, flush=True)
+
+
+def _slurm_start(args: argparse.Namespace) -> int:
+    cluster = slurm.start(
+        args.workers,
+        args.port,
+        name=args.name,
+        slots=args.slots,
+        partition=args.partition,
+        time=args.time,
+        account=args.account,
+        master_args=args.master_args,
+        worker_args=args.worker_args,
+        docker_image=args.docker_image,
+        docker_args=args.docker_args,
+        timeout=args.timeout,
+        secret_file=args.secret_file,
+        report=_say,
+    )
+    print(
+        f"cwtx cluster {cluster.name!r}: master on {cluster.host}:{cluster.port}, "
+        f"{cluster.nworkers} workers; scripts and logs in {cluster.directory}"
+    )
+    return 0
+
+
+def _slurm_add(args: argparse.Namespace) -> int:
+    names = slurm.add(args.workers, args.name, slots=args.slots, timeout=args.timeout, report=_say)
+    print(f"added {len(names)} workers to cluster {args.name!r}: {', '.join(names)}")
+    return 0
+
+
+def _slurm_stop(args: argparse.Namespace) -> int:
+    stopped = slurm.stop(args.name, report=_say)
+    if stopped:
+        print(f"stopped cluster {args.name!r}: SLURM jobs {', '.join(stopped)}")
+    else:
+        print(f"cluster {args.name!r} had no SLURM jobs")
+    return 0
+
+
+def _slurm_status(args: argparse.Namespace) -> int:
+    found = slurm.status(args.name)
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    print(f"cluster {found['name']!r} ({found['directory']}):")
+    if not found["jobs"]:
+        print("  no SLURM jobs")
+    for job in found["jobs"]:
+        reason = f" ({job['reason']})" if job["state"] == "PENDING" else ""
+        node = f" on {job['nodes']}" if job["nodes"] else ""
+        print(f"  {job['role']:8} job {job['id']:>12}: {job['state']}{reason}{node}")
+    if found["master"] is None:
+        print(f"  master: {found.get('error')}")
+        return 0 if not found["jobs"] else 1
+    _print_status(found["master"])
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     host, port = find_master(args.host, args.port)
     try:
@@ -47,6 +110,11 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
+    _print_status(status)
+    return 0
+
+
+def _print_status(status: dict) -> None:
     print(
         f"master {status['master']}: {len(status['workers'])} workers, "
         f"{status['slots']} slots, {status['running']} running, "
@@ -55,7 +123,6 @@ def _status(args: argparse.Namespace) -> int:
     )
     for w in status["workers"]:
         print(f"  worker {w['name']}: {w['running']}/{w['slots']} slots busy")
-    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -76,6 +143,8 @@ def parser() -> argparse.ArgumentParser:
     stop.add_argument("--run-dir", default=None, help="pid files and logs")
     stop.set_defaults(func=_local_stop)
 
+    _slurm_parser(sub)
+
     status = sub.add_parser("status", help="show a master's workers and jobs")
     status.add_argument(
         "--host",
@@ -87,6 +156,70 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--timeout", type=float, default=5.0)
     status.set_defaults(func=_status)
     return top
+
+
+def _slurm_parser(sub: Any) -> None:
+    top = sub.add_parser("slurm", help="a master and workers as SLURM jobs (docs/slurm.md)")
+    actions = top.add_subparsers(dest="action", required=True)
+
+    def named(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--name",
+            default=slurm.DEFAULT_NAME,
+            help="the cluster's name: one user can run several side by side "
+            f"(default {slurm.DEFAULT_NAME!r})",
+        )
+
+    start = actions.add_parser("start", help="submit a master and N workers, wait until ready")
+    start.add_argument("-n", "--workers", type=int, default=2, help="workers to start")
+    named(start)
+    start.add_argument(
+        "--slots", type=int, default=1, help="slots per worker (its --cpus-per-task)"
+    )
+    start.add_argument("--partition", help="SLURM partition for every job")
+    start.add_argument("--time", help="time limit for every job (sbatch --time)")
+    start.add_argument("--account", help="account to charge (sbatch --account)")
+    start.add_argument(
+        "--master-args", default="", metavar="ARGS", help="extra sbatch options for the master"
+    )
+    start.add_argument(
+        "--worker-args", default="", metavar="ARGS", help="extra sbatch options for the workers"
+    )
+    start.add_argument("--docker-image", metavar="IMAGE", help="run each worker in this image")
+    start.add_argument(
+        "--docker-args",
+        default="",
+        metavar="ARGS",
+        help="extra `docker run` options: mount the shared filesystem here",
+    )
+    start.add_argument(
+        "-p", "--port", type=int, default=0, help="the master's port (default 0: any free port)"
+    )
+    start.add_argument("--secret-file", help="the shared secret (default: as docs/security.md)")
+    start.add_argument(
+        "--timeout",
+        type=float,
+        default=slurm.START_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up (and cancel the jobs) after this long (default {slurm.START_TIMEOUT:g})",
+    )
+    start.set_defaults(func=_slurm_start)
+
+    add = actions.add_parser("add", help="add N workers to a running cluster")
+    add.add_argument("-n", "--workers", type=int, default=1, help="workers to add")
+    named(add)
+    add.add_argument("--slots", type=int, default=None, help="slots per new worker")
+    add.add_argument("--timeout", type=float, default=slurm.START_TIMEOUT, metavar="SECONDS")
+    add.set_defaults(func=_slurm_add)
+
+    stop = actions.add_parser("stop", help="workers leave gracefully, then the master")
+    named(stop)
+    stop.set_defaults(func=_slurm_stop)
+
+    status = actions.add_parser("status", help="the cluster's SLURM jobs and its master's status")
+    named(status)
+    status.add_argument("--json", action="store_true", help="print it as JSON")
+    status.set_defaults(func=_slurm_status)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,12 @@ os.environ.pop("CWTX_SECRET", None)
 # user's own run directory; and no master the user runs is found by accident.
 os.environ["CWTX_RUN_DIR"] = os.path.join(_SECRET_DIR, "run")
 os.environ.pop("CWTX_MASTER", None)
+# cwtx.start would pick SLURM wherever sbatch is installed (as in CI): the
+# tests choose their launcher themselves, and SLURM clusters they start keep
+# their files here.
+os.environ["CWTX_LAUNCHER"] = "local"
+os.environ["CWTX_SLURM_DIR"] = os.path.join(_SECRET_DIR, "slurm")
+os.environ.pop("CWTX_CLUSTER", None)
 
 import cloudpickle  # noqa: E402
 

@@ -7,7 +7,10 @@ ClientThread, ClusterExecutor, ``cwtx.aio``, ``cw status`` and
    (``cwtx.start``, ``cwtx.allocate``, ``cwtx.local.start``), latest first;
 2. ``$CWTX_MASTER``, as ``HOST[:PORT]``;
 3. the master that a running ``cw local start`` recorded in its run directory;
-4. ``localhost``, on port 5494.
+4. the master of this user's SLURM cluster (``cw slurm start``): the one
+   named ``$CWTX_CLUSTER``, else ``default``, else the only one there is,
+   as it wrote itself in its address file;
+5. ``localhost``, on port 5494.
 
 An explicit port without a host replaces the port of what the chain found;
 a host given as ``HOST:PORT`` carries its own.
@@ -100,8 +103,41 @@ def find_master(host: str | None = None, port: int | None = None) -> tuple[str, 
     A given ``host`` may carry its own port (``node1:5495``)."""
     if host is not None:
         return parse_master_address(host, PORT if port is None else port)
-    found = current() or _from_environment() or _recorded_by_cw_local() or ("localhost", PORT)
+    found = (
+        current()
+        or _from_environment()
+        or _recorded_by_cw_local()
+        or _recorded_by_cw_slurm()
+        or ("localhost", PORT)
+    )
     return found if port is None else (found[0], port)
+
+
+def format_address(host: str, port: int) -> str:
+    """(host, port) as ``HOST:PORT``, an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def write_address_file(path: str | os.PathLike[str], host: str, port: int) -> None:
+    """Publish where a master listens, atomically: a reader never sees half."""
+    tmp = f"{os.fspath(path)}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(format_address(host, port) + "\n")
+    os.replace(tmp, path)
+
+
+def read_address_file(path: str | os.PathLike[str]) -> tuple[str, int] | None:
+    """The address a master published in ``path``; None while there is none.
+    A file that holds no address is an error naming the file."""
+    try:
+        with open(path) as f:
+            text = f.read(1024).strip()
+    except FileNotFoundError:
+        return None
+    try:
+        return parse_master_address(text)
+    except ValueError as e:
+        raise ValueError(f"the master's address file {os.fspath(path)}: {e}") from None
 
 
 def _from_environment() -> tuple[str, int] | None:
@@ -116,5 +152,11 @@ def _from_environment() -> tuple[str, int] | None:
 
 def _recorded_by_cw_local() -> tuple[str, int] | None:
     from cwtx.launch.local import recorded_master  # the launcher imports this module
+
+    return recorded_master()
+
+
+def _recorded_by_cw_slurm() -> tuple[str, int] | None:
+    from cwtx.launch.slurm import recorded_master  # the launcher imports this module
 
     return recorded_master()

@@ -8,18 +8,28 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, clientFromString
+from twisted.internet.error import ConnectError
+from twisted.internet.interfaces import IStreamClientEndpoint
+from zope.interface import implementer
 
 from cwtx._errors import AuthenticationError, ProtocolMismatch
 from cwtx._secret import load_secret, secret_source
-from cwtx.client.address import PORT, find_master
+from cwtx.client.address import PORT, find_master, read_address_file
 from cwtx.client.client import CONNECT_TIMEOUT, RECONNECT_TIMEOUT, Client
 from cwtx.client.options import JobOptions
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from cwtx.wire.reconnect import DescribedEndpoint
 
-__all__ = ["CONNECT_TIMEOUT", "RECONNECT_TIMEOUT", "client_endpoint", "connect", "connect_to"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "RECONNECT_TIMEOUT",
+    "AddressFileEndpoint",
+    "client_endpoint",
+    "connect",
+    "connect_to",
+]
 
 
 def client_endpoint(
@@ -39,6 +49,28 @@ def client_endpoint(
     return DescribedEndpoint(
         TCP4ClientEndpoint(reactor, host, port, timeout=timeout), f"{host}:{port}"
     )
+
+
+@implementer(IStreamClientEndpoint)
+class AddressFileEndpoint:
+    """Connects to the address a master wrote to ``path`` (``--address-file``),
+    read afresh on every attempt: a worker started before its master waits
+    (its service retries with backoff), and one whose master moved to
+    another node follows it there."""
+
+    def __init__(self, reactor: Any, path: str, timeout: float = CONNECT_TIMEOUT) -> None:
+        self.reactor = reactor
+        self.path = path
+        self.timeout = timeout
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        try:
+            address = read_address_file(self.path)
+        except ValueError as e:
+            return fail(ConnectError(string=str(e)))
+        if address is None:
+            return fail(ConnectError(string=f"no master has written {self.path} yet"))
+        return client_endpoint(self.reactor, *address, timeout=self.timeout).connect(factory)
 
 
 def connect(

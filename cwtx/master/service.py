@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 import txaio
@@ -11,6 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 
+from cwtx.client.address import format_address, read_address_file, write_address_file
 from cwtx.master.connection import AUTH_TIMEOUT, MasterFactory
 from cwtx.master.master import Master
 from cwtx.wire.peer import HeartbeatMonitor
@@ -23,7 +25,10 @@ class MasterService(Service):
     """Listens, and runs the heartbeat monitor, for one :class:`Master`.
 
     ``listen`` is a Twisted server endpoint string; ``port_file``, if given,
-    receives the TCP port actually bound (for ``tcp:0``).
+    receives the TCP port actually bound (for ``tcp:0``); ``address_file``
+    receives ``HOST:PORT`` with ``advertise`` (default: this host's name) as
+    the host, for workers and clients that find the master by it
+    (``cw slurm``), and is removed when the master stops.
     """
 
     def __init__(
@@ -35,6 +40,8 @@ class MasterService(Service):
         secret: bytes,
         port_file: str | None = None,
         auth_timeout: float = AUTH_TIMEOUT,
+        address_file: str | None = None,
+        advertise: str | None = None,
     ) -> None:
         self.auth_timeout = auth_timeout
         self.reactor = reactor
@@ -43,6 +50,9 @@ class MasterService(Service):
         self.monitor = monitor
         self.secret = secret
         self.port_file = port_file
+        self.address_file = address_file
+        self.advertise = advertise or socket.gethostname()
+        self._published: tuple[str, int] | None = None
         self.port: IListeningPort | None = None
 
     async def _start(self) -> None:
@@ -58,6 +68,15 @@ class MasterService(Service):
             with open(tmp, "w") as f:
                 f.write(f"{getattr(address, 'port', '')}\n")
             os.replace(tmp, self.port_file)
+        port = getattr(address, "port", None)
+        if self.address_file and port is not None:
+            self._published = (self.advertise, port)
+            write_address_file(self.address_file, *self._published)
+            log.info(
+                "cwtx master address {address} written to {path}",
+                address=format_address(*self._published),
+                path=self.address_file,
+            )
 
     def startService(self) -> None:
         super().startService()
@@ -75,6 +94,17 @@ class MasterService(Service):
     def stopService(self) -> Any:
         super().stopService()
         self.monitor.stop()
+        self._unpublish()
         if self.port is not None:
             return self.port.stopListening()
         return None
+
+    def _unpublish(self) -> None:
+        """Remove our address file, unless a newer master has replaced it."""
+        if self.address_file is None or self._published is None:
+            return
+        try:
+            if read_address_file(self.address_file) == self._published:
+                os.unlink(self.address_file)
+        except (OSError, ValueError):
+            pass

@@ -78,6 +78,19 @@ class Options(usage.Options):
             None,
             "Write the TCP port actually bound to this file (for --listen tcp:0).",
         ],
+        [
+            "address-file",
+            None,
+            None,
+            "Once listening, write HOST:PORT to this file (removed on stop), for workers "
+            "(--master-file) and clients that find the master by it.",
+        ],
+        [
+            "advertise",
+            None,
+            None,
+            "The host name written to --address-file (default: this host's name).",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -106,6 +119,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         options["secret"],
         options["port-file"],
         options["auth-timeout"],
+        options["address-file"],
+        options["advertise"],
     ).setServiceParent(service)
     StopOnSignal(reactor).setServiceParent(service)
     return service

@@ -10,9 +10,10 @@ from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
 from cwtx.client.address import PORT, find_master, parse_master_address
-from cwtx.client.connect import client_endpoint
+from cwtx.client.connect import AddressFileEndpoint, client_endpoint
 from cwtx.tap.common import SECRET_HELP, StopOnSignal, default_reactor, positive, secret_option
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
+from cwtx.wire.reconnect import DescribedEndpoint
 from cwtx.worker.supervisor import GRACE, Worker
 
 
@@ -36,6 +37,13 @@ class Options(usage.Options):
             "$CWTX_MASTER, a running `cw local`, else localhost).",
         ],
         ["connect", "c", None, "Client endpoint string for the master (instead of --master)."],
+        [
+            "master-file",
+            None,
+            None,
+            "Read the master's HOST:PORT from this file, which its --address-file wrote "
+            "(instead of --master); until it exists, wait and retry with backoff.",
+        ],
         ["slots", "n", 1, "Jobs to run at once, each in its own child process.", positive(int)],
         ["name", None, None, "Name of this worker in logs and status (default host:pid)."],
         ["resources", None, "{}", "Resources this worker offers, as a JSON object."],
@@ -65,9 +73,9 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self["secret"] = secret_option(self["secret-file"])
-        if self["master"] and self["connect"]:
-            raise usage.UsageError("give --master or --connect, not both")
-        if not self["connect"]:
+        if sum(bool(self[o]) for o in ("master", "connect", "master-file")) > 1:
+            raise usage.UsageError("give one of --master, --connect and --master-file")
+        if not self["connect"] and not self["master-file"]:
             try:
                 given = self["master"]
                 self["address"] = parse_master_address(given) if given else find_master()
@@ -86,6 +94,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     reactor = default_reactor(reactor)
     if options["connect"]:
         endpoint = client_endpoint(reactor, endpoint=options["connect"])
+    elif options["master-file"]:
+        path = options["master-file"]
+        endpoint = DescribedEndpoint(
+            AddressFileEndpoint(reactor, path), f"the master named in {path}"
+        )
     else:
         host, port = options["address"]
         endpoint = client_endpoint(reactor, host, port)

@@ -1,0 +1,711 @@
+"""
+Run a master and workers as SLURM jobs (``cw slurm start``).
+
+SLURM only starts the processes; it stays out of the job path.  The master
+is one batch job; the workers are one job array, whatever their number.  The
+master publishes ``NODE:PORT`` in an address file in the cluster's state
+directory (on the shared filesystem), where workers and clients read it.
+Each cluster has a name, so one user can run several side by side; each
+finds, and stops, only the jobs with its own names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cwtx._errors import LaunchError
+from cwtx._secret import load_secret, secret_source
+from cwtx.client import address
+from cwtx.client.address import read_address_file
+from cwtx.client.status import query_status
+from cwtx.launch import slurm_commands as slurm
+from cwtx.launch.slurm_commands import Job
+from cwtx.launch.slurm_scripts import (
+    Docker,
+    ScriptSettings,
+    check_name,
+    job_name,
+    master_script,
+    worker_script,
+)
+
+#: The cluster ``cw slurm`` and ``cwtx.slurm`` mean when not given a name.
+DEFAULT_NAME = "default"
+#: Seconds ``start`` and ``add`` wait for the master and the workers; a
+#: busy cluster may queue them for a while.
+START_TIMEOUT = 300.0
+#: Seconds workers have to leave on ``stop`` beyond their grace.
+LEAVE_TIMEOUT = 30.0
+#: A worker's grace for its running jobs when it is asked to leave.
+GRACE = 25.0
+
+#: Pending reasons that waiting cannot cure: start fails at once with them.
+HOPELESS = frozenset(
+    {
+        "AccountNotAllowed",
+        "BadConstraints",
+        "DependencyNeverSatisfied",
+        "InvalidAccount",
+        "InvalidQOS",
+        "JobHeldAdmin",
+        "JobHeldUser",
+        "PartitionConfig",
+        "PartitionNodeLimit",
+        "PartitionTimeLimit",
+        "QOSMaxCpuPerJobLimit",
+        "QOSMaxNodePerJobLimit",
+        "QOSMaxWallDurationPerJobLimit",
+    }
+)
+
+Report = Callable[[str], None]
+
+
+def default_state_dir() -> Path:
+    """Where clusters keep their files: $CWTX_SLURM_DIR, else
+    ``$XDG_STATE_HOME/cwtx/slurm`` (``~/.local/state/cwtx/slurm``).  It must
+    be on a filesystem every node shares."""
+    env = os.environ.get("CWTX_SLURM_DIR")
+    if env:
+        return Path(env)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "cwtx" / "slurm"
+
+
+def cluster_dir(name: str = DEFAULT_NAME, state_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The directory of cluster ``name``: its scripts, address file and logs."""
+    base = Path(state_dir) if state_dir is not None else default_state_dir()
+    return base.absolute() / check_name(name)
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+@dataclass
+class SlurmCluster:
+    """A master and workers running as SLURM jobs; ``stop()`` ends them."""
+
+    name: str
+    directory: Path
+    host: str = ""
+    port: int = 0
+    #: Names of the workers started and registered, ``slurm-ARRAY_TASK``.
+    workers: list[str] = field(default_factory=list)
+
+    @property
+    def nworkers(self) -> int:
+        return len(self.workers)
+
+    def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The master's own status (``cw status``)."""
+        return query_status(self.host, self.port, timeout)
+
+    def jobs(self) -> list[Job]:
+        """This cluster's SLURM jobs, one line per array task."""
+        return _our_jobs(self.name, self.directory)
+
+    def add_workers(
+        self, n: int, *, slots: int | None = None, timeout: float = START_TIMEOUT
+    ) -> list[str]:
+        """Submit ``n`` more workers as one array; their names, once registered."""
+        names = _submit_workers(self, n, slots, timeout, _quiet)
+        self.workers += names
+        return names
+
+    def stop(self) -> list[str]:
+        return stop(self.name, self.directory.parent)
+
+    def __enter__(self) -> SlurmCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- what a cluster's directory holds -----------------------------------------
+
+
+def _jobs_file(directory: Path) -> Path:
+    return directory / "jobs"
+
+
+def _record_job(directory: Path, role: str, job_id: str) -> None:
+    """Every job we submit is written down first, so that stop can find it
+    even if squeue has not shown it yet."""
+    with open(_jobs_file(directory), "a") as f:
+        f.write(f"{job_id} {role}\n")
+
+
+def _recorded_jobs(directory: Path) -> dict[str, str]:
+    try:
+        lines = _jobs_file(directory).read_text().splitlines()
+    except OSError:
+        return {}
+    jobs = {}
+    for line in lines:
+        job_id, _, role = line.partition(" ")
+        if job_id.isdigit():
+            jobs[job_id] = role
+    return jobs
+
+
+def _our_jobs(name: str, directory: Path) -> list[Job]:
+    """The jobs of cluster ``name`` still known to SLURM: those we recorded,
+    and any with its job names (a start interrupted before recording)."""
+    names = [job_name(name, "master"), job_name(name, "workers")]
+    found = {j.id: j for j in slurm.squeue(names=names)}
+    recorded = list(_recorded_jobs(directory))
+    if recorded:
+        for j in slurm.squeue(job_ids=recorded):
+            if j.name in names:
+                found[j.id] = j
+    return sorted(found.values(), key=lambda j: j.id)
+
+
+def _settings_file(directory: Path) -> Path:
+    return directory / "cluster.json"
+
+
+@dataclass
+class _Setup:
+    """How this cluster's workers are started: kept for ``add``."""
+
+    settings: ScriptSettings
+    slots: int
+    grace: float
+    worker_args: list[str]
+    docker: Docker | None
+
+    def save(self, directory: Path) -> None:
+        s = self.settings
+        data = {
+            "settings": {**s.__dict__, "extra_worker_options": list(s.extra_worker_options)},
+            "slots": self.slots,
+            "grace": self.grace,
+            "worker_args": self.worker_args,
+            "docker": None if self.docker is None else self.docker.__dict__,
+        }
+        _settings_file(directory).write_text(json.dumps(data, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> _Setup:
+        try:
+            data = json.loads(_settings_file(directory).read_text())
+            return cls(
+                ScriptSettings(**data["settings"]),
+                data["slots"],
+                data["grace"],
+                data["worker_args"],
+                None if data["docker"] is None else Docker(**data["docker"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise LaunchError(
+                f"cannot read how cluster {directory.name!r} was started "
+                f"({_settings_file(directory)}): {e}; is it running? (cw slurm start)"
+            ) from None
+
+
+# -- start, add, stop -----------------------------------------------------------
+
+
+def _words(args: str | Sequence[str]) -> list[str]:
+    """Extra options, as a shell string (``"--qos=high --mem=4G"``) or a list."""
+    if isinstance(args, str):
+        return shlex.split(args)
+    return [str(a) for a in args]
+
+
+def _pythonpath() -> str:
+    """The directory this cwtx was imported from: the jobs run the same one."""
+    import cwtx
+
+    return str(Path(cwtx.__file__).resolve().parent.parent)
+
+
+def _check_directory(directory: Path) -> None:
+    # #SBATCH lines and the scripts' shell words take the path as it is.
+    if any(c.isspace() or c in "%'\"\\$`" for c in str(directory)):
+        raise ValueError(
+            f"the SLURM state directory {directory} has a space, quote, '%' or '$' "
+            "in its path; set $CWTX_SLURM_DIR to a plain path on the shared filesystem"
+        )
+
+
+def start(
+    nworkers: int = 2,
+    port: int = 0,
+    *,
+    name: str = DEFAULT_NAME,
+    slots: int = 1,
+    partition: str | None = None,
+    time: str | None = None,
+    account: str | None = None,
+    master_args: str | Sequence[str] = (),
+    worker_args: str | Sequence[str] = (),
+    master_options: str | Sequence[str] = (),
+    worker_options: str | Sequence[str] = (),
+    master_service_args: Sequence[str] = (),
+    worker_service_args: Sequence[str] = (),
+    docker_image: str | None = None,
+    docker_args: str = "",
+    timeout: float = START_TIMEOUT,
+    state_dir: str | os.PathLike[str] | None = None,
+    secret_file: str | os.PathLike[str] | None = None,
+    grace: float = GRACE,
+    report: Report = _quiet,
+) -> SlurmCluster:
+    """
+    Submit a master and ``nworkers`` workers (one job array) as SLURM jobs.
+
+    Returns once the master listens and every worker has registered; a job
+    SLURM cannot or does not start within ``timeout`` seconds is a
+    LaunchError that gives SLURM's reason, after everything submitted has
+    been cancelled.  ``master_args``/``worker_args`` are extra sbatch
+    options (``master_options``/``worker_options``: the seed's names for
+    them); ``*_service_args`` are extra ``cw-master``/``cw-worker`` options.
+    ``port=0`` lets the master take any free port.  ``report`` hears what it
+    is waiting for.
+    """
+    if nworkers < 0:
+        raise ValueError(f"nworkers must be 0 or more, not {nworkers}")
+    if slots < 1:
+        raise ValueError(f"a worker needs at least one slot, not {slots}")
+    if "\n" in docker_args or (docker_image is not None and not docker_image.strip()):
+        raise ValueError("docker_image must be an image name, and docker_args one line")
+    directory = cluster_dir(name, state_dir)
+    _check_directory(directory)
+    running = _our_jobs(name, directory)
+    if running:
+        raise LaunchError(
+            f"cluster {name!r} is already running (SLURM jobs "
+            f"{', '.join(sorted({j.base_id for j in running}))}); stop it first "
+            f"(cw slurm stop --name {name}) or choose another name (--name)"
+        )
+    _fresh_directory(directory)
+    settings = ScriptSettings(
+        cluster=name,
+        state_dir=str(directory),
+        python=sys.executable,
+        pythonpath=_pythonpath(),
+        secret_file=_secret_path(secret_file),
+        partition=partition,
+        time=time,
+        account=account,
+        extra_worker_options=tuple(worker_service_args),
+    )
+    docker = Docker(docker_image, docker_args) if docker_image else None
+    setup = _Setup(settings, slots, grace, _words(worker_args) + _words(worker_options), docker)
+    setup.save(directory)
+    cluster = SlurmCluster(name, directory)
+    deadline = _clock() + timeout
+    try:
+        script = master_script(settings, port, master_service_args)
+        (directory / "master.sh").write_text(script)
+        master_id = slurm.sbatch(script, _words(master_args) + _words(master_options))
+        _record_job(directory, "master", master_id)
+        report(f"submitted the master as SLURM job {master_id}")
+        # The workers go in at once: they wait for the master's address file.
+        array = _submit_array(cluster, setup, nworkers, report) if nworkers else None
+        cluster.host, cluster.port = _wait_for_master(cluster, master_id, deadline, report)
+        report(f"the master listens on {cluster.host}:{cluster.port}")
+        if array is not None:
+            cluster.workers = _wait_for_workers(cluster, *array, deadline, report)
+    except BaseException:
+        report("cancelling what was submitted")
+        with suppress(LaunchError):  # the error that brought us here says more
+            _cancel(name, directory)
+        raise
+    address.started((cluster.host, cluster.port))
+    _started[directory] = cluster
+    return cluster
+
+
+def _fresh_directory(directory: Path) -> None:
+    """Make the cluster's directory; a previous run's files go, so that no
+    old address or log is taken for this run's."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for pattern in ("master.*", "worker-*", "workers-*", "jobs", "cluster.json"):
+        for old in directory.glob(pattern):
+            old.unlink(missing_ok=True)
+
+
+def _secret_path(secret_file: str | os.PathLike[str] | None) -> str | None:
+    """The secret file every job reads, made now (before any job races to).
+    A secret given in $CWTX_SECRET reaches the jobs in their environment."""
+    load_secret(secret_file)
+    if secret_file is None and os.environ.get("CWTX_SECRET"):
+        return None
+    return str(Path(secret_source(secret_file)).absolute())
+
+
+def _submit_array(
+    cluster: SlurmCluster, setup: _Setup, n: int, report: Report, slots: int | None = None
+) -> tuple[str, int]:
+    """Submit ``n`` workers as one job array: (its id, n)."""
+    script = worker_script(setup.settings, slots or setup.slots, setup.grace, setup.docker)
+    array_id = slurm.sbatch(script, [f"--array=0-{n - 1}", *setup.worker_args])
+    _record_job(cluster.directory, "workers", array_id)
+    (cluster.directory / f"workers-{array_id}.sh").write_text(script)
+    report(f"submitted {n} workers as SLURM job array {array_id}")
+    return array_id, n
+
+
+def _submit_workers(
+    cluster: SlurmCluster, n: int, slots: int | None, timeout: float, report: Report
+) -> list[str]:
+    if n < 1:
+        raise ValueError(f"add at least one worker, not {n}")
+    if not cluster.host:
+        found = read_address_file(cluster.directory / "master.address")
+        if found is None:
+            raise LaunchError(f"cluster {cluster.name!r} has no master listening")
+        cluster.host, cluster.port = found
+    setup = _Setup.load(cluster.directory)
+    deadline = _clock() + timeout
+    array_id, _ = _submit_array(cluster, setup, n, report, slots)
+    try:
+        return _wait_for_workers(cluster, array_id, n, deadline, report)
+    except BaseException:
+        report(f"cancelling SLURM job array {array_id}")
+        _stop_jobs([array_id])
+        raise
+
+
+def add(
+    n: int,
+    name: str = DEFAULT_NAME,
+    *,
+    slots: int | None = None,
+    timeout: float = START_TIMEOUT,
+    state_dir: str | os.PathLike[str] | None = None,
+    report: Report = _quiet,
+) -> list[str]:
+    """Add ``n`` workers to the running cluster ``name``; their names."""
+    directory = cluster_dir(name, state_dir)
+    cluster = _started.get(directory) or SlurmCluster(name, directory)
+    names = _submit_workers(cluster, n, slots, timeout, report)
+    cluster.workers += names
+    return names
+
+
+def stop(
+    name: str = DEFAULT_NAME,
+    state_dir: str | os.PathLike[str] | None = None,
+    *,
+    grace: float | None = None,
+    report: Report = _quiet,
+) -> list[str]:
+    """Stop cluster ``name``: the workers leave gracefully (SIGINT), then
+    the master; any job that will not go is cancelled.  Only jobs with this
+    cluster's names, of this user, are touched.  Returns the job ids."""
+    directory = cluster_dir(name, state_dir)
+    cluster = _started.pop(directory, None)
+    if cluster is not None:
+        address.stopped((cluster.host, cluster.port))
+    if grace is None:
+        with suppress(LaunchError):
+            grace = _Setup.load(directory).grace
+    stopped = _cancel(name, directory, GRACE if grace is None else grace, report)
+    for leftover in ("master.address", "jobs", "cluster.json"):
+        (directory / leftover).unlink(missing_ok=True)
+    return stopped
+
+
+def _cancel(
+    name: str, directory: Path, grace: float | None = None, report: Report = _quiet
+) -> list[str]:
+    """Workers first, then the master: each is asked to leave (SIGINT to the
+    batch shell, which is the worker), and cancelled if it has not left in
+    time.  Pending jobs are simply cancelled.  With ``grace`` None, all are
+    cancelled at once (a start that failed)."""
+    jobs = _our_jobs(name, directory)
+    ids = sorted({j.base_id for j in jobs}, key=int)
+    if grace is None:
+        _stop_jobs(ids)
+        return ids
+    workers = [j for j in jobs if j.name == job_name(name, "workers")]
+    masters = [j for j in jobs if j.name == job_name(name, "master")]
+    for group, wait in ((workers, grace + LEAVE_TIMEOUT), (masters, 15.0)):
+        if not group:
+            continue
+        report(f"stopping {len(group)} {group[0].name} job(s)")
+        running = [j.id for j in group if j.state == "RUNNING"]
+        pending = [j.id for j in group if j.state != "RUNNING"]
+        with suppress(LaunchError):  # one may have just ended
+            slurm.scancel(pending)
+            slurm.scancel(running, signal="INT", batch=True)
+        _wait_gone([j.id for j in group], wait)
+    _stop_jobs(ids)
+    return ids
+
+
+def _stop_jobs(ids: Sequence[str], wait: float = 30.0) -> None:
+    """Cancel these jobs outright, and wait until squeue no longer lists them."""
+    if not ids:
+        return
+    with suppress(LaunchError):
+        slurm.scancel(list(ids))
+    if not _wait_gone(ids, wait):
+        raise LaunchError(f"SLURM jobs {', '.join(ids)} are still listed {wait:g} s after scancel")
+
+
+def _wait_gone(ids: Sequence[str], wait: float) -> bool:
+    """Poll squeue until it lists none of these jobs (or array tasks) as
+    still running, pending or completing."""
+    deadline = _clock() + wait
+    bases = sorted({i.split("_")[0] for i in ids})
+    for _ in _backoff(deadline):
+        listed = [j for j in slurm.squeue(job_ids=bases) if j.id in ids or j.base_id in ids]
+        if all(j.state in slurm.ENDED for j in listed):
+            return True
+    return False
+
+
+# -- waiting ---------------------------------------------------------------------
+
+
+def _clock() -> float:
+    return time.monotonic()
+
+
+def _backoff(deadline: float, first: float = 0.05, most: float = 1.0) -> Iterator[None]:
+    """Yield, then sleep a little longer each time, until ``deadline``;
+    always yields once more at the deadline."""
+    delay = first
+    while True:
+        yield
+        now = _clock()
+        if now >= deadline:
+            return
+        time.sleep(min(delay, deadline - now))
+        delay = min(delay * 1.5, most)
+
+
+def _why(job: Job) -> str:
+    return f"{job.state.lower()} ({job.reason})" if job.reason not in ("", "None") else job.state
+
+
+def _wait_for_master(
+    cluster: SlurmCluster, job_id: str, deadline: float, report: Report
+) -> tuple[str, int]:
+    """The master's address, once it has written it; fails fast if its job
+    ends or is pending for a reason waiting cannot cure."""
+    path = cluster.directory / "master.address"
+    said = ""
+    for _ in _backoff(deadline):
+        found = read_address_file(path)
+        if found is not None:
+            return found
+        job = _job(job_id)
+        if job is None or job.state not in ("PENDING", "RUNNING", "CONFIGURING"):
+            state = "has ended" if job is None else f"is {job.state}"
+            raise LaunchError(
+                f"the master's SLURM job {job_id} {state} before it listened; "
+                f"its log ({cluster.directory}/master.log):\n"
+                f"{_tail(cluster.directory / 'master.log')}\n"
+                f"{_tail(cluster.directory / 'master.out')}"
+            )
+        _fail_if_hopeless([job], "the master")
+        if _why(job) != said:
+            said = _why(job)
+            report(f"the master's job {job_id} is {said}")
+    job = _job(job_id)
+    where = f"its job {job_id} is {_why(job)}" if job else f"its job {job_id} has ended"
+    raise LaunchError(f"the master did not listen within the timeout: {where}{_advice(job)}")
+
+
+def _wait_for_workers(
+    cluster: SlurmCluster, array_id: str, n: int, deadline: float, report: Report
+) -> list[str]:
+    """Poll the master's status until the array's ``n`` workers have
+    registered; fails fast if a task ends first, or cannot start."""
+    names = [f"slurm-{array_id}_{i}" for i in range(n)]
+    registered: set[str] = set()
+    said = ""
+    for _ in _backoff(deadline, most=2.0):
+        with suppress(OSError):
+            registered = {w["name"] for w in cluster.status()["workers"]} & set(names)
+        if len(registered) == n:
+            return names
+        tasks = [j for j in slurm.squeue(job_ids=[array_id]) if j.base_id == array_id]
+        _fail_if_hopeless(tasks, "the workers")
+        listed = {j.id.replace("[", "").split("_")[-1] for j in tasks}
+        ended = [x for x in names if x not in registered and x.rsplit("_", 1)[1] not in listed]
+        if ended and not _pending_range(tasks):
+            raise LaunchError(
+                f"worker {ended[0]} ended before it registered with the master; its log:\n"
+                f"{_tail(cluster.directory / (ended[0].replace('slurm-', 'worker-') + '.log'))}\n"
+                f"{_tail(cluster.directory / (ended[0].replace('slurm-', 'worker-') + '.out'))}"
+            )
+        now = f"{len(registered)} of {n} workers registered" + _pending_summary(tasks)
+        if now != said:
+            said = now
+            report(now)
+    tasks = [j for j in slurm.squeue(job_ids=[array_id]) if j.base_id == array_id]
+    pending = [j for j in tasks if j.pending]
+    raise LaunchError(
+        f"{n - len(registered)} of {n} workers did not register with the master at "
+        f"{cluster.host}:{cluster.port} within the timeout"
+        + _pending_summary(tasks)
+        + (_advice(pending[0]) if pending else f"; worker logs are in {cluster.directory}")
+    )
+
+
+def _pending_range(tasks: list[Job]) -> bool:
+    """squeue shows an array's pending tasks as one line, ``12_[3-7]``."""
+    return any("[" in j.id for j in tasks)
+
+
+def _pending_summary(tasks: list[Job]) -> str:
+    reasons = sorted({j.reason for j in tasks if j.pending and j.reason != "None"})
+    return f"; SLURM holds some pending ({', '.join(reasons)})" if reasons else ""
+
+
+def _fail_if_hopeless(jobs: list[Job], what: str) -> None:
+    for job in jobs:
+        if job.pending and job.reason in HOPELESS:
+            raise LaunchError(
+                f"{what}' SLURM job {job.id} is pending with reason {job.reason}, "
+                f"which waiting will not change{_advice(job)}"
+            )
+
+
+def _advice(job: Job | None) -> str:
+    if job is None or not job.pending:
+        return ""
+    return (
+        f". SLURM's reason: {job.reason}; `squeue -j {job.base_id} -o '%i %T %r'` and "
+        "`scontrol show job` say more; docs/slurm.md lists what each reason means"
+    )
+
+
+def _job(job_id: str) -> Job | None:
+    for job in slurm.squeue(job_ids=[job_id]):
+        if job.id == job_id:
+            return job
+    return None
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return f"    ({path.name}: none)"
+    return "\n".join("    " + line for line in text)
+
+
+# -- finding a cluster -------------------------------------------------------------
+
+
+#: Clusters this process started, by directory, so stop() can forget them.
+_started: dict[Path, SlurmCluster] = {}
+
+
+def master_host(name: str | None = None, state_dir: str | os.PathLike[str] | None = None) -> str:
+    """The host of cluster ``name``'s master (the seed's ``master_host()``):
+    from its address file, else the node squeue gives its running job.  A
+    master still pending is a LaunchError giving SLURM's reason."""
+    name = name or os.environ.get("CWTX_CLUSTER") or DEFAULT_NAME
+    directory = cluster_dir(name, state_dir)
+    found = read_address_file(directory / "master.address")
+    if found is not None:
+        return found[0]
+    for job in slurm.squeue(names=[job_name(name, "master")]):
+        if job.state == "RUNNING" and job.nodes and job.nodes not in ("(null)", "n/a"):
+            return job.nodes
+        raise LaunchError(
+            f"the master of cwtx cluster {name!r} (SLURM job {job.id}) is {_why(job)}, "
+            f"so it has no host yet{_advice(job)}"
+        )
+    raise LaunchError(
+        f"no cwtx cluster named {name!r} runs for user {slurm.user()}; "
+        f"start one with: cw slurm start -n N --name {name}"
+    )
+
+
+def recorded_master(state_dir: str | os.PathLike[str] | None = None) -> tuple[str, int] | None:
+    """For clients given no host: the address file of cluster
+    ``$CWTX_CLUSTER``, else ``default``, else of the only cluster there is."""
+    base = Path(state_dir) if state_dir is not None else default_state_dir()
+    wanted = os.environ.get("CWTX_CLUSTER")
+    try:
+        if wanted:
+            return read_address_file(cluster_dir(wanted, base) / "master.address")
+        default = read_address_file(base / DEFAULT_NAME / "master.address")
+        if default is not None:
+            return default
+        files = list(base.glob("*/master.address"))
+        return read_address_file(files[0]) if len(files) == 1 else None
+    except (OSError, ValueError):
+        return None
+
+
+def status(name: str = DEFAULT_NAME, state_dir: str | os.PathLike[str] | None = None) -> dict:
+    """Cluster ``name``'s SLURM jobs, and its master's own status (or why
+    there is none)."""
+    directory = cluster_dir(name, state_dir)
+    jobs = _our_jobs(name, directory)
+    result: dict[str, Any] = {
+        "name": name,
+        "directory": str(directory),
+        "jobs": [j.__dict__ | {"role": j.name.rsplit("-", 1)[-1]} for j in jobs],
+        "master": None,
+    }
+    try:
+        found = read_address_file(directory / "master.address")
+    except ValueError as e:
+        result["error"] = str(e)
+        return result
+    if found is None:
+        result["error"] = "the master has not written its address (is it running?)"
+        return result
+    result["address"] = f"{found[0]}:{found[1]}"
+    try:
+        result["master"] = query_status(*found)
+    except OSError as e:
+        result["error"] = f"the master at {found[0]}:{found[1]} does not answer: {e}"
+    return result
+
+
+@contextmanager
+def allocate(nworkers: int = 2, **kwargs: Any) -> Iterator[SlurmCluster]:
+    """``with allocate(4) as cluster:`` a SLURM cluster for the block.
+
+    Unless given a ``name`` it uses a fresh one, so that it never collides
+    with ``cw slurm start`` or another program's allocation."""
+    kwargs.setdefault("name", f"alloc-{uuid.uuid4().hex[:8]}")
+    cluster = start(nworkers, **kwargs)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        if kwargs["name"].startswith("alloc-"):
+            shutil.rmtree(cluster.directory, ignore_errors=True)
+
+
+__all__ = [
+    "DEFAULT_NAME",
+    "START_TIMEOUT",
+    "SlurmCluster",
+    "add",
+    "allocate",
+    "cluster_dir",
+    "default_state_dir",
+    "master_host",
+    "recorded_master",
+    "start",
+    "status",
+    "stop",
+]

@@ -1,0 +1,330 @@
+"""
+``cw slurm`` against a real one-node SLURM (scripts/slurm-test-cluster
+starts it; .ci/run does so in CI).  Without one these tests are skipped,
+unless $CWTX_REQUIRE_SLURM is set (as CI sets it): then they fail.
+
+Every cluster here has its own name, and every test stops what it started,
+checking that squeue then lists none of its jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import cwtx
+from cwtx.launch import slurm, slurm_commands
+from tests.conftest import ROOT, gated, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.timeout(300)]
+
+
+def _slurm_answers() -> bool:
+    if not slurm_commands.available():
+        return False
+    try:
+        done = subprocess.run(["sinfo", "-h"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and bool(done.stdout.strip())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _real_slurm() -> None:
+    if _slurm_answers():
+        return
+    why = "no SLURM answers here (scripts/slurm-test-cluster install && ... start)"
+    if os.environ.get("CWTX_REQUIRE_SLURM"):
+        pytest.fail(f"$CWTX_REQUIRE_SLURM is set but {why}")
+    pytest.skip(why)
+
+
+def our_jobs(name: str) -> list[slurm_commands.Job]:
+    return slurm_commands.squeue(names=[f"cwtx-{name}-master", f"cwtx-{name}-workers"])
+
+
+@pytest.fixture
+def name() -> Iterator[str]:
+    """A fresh cluster name; whatever the test left running is stopped."""
+    name = f"t{uuid.uuid4().hex[:6]}"
+    yield name
+    if our_jobs(name):
+        slurm.stop(name, grace=1)
+    assert our_jobs(name) == []
+
+
+def in_a_job():
+    """A job: which SLURM worker task ran it."""
+    import os
+
+    return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+
+
+CLIENT = """
+import sys
+import cwtx
+
+def where(i):
+    import os
+    return i, os.environ["SLURM_ARRAY_JOB_ID"] + "_" + os.environ["SLURM_ARRAY_TASK_ID"]
+
+got = []
+with cwtx.ClientThread(lambda jobid, result: got.append(result)) as client:
+    for i in range(20):
+        client.submit(i, where, i)
+with cwtx.ClusterExecutor() as executor:
+    got += list(executor.map(where, range(20, 40)))
+print(sorted(i for i, _ in got) == list(range(40)), len({w for _, w in got}))
+"""
+
+
+def test_a_cluster_of_four_serves_clients_that_are_given_no_host_and_stops_clean(name):
+    began = time.monotonic()
+    cluster = slurm.start(4, name=name, timeout=120)
+    assert cluster.nworkers == 4
+    assert len(cluster.status()["workers"]) == 4
+    roles = sorted(j.name for j in cluster.jobs())
+    assert roles == [f"cwtx-{name}-master"] + [f"cwtx-{name}-workers"] * 4  # one array
+    assert len({j.base_id for j in cluster.jobs() if j.name.endswith("workers")}) == 1
+    started = time.monotonic() - began
+    # Another program of this user, told nothing but the cluster's name.
+    env = {**os.environ, "CWTX_CLUSTER": name}
+    out = subprocess.run(
+        [sys.executable, "-c", CLIENT], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    ok, workers_used = out.stdout.split()
+    assert ok == "True" and int(workers_used) >= 1
+    assert slurm.stop(name) != []
+    assert our_jobs(name) == []
+    assert not (cluster.directory / "master.address").exists()
+    print(f"start took {started:.1f} s")
+
+
+def test_two_named_clusters_side_by_side_each_run_their_own_jobs(name):
+    other = name + "b"
+    try:
+        a = slurm.start(1, name=name, timeout=120)
+        b = slurm.start(1, name=other, timeout=120)
+        assert (a.host, a.port) != (b.host, b.port)
+        with cwtx.ClusterExecutor(a.host, a.port) as ca:
+            ran_a = ca.submit(in_a_job).result(60)
+        with cwtx.ClusterExecutor(b.host, b.port) as cb:
+            ran_b = cb.submit(in_a_job).result(60)
+        assert ran_a.startswith(a.workers[0].removeprefix("slurm-").split("_")[0] + "_")
+        assert ran_b.startswith(b.workers[0].removeprefix("slurm-").split("_")[0] + "_")
+        slurm.stop(name)
+        assert our_jobs(name) == [] and len(our_jobs(other)) == 2  # b untouched
+        with cwtx.ClusterExecutor(b.host, b.port) as cb:
+            assert cb.submit(in_a_job).result(60) == ran_b
+    finally:
+        slurm.stop(other, grace=1)
+    assert our_jobs(other) == []
+
+
+def running_where(gate: str, runs_file: str):
+    """A job that records which SLURM task runs it, then waits for ``gate``."""
+    import os
+
+    with open(runs_file, "a") as f:
+        f.write(f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}\n")
+    return gated(gate, "done")
+
+
+def test_a_worker_killed_by_scancel_mid_job_is_lost_and_its_job_runs_elsewhere(name, tmp_path):
+    cluster = slurm.start(2, name=name, timeout=120)
+    gate, runs_file = tmp_path / "gate", tmp_path / "runs"
+    with cwtx.ClusterExecutor(cluster.host, cluster.port) as client:
+        future = client.submit(running_where, str(gate), str(runs_file))
+        wait_until(lambda: runs_file.exists() and runs_file.read_text(), what="the job to start")
+        first = runs_file.read_text().split()[0]
+        # A plain --signal goes to the job's steps, and ours has none: --full
+        # sends it to the batch shell, which is the worker, and its children.
+        subprocess.run(["scancel", "--full", "--signal=KILL", first], check=True, timeout=30)
+        wait_until(lambda: len(runs_file.read_text().split()) == 2, 60, "the job to run again")
+        gate.touch()
+        assert future.result(60) == "done"
+    second = runs_file.read_text().split()[1]
+    assert second != first
+    assert f"slurm-{first}" not in {w["name"] for w in cluster.status()["workers"]}
+
+
+def test_a_job_slurm_cannot_start_fails_start_with_slurms_reason_and_leaves_nothing(name):
+    began = time.monotonic()
+    with pytest.raises(cwtx.LaunchError, match="pending with reason PartitionConfig"):
+        slurm.start(1, name=name, slots=999, timeout=60)
+    assert time.monotonic() - began < 60
+    assert our_jobs(name) == []
+
+
+def test_a_job_pending_for_a_curable_reason_is_reported_at_the_timeout(name):
+    began = time.monotonic()
+    with pytest.raises(cwtx.LaunchError, match=r"pending \(BeginTime\)"):
+        slurm.start(1, name=name, master_args="--begin=now+1hour", timeout=8)
+    assert time.monotonic() - began < 30
+    assert our_jobs(name) == []
+
+
+def cw(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cwtx._cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        env=env,
+    )
+
+
+def test_cw_slurm_add_grows_a_running_cluster_and_status_shows_it(name):
+    started = cw("slurm", "start", "-n", "1", "--name", name, "--timeout", "120")
+    assert started.returncode == 0, started.stderr
+    assert f"cwtx cluster '{name}': master on " in started.stdout
+    added = cw("slurm", "add", "-n", "2", "--name", name, "--timeout", "120")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith(f"added 2 workers to cluster '{name}': slurm-")
+    status = cw("slurm", "status", "--name", name)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("RUNNING") == 4  # the master, 1 + 2 workers
+    assert ": 3 workers, 3 slots" in status.stdout
+    stopped = cw("slurm", "stop", "--name", name)
+    assert stopped.returncode == 0 and "stopped cluster" in stopped.stdout
+    assert our_jobs(name) == []
+    assert "no SLURM jobs" in cw("slurm", "status", "--name", name).stdout
+
+
+def test_stop_lets_a_running_job_finish_within_the_grace(name, tmp_path):
+    """SIGINT reaches the worker: it leaves gracefully, its job ends first."""
+    cluster = slurm.start(1, name=name, timeout=120, grace=30)
+    gate, runs_file = tmp_path / "gate", tmp_path / "runs"
+    with cwtx.ClusterExecutor(cluster.host, cluster.port) as client:
+        future = client.submit(running_where, str(gate), str(runs_file))
+        wait_until(lambda: runs_file.exists(), what="the job to start")
+        stopping = subprocess.Popen(
+            [sys.executable, "-m", "cwtx._cli", "slurm", "stop", "--name", name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        log = cluster.directory / f"worker-{cluster.workers[0].removeprefix('slurm-')}.log"
+        wait_until(
+            lambda: "leaving: finishing 1 running" in log.read_text(), 60, "a graceful leave"
+        )
+        gate.touch()
+        assert future.result(60) == "done"
+        assert stopping.wait(120) == 0, stopping.stdout.read()
+    assert f"worker {cluster.workers[0]} left" in log.read_text()
+    assert our_jobs(name) == []
+
+
+SEED_SQUARE = ROOT / "tests" / "data" / "seed_square.py"
+
+
+def test_the_seeds_square_py_runs_unchanged_but_for_its_package_name(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("CWTX_LAUNCHER", "CWTX_CLUSTER")}
+    out = subprocess.run(
+        [sys.executable, str(SEED_SQUARE)],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    squares = sorted(
+        int(line.rsplit(" ", 1)[1]) for line in out.stdout.splitlines() if "is" in line
+    )
+    assert squares == sorted(i * i for i in range(10))
+    assert our_jobs(slurm.DEFAULT_NAME) == []
+
+
+FAKE_DOCKER = """#!/bin/sh
+# No Docker engine here: record the command line, then run what the image
+# would (its entrypoint is Python) with this Python, in the foreground.
+printf '%s\\n' "$@" > "{record}"
+while [ "$1" != "-m" ]; do shift; done
+exec {python} "$@"
+"""
+
+
+def test_docker_workers_run_the_generated_command_and_leave_on_sigint(name, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "docker-argv"
+    docker = bin_dir / "docker"
+    docker.write_text(FAKE_DOCKER.format(record=record, python=sys.executable))
+    docker.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    cluster = slurm.start(
+        1, name=name, timeout=120, docker_image="me/cwtx:1", docker_args="-v /shared:/shared"
+    )
+    task = cluster.workers[0].removeprefix("slurm-")
+    argv = record.read_text().splitlines()
+    d = cluster.directory
+    assert argv == [
+        "run", "--rm", "--interactive", "--init", "--network=host", f"--name=cwtx-{name}-{task}",
+        f"--user={os.getuid()}:{os.getgid()}", "-v", "/shared:/shared", "me/cwtx:1",
+        "-m", "cwtx.worker", "--logfile", f"{d}/worker-{task}.log",
+        "--master-file", f"{d}/master.address", "--slots", "1", "--name", f"slurm-{task}",
+        "--grace", "25", "--secret-file", os.environ["CWTX_SECRET_FILE"],
+    ]  # fmt: skip
+    with cwtx.ClusterExecutor(cluster.host, cluster.port) as client:
+        assert client.submit(in_a_job).result(60) == task
+    slurm.stop(name)
+    assert f"worker slurm-{task} left" in (d / f"worker-{task}.log").read_text()
+    assert our_jobs(name) == []
+
+
+def test_workers_submitted_before_their_master_listens_wait_for_it(name):
+    """The master waits on a held job (reason Dependency) while its worker
+    starts: the worker waits for the address file, retrying with backoff,
+    and joins once the master listens."""
+    import threading
+
+    blocker = slurm_commands.sbatch("#!/bin/sh\ntrue\n", ["--hold", "--job-name=cwtx-blocker"])
+    result: dict = {}
+
+    def start() -> None:
+        try:
+            result["cluster"] = slurm.start(
+                1, name=name, timeout=120, master_args=f"--dependency=afterany:{blocker}"
+            )
+        except BaseException as e:
+            result["error"] = e
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    try:
+        log = slurm.cluster_dir(name) / "worker-missing.log"
+
+        def worker_waiting() -> bool:
+            nonlocal log
+            log = next(iter(slurm.cluster_dir(name).glob("worker-*.log")), log)
+            return log.exists() and "Scheduling retry 2 " in log.read_text()
+
+        wait_until(worker_waiting, 60, "the worker to wait for its master")
+        master = next(j for j in our_jobs(name) if j.name.endswith("-master"))
+        assert (master.state, master.reason) == ("PENDING", "Dependency")
+    finally:
+        subprocess.run(["scontrol", "release", blocker], check=True, timeout=30)
+        starter.join(150)
+    assert "error" not in result, result.get("error")
+    assert result["cluster"].nworkers == 1
+    assert "registered with master" in log.read_text()
+    slurm.stop(name)
+
+
+def test_a_worker_near_its_time_limit_is_signalled_and_leaves_gracefully(name):
+    """sbatch --signal=B:INT@40 with a one-minute limit: SLURM (not us)
+    sends SIGINT well before the limit, and the worker leaves."""
+    cluster = slurm.start(1, name=name, time="1", timeout=60)
+    log = cluster.directory / f"worker-{cluster.workers[0].removeprefix('slurm-')}.log"
+    wait_until(lambda: "SIGINT received" in log.read_text(), 75, "SLURM's signal")
+    wait_until(lambda: f"worker {cluster.workers[0]} left" in log.read_text(), 30, "the leave")
+    assert "DUE TO TIME LIMIT" not in (log.with_suffix(".out")).read_text()
+    slurm.stop(name)
