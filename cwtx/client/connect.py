@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import txaio
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, clientFromString
 from twisted.internet.error import ConnectError
@@ -21,6 +22,9 @@ from cwtx.client.client import CONNECT_TIMEOUT, RECONNECT_TIMEOUT, Client
 from cwtx.client.options import JobOptions
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from cwtx.wire.reconnect import DescribedEndpoint
+
+txaio.use_twisted()
+log = txaio.make_logger()
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -62,6 +66,7 @@ class AddressFileEndpoint:
         self.reactor = reactor
         self.path = path
         self.timeout = timeout
+        self._waiting = False
 
     def connect(self, factory: Any) -> Deferred[Any]:
         try:
@@ -69,7 +74,11 @@ class AddressFileEndpoint:
         except ValueError as e:
             return fail(ConnectError(string=str(e)))
         if address is None:
+            if not self._waiting:  # once, not at every retry
+                log.info("waiting for a master to write its address to {path}", path=self.path)
+            self._waiting = True
             return fail(ConnectError(string=f"no master has written {self.path} yet"))
+        self._waiting = False
         return client_endpoint(self.reactor, *address, timeout=self.timeout).connect(factory)
 
 

@@ -171,7 +171,10 @@ class Worker(Service):
         if self.connection is not proto:
             return
         self.connection = None
-        log.warn("worker {name} lost the master; dropping its tasks", name=self.name)
+        if self.leaving:  # our own leave closed it: nothing was lost
+            log.info("worker {name} disconnected from the master", name=self.name)
+        else:
+            log.warn("worker {name} lost the master; dropping its tasks", name=self.name)
         self.queue.clear()
         self.tasks.clear()
         self.cancelled_early.clear()

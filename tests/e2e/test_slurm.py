@@ -10,6 +10,7 @@ checking that squeue then lists none of its jobs.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -155,6 +156,23 @@ def test_a_worker_killed_by_scancel_mid_job_is_lost_and_its_job_runs_elsewhere(n
     assert f"slurm-{first}" not in {w["name"] for w in cluster.status()["workers"]}
 
 
+def test_a_master_that_cannot_start_fails_start_with_its_log(name):
+    with pytest.raises(cwtx.LaunchError) as failed:
+        slurm.start(1, name=name, timeout=60, master_service_args=["--prefetch", "-1"])
+    assert "the master's SLURM job" in str(failed.value)
+    assert "before it listened; its log" in str(failed.value)
+    assert "--prefetch must be 0 or more" in str(failed.value)
+    assert our_jobs(name) == []
+
+
+def test_a_worker_that_cannot_start_fails_start_with_its_log(name):
+    with pytest.raises(cwtx.LaunchError) as failed:
+        slurm.start(1, name=name, timeout=60, worker_service_args=["--resources", "[]"])
+    assert "ended before it registered with the master; its log" in str(failed.value)
+    assert "--resources must be a JSON object" in str(failed.value)
+    assert our_jobs(name) == []
+
+
 def test_a_job_slurm_cannot_start_fails_start_with_slurms_reason_and_leaves_nothing(name):
     began = time.monotonic()
     with pytest.raises(cwtx.LaunchError, match="pending with reason PartitionConfig"):
@@ -222,13 +240,21 @@ def test_stop_lets_a_running_job_finish_within_the_grace(name, tmp_path):
     assert our_jobs(name) == []
 
 
-SEED_SQUARE = ROOT / "tests" / "data" / "seed_square.py"
-
-
-def test_the_seeds_square_py_runs_unchanged_but_for_its_package_name(tmp_path):
+@pytest.mark.parametrize("example", ["seed_square.py", "seed_with.py"])
+def test_the_seeds_examples_run_unchanged_but_for_their_package_name(example, tmp_path):
+    """cwtx.start (square.py) and cwtx.allocate (with.py) choose SLURM,
+    since sbatch is on the PATH; the client finds the cluster unaided."""
     env = {k: v for k, v in os.environ.items() if k not in ("CWTX_LAUNCHER", "CWTX_CLUSTER")}
+    # An sbatch that notes each call, then is the real one.
+    calls = tmp_path / "sbatch-calls"
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "sbatch").write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\nexec {shutil.which("sbatch")} "$@"\n'
+    )
+    (tmp_path / "bin" / "sbatch").chmod(0o755)
+    env["PATH"] = f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}"
     out = subprocess.run(
-        [sys.executable, str(SEED_SQUARE)],
+        [sys.executable, str(ROOT / "tests" / "data" / example)],
         capture_output=True,
         text=True,
         timeout=200,
@@ -240,7 +266,9 @@ def test_the_seeds_square_py_runs_unchanged_but_for_its_package_name(tmp_path):
         int(line.rsplit(" ", 1)[1]) for line in out.stdout.splitlines() if "is" in line
     )
     assert squares == sorted(i * i for i in range(10))
-    assert our_jobs(slurm.DEFAULT_NAME) == []
+    assert calls.read_text().splitlines() == ["--parsable", "--parsable --array=0-1"]
+    assert slurm_commands.squeue(names=[]) == []  # nothing of ours is left
+    assert list(slurm.default_state_dir().glob("alloc-*")) == []
 
 
 FAKE_DOCKER = """#!/bin/sh

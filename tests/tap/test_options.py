@@ -3,6 +3,8 @@ usage error that says what was wrong, and the services they build."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
@@ -34,7 +36,8 @@ def test_bad_master_options(argv, complaint):
 @pytest.mark.parametrize(
     ("argv", "complaint"),
     [
-        (["--master", "a", "--connect", "tcp:a:1"], "give --master or --connect, not both"),
+        (["--master", "a", "--connect", "tcp:a:1"], "give one of --master, --connect and"),
+        (["--master", "a", "--master-file", "/f"], "give one of --master, --connect and"),
         (["--master", "http://node:5494"], "--master: 'http://node:5494' looks like a URL"),
         (["--master", "node:0"], "--master: the port in 'node:0'"),
         (["--resources", "{nope"], "--resources is not JSON"),
@@ -81,3 +84,50 @@ def test_mtls_needs_client_certificate_authorities(tmp_path):
     (tmp_path / "cas" / "notes.txt").write_text("not a certificate")
     with pytest.raises(ValueError, match="mtls: no .pem certificates in caCertsDir="):
         _load_cas(str(tmp_path / "cas"))
+
+
+def test_a_master_publishes_its_address_once_listening_and_withdraws_it_on_stop(tmp_path):
+    reactor = MemoryReactorClock()
+    path = tmp_path / "master.address"
+    argv = ["--listen", "tcp:5999", "--address-file", str(path), "--advertise", "node9"]
+    service = master.makeService(parse(master, *argv), reactor)
+    service.startService()
+    assert path.read_text() == "node9:5999\n"
+    service.stopService()
+    assert not path.exists()
+
+
+def test_a_master_leaves_a_newer_masters_address_file_alone(tmp_path):
+    from cwtx.client.address import write_address_file
+
+    reactor = MemoryReactorClock()
+    path = tmp_path / "master.address"
+    service = master.makeService(parse(master, "--address-file", str(path)), reactor)
+    service.startService()
+    host = path.read_text().rsplit(":", 1)[0]
+    assert host == socket.gethostname()  # the default --advertise
+    write_address_file(path, "newer", 7000)
+    service.stopService()
+    assert path.read_text() == "newer:7000\n"
+
+
+def test_a_worker_reads_its_masters_address_file_at_each_attempt(tmp_path):
+    from twisted.internet.error import ConnectError
+    from twisted.internet.protocol import Factory
+
+    reactor = MemoryReactorClock()
+    path = tmp_path / "master.address"
+    options = parse(worker, "--master-file", str(path))
+    (supervisor, _) = list(worker.makeService(options, reactor))
+    assert repr(supervisor.endpoint) == f"the master named in {path}"
+    endpoint = supervisor.endpoint._endpoint
+    failure = []
+    endpoint.connect(Factory()).addErrback(failure.append)
+    assert failure[0].check(ConnectError)
+    assert f"no master has written {path} yet" in failure[0].getErrorMessage()
+    path.write_text("node3:6100\n")
+    endpoint.connect(Factory())
+    assert reactor.tcpClients[-1][:2] == ("node3", 6100)
+    path.write_text("http://garbage\n")
+    endpoint.connect(Factory()).addErrback(failure.append)
+    assert "the master's address file" in failure[1].getErrorMessage()
