@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -356,3 +357,34 @@ def test_a_worker_near_its_time_limit_is_signalled_and_leaves_gracefully(name):
     wait_until(lambda: f"worker {cluster.workers[0]} left" in log.read_text(), 30, "the leave")
     assert "DUE TO TIME LIMIT" not in (log.with_suffix(".out")).read_text()
     slurm.stop(name)
+
+
+@pytest.mark.slurm  # no SLURM needed, but it belongs with the Docker test
+def test_the_example_dockerfile_copies_all_that_cwtx_needs_to_install(tmp_path):
+    """No Docker engine here: do what its COPY lines do, in a directory, and
+    build there: the worker and its twistd plugin are in what installs."""
+    dockerfile = (ROOT / "examples" / "docker" / "Dockerfile").read_text()
+    context = tmp_path / "src" / "cwtx"
+    context.mkdir(parents=True)
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            *sources, target = line.split()[1:]
+            for source in sources:
+                dest = context / Path(target).relative_to("/src/cwtx")
+                if (ROOT / source).is_dir():
+                    shutil.copytree(ROOT / source, dest, ignore=shutil.ignore_patterns("*.pyc"))
+                else:
+                    shutil.copy(ROOT / source, context / Path(source).name)
+    assert 'ENTRYPOINT ["python"]' in dockerfile
+    # What pip's build does first: lay out the packages as they install.
+    built = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build", "-b", str(tmp_path / "build")],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr
+    installed = tmp_path / "build" / "lib"
+    assert (installed / "cwtx" / "worker" / "__main__.py").exists()
+    assert (installed / "twisted" / "plugins" / "cwtx_plugins.py").exists()
