@@ -103,6 +103,8 @@ class SlurmCluster:
     port: int = 0
     #: Names of the workers started and registered, ``slurm-ARRAY_TASK``.
     workers: list[str] = field(default_factory=list)
+    #: The secret file its jobs were given (None: the default, or $CWTX_SECRET).
+    secret_file: str | None = None
 
     @property
     def nworkers(self) -> int:
@@ -110,7 +112,7 @@ class SlurmCluster:
 
     def status(self, timeout: float = 5.0) -> dict[str, Any]:
         """The master's own status (``cw status``)."""
-        return query_status(self.host, self.port, timeout)
+        return query_status(self.host, self.port, timeout, load_secret(self.secret_file))
 
     def jobs(self) -> list[Job]:
         """This cluster's SLURM jobs, one line per array task."""
@@ -308,7 +310,7 @@ def start(
     docker = Docker(docker_image, docker_args) if docker_image else None
     setup = _Setup(settings, slots, grace, _words(worker_args) + _words(worker_options), docker)
     setup.save(directory)
-    cluster = SlurmCluster(name, directory)
+    cluster = SlurmCluster(name, directory, secret_file=settings.secret_file)
     deadline = _clock() + timeout
     try:
         script = master_script(settings, port, master_service_args)
@@ -394,7 +396,9 @@ def add(
 ) -> list[str]:
     """Add ``n`` workers to the running cluster ``name``; their names."""
     directory = cluster_dir(name, state_dir)
-    cluster = _started.get(directory) or SlurmCluster(name, directory)
+    cluster = _started.get(directory) or SlurmCluster(
+        name, directory, secret_file=_Setup.load(directory).settings.secret_file
+    )
     names = _submit_workers(cluster, n, slots, timeout, report)
     cluster.workers += names
     return names
@@ -673,8 +677,9 @@ def status(name: str = DEFAULT_NAME, state_dir: str | os.PathLike[str] | None = 
         return result
     result["address"] = f"{found[0]}:{found[1]}"
     try:
-        result["master"] = query_status(*found)
-    except OSError as e:
+        secret_file = _Setup.load(directory).settings.secret_file
+        result["master"] = query_status(*found, secret=load_secret(secret_file))
+    except (OSError, LaunchError) as e:
         result["error"] = f"the master at {found[0]}:{found[1]} does not answer: {e}"
     return result
 

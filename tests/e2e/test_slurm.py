@@ -10,6 +10,7 @@ checking that squeue then lists none of its jobs.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import cwtx
+from cwtx.client import address
 from cwtx.launch import slurm, slurm_commands
 from tests.conftest import ROOT, gated, wait_until
 
@@ -59,6 +61,7 @@ def name() -> Iterator[str]:
     if our_jobs(name):
         slurm.stop(name, grace=1)
     assert our_jobs(name) == []
+    assert address.current() is None, "a cluster this test started was not stopped"
 
 
 def in_a_job():
@@ -143,14 +146,16 @@ def test_a_worker_killed_by_scancel_mid_job_is_lost_and_its_job_runs_elsewhere(n
     cluster = slurm.start(2, name=name, timeout=120)
     gate, runs_file = tmp_path / "gate", tmp_path / "runs"
     with cwtx.ClusterExecutor(cluster.host, cluster.port) as client:
-        future = client.submit(running_where, str(gate), str(runs_file))
-        wait_until(lambda: runs_file.exists() and runs_file.read_text(), what="the job to start")
-        first = runs_file.read_text().split()[0]
-        # A plain --signal goes to the job's steps, and ours has none: --full
-        # sends it to the batch shell, which is the worker, and its children.
-        subprocess.run(["scancel", "--full", "--signal=KILL", first], check=True, timeout=30)
-        wait_until(lambda: len(runs_file.read_text().split()) == 2, 60, "the job to run again")
-        gate.touch()
+        try:
+            future = client.submit(running_where, str(gate), str(runs_file))
+            wait_until(lambda: runs_file.exists() and runs_file.read_text(), what="the job")
+            first = runs_file.read_text().split()[0]
+            # A plain --signal goes to the job's steps, and ours has none: --full
+            # sends it to the batch shell, which is the worker, and its children.
+            subprocess.run(["scancel", "--full", "--signal=KILL", first], check=True, timeout=30)
+            wait_until(lambda: len(runs_file.read_text().split()) == 2, 60, "the job to rerun")
+        finally:
+            gate.touch()  # whatever happened, the job may end
         assert future.result(60) == "done"
     second = runs_file.read_text().split()[1]
     assert second != first
@@ -200,8 +205,16 @@ def cw(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cw_slurm_add_grows_a_running_cluster_and_status_shows_it(name):
-    started = cw("slurm", "start", "-n", "1", "--name", name, "--timeout", "120")
+def test_cw_slurm_add_grows_a_running_cluster_and_status_shows_it(name, tmp_path):
+    """With a secret of its own, which add and status use too."""
+    secret = tmp_path / "private" / "secret"
+    secret.parent.mkdir(mode=0o700)
+    secret.write_text(secrets.token_hex(32))
+    secret.chmod(0o600)
+    started = cw(
+        "slurm", "start", "-n", "1", "--name", name, "--timeout", "120",
+        "--secret-file", str(secret),
+    )  # fmt: skip
     assert started.returncode == 0, started.stderr
     assert f"cwtx cluster '{name}': master on " in started.stdout
     added = cw("slurm", "add", "-n", "2", "--name", name, "--timeout", "120")
@@ -211,6 +224,7 @@ def test_cw_slurm_add_grows_a_running_cluster_and_status_shows_it(name):
     assert status.returncode == 0, status.stderr
     assert status.stdout.count("RUNNING") == 4  # the master, 1 + 2 workers
     assert ": 3 workers, 3 slots" in status.stdout
+    assert f"--secret-file {secret}" in (slurm.cluster_dir(name) / "master.sh").read_text()
     stopped = cw("slurm", "stop", "--name", name)
     assert stopped.returncode == 0 and "stopped cluster" in stopped.stdout
     assert our_jobs(name) == []
@@ -221,24 +235,26 @@ def test_stop_lets_a_running_job_finish_within_the_grace(name, tmp_path):
     """SIGINT reaches the worker: it leaves gracefully, its job ends first."""
     cluster = slurm.start(1, name=name, timeout=120, grace=30)
     gate, runs_file = tmp_path / "gate", tmp_path / "runs"
+    log = cluster.directory / f"worker-{cluster.workers[0].removeprefix('slurm-')}.log"
     with cwtx.ClusterExecutor(cluster.host, cluster.port) as client:
-        future = client.submit(running_where, str(gate), str(runs_file))
-        wait_until(lambda: runs_file.exists(), what="the job to start")
-        stopping = subprocess.Popen(
-            [sys.executable, "-m", "cwtx._cli", "slurm", "stop", "--name", name],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        log = cluster.directory / f"worker-{cluster.workers[0].removeprefix('slurm-')}.log"
-        wait_until(
-            lambda: "leaving: finishing 1 running" in log.read_text(), 60, "a graceful leave"
-        )
-        gate.touch()
+        try:
+            future = client.submit(running_where, str(gate), str(runs_file))
+            wait_until(lambda: runs_file.exists(), what="the job to start")
+            stopping = subprocess.Popen(
+                [sys.executable, "-m", "cwtx._cli", "slurm", "stop", "--name", name],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            leaving = "leaving: finishing 1 running"
+            wait_until(lambda: leaving in log.read_text(), 60, "a graceful leave")
+        finally:
+            gate.touch()  # whatever happened, the job may end
         assert future.result(60) == "done"
         assert stopping.wait(120) == 0, stopping.stdout.read()
     assert f"worker {cluster.workers[0]} left" in log.read_text()
     assert our_jobs(name) == []
+    assert slurm.stop(name) == []  # another process stopped it: this one forgets it
 
 
 @pytest.mark.parametrize("example", ["seed_square.py", "seed_with.py"])
