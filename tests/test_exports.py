@@ -35,6 +35,18 @@ PUBLIC = [
 ]
 
 
+#: What cwtx.local (and cwtx.mp, the seed's name for it) exports.
+LOCAL = [
+    "START_TIMEOUT",
+    "LaunchError",
+    "LocalCluster",
+    "allocate",
+    "default_run_dir",
+    "start",
+    "stop",
+]
+
+
 def test_cwtx_exports_exactly_the_public_names():
     assert sorted(cwtx.__all__) == sorted(PUBLIC)
     assert sorted(cwtx._EXPORTS) == sorted(PUBLIC)
@@ -47,18 +59,25 @@ def test_cwtx_exports_exactly_the_public_names():
     ("module", "names"),
     [
         ("cwtx.aio", ["AsyncClient", "connect"]),
+        ("cwtx.local", LOCAL),
         (
-            "cwtx.local",
+            "cwtx.slurm",
             [
+                "DEFAULT_NAME",
                 "START_TIMEOUT",
                 "LaunchError",
-                "LocalCluster",
+                "SlurmCluster",
+                "add",
                 "allocate",
-                "default_run_dir",
+                "cluster_dir",
+                "default_state_dir",
+                "master_host",
                 "start",
+                "status",
                 "stop",
             ],
         ),
+        ("cwtx.mp", LOCAL),  # the seed's name for it
         (
             "cwtx.testing",
             ["FakeChildProcess", "FakeProcessReactor", "MemoryCluster", "MemoryEndpoint"],

@@ -521,7 +521,7 @@ def _wait_for_master(
                 f"{_tail(cluster.directory / 'master.log')}\n"
                 f"{_tail(cluster.directory / 'master.out')}"
             )
-        _fail_if_hopeless([job], "the master")
+        _fail_if_hopeless([job], "the master's")
         if _why(job) != said:
             said = _why(job)
             report(f"the master's job {job_id} is {said}")
@@ -544,7 +544,7 @@ def _wait_for_workers(
         if len(registered) == n:
             return names
         tasks = [j for j in slurm.squeue(job_ids=[array_id]) if j.base_id == array_id]
-        _fail_if_hopeless(tasks, "the workers")
+        _fail_if_hopeless(tasks, "the workers'")
         listed = {j.id.replace("[", "").split("_")[-1] for j in tasks}
         ended = [x for x in names if x not in registered and x.rsplit("_", 1)[1] not in listed]
         if ended and not _pending_range(tasks):
@@ -577,11 +577,11 @@ def _pending_summary(tasks: list[Job]) -> str:
     return f"; SLURM holds some pending ({', '.join(reasons)})" if reasons else ""
 
 
-def _fail_if_hopeless(jobs: list[Job], what: str) -> None:
+def _fail_if_hopeless(jobs: list[Job], whose: str) -> None:
     for job in jobs:
         if job.pending and job.reason in HOPELESS:
             raise LaunchError(
-                f"{what}' SLURM job {job.id} is pending with reason {job.reason}, "
+                f"{whose} SLURM job {job.id} is pending with reason {job.reason}, "
                 f"which waiting will not change{_advice(job)}"
             )
 
@@ -590,8 +590,8 @@ def _advice(job: Job | None) -> str:
     if job is None or not job.pending:
         return ""
     return (
-        f". SLURM's reason: {job.reason}; `squeue -j {job.base_id} -o '%i %T %r'` and "
-        "`scontrol show job` say more; docs/slurm.md lists what each reason means"
+        f". `squeue -j {job.base_id} -o '%i %T %r'` and `scontrol show job {job.base_id}` "
+        "say more; docs/slurm.md says what to do for each reason"
     )
 
 

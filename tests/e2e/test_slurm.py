@@ -23,7 +23,7 @@ import pytest
 
 import cwtx
 from cwtx.client import address
-from cwtx.launch import slurm, slurm_commands
+from cwtx.launch import slurm, slurm_commands, slurm_scripts
 from tests.conftest import ROOT, gated, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.timeout(300)]
@@ -404,3 +404,17 @@ def test_the_example_dockerfile_copies_all_that_cwtx_needs_to_install(tmp_path):
     installed = tmp_path / "build" / "lib"
     assert (installed / "cwtx" / "worker" / "__main__.py").exists()
     assert (installed / "twisted" / "plugins" / "cwtx_plugins.py").exists()
+
+
+def test_a_thousand_workers_are_one_submission(name):
+    """Held, so that none runs: one sbatch, one array id, 1,000 tasks."""
+    cluster = slurm.SlurmCluster(name, slurm.cluster_dir(name))
+    cluster.directory.mkdir(parents=True)
+    settings = slurm_scripts.ScriptSettings(name, str(cluster.directory), sys.executable)
+    setup = slurm._Setup(settings, 1, 25.0, ["--hold"], None)
+    array_id, n = slurm._submit_array(cluster, setup, 1000, lambda _: None)
+    tasks = our_jobs(name)
+    assert n == 1000 and len(tasks) == 1000
+    assert {t.base_id for t in tasks} == {array_id}
+    assert {t.reason for t in tasks} == {"JobHeldUser"}
+    assert slurm.stop(name) == [array_id]
