@@ -226,9 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CwtxError, ValueError) as e:  # what the user can fix: one line, no traceback
+    except (CwtxError, ValueError, OSError) as e:  # what the user can fix: one line
         print(f"cw: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a start interrupted has cancelled what it submitted
+        print("cw: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

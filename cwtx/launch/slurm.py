@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cwtx._errors import LaunchError
+from cwtx._errors import AuthenticationError, LaunchError
 from cwtx._secret import load_secret, secret_source
 from cwtx.client import address
 from cwtx.client.address import read_address_file
@@ -165,14 +165,18 @@ def _recorded_jobs(directory: Path) -> dict[str, str]:
 
 def _our_jobs(name: str, directory: Path) -> list[Job]:
     """The jobs of cluster ``name`` still known to SLURM: those we recorded,
-    and any with its job names (a start interrupted before recording)."""
+    and any of this user's with its job names that run in its directory (a
+    start interrupted before it recorded them).  A cluster of the same name
+    under another state directory is not ours."""
     names = [job_name(name, "master"), job_name(name, "workers")]
-    found = {j.id: j for j in slurm.squeue(names=names)}
+    found = {
+        j.id: j
+        for j in slurm.squeue(names=names)
+        if Path(j.workdir) == directory or not j.workdir
+    }
     recorded = list(_recorded_jobs(directory))
     if recorded:
-        for j in slurm.squeue(job_ids=recorded):
-            if j.name in names:
-                found[j.id] = j
+        found.update((j.id, j) for j in slurm.squeue(job_ids=recorded))
     return sorted(found.values(), key=lambda j: j.id)
 
 
@@ -222,11 +226,36 @@ class _Setup:
 # -- start, add, stop -----------------------------------------------------------
 
 
-def _words(args: str | Sequence[str]) -> list[str]:
-    """Extra options, as a shell string (``"--qos=high --mem=4G"``) or a list."""
-    if isinstance(args, str):
-        return shlex.split(args)
-    return [str(a) for a in args]
+#: sbatch options cwtx sets itself: given again, they would hide a job from
+#: ``stop`` (its name, its directory), break the array or lose the logs.
+_OURS = {
+    "-J": "--job-name",
+    "-a": "--array",
+    "-o": "--output",
+    "-D": "--chdir",
+    "-M": "--clusters",
+    "-W": "--wait",
+}
+
+
+def _words(args: str | Sequence[str], what: str = "extra sbatch options") -> list[str]:
+    """Extra options, as a shell string (``"--qos=high --mem=4G"``) or a
+    list; those that cwtx must set itself are refused, naming them."""
+    words = shlex.split(args) if isinstance(args, str) else [str(a) for a in args]
+    for word in words:
+        option = word.split("=", 1)[0]
+        short = option[:2] if option[:1] == "-" and option[1:2] != "-" else None
+        if option in _OURS.values() or short in _OURS or option == "--wrap":
+            raise ValueError(
+                f"{what}: {word!r} is set by cwtx itself (job names, array, output, "
+                "directory); see docs/slurm.md"
+            )
+        if option == "--export" and not word.split("=", 1)[-1].startswith("ALL"):
+            raise ValueError(
+                f"{what}: {word!r} would keep the environment (PATH, the secret) from "
+                "the jobs; use --export=ALL,NAME=VALUE"
+            )
+    return words
 
 
 def _pythonpath() -> str:
@@ -308,14 +337,16 @@ def start(
         extra_worker_options=tuple(worker_service_args),
     )
     docker = Docker(docker_image, docker_args) if docker_image else None
-    setup = _Setup(settings, slots, grace, _words(worker_args) + _words(worker_options), docker)
+    extra_master = _words(master_args, "master_args") + _words(master_options, "master_options")
+    extra_worker = _words(worker_args, "worker_args") + _words(worker_options, "worker_options")
+    setup = _Setup(settings, slots, grace, extra_worker, docker)
     setup.save(directory)
     cluster = SlurmCluster(name, directory, secret_file=settings.secret_file)
     deadline = _clock() + timeout
     try:
         script = master_script(settings, port, master_service_args)
         (directory / "master.sh").write_text(script)
-        master_id = slurm.sbatch(script, _words(master_args) + _words(master_options))
+        master_id = slurm.sbatch(script, extra_master)
         _record_job(directory, "master", master_id)
         report(f"submitted the master as SLURM job {master_id}")
         # The workers go in at once: they wait for the master's address file.
@@ -369,11 +400,16 @@ def _submit_workers(
 ) -> list[str]:
     if n < 1:
         raise ValueError(f"add at least one worker, not {n}")
-    if not cluster.host:
-        found = read_address_file(cluster.directory / "master.address")
-        if found is None:
-            raise LaunchError(f"cluster {cluster.name!r} has no master listening")
-        cluster.host, cluster.port = found
+    found = read_address_file(cluster.directory / "master.address")
+    master = _master_job(cluster.name, cluster.directory)
+    if found is None or master is None or master.state != "RUNNING":
+        # An address file outlives a master killed outright: trust SLURM.
+        raise LaunchError(
+            f"cluster {cluster.name!r} has no master running"
+            + (f" (its job {master.id} is {_why(master)})" if master else "")
+            + f"; start one with: cw slurm start --name {cluster.name}"
+        )
+    cluster.host, cluster.port = found
     setup = _Setup.load(cluster.directory)
     deadline = _clock() + timeout
     array_id, _ = _submit_array(cluster, setup, n, report, slots)
@@ -381,8 +417,17 @@ def _submit_workers(
         return _wait_for_workers(cluster, array_id, n, deadline, report)
     except BaseException:
         report(f"cancelling SLURM job array {array_id}")
-        _stop_jobs([array_id])
+        with suppress(LaunchError):  # the error that brought us here says more
+            _stop_jobs([array_id])
         raise
+
+
+def _master_job(name: str, directory: Path) -> Job | None:
+    """Cluster ``name``'s master job, if SLURM still lists it."""
+    for job in _our_jobs(name, directory):
+        if job.name == job_name(name, "master") and job.state not in slurm.ENDED:
+            return job
+    return None
 
 
 def add(
@@ -433,26 +478,31 @@ def _cancel(
     """Workers first, then the master: each is asked to leave (SIGINT to the
     batch shell, which is the worker), and cancelled if it has not left in
     time.  Pending jobs are simply cancelled.  With ``grace`` None, all are
-    cancelled at once (a start that failed)."""
+    cancelled at once (a start that failed).  Whatever goes wrong on the way
+    (squeue busy, a job ending as we signal it), every job is cancelled."""
     jobs = _our_jobs(name, directory)
     ids = sorted({j.base_id for j in jobs}, key=int)
-    if grace is None:
+    try:
+        if grace is not None:
+            _leave_gracefully(jobs, job_name(name, "workers"), grace + LEAVE_TIMEOUT, report)
+            _leave_gracefully(jobs, job_name(name, "master"), 15.0, report)
+    finally:
         _stop_jobs(ids)
-        return ids
-    workers = [j for j in jobs if j.name == job_name(name, "workers")]
-    masters = [j for j in jobs if j.name == job_name(name, "master")]
-    for group, wait in ((workers, grace + LEAVE_TIMEOUT), (masters, 15.0)):
-        if not group:
-            continue
-        report(f"stopping {len(group)} {group[0].name} job(s)")
-        running = [j.id for j in group if j.state == "RUNNING"]
-        pending = [j.id for j in group if j.state != "RUNNING"]
-        with suppress(LaunchError):  # one may have just ended
-            slurm.scancel(pending)
-            slurm.scancel(running, signal="INT", batch=True)
-        _wait_gone([j.id for j in group], wait)
-    _stop_jobs(ids)
     return ids
+
+
+def _leave_gracefully(jobs: list[Job], name: str, wait: float, report: Report) -> None:
+    group = [j for j in jobs if j.name == name]
+    if not group:
+        return
+    report(f"stopping {len(group)} {name} job(s)")
+    pending = [j.id for j in group if j.state != "RUNNING"]
+    running = [j.id for j in group if j.state == "RUNNING"]
+    with suppress(LaunchError):  # one may have just ended
+        slurm.scancel(pending)
+    with suppress(LaunchError):
+        slurm.scancel(running, signal="INT", batch=True)
+    _wait_gone([j.id for j in group], wait)
 
 
 def _stop_jobs(ids: Sequence[str], wait: float = 30.0) -> None:
@@ -471,8 +521,11 @@ def _wait_gone(ids: Sequence[str], wait: float) -> bool:
     deadline = _clock() + wait
     bases = sorted({i.split("_")[0] for i in ids})
     for _ in _backoff(deadline):
-        listed = [j for j in slurm.squeue(job_ids=bases) if j.id in ids or j.base_id in ids]
-        if all(j.state in slurm.ENDED for j in listed):
+        try:
+            listed = slurm.squeue(job_ids=bases)
+        except LaunchError:
+            continue  # squeue had a hiccup: ask again, until the deadline
+        if all(j.state in slurm.ENDED for j in listed if j.id in ids or j.base_id in ids):
             return True
     return False
 
@@ -508,11 +561,15 @@ def _wait_for_master(
     ends or is pending for a reason waiting cannot cure."""
     path = cluster.directory / "master.address"
     said = ""
+    job: Job | None = None
     for _ in _backoff(deadline):
         found = read_address_file(path)
         if found is not None:
             return found
-        job = _job(job_id)
+        try:
+            job = _job(job_id)
+        except LaunchError:
+            continue  # squeue had a hiccup: ask again, until the deadline
         if job is None or job.state not in ("PENDING", "RUNNING", "CONFIGURING"):
             state = "has ended" if job is None else f"is {job.state}"
             raise LaunchError(
@@ -525,8 +582,7 @@ def _wait_for_master(
         if _why(job) != said:
             said = _why(job)
             report(f"the master's job {job_id} is {said}")
-    job = _job(job_id)
-    where = f"its job {job_id} is {_why(job)}" if job else f"its job {job_id} has ended"
+    where = f"its job {job_id} is {_why(job)}" if job else f"its job {job_id} has not started"
     raise LaunchError(f"the master did not listen within the timeout: {where}{_advice(job)}")
 
 
@@ -537,31 +593,41 @@ def _wait_for_workers(
     registered; fails fast if a task ends first, or cannot start."""
     names = [f"slurm-{array_id}_{i}" for i in range(n)]
     registered: set[str] = set()
+    tasks: list[Job] = []
+    unanswered = ""  # why the master's status could not be read, if it could not
     said = ""
     for _ in _backoff(deadline, most=2.0):
-        with suppress(OSError):
+        try:
             registered = {w["name"] for w in cluster.status()["workers"]} & set(names)
+            unanswered = ""
+        except AuthenticationError as e:
+            raise LaunchError(f"the master at {cluster.host}:{cluster.port} refused us: {e}")
+        except OSError as e:
+            unanswered = f"; its status could not be read: {e}"
         if len(registered) == n:
             return names
-        tasks = [j for j in slurm.squeue(job_ids=[array_id]) if j.base_id == array_id]
+        try:
+            tasks = [j for j in slurm.squeue(job_ids=[array_id]) if j.base_id == array_id]
+        except LaunchError:
+            continue  # squeue had a hiccup: ask again, until the deadline
         _fail_if_hopeless(tasks, "the workers'")
         listed = {j.id.replace("[", "").split("_")[-1] for j in tasks}
         ended = [x for x in names if x not in registered and x.rsplit("_", 1)[1] not in listed]
-        if ended and not _pending_range(tasks):
+        if ended and not _pending_range(tasks) and not unanswered:
+            log = cluster.directory / ended[0].replace("slurm-", "worker-")
             raise LaunchError(
                 f"worker {ended[0]} ended before it registered with the master; its log:\n"
-                f"{_tail(cluster.directory / (ended[0].replace('slurm-', 'worker-') + '.log'))}\n"
-                f"{_tail(cluster.directory / (ended[0].replace('slurm-', 'worker-') + '.out'))}"
+                f"{_tail(log.with_suffix('.log'))}\n{_tail(log.with_suffix('.out'))}"
             )
         now = f"{len(registered)} of {n} workers registered" + _pending_summary(tasks)
         if now != said:
             said = now
             report(now)
-    tasks = [j for j in slurm.squeue(job_ids=[array_id]) if j.base_id == array_id]
     pending = [j for j in tasks if j.pending]
     raise LaunchError(
         f"{n - len(registered)} of {n} workers did not register with the master at "
         f"{cluster.host}:{cluster.port} within the timeout"
+        + unanswered
         + _pending_summary(tasks)
         + (_advice(pending[0]) if pending else f"; worker logs are in {cluster.directory}")
     )
@@ -619,22 +685,26 @@ _started: dict[Path, SlurmCluster] = {}
 
 def master_host(name: str | None = None, state_dir: str | os.PathLike[str] | None = None) -> str:
     """The host of cluster ``name``'s master (the seed's ``master_host()``):
-    from its address file, else the node squeue gives its running job.  A
-    master still pending is a LaunchError giving SLURM's reason."""
+    the node its running job is on, as its address file names it.  A master
+    still pending is a LaunchError giving SLURM's reason, never an empty
+    host; so is a cluster that does not run."""
     name = name or os.environ.get("CWTX_CLUSTER") or DEFAULT_NAME
     directory = cluster_dir(name, state_dir)
     found = read_address_file(directory / "master.address")
-    if found is not None:
-        return found[0]
-    for job in slurm.squeue(names=[job_name(name, "master")]):
-        if job.state == "RUNNING" and job.nodes and job.nodes not in ("(null)", "n/a"):
-            return job.nodes
+    job = _master_job(name, directory)
+    if job is not None and job.state == "RUNNING":
+        if found is not None:
+            return found[0]
+        if job.nodes and job.nodes not in ("(null)", "n/a"):
+            return job.nodes  # it runs, but has not written its address yet
+    if job is not None:
         raise LaunchError(
             f"the master of cwtx cluster {name!r} (SLURM job {job.id}) is {_why(job)}, "
             f"so it has no host yet{_advice(job)}"
         )
+    stale = f" (its address file {directory / 'master.address'} is stale)" if found else ""
     raise LaunchError(
-        f"no cwtx cluster named {name!r} runs for user {slurm.user()}; "
+        f"no cwtx cluster named {name!r} runs for user {slurm.user()}{stale}; "
         f"start one with: cw slurm start -n N --name {name}"
     )
 
@@ -690,14 +760,18 @@ def allocate(nworkers: int = 2, **kwargs: Any) -> Iterator[SlurmCluster]:
 
     Unless given a ``name`` it uses a fresh one, so that it never collides
     with ``cw slurm start`` or another program's allocation."""
+    fresh = "name" not in kwargs
     kwargs.setdefault("name", f"alloc-{uuid.uuid4().hex[:8]}")
-    cluster = start(nworkers, **kwargs)
+    directory = cluster_dir(kwargs["name"], kwargs.get("state_dir"))
     try:
-        yield cluster
+        cluster = start(nworkers, **kwargs)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
     finally:
-        cluster.stop()
-        if kwargs["name"].startswith("alloc-"):
-            shutil.rmtree(cluster.directory, ignore_errors=True)
+        if fresh:  # its own directory, gone with it (a failure quoted its logs)
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 __all__ = [

@@ -19,8 +19,9 @@ from cwtx._errors import LaunchError
 #: Seconds any one SLURM command may take (slurmctld may be busy).
 COMMAND_TIMEOUT = 60.0
 
-#: squeue's fields, in this order: id, name, state, reason, nodes, user.
-_FORMAT = "%i|%j|%T|%r|%N|%u"
+#: squeue's fields, in this order: id, name, state, reason, nodes, user,
+#: working directory (a cluster's jobs run in its state directory).
+_FORMAT = "%i|%j|%T|%r|%N|%u|%Z"
 
 
 def available() -> bool:
@@ -67,6 +68,7 @@ class Job:
     reason: str
     nodes: str
     user: str
+    workdir: str = ""
 
     @property
     def base_id(self) -> str:
@@ -98,8 +100,8 @@ ENDED = frozenset(
 def parse_squeue(text: str) -> list[Job]:
     jobs = []
     for line in text.splitlines():
-        fields = line.strip().split("|")
-        if len(fields) == 6:
+        fields = line.strip().split("|", 6)
+        if len(fields) == 7:
             jobs.append(Job(*fields))
     return jobs
 

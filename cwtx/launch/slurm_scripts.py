@@ -34,6 +34,14 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_value(option: str, value: str | None) -> str | None:
+    """A value for an ``#SBATCH`` line: one word, or the line would end (or
+    a new one, a shell command, begin) where the user did not mean it to."""
+    if value is not None and (not value or any(c.isspace() for c in value)):
+        raise ValueError(f"--{option} {value!r}: give one word, with no spaces or newlines")
+    return value
+
+
 def job_name(cluster: str, role: str) -> str:
     """The SLURM job name of a cluster's master or workers: one user may run
     several named clusters side by side, and each finds only its own jobs."""
@@ -53,6 +61,10 @@ class ScriptSettings:
     time: str | None = None
     account: str | None = None
     extra_worker_options: Sequence[str] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        for option in ("partition", "time", "account"):
+            check_value(option, getattr(self, option))
 
 
 def _directives(options: list[tuple[str, object]]) -> list[str]:
@@ -165,6 +177,9 @@ def worker_script(
             # As the user who submitted: the secret file must be ours, and
             # logs on the shared filesystem are then the user's own.
             '--user="$(id -u):$(id -g)"',
+            f"--cpus={slots}",  # what SLURM gave the job, and no more
+            # A secret in the environment goes in by name, never in the script.
+            *([] if s.secret_file else ["--env=CWTX_SECRET"]),
             *([docker.args] if docker.args.strip() else []),
             shlex.quote(docker.image),
             "-m",

@@ -133,8 +133,20 @@ def _die_with_supervisor() -> None:
         os._exit(1)
 
 
+def _own_process_group() -> None:
+    """Leave the supervisor's process group: a Ctrl-C in the worker's
+    terminal, or a SIGINT that SLURM sends the whole batch step, is for the
+    supervisor, which lets running jobs finish (its grace) before it ends
+    them; it must not kill them at once with a KeyboardInterrupt."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+
+
 def main() -> None:
     _die_with_supervisor()
+    _own_process_group()
     tasks = os.fdopen(TASK_FD, "rb", buffering=0)
     results = os.fdopen(RESULT_FD, "wb")
     child = Child()

@@ -22,7 +22,7 @@ import cwtx
 from cwtx.client.status import query_status
 from cwtx.launch.procs import is_running
 
-from ..conftest import ROOT, kill_and_restart_master, wait_until
+from ..conftest import ROOT, gated, kill_and_restart_master, runs, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -325,6 +325,28 @@ def test_sigint_worker_hands_back_an_overdue_job(tmp_path):
         assert future.result(60) == "elsewhere"
         _, other = started(marker)
         assert other != supervisor
+
+
+def test_ctrl_c_in_a_workers_terminal_lets_its_running_job_finish(tmp_path):
+    """A terminal's Ctrl-C (and SLURM, signalling a batch step) sends SIGINT
+    to a whole process group.  Slot children have a group of their own, so
+    only the supervisor hears it, and the running job finishes in its grace
+    instead of dying of a KeyboardInterrupt."""
+    with (
+        cwtx.local.allocate(1, run_dir=tmp_path / "run", worker_args=["--grace", "60"]) as cluster,
+        cwtx.ClusterExecutor(cluster.host, cluster.port) as ex,
+    ):
+        gate, ran = tmp_path / "gate", tmp_path / "ran"
+        future = ex.submit(gated, str(gate), "finished", str(ran))
+        try:
+            wait_until(lambda: runs(ran), what="the job to start")
+            os.killpg(cluster.worker_pid("local-0"), signal.SIGINT)  # the twistd is a group leader
+            log = cluster.run_dir / "worker-0.log"
+            wait_until(lambda: "leaving: finishing 1 running" in log.read_text(), what="leaving")
+        finally:
+            gate.touch()
+        assert future.result(60) == "finished"
+        assert runs(ran) and len(runs(ran)) == 1
 
 
 # -- the soak ------------------------------------------------------------------------------------

@@ -60,7 +60,9 @@ def name() -> Iterator[str]:
     yield name
     if our_jobs(name):
         slurm.stop(name, grace=1)
-    assert our_jobs(name) == []
+    leftover = our_jobs(name)  # under another state directory, say
+    slurm._stop_jobs(sorted({j.base_id for j in leftover}))
+    assert leftover == []
     assert address.current() is None, "a cluster this test started was not stopped"
 
 
@@ -142,6 +144,19 @@ def running_where(gate: str, runs_file: str):
     return gated(gate, "done")
 
 
+def test_the_same_name_under_another_state_directory_is_another_cluster(name, tmp_path):
+    a = slurm.start(1, name=name, timeout=120, state_dir=tmp_path / "a")
+    try:
+        b = slurm.start(1, name=name, timeout=120, state_dir=tmp_path / "b")
+        assert len(a.jobs()) == len(b.jobs()) == 2
+        ids = sorted({j.base_id for j in b.jobs()}, key=int)
+        assert slurm.stop(name, tmp_path / "b") == ids
+        assert b.jobs() == [] and len(a.jobs()) == 2
+    finally:
+        slurm.stop(name, tmp_path / "a")
+    assert a.jobs() == []
+
+
 def test_a_worker_killed_by_scancel_mid_job_is_lost_and_its_job_runs_elsewhere(name, tmp_path):
     cluster = slurm.start(2, name=name, timeout=120)
     gate, runs_file = tmp_path / "gate", tmp_path / "runs"
@@ -179,10 +194,16 @@ def test_a_worker_that_cannot_start_fails_start_with_its_log(name):
     assert our_jobs(name) == []
 
 
-def test_a_job_slurm_cannot_start_fails_start_with_slurms_reason_and_leaves_nothing(name):
+@pytest.mark.parametrize(
+    ("whose", "options"),
+    [("workers'", {"slots": 999}), ("master's", {"master_args": "--cpus-per-task=999"})],
+)
+def test_a_job_slurm_cannot_start_fails_start_with_slurms_reason_and_leaves_nothing(
+    name, whose, options
+):
     began = time.monotonic()
-    with pytest.raises(cwtx.LaunchError, match="pending with reason PartitionConfig"):
-        slurm.start(1, name=name, slots=999, timeout=60)
+    with pytest.raises(cwtx.LaunchError, match=f"the {whose} SLURM job .* with reason Partition"):
+        slurm.start(1, name=name, timeout=60, **options)
     assert time.monotonic() - began < 60
     assert our_jobs(name) == []
 
@@ -284,7 +305,7 @@ def test_the_seeds_examples_run_unchanged_but_for_their_package_name(example, tm
     )
     assert squares == sorted(i * i for i in range(10))
     assert calls.read_text().splitlines() == ["--parsable", "--parsable --array=0-1"]
-    assert slurm_commands.squeue(names=[]) == []  # nothing of ours is left
+    assert slurm.SlurmCluster("default", slurm.cluster_dir()).jobs() == []
     assert list(slurm.default_state_dir().glob("alloc-*")) == []
 
 
@@ -355,13 +376,19 @@ def test_workers_submitted_before_their_master_listens_wait_for_it(name):
         wait_until(worker_waiting, 60, "the worker to wait for its master")
         master = next(j for j in our_jobs(name) if j.name.endswith("-master"))
         assert (master.state, master.reason) == ("PENDING", "Dependency")
+        # The seed's master_host() returned a pending master's empty node list.
+        with pytest.raises(cwtx.LaunchError, match=r"is pending \(Dependency\), so it has no host"):
+            slurm.master_host(name)
     finally:
         subprocess.run(["scontrol", "release", blocker], check=True, timeout=30)
         starter.join(150)
     assert "error" not in result, result.get("error")
     assert result["cluster"].nworkers == 1
     assert "registered with master" in log.read_text()
+    assert slurm.master_host(name) == result["cluster"].host == "localhost"
     slurm.stop(name)
+    with pytest.raises(cwtx.LaunchError, match=f"no cwtx cluster named '{name}' runs"):
+        slurm.master_host(name)
 
 
 def test_a_worker_near_its_time_limit_is_signalled_and_leaves_gracefully(name):

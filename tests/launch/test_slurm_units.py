@@ -91,9 +91,45 @@ def test_a_docker_worker_runs_the_images_python_with_init_host_network_and_our_u
         + WORKER_DIRECTIVES
         + COMMENT.format(role="workers")
         + "exec docker run --rm --interactive --init --network=host "
-        f'--name="cwtx-big-{TASK}" --user="$(id -u):$(id -g)" -v /shared:/shared me/cwtx:1 '
-        + WORKER_OPTIONS
+        f'--name="cwtx-big-{TASK}" --user="$(id -u):$(id -g)" --cpus=4 -v /shared:/shared '
+        "me/cwtx:1 " + WORKER_OPTIONS
     )
+
+
+def test_a_docker_worker_gets_a_secret_from_the_environment_by_name_only():
+    from dataclasses import replace
+
+    script = worker_script(replace(SETTINGS, secret_file=None), 1, 25.0, Docker("img"))
+    assert " --env=CWTX_SECRET img -m cwtx.worker " in script
+    assert "--secret-file" not in script
+
+
+@pytest.mark.parametrize("option", ["partition", "time", "account"])
+def test_a_value_that_would_break_its_sbatch_line_is_refused(option):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError) as refused:
+        replace(SETTINGS, **{option: "p\necho pwned"})
+    assert str(refused.value) == (
+        f"--{option} 'p\\necho pwned': give one word, with no spaces or newlines"
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    ["-J other", "--job-name=x", "--array=0-3", "-o /tmp/x", "--chdir /", "--wrap true",
+     "-Mother", "--export=NONE"],
+)  # fmt: skip
+def test_sbatch_options_that_cwtx_sets_itself_are_refused(args):
+    with pytest.raises(ValueError, match="worker_args: .* (is set by cwtx itself|would keep)"):
+        slurm._words(args, "worker_args")
+
+
+def test_other_sbatch_options_pass_as_given():
+    assert slurm._words("--qos=high --mem 4G --export=ALL,X=1") == [
+        "--qos=high", "--mem", "4G", "--export=ALL,X=1",
+    ]  # fmt: skip
+    assert slurm._words(["--exclusive"]) == ["--exclusive"]
 
 
 def test_the_time_limit_signal_leaves_room_for_the_grace():
@@ -128,13 +164,13 @@ def test_cluster_names_are_checked_and_make_job_names():
 
 def test_squeue_lines_become_jobs_and_array_tasks_know_their_array():
     jobs = slurm_commands.parse_squeue(
-        "12|cwtx-big-master|RUNNING|None|node3|ann\n"
-        "13_0|cwtx-big-workers|PENDING|Resources||ann\n"
+        "12|cwtx-big-master|RUNNING|None|node3|ann|/s/big\n"
+        "13_0|cwtx-big-workers|PENDING|Resources||ann|/s/a|b\n"
         "garbage\n"
     )
-    assert [(j.id, j.base_id, j.pending, j.nodes) for j in jobs] == [
-        ("12", "12", False, "node3"),
-        ("13_0", "13", True, ""),
+    assert [(j.id, j.base_id, j.pending, j.nodes, j.workdir) for j in jobs] == [
+        ("12", "12", False, "node3", "/s/big"),
+        ("13_0", "13", True, "", "/s/a|b"),
     ]
 
 
