@@ -170,9 +170,7 @@ def _our_jobs(name: str, directory: Path) -> list[Job]:
     under another state directory is not ours."""
     names = [job_name(name, "master"), job_name(name, "workers")]
     found = {
-        j.id: j
-        for j in slurm.squeue(names=names)
-        if Path(j.workdir) == directory or not j.workdir
+        j.id: j for j in slurm.squeue(names=names) if Path(j.workdir) == directory or not j.workdir
     }
     recorded = list(_recorded_jobs(directory))
     if recorded:
