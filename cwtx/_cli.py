@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -35,6 +36,10 @@ def _local_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(n: int) -> str:
+    return "1 worker" if n == 1 else f"{n} workers"
+
+
 def _say(message: str) -> None:
     print(f"cw: {message}", file=sys.stderr, flush=True)
 
@@ -58,14 +63,14 @@ def _slurm_start(args: argparse.Namespace) -> int:
     )
     print(
         f"cwtx cluster {cluster.name!r}: master on {cluster.host}:{cluster.port}, "
-        f"{cluster.nworkers} workers; scripts and logs in {cluster.directory}"
+        f"{_workers(cluster.nworkers)}; scripts and logs in {cluster.directory}"
     )
     return 0
 
 
 def _slurm_add(args: argparse.Namespace) -> int:
     names = slurm.add(args.workers, args.name, slots=args.slots, timeout=args.timeout, report=_say)
-    print(f"added {len(names)} workers to cluster {args.name!r}: {', '.join(names)}")
+    print(f"added {_workers(len(names))} to cluster {args.name!r}: {', '.join(names)}")
     return 0
 
 
@@ -92,8 +97,18 @@ def _slurm_status(args: argparse.Namespace) -> int:
         print(f"  {job['role']:8} job {job['id']:>12}: {job['state']}{reason}{node}")
     if found["master"] is None:
         print(f"  master: {found.get('error')}")
-        return 0 if not found["jobs"] else 1
+        return 1
     _print_status(found["master"])
+    return 0
+
+
+def _slurm_list(args: argparse.Namespace) -> int:
+    clusters = slurm.clusters()
+    if not clusters:
+        print(f"no cwtx SLURM clusters in {slurm.default_state_dir()}")
+    for name, jobs in clusters.items():
+        states = ", ".join(f"{n} {state}" for state, n in sorted(jobs.items())) or "no SLURM jobs"
+        print(f"{name}: {states}")
     return 0
 
 
@@ -149,7 +164,8 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--host",
         default=None,
-        help="the master's host (default: $CWTX_MASTER, a running `cw local`, else localhost)",
+        help="the master's host (default: $CWTX_MASTER, a running `cw local`, this user's "
+        "SLURM cluster ($CWTX_CLUSTER, else 'default'), else localhost)",
     )
     status.add_argument("-p", "--port", type=int, default=None, help=f"its port (default {PORT})")
     status.add_argument("--json", action="store_true")
@@ -165,13 +181,13 @@ def _slurm_parser(sub: Any) -> None:
     def named(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--name",
-            default=slurm.DEFAULT_NAME,
+            default=os.environ.get("CWTX_CLUSTER") or slurm.DEFAULT_NAME,
             help="the cluster's name: one user can run several side by side "
-            f"(default {slurm.DEFAULT_NAME!r})",
+            f"(default: $CWTX_CLUSTER, else {slurm.DEFAULT_NAME!r})",
         )
 
     start = actions.add_parser("start", help="submit a master and N workers, wait until ready")
-    start.add_argument("-n", "--workers", type=int, default=2, help="workers to start")
+    start.add_argument("-n", "--workers", type=int, default=2, help="workers to start (2)")
     named(start)
     start.add_argument(
         "--slots", type=int, default=1, help="slots per worker (its --cpus-per-task)"
@@ -206,10 +222,18 @@ def _slurm_parser(sub: Any) -> None:
     start.set_defaults(func=_slurm_start)
 
     add = actions.add_parser("add", help="add N workers to a running cluster")
-    add.add_argument("-n", "--workers", type=int, default=1, help="workers to add")
+    add.add_argument("-n", "--workers", type=int, default=1, help="workers to add (1)")
     named(add)
-    add.add_argument("--slots", type=int, default=None, help="slots per new worker")
-    add.add_argument("--timeout", type=float, default=slurm.START_TIMEOUT, metavar="SECONDS")
+    add.add_argument(
+        "--slots", type=int, default=None, help="slots per new worker (default: as started)"
+    )
+    add.add_argument(
+        "--timeout",
+        type=float,
+        default=slurm.START_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up (and cancel them) after this long (default {slurm.START_TIMEOUT:g})",
+    )
     add.set_defaults(func=_slurm_add)
 
     stop = actions.add_parser("stop", help="workers leave gracefully, then the master")
@@ -221,9 +245,26 @@ def _slurm_parser(sub: Any) -> None:
     status.add_argument("--json", action="store_true", help="print it as JSON")
     status.set_defaults(func=_slurm_status)
 
+    listing = actions.add_parser("list", help="this user's clusters and their SLURM jobs")
+    listing.set_defaults(func=_slurm_list)
+
+
+#: Options whose value is itself options: ``--worker-args --mem=4G`` would
+#: otherwise be taken by argparse for an option of ``cw``.
+_OPTION_VALUED = ("--master-args", "--worker-args", "--docker-args")
+
+
+def _join_option_values(argv: list[str]) -> list[str]:
+    joined, words = [], iter(argv)
+    for word in words:
+        if word in _OPTION_VALUED:
+            word = f"{word}={next(words, '')}"
+        joined.append(word)
+    return joined
+
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(_join_option_values(sys.argv[1:] if argv is None else argv))
     try:
         return args.func(args)
     except (CwtxError, ValueError, OSError) as e:  # what the user can fix: one line

@@ -70,6 +70,7 @@ def test_cwtx_exports_exactly_the_public_names():
                 "add",
                 "allocate",
                 "cluster_dir",
+                "clusters",
                 "default_state_dir",
                 "master_host",
                 "start",

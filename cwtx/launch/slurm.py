@@ -27,7 +27,7 @@ from typing import Any
 from cwtx._errors import AuthenticationError, LaunchError
 from cwtx._secret import load_secret, secret_source
 from cwtx.client import address
-from cwtx.client.address import read_address_file
+from cwtx.client.address import format_address, read_address_file
 from cwtx.client.status import query_status
 from cwtx.launch import slurm_commands as slurm
 from cwtx.launch.slurm_commands import Job
@@ -409,6 +409,7 @@ def _submit_workers(
         )
     cluster.host, cluster.port = found
     setup = _Setup.load(cluster.directory)
+    cluster.secret_file = setup.settings.secret_file
     deadline = _clock() + timeout
     array_id, _ = _submit_array(cluster, setup, n, report, slots)
     try:
@@ -439,9 +440,7 @@ def add(
 ) -> list[str]:
     """Add ``n`` workers to the running cluster ``name``; their names."""
     directory = cluster_dir(name, state_dir)
-    cluster = _started.get(directory) or SlurmCluster(
-        name, directory, secret_file=_Setup.load(directory).settings.secret_file
-    )
+    cluster = _started.get(directory) or SlurmCluster(name, directory)
     names = _submit_workers(cluster, n, slots, timeout, report)
     cluster.workers += names
     return names
@@ -682,17 +681,20 @@ _started: dict[Path, SlurmCluster] = {}
 
 
 def master_host(name: str | None = None, state_dir: str | os.PathLike[str] | None = None) -> str:
-    """The host of cluster ``name``'s master (the seed's ``master_host()``):
-    the node its running job is on, as its address file names it.  A master
-    still pending is a LaunchError giving SLURM's reason, never an empty
-    host; so is a cluster that does not run."""
+    """Where cluster ``name``'s master is (the seed's ``master_host()``), as
+    ``NODE:PORT`` from its address file, which every cwtx client takes as
+    its host: the seed's ``ClientThread(callback, master_host())`` works
+    although the master's port is not 5494.  Only the node (``squeue``'s)
+    while a running master has not yet written its file.  A master still
+    pending is a LaunchError giving SLURM's reason, never an empty host; so
+    is a cluster that does not run."""
     name = name or os.environ.get("CWTX_CLUSTER") or DEFAULT_NAME
     directory = cluster_dir(name, state_dir)
     found = read_address_file(directory / "master.address")
     job = _master_job(name, directory)
     if job is not None and job.state == "RUNNING":
         if found is not None:
-            return found[0]
+            return format_address(*found)
         if job.nodes and job.nodes not in ("(null)", "n/a"):
             return job.nodes  # it runs, but has not written its address yet
     if job is not None:
@@ -709,19 +711,50 @@ def master_host(name: str | None = None, state_dir: str | os.PathLike[str] | Non
 
 def recorded_master(state_dir: str | os.PathLike[str] | None = None) -> tuple[str, int] | None:
     """For clients given no host: the address file of cluster
-    ``$CWTX_CLUSTER``, else ``default``, else of the only cluster there is."""
+    ``$CWTX_CLUSTER``, else ``default``, else of the only cluster there is.
+    None if no cluster has one; a ValueError saying what to do if
+    ``$CWTX_CLUSTER`` names no running cluster, or several run and none is
+    ``default``."""
     base = Path(state_dir) if state_dir is not None else default_state_dir()
+    running = sorted(p.parent.name for p in base.glob("*/master.address"))
     wanted = os.environ.get("CWTX_CLUSTER")
+    if wanted:
+        found = _read_quietly(cluster_dir(wanted, base) / "master.address")
+        if found is None:
+            raise ValueError(
+                f"$CWTX_CLUSTER: no cwtx SLURM cluster named {wanted!r} has a master "
+                f"listening (in {base}); running: {', '.join(running) or 'none'}"
+            )
+        return found
+    if DEFAULT_NAME in running or len(running) == 1:
+        chosen = DEFAULT_NAME if DEFAULT_NAME in running else running[0]
+        return _read_quietly(base / chosen / "master.address")
+    if running:
+        raise ValueError(
+            f"several cwtx SLURM clusters run ({', '.join(running)}) and none is "
+            f"{DEFAULT_NAME!r}: set $CWTX_CLUSTER to one of them, or give the host"
+        )
+    return None
+
+
+def _read_quietly(path: Path) -> tuple[str, int] | None:
     try:
-        if wanted:
-            return read_address_file(cluster_dir(wanted, base) / "master.address")
-        default = read_address_file(base / DEFAULT_NAME / "master.address")
-        if default is not None:
-            return default
-        files = list(base.glob("*/master.address"))
-        return read_address_file(files[0]) if len(files) == 1 else None
+        return read_address_file(path)
     except (OSError, ValueError):
         return None
+
+
+def clusters(state_dir: str | os.PathLike[str] | None = None) -> dict[str, dict[str, int]]:
+    """This user's clusters (their directories), each with how many of its
+    SLURM jobs are in each state (``cw slurm list``)."""
+    base = Path(state_dir) if state_dir is not None else default_state_dir()
+    found = {}
+    for directory in sorted(p for p in base.glob("*") if (p / "master.sh").exists()):
+        states: dict[str, int] = {}
+        for job in _our_jobs(directory.name, directory.absolute()):
+            states[job.state] = states.get(job.state, 0) + 1
+        found[directory.name] = states
+    return found
 
 
 def status(name: str = DEFAULT_NAME, state_dir: str | os.PathLike[str] | None = None) -> dict:
@@ -760,16 +793,16 @@ def allocate(nworkers: int = 2, **kwargs: Any) -> Iterator[SlurmCluster]:
     with ``cw slurm start`` or another program's allocation."""
     fresh = "name" not in kwargs
     kwargs.setdefault("name", f"alloc-{uuid.uuid4().hex[:8]}")
-    directory = cluster_dir(kwargs["name"], kwargs.get("state_dir"))
+    cluster = start(nworkers, **kwargs)  # a failure keeps the logs it quotes
     try:
-        cluster = start(nworkers, **kwargs)
-        try:
-            yield cluster
-        finally:
-            cluster.stop()
+        yield cluster
+    except BaseException:
+        fresh = False  # keep the logs of a block that failed
+        raise
     finally:
-        if fresh:  # its own directory, gone with it (a failure quoted its logs)
-            shutil.rmtree(directory, ignore_errors=True)
+        cluster.stop()
+        if fresh:  # its own directory goes with it; give a name to keep it
+            shutil.rmtree(cluster.directory, ignore_errors=True)
 
 
 __all__ = [
@@ -779,6 +812,7 @@ __all__ = [
     "add",
     "allocate",
     "cluster_dir",
+    "clusters",
     "default_state_dir",
     "master_host",
     "recorded_master",

@@ -93,7 +93,13 @@ print(sorted(i for i, _ in got) == list(range(40)), len({w for _, w in got}))
 
 def test_a_cluster_of_four_serves_clients_that_are_given_no_host_and_stops_clean(name):
     began = time.monotonic()
-    cluster = slurm.start(4, name=name, timeout=120)
+    with slurm.start(4, name=name, timeout=120) as cluster:
+        run_four(cluster, name, began)
+    assert our_jobs(name) == []
+    assert not (cluster.directory / "master.address").exists()
+
+
+def run_four(cluster: slurm.SlurmCluster, name: str, began: float) -> None:
     assert cluster.nworkers == 4
     assert len(cluster.status()["workers"]) == 4
     roles = sorted(j.name for j in cluster.jobs())
@@ -108,10 +114,10 @@ def test_a_cluster_of_four_serves_clients_that_are_given_no_host_and_stops_clean
     assert out.returncode == 0, out.stderr
     ok, workers_used = out.stdout.split()
     assert ok == "True" and int(workers_used) >= 1
-    assert slurm.stop(name) != []
-    assert our_jobs(name) == []
-    assert not (cluster.directory / "master.address").exists()
     print(f"start took {started:.1f} s")
+    added = cluster.add_workers(1)
+    assert added == [f"slurm-{added[0].split('-')[1]}"] and cluster.nworkers == 5
+    assert len(cluster.status()["workers"]) == 5
 
 
 def test_two_named_clusters_side_by_side_each_run_their_own_jobs(name):
@@ -238,18 +244,26 @@ def test_cw_slurm_add_grows_a_running_cluster_and_status_shows_it(name, tmp_path
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
     assert f"cwtx cluster '{name}': master on " in started.stdout
-    added = cw("slurm", "add", "-n", "2", "--name", name, "--timeout", "120")
+    assert started.stdout.endswith(f", 1 worker; scripts and logs in {slurm.cluster_dir(name)}\n")
+    # $CWTX_CLUSTER names the cluster for every cw slurm command.
+    added = cw("slurm", "add", "-n", "2", env={**os.environ, "CWTX_CLUSTER": name})
     assert added.returncode == 0, added.stderr
     assert added.stdout.startswith(f"added 2 workers to cluster '{name}': slurm-")
     status = cw("slurm", "status", "--name", name)
     assert status.returncode == 0, status.stderr
+    assert f"{name}: 4 RUNNING" in cw("slurm", "list").stdout
     assert status.stdout.count("RUNNING") == 4  # the master, 1 + 2 workers
     assert ": 3 workers, 3 slots" in status.stdout
     assert f"--secret-file {secret}" in (slurm.cluster_dir(name) / "master.sh").read_text()
+    again = cw("slurm", "start", "-n", "1", "--name", name)
+    assert again.returncode == 1
+    assert f"cw: cluster '{name}' is already running (SLURM jobs " in again.stderr
     stopped = cw("slurm", "stop", "--name", name)
     assert stopped.returncode == 0 and "stopped cluster" in stopped.stdout
     assert our_jobs(name) == []
     assert "no SLURM jobs" in cw("slurm", "status", "--name", name).stdout
+    late = cw("slurm", "add", "-n", "1", "--name", name)
+    assert late.returncode == 1 and f"cluster '{name}' has no master running" in late.stderr
 
 
 def test_stop_lets_a_running_job_finish_within_the_grace(name, tmp_path):
@@ -352,7 +366,9 @@ def test_workers_submitted_before_their_master_listens_wait_for_it(name):
     and joins once the master listens."""
     import threading
 
-    blocker = slurm_commands.sbatch("#!/bin/sh\ntrue\n", ["--hold", "--job-name=cwtx-blocker"])
+    blocker = slurm_commands.sbatch(
+        "#!/bin/sh\ntrue\n", ["--hold", "--job-name=cwtx-blocker", "--output=/dev/null"]
+    )
     result: dict = {}
 
     def start() -> None:

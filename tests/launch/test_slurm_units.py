@@ -191,6 +191,21 @@ def test_the_default_state_directory(monkeypatch, tmp_path):
     assert slurm.cluster_dir() == tmp_path / "shared" / "default"
 
 
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [
+        ({"nworkers": -1}, "nworkers must be 0 or more, not -1"),
+        ({"slots": 0}, "a worker needs at least one slot, not 0"),
+        ({"docker_image": " "}, "docker_image must be an image name"),
+        ({"docker_image": "i", "docker_args": "-v a\n-v b"}, "and docker_args one line"),
+        ({"name": "a b"}, "cluster name 'a b'"),
+    ],
+)
+def test_bad_start_arguments_are_refused_before_anything_is_submitted(arguments, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        slurm.start(**arguments)
+
+
 def test_a_state_directory_the_scripts_cannot_quote_is_refused(tmp_path):
     with pytest.raises(ValueError, match="has a space, quote"):
         slurm.start(1, state_dir=tmp_path / "my files")
@@ -206,9 +221,13 @@ def test_clients_find_the_default_cluster_then_the_named_then_the_only_one(monke
     assert address.find_master() == ("node7", 41000)
     (tmp_path / "other").mkdir()
     address.write_address_file(tmp_path / "other" / "master.address", "node8", 41001)
-    assert slurm.recorded_master() is None  # two: which one is not ours to guess
+    with pytest.raises(ValueError, match=r"several cwtx SLURM clusters run \(other, solo\)"):
+        address.find_master()  # which one is not ours to guess
     monkeypatch.setenv("CWTX_CLUSTER", "other")
     assert slurm.recorded_master() == ("node8", 41001)
+    monkeypatch.setenv("CWTX_CLUSTER", "bogus")
+    with pytest.raises(ValueError, match="named 'bogus' has a master .* running: other, solo"):
+        address.find_master()
     monkeypatch.delenv("CWTX_CLUSTER")
     (tmp_path / "default").mkdir()
     address.write_address_file(tmp_path / "default" / "master.address", "node9", 41002)
