@@ -401,7 +401,13 @@ def test_workers_submitted_before_their_master_listens_wait_for_it(name):
     assert "error" not in result, result.get("error")
     assert result["cluster"].nworkers == 1
     assert "registered with master" in log.read_text()
-    assert slurm.master_host(name) == result["cluster"].host == "localhost"
+    cluster = result["cluster"]
+    assert slurm.master_host(name) == f"localhost:{cluster.port}"
+    # The seed's idiom: ClientThread(callback, master_host()), a host that carries its port.
+    done = []
+    with cwtx.ClientThread(lambda jobid, r: done.append(r), slurm.master_host(name)) as client:
+        client.submit(1, abs, -3)
+    assert done == [3]
     slurm.stop(name)
     with pytest.raises(cwtx.LaunchError, match=f"no cwtx cluster named '{name}' runs"):
         slurm.master_host(name)

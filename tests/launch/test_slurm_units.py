@@ -310,3 +310,14 @@ def test_python_m_cwtx_worker_and_master_run_their_plugins():
             timeout=60,
         )
         assert option in out.stdout, out.stderr
+
+
+def test_cw_takes_option_values_that_are_options_themselves():
+    from cwtx import _cli
+
+    argv = ["slurm", "start", "--worker-args", "--mem=4G", "--master-args=--qos=x", "-n", "2"]
+    assert _cli._join_option_values(argv) == [
+        "slurm", "start", "--worker-args=--mem=4G", "--master-args=--qos=x", "-n", "2",
+    ]  # fmt: skip
+    args = _cli.parser().parse_args(_cli._join_option_values(argv))
+    assert (args.worker_args, args.master_args, args.workers) == ("--mem=4G", "--qos=x", 2)
