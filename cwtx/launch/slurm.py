@@ -11,20 +11,18 @@ finds, and stops, only the jobs with its own names.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cwtx._errors import AuthenticationError, LaunchError
+from cwtx._errors import LaunchError
 from cwtx._secret import load_secret, secret_source
 from cwtx.client import address
 from cwtx.client.address import format_address, read_address_file
@@ -34,14 +32,30 @@ from cwtx.launch.slurm_commands import Job
 from cwtx.launch.slurm_scripts import (
     Docker,
     ScriptSettings,
-    check_name,
     job_name,
     master_script,
     worker_script,
 )
+from cwtx.launch.slurm_state import (
+    DEFAULT_NAME,
+    Setup,
+    check_directory,
+    cluster_dir,
+    default_state_dir,
+    fresh_directory,
+    our_jobs,
+    record_job,
+)
+from cwtx.launch.slurm_waiting import (
+    Report,
+    advice,
+    clock,
+    wait_for_master,
+    wait_for_workers,
+    wait_gone,
+    why,
+)
 
-#: The cluster ``cw slurm`` and ``cwtx.slurm`` mean when not given a name.
-DEFAULT_NAME = "default"
 #: Seconds ``start`` and ``add`` wait for the master and the workers; a
 #: busy cluster may queue them for a while.
 START_TIMEOUT = 300.0
@@ -49,44 +63,6 @@ START_TIMEOUT = 300.0
 LEAVE_TIMEOUT = 30.0
 #: A worker's grace for its running jobs when it is asked to leave.
 GRACE = 25.0
-
-#: Pending reasons that waiting cannot cure: start fails at once with them.
-HOPELESS = frozenset(
-    {
-        "AccountNotAllowed",
-        "BadConstraints",
-        "DependencyNeverSatisfied",
-        "InvalidAccount",
-        "InvalidQOS",
-        "JobHeldAdmin",
-        "JobHeldUser",
-        "PartitionConfig",
-        "PartitionNodeLimit",
-        "PartitionTimeLimit",
-        "QOSMaxCpuPerJobLimit",
-        "QOSMaxNodePerJobLimit",
-        "QOSMaxWallDurationPerJobLimit",
-    }
-)
-
-Report = Callable[[str], None]
-
-
-def default_state_dir() -> Path:
-    """Where clusters keep their files: $CWTX_SLURM_DIR, else
-    ``$XDG_STATE_HOME/cwtx/slurm`` (``~/.local/state/cwtx/slurm``).  It must
-    be on a filesystem every node shares."""
-    env = os.environ.get("CWTX_SLURM_DIR")
-    if env:
-        return Path(env)
-    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(state) / "cwtx" / "slurm"
-
-
-def cluster_dir(name: str = DEFAULT_NAME, state_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The directory of cluster ``name``: its scripts, address file and logs."""
-    base = Path(state_dir) if state_dir is not None else default_state_dir()
-    return base.absolute() / check_name(name)
 
 
 def _quiet(message: str) -> None:
@@ -116,7 +92,7 @@ class SlurmCluster:
 
     def jobs(self) -> list[Job]:
         """This cluster's SLURM jobs, one line per array task."""
-        return _our_jobs(self.name, self.directory)
+        return our_jobs(self.name, self.directory)
 
     def add_workers(
         self, n: int, *, slots: int | None = None, timeout: float = START_TIMEOUT
@@ -137,88 +113,6 @@ class SlurmCluster:
 
 
 # -- what a cluster's directory holds -----------------------------------------
-
-
-def _jobs_file(directory: Path) -> Path:
-    return directory / "jobs"
-
-
-def _record_job(directory: Path, role: str, job_id: str) -> None:
-    """Every job we submit is written down first, so that stop can find it
-    even if squeue has not shown it yet."""
-    with open(_jobs_file(directory), "a") as f:
-        f.write(f"{job_id} {role}\n")
-
-
-def _recorded_jobs(directory: Path) -> dict[str, str]:
-    try:
-        lines = _jobs_file(directory).read_text().splitlines()
-    except OSError:
-        return {}
-    jobs = {}
-    for line in lines:
-        job_id, _, role = line.partition(" ")
-        if job_id.isdigit():
-            jobs[job_id] = role
-    return jobs
-
-
-def _our_jobs(name: str, directory: Path) -> list[Job]:
-    """The jobs of cluster ``name`` still known to SLURM: those we recorded,
-    and any of this user's with its job names that run in its directory (a
-    start interrupted before it recorded them).  A cluster of the same name
-    under another state directory is not ours."""
-    names = [job_name(name, "master"), job_name(name, "workers")]
-    found = {
-        j.id: j for j in slurm.squeue(names=names) if Path(j.workdir) == directory or not j.workdir
-    }
-    recorded = list(_recorded_jobs(directory))
-    if recorded:
-        found.update((j.id, j) for j in slurm.squeue(job_ids=recorded))
-    return sorted(found.values(), key=lambda j: j.id)
-
-
-def _settings_file(directory: Path) -> Path:
-    return directory / "cluster.json"
-
-
-@dataclass
-class _Setup:
-    """How this cluster's workers are started: kept for ``add``."""
-
-    settings: ScriptSettings
-    slots: int
-    grace: float
-    worker_args: list[str]
-    docker: Docker | None
-
-    def save(self, directory: Path) -> None:
-        s = self.settings
-        data = {
-            "settings": {**s.__dict__, "extra_worker_options": list(s.extra_worker_options)},
-            "slots": self.slots,
-            "grace": self.grace,
-            "worker_args": self.worker_args,
-            "docker": None if self.docker is None else self.docker.__dict__,
-        }
-        _settings_file(directory).write_text(json.dumps(data, indent=1) + "\n")
-
-    @classmethod
-    def load(cls, directory: Path) -> _Setup:
-        try:
-            data = json.loads(_settings_file(directory).read_text())
-            return cls(
-                ScriptSettings(**data["settings"]),
-                data["slots"],
-                data["grace"],
-                data["worker_args"],
-                None if data["docker"] is None else Docker(**data["docker"]),
-            )
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise LaunchError(
-                f"cannot read how cluster {directory.name!r} was started "
-                f"({_settings_file(directory)}): {e}; is it running? (cw slurm start)"
-            ) from None
 
 
 # -- start, add, stop -----------------------------------------------------------
@@ -263,15 +157,6 @@ def _pythonpath() -> str:
     return str(Path(cwtx.__file__).resolve().parent.parent)
 
 
-def _check_directory(directory: Path) -> None:
-    # #SBATCH lines and the scripts' shell words take the path as it is.
-    if any(c.isspace() or c in "%'\"\\$`" for c in str(directory)):
-        raise ValueError(
-            f"the SLURM state directory {directory} has a space, quote, '%' or '$' "
-            "in its path; set $CWTX_SLURM_DIR to a plain path on the shared filesystem"
-        )
-
-
 def start(
     nworkers: int = 2,
     port: int = 0,
@@ -314,15 +199,15 @@ def start(
     if "\n" in docker_args or (docker_image is not None and not docker_image.strip()):
         raise ValueError("docker_image must be an image name, and docker_args one line")
     directory = cluster_dir(name, state_dir)
-    _check_directory(directory)
-    running = _our_jobs(name, directory)
+    check_directory(directory)
+    running = our_jobs(name, directory)
     if running:
         raise LaunchError(
             f"cluster {name!r} is already running (SLURM jobs "
             f"{', '.join(sorted({j.base_id for j in running}))}); stop it first "
             f"(cw slurm stop --name {name}) or choose another name (--name)"
         )
-    _fresh_directory(directory)
+    fresh_directory(directory)
     settings = ScriptSettings(
         cluster=name,
         state_dir=str(directory),
@@ -337,22 +222,22 @@ def start(
     docker = Docker(docker_image, docker_args) if docker_image else None
     extra_master = _words(master_args, "master_args") + _words(master_options, "master_options")
     extra_worker = _words(worker_args, "worker_args") + _words(worker_options, "worker_options")
-    setup = _Setup(settings, slots, grace, extra_worker, docker)
+    setup = Setup(settings, slots, grace, extra_worker, docker)
     setup.save(directory)
     cluster = SlurmCluster(name, directory, secret_file=settings.secret_file)
-    deadline = _clock() + timeout
+    deadline = clock() + timeout
     try:
         script = master_script(settings, port, master_service_args)
         (directory / "master.sh").write_text(script)
         master_id = slurm.sbatch(script, extra_master)
-        _record_job(directory, "master", master_id)
+        record_job(directory, "master", master_id)
         report(f"submitted the master as SLURM job {master_id}")
         # The workers go in at once: they wait for the master's address file.
         array = _submit_array(cluster, setup, nworkers, report) if nworkers else None
-        cluster.host, cluster.port = _wait_for_master(cluster, master_id, deadline, report)
+        cluster.host, cluster.port = wait_for_master(cluster, master_id, deadline, report)
         report(f"the master listens on {cluster.host}:{cluster.port}")
         if array is not None:
-            cluster.workers = _wait_for_workers(cluster, *array, deadline, report)
+            cluster.workers = wait_for_workers(cluster, *array, deadline, report)
     except BaseException:
         report("cancelling what was submitted")
         with suppress(LaunchError):  # the error that brought us here says more
@@ -361,15 +246,6 @@ def start(
     address.started((cluster.host, cluster.port))
     _started[directory] = cluster
     return cluster
-
-
-def _fresh_directory(directory: Path) -> None:
-    """Make the cluster's directory; a previous run's files go, so that no
-    old address or log is taken for this run's."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for pattern in ("master.*", "worker-*", "workers-*", "jobs", "cluster.json"):
-        for old in directory.glob(pattern):
-            old.unlink(missing_ok=True)
 
 
 def _secret_path(secret_file: str | os.PathLike[str] | None) -> str | None:
@@ -382,12 +258,12 @@ def _secret_path(secret_file: str | os.PathLike[str] | None) -> str | None:
 
 
 def _submit_array(
-    cluster: SlurmCluster, setup: _Setup, n: int, report: Report, slots: int | None = None
+    cluster: SlurmCluster, setup: Setup, n: int, report: Report, slots: int | None = None
 ) -> tuple[str, int]:
     """Submit ``n`` workers as one job array: (its id, n)."""
     script = worker_script(setup.settings, slots or setup.slots, setup.grace, setup.docker)
     array_id = slurm.sbatch(script, [f"--array=0-{n - 1}", *setup.worker_args])
-    _record_job(cluster.directory, "workers", array_id)
+    record_job(cluster.directory, "workers", array_id)
     (cluster.directory / f"workers-{array_id}.sh").write_text(script)
     report(f"submitted {n} workers as SLURM job array {array_id}")
     return array_id, n
@@ -404,16 +280,16 @@ def _submit_workers(
         # An address file outlives a master killed outright: trust SLURM.
         raise LaunchError(
             f"cluster {cluster.name!r} has no master running"
-            + (f" (its job {master.id} is {_why(master)})" if master else "")
+            + (f" (its job {master.id} is {why(master)})" if master else "")
             + f"; start one with: cw slurm start --name {cluster.name}"
         )
     cluster.host, cluster.port = found
-    setup = _Setup.load(cluster.directory)
+    setup = Setup.load(cluster.directory)
     cluster.secret_file = setup.settings.secret_file
-    deadline = _clock() + timeout
+    deadline = clock() + timeout
     array_id, _ = _submit_array(cluster, setup, n, report, slots)
     try:
-        return _wait_for_workers(cluster, array_id, n, deadline, report)
+        return wait_for_workers(cluster, array_id, n, deadline, report)
     except BaseException:
         report(f"cancelling SLURM job array {array_id}")
         with suppress(LaunchError):  # the error that brought us here says more
@@ -423,7 +299,7 @@ def _submit_workers(
 
 def _master_job(name: str, directory: Path) -> Job | None:
     """Cluster ``name``'s master job, if SLURM still lists it."""
-    for job in _our_jobs(name, directory):
+    for job in our_jobs(name, directory):
         if job.name == job_name(name, "master") and job.state not in slurm.ENDED:
             return job
     return None
@@ -462,7 +338,7 @@ def stop(
         address.stopped((cluster.host, cluster.port))
     if grace is None:
         with suppress(LaunchError):
-            grace = _Setup.load(directory).grace
+            grace = Setup.load(directory).grace
     stopped = _cancel(name, directory, GRACE if grace is None else grace, report)
     for leftover in ("master.address", "jobs", "cluster.json"):
         (directory / leftover).unlink(missing_ok=True)
@@ -477,7 +353,7 @@ def _cancel(
     time.  Pending jobs are simply cancelled.  With ``grace`` None, all are
     cancelled at once (a start that failed).  Whatever goes wrong on the way
     (squeue busy, a job ending as we signal it), every job is cancelled."""
-    jobs = _our_jobs(name, directory)
+    jobs = our_jobs(name, directory)
     ids = sorted({j.base_id for j in jobs}, key=int)
     try:
         if grace is not None:
@@ -499,7 +375,7 @@ def _leave_gracefully(jobs: list[Job], name: str, wait: float, report: Report) -
         slurm.scancel(pending)
     with suppress(LaunchError):
         slurm.scancel(running, signal="INT", batch=True)
-    _wait_gone([j.id for j in group], wait)
+    wait_gone([j.id for j in group], wait)
 
 
 def _stop_jobs(ids: Sequence[str], wait: float = 30.0) -> None:
@@ -508,169 +384,11 @@ def _stop_jobs(ids: Sequence[str], wait: float = 30.0) -> None:
         return
     with suppress(LaunchError):
         slurm.scancel(list(ids))
-    if not _wait_gone(ids, wait):
+    if not wait_gone(ids, wait):
         raise LaunchError(f"SLURM jobs {', '.join(ids)} are still listed {wait:g} s after scancel")
 
 
-def _wait_gone(ids: Sequence[str], wait: float) -> bool:
-    """Poll squeue until it lists none of these jobs (or array tasks) as
-    still running, pending or completing."""
-    deadline = _clock() + wait
-    bases = sorted({i.split("_")[0] for i in ids})
-    for _ in _backoff(deadline):
-        try:
-            listed = slurm.squeue(job_ids=bases)
-        except LaunchError:
-            continue  # squeue had a hiccup: ask again, until the deadline
-        if all(j.state in slurm.ENDED for j in listed if j.id in ids or j.base_id in ids):
-            return True
-    return False
-
-
 # -- waiting ---------------------------------------------------------------------
-
-
-def _clock() -> float:
-    return time.monotonic()
-
-
-def _backoff(deadline: float, first: float = 0.05, most: float = 1.0) -> Iterator[None]:
-    """Yield, then sleep a little longer each time, until ``deadline``;
-    always yields once more at the deadline."""
-    delay = first
-    while True:
-        yield
-        now = _clock()
-        if now >= deadline:
-            return
-        time.sleep(min(delay, deadline - now))
-        delay = min(delay * 1.5, most)
-
-
-def _why(job: Job) -> str:
-    return f"{job.state.lower()} ({job.reason})" if job.reason not in ("", "None") else job.state
-
-
-def _wait_for_master(
-    cluster: SlurmCluster, job_id: str, deadline: float, report: Report
-) -> tuple[str, int]:
-    """The master's address, once it has written it; fails fast if its job
-    ends or is pending for a reason waiting cannot cure."""
-    path = cluster.directory / "master.address"
-    said = ""
-    job: Job | None = None
-    for _ in _backoff(deadline):
-        found = read_address_file(path)
-        if found is not None:
-            return found
-        try:
-            job = _job(job_id)
-        except LaunchError:
-            continue  # squeue had a hiccup: ask again, until the deadline
-        if job is None or job.state not in ("PENDING", "RUNNING", "CONFIGURING"):
-            state = "has ended" if job is None else f"is {job.state}"
-            raise LaunchError(
-                f"the master's SLURM job {job_id} {state} before it listened; "
-                f"its log ({cluster.directory}/master.log):\n"
-                f"{_tail(cluster.directory / 'master.log')}\n"
-                f"{_tail(cluster.directory / 'master.out')}"
-            )
-        _fail_if_hopeless([job], "the master's")
-        if _why(job) != said:
-            said = _why(job)
-            report(f"the master's job {job_id} is {said}")
-    where = f"its job {job_id} is {_why(job)}" if job else f"its job {job_id} has not started"
-    raise LaunchError(f"the master did not listen within the timeout: {where}{_advice(job)}")
-
-
-def _wait_for_workers(
-    cluster: SlurmCluster, array_id: str, n: int, deadline: float, report: Report
-) -> list[str]:
-    """Poll the master's status until the array's ``n`` workers have
-    registered; fails fast if a task ends first, or cannot start."""
-    names = [f"slurm-{array_id}_{i}" for i in range(n)]
-    registered: set[str] = set()
-    tasks: list[Job] = []
-    unanswered = ""  # why the master's status could not be read, if it could not
-    said = ""
-    for _ in _backoff(deadline, most=2.0):
-        try:
-            registered = {w["name"] for w in cluster.status()["workers"]} & set(names)
-            unanswered = ""
-        except AuthenticationError as e:
-            raise LaunchError(f"the master at {cluster.host}:{cluster.port} refused us: {e}")
-        except OSError as e:
-            unanswered = f"; its status could not be read: {e}"
-        if len(registered) == n:
-            return names
-        try:
-            tasks = [j for j in slurm.squeue(job_ids=[array_id]) if j.base_id == array_id]
-        except LaunchError:
-            continue  # squeue had a hiccup: ask again, until the deadline
-        _fail_if_hopeless(tasks, "the workers'")
-        listed = {j.id.replace("[", "").split("_")[-1] for j in tasks}
-        ended = [x for x in names if x not in registered and x.rsplit("_", 1)[1] not in listed]
-        if ended and not _pending_range(tasks) and not unanswered:
-            log = cluster.directory / ended[0].replace("slurm-", "worker-")
-            raise LaunchError(
-                f"worker {ended[0]} ended before it registered with the master; its log:\n"
-                f"{_tail(log.with_suffix('.log'))}\n{_tail(log.with_suffix('.out'))}"
-            )
-        now = f"{len(registered)} of {n} workers registered" + _pending_summary(tasks)
-        if now != said:
-            said = now
-            report(now)
-    pending = [j for j in tasks if j.pending]
-    raise LaunchError(
-        f"{n - len(registered)} of {n} workers did not register with the master at "
-        f"{cluster.host}:{cluster.port} within the timeout"
-        + unanswered
-        + _pending_summary(tasks)
-        + (_advice(pending[0]) if pending else f"; worker logs are in {cluster.directory}")
-    )
-
-
-def _pending_range(tasks: list[Job]) -> bool:
-    """squeue shows an array's pending tasks as one line, ``12_[3-7]``."""
-    return any("[" in j.id for j in tasks)
-
-
-def _pending_summary(tasks: list[Job]) -> str:
-    reasons = sorted({j.reason for j in tasks if j.pending and j.reason != "None"})
-    return f"; SLURM holds some pending ({', '.join(reasons)})" if reasons else ""
-
-
-def _fail_if_hopeless(jobs: list[Job], whose: str) -> None:
-    for job in jobs:
-        if job.pending and job.reason in HOPELESS:
-            raise LaunchError(
-                f"{whose} SLURM job {job.id} is pending with reason {job.reason}, "
-                f"which waiting will not change{_advice(job)}"
-            )
-
-
-def _advice(job: Job | None) -> str:
-    if job is None or not job.pending:
-        return ""
-    return (
-        f". `squeue -j {job.base_id} -o '%i %T %r'` and `scontrol show job {job.base_id}` "
-        "say more; docs/slurm.md says what to do for each reason"
-    )
-
-
-def _job(job_id: str) -> Job | None:
-    for job in slurm.squeue(job_ids=[job_id]):
-        if job.id == job_id:
-            return job
-    return None
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return f"    ({path.name}: none)"
-    return "\n".join("    " + line for line in text)
 
 
 # -- finding a cluster -------------------------------------------------------------
@@ -699,8 +417,8 @@ def master_host(name: str | None = None, state_dir: str | os.PathLike[str] | Non
             return job.nodes  # it runs, but has not written its address yet
     if job is not None:
         raise LaunchError(
-            f"the master of cwtx cluster {name!r} (SLURM job {job.id}) is {_why(job)}, "
-            f"so it has no host yet{_advice(job)}"
+            f"the master of cwtx cluster {name!r} (SLURM job {job.id}) is {why(job)}, "
+            f"so it has no host yet{advice(job)}"
         )
     stale = f" (its address file {directory / 'master.address'} is stale)" if found else ""
     raise LaunchError(
@@ -751,7 +469,7 @@ def clusters(state_dir: str | os.PathLike[str] | None = None) -> dict[str, dict[
     found = {}
     for directory in sorted(p for p in base.glob("*") if (p / "master.sh").exists()):
         states: dict[str, int] = {}
-        for job in _our_jobs(directory.name, directory.absolute()):
+        for job in our_jobs(directory.name, directory.absolute()):
             states[job.state] = states.get(job.state, 0) + 1
         found[directory.name] = states
     return found
@@ -761,7 +479,7 @@ def status(name: str = DEFAULT_NAME, state_dir: str | os.PathLike[str] | None = 
     """Cluster ``name``'s SLURM jobs, and its master's own status (or why
     there is none)."""
     directory = cluster_dir(name, state_dir)
-    jobs = _our_jobs(name, directory)
+    jobs = our_jobs(name, directory)
     result: dict[str, Any] = {
         "name": name,
         "directory": str(directory),
@@ -778,7 +496,7 @@ def status(name: str = DEFAULT_NAME, state_dir: str | os.PathLike[str] | None = 
         return result
     result["address"] = f"{found[0]}:{found[1]}"
     try:
-        secret_file = _Setup.load(directory).settings.secret_file
+        secret_file = Setup.load(directory).settings.secret_file
         result["master"] = query_status(*found, secret=load_secret(secret_file))
     except (OSError, LaunchError) as e:
         result["error"] = f"the master at {found[0]}:{found[1]} does not answer: {e}"

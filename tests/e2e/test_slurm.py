@@ -23,7 +23,7 @@ import pytest
 
 import cwtx
 from cwtx.client import address
-from cwtx.launch import slurm, slurm_commands, slurm_scripts
+from cwtx.launch import slurm, slurm_commands, slurm_scripts, slurm_state
 from tests.conftest import ROOT, gated, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.timeout(300)]
@@ -460,7 +460,7 @@ def test_a_thousand_workers_are_one_submission(name):
     cluster = slurm.SlurmCluster(name, slurm.cluster_dir(name))
     cluster.directory.mkdir(parents=True)
     settings = slurm_scripts.ScriptSettings(name, str(cluster.directory), sys.executable)
-    setup = slurm._Setup(settings, 1, 25.0, ["--hold"], None)
+    setup = slurm_state.Setup(settings, 1, 25.0, ["--hold"], None)
     array_id, n = slurm._submit_array(cluster, setup, 1000, lambda _: None)
     tasks = our_jobs(name)
     assert n == 1000 and len(tasks) == 1000

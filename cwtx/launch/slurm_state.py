@@ -1,0 +1,141 @@
+"""
+What a SLURM cluster's directory holds, and which jobs are its own.
+
+Each cluster has a directory on the shared filesystem
+(``$CWTX_SLURM_DIR/NAME``): its scripts, the master's address file, the
+logs, the ids of the jobs it submitted (``jobs``) and how its workers are
+started (``cluster.json``, for ``add``).  Its jobs run there (``--chdir``),
+which tells them from another cluster's of the same name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cwtx._errors import LaunchError
+from cwtx.launch import slurm_commands as slurm
+from cwtx.launch.slurm_commands import Job
+from cwtx.launch.slurm_scripts import Docker, ScriptSettings, check_name, job_name
+
+#: The cluster ``cw slurm`` and ``cwtx.slurm`` mean when not given a name.
+DEFAULT_NAME = "default"
+
+
+def default_state_dir() -> Path:
+    """Where clusters keep their files: $CWTX_SLURM_DIR, else
+    ``$XDG_STATE_HOME/cwtx/slurm`` (``~/.local/state/cwtx/slurm``).  It must
+    be on a filesystem every node shares."""
+    env = os.environ.get("CWTX_SLURM_DIR")
+    if env:
+        return Path(env)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "cwtx" / "slurm"
+
+
+def cluster_dir(name: str = DEFAULT_NAME, state_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The directory of cluster ``name``: its scripts, address file and logs."""
+    base = Path(state_dir) if state_dir is not None else default_state_dir()
+    return base.absolute() / check_name(name)
+
+
+def jobs_file(directory: Path) -> Path:
+    return directory / "jobs"
+
+
+def record_job(directory: Path, role: str, job_id: str) -> None:
+    """Every job we submit is written down first, so that stop can find it
+    even if squeue has not shown it yet."""
+    with open(jobs_file(directory), "a") as f:
+        f.write(f"{job_id} {role}\n")
+
+
+def recorded_jobs(directory: Path) -> dict[str, str]:
+    try:
+        lines = jobs_file(directory).read_text().splitlines()
+    except OSError:
+        return {}
+    jobs = {}
+    for line in lines:
+        job_id, _, role = line.partition(" ")
+        if job_id.isdigit():
+            jobs[job_id] = role
+    return jobs
+
+
+def our_jobs(name: str, directory: Path) -> list[Job]:
+    """The jobs of cluster ``name`` still known to SLURM: those we recorded,
+    and any of this user's with its job names that run in its directory (a
+    start interrupted before it recorded them).  A cluster of the same name
+    under another state directory is not ours."""
+    names = [job_name(name, "master"), job_name(name, "workers")]
+    found = {
+        j.id: j for j in slurm.squeue(names=names) if Path(j.workdir) == directory or not j.workdir
+    }
+    recorded = list(recorded_jobs(directory))
+    if recorded:
+        found.update((j.id, j) for j in slurm.squeue(job_ids=recorded))
+    return sorted(found.values(), key=lambda j: j.id)
+
+
+def settings_file(directory: Path) -> Path:
+    return directory / "cluster.json"
+
+
+@dataclass
+class Setup:
+    """How this cluster's workers are started: kept for ``add``."""
+
+    settings: ScriptSettings
+    slots: int
+    grace: float
+    worker_args: list[str]
+    docker: Docker | None
+
+    def save(self, directory: Path) -> None:
+        s = self.settings
+        data = {
+            "settings": {**s.__dict__, "extra_worker_options": list(s.extra_worker_options)},
+            "slots": self.slots,
+            "grace": self.grace,
+            "worker_args": self.worker_args,
+            "docker": None if self.docker is None else self.docker.__dict__,
+        }
+        settings_file(directory).write_text(json.dumps(data, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> Setup:
+        try:
+            data = json.loads(settings_file(directory).read_text())
+            return cls(
+                ScriptSettings(**data["settings"]),
+                data["slots"],
+                data["grace"],
+                data["worker_args"],
+                None if data["docker"] is None else Docker(**data["docker"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise LaunchError(
+                f"cannot read how cluster {directory.name!r} was started "
+                f"({settings_file(directory)}): {e}; is it running? (cw slurm start)"
+            ) from None
+
+
+def check_directory(directory: Path) -> None:
+    # #SBATCH lines and the scripts' shell words take the path as it is.
+    if any(c.isspace() or c in "%'\"\\$`" for c in str(directory)):
+        raise ValueError(
+            f"the SLURM state directory {directory} has a space, quote, '%' or '$' "
+            "in its path; set $CWTX_SLURM_DIR to a plain path on the shared filesystem"
+        )
+
+
+def fresh_directory(directory: Path) -> None:
+    """Make the cluster's directory; a previous run's files go, so that no
+    old address or log is taken for this run's."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for pattern in ("master.*", "worker-*", "workers-*", "jobs", "cluster.json"):
+        for old in directory.glob(pattern):
+            old.unlink(missing_ok=True)
