@@ -133,20 +133,25 @@ def _die_with_supervisor() -> None:
         os._exit(1)
 
 
-def _own_process_group() -> None:
-    """Leave the supervisor's process group: a Ctrl-C in the worker's
-    terminal, or a SIGINT that SLURM sends the whole batch step, is for the
-    supervisor, which lets running jobs finish (its grace) before it ends
-    them; it must not kill them at once with a KeyboardInterrupt."""
+def _deaf_to_interrupts() -> None:
+    """A Ctrl-C in the worker's terminal, or a SIGINT that SLURM sends to
+    every process of a batch step, is for the supervisor, which lets running
+    jobs finish (its grace) before it ends them; it must not kill a job at
+    once with a KeyboardInterrupt.  So the child leaves the supervisor's
+    process group, and takes SIGINT with a handler that does nothing (a
+    handler, not SIG_IGN: processes a job starts get the default again)."""
     try:
         os.setpgid(0, 0)
     except OSError:
         pass
+    import signal
+
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
 
 
 def main() -> None:
     _die_with_supervisor()
-    _own_process_group()
+    _deaf_to_interrupts()
     tasks = os.fdopen(TASK_FD, "rb", buffering=0)
     results = os.fdopen(RESULT_FD, "wb")
     child = Child()

@@ -328,10 +328,11 @@ def test_sigint_worker_hands_back_an_overdue_job(tmp_path):
 
 
 def test_ctrl_c_in_a_workers_terminal_lets_its_running_job_finish(tmp_path):
-    """A terminal's Ctrl-C (and SLURM, signalling a batch step) sends SIGINT
-    to a whole process group.  Slot children have a group of their own, so
-    only the supervisor hears it, and the running job finishes in its grace
-    instead of dying of a KeyboardInterrupt."""
+    """A terminal's Ctrl-C sends SIGINT to a whole process group, and SLURM
+    may send it to every process of a batch step.  Slot children have a
+    group of their own and shrug SIGINT off, so only the supervisor acts on
+    it, and the running job finishes in its grace instead of dying of a
+    KeyboardInterrupt."""
     with (
         cwtx.local.allocate(1, run_dir=tmp_path / "run", worker_args=["--grace", "60"]) as cluster,
         cwtx.ClusterExecutor(cluster.host, cluster.port) as ex,
@@ -341,6 +342,7 @@ def test_ctrl_c_in_a_workers_terminal_lets_its_running_job_finish(tmp_path):
         try:
             wait_until(lambda: runs(ran), what="the job to start")
             os.killpg(cluster.worker_pid("local-0"), signal.SIGINT)  # the twistd is a group leader
+            os.kill(runs(ran)[0], signal.SIGINT)  # and to the child itself, as SLURM might
             log = cluster.run_dir / "worker-0.log"
             wait_until(lambda: "leaving: finishing 1 running" in log.read_text(), what="leaving")
         finally:
