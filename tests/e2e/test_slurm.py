@@ -9,9 +9,11 @@ checking that squeue then lists none of its jobs.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -222,6 +224,22 @@ def test_a_job_pending_for_a_curable_reason_is_reported_at_the_timeout(name):
     assert our_jobs(name) == []
 
 
+def test_workers_pending_at_the_timeout_are_reported_with_their_reason(name):
+    with pytest.raises(cwtx.LaunchError) as failed:
+        slurm.start(2, name=name, worker_args="--begin=now+1hour", timeout=5)
+    assert str(failed.value).startswith("2 of 2 workers did not register with the master at ")
+    assert "within the timeout; SLURM holds some pending (BeginTime). `squeue -j " in str(
+        failed.value
+    )
+    assert our_jobs(name) == []
+
+
+def test_what_sbatch_refuses_is_said_in_its_words(name):
+    with pytest.raises(cwtx.LaunchError, match="sbatch failed: .*[Ii]nvalid partition"):
+        slurm.start(1, name=name, partition="nosuch", timeout=30)
+    assert our_jobs(name) == []
+
+
 def cw(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cwtx._cli", *args],
@@ -230,6 +248,23 @@ def cw(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
         timeout=200,
         env=env,
     )
+
+
+def test_ctrl_c_during_cw_slurm_start_cancels_what_it_submitted(name):
+    starting = subprocess.Popen(
+        [sys.executable, "-m", "cwtx._cli", "slurm", "start", "-n", "2", "--name", name,
+         "--master-args", "--begin=now+1hour"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: len(our_jobs(name)) == 3, 60, "the jobs to be submitted")
+        starting.send_signal(signal.SIGINT)
+        _, err = starting.communicate(timeout=60)
+    finally:
+        if starting.poll() is None:
+            starting.kill()
+    assert starting.returncode == 130 and err.endswith("cw: interrupted\n"), err
+    assert our_jobs(name) == []
 
 
 def test_cw_slurm_add_grows_a_running_cluster_and_status_shows_it(name, tmp_path):
@@ -251,6 +286,8 @@ def test_cw_slurm_add_grows_a_running_cluster_and_status_shows_it(name, tmp_path
     assert added.stdout.startswith(f"added 2 workers to cluster '{name}': slurm-")
     status = cw("slurm", "status", "--name", name)
     assert status.returncode == 0, status.stderr
+    as_json = json.loads(cw("slurm", "status", "--name", name, "--json").stdout)
+    assert len(as_json["jobs"]) == 4 and len(as_json["master"]["workers"]) == 3
     assert f"{name}: 4 RUNNING" in cw("slurm", "list").stdout
     assert status.stdout.count("RUNNING") == 4  # the master, 1 + 2 workers
     assert ": 3 workers, 3 slots" in status.stdout
@@ -262,6 +299,8 @@ def test_cw_slurm_add_grows_a_running_cluster_and_status_shows_it(name, tmp_path
     assert stopped.returncode == 0 and "stopped cluster" in stopped.stdout
     assert our_jobs(name) == []
     assert "no SLURM jobs" in cw("slurm", "status", "--name", name).stdout
+    again = cw("slurm", "stop", "--name", name)
+    assert again.returncode == 0 and f"cluster '{name}' had no SLURM jobs" in again.stdout
     late = cw("slurm", "add", "-n", "1", "--name", name)
     assert late.returncode == 1 and f"cluster '{name}' has no master running" in late.stderr
 

@@ -321,3 +321,11 @@ def test_cw_takes_option_values_that_are_options_themselves():
     ]  # fmt: skip
     args = _cli.parser().parse_args(_cli._join_option_values(argv))
     assert (args.worker_args, args.master_args, args.workers) == ("--mem=4G", "--qos=x", 2)
+
+
+def test_cw_slurm_list_with_no_clusters_says_where_it_looked(monkeypatch, tmp_path, capsys):
+    from cwtx import _cli
+
+    monkeypatch.setenv("CWTX_SLURM_DIR", str(tmp_path))
+    assert _cli.main(["slurm", "list"]) == 0
+    assert capsys.readouterr().out == f"no cwtx SLURM clusters in {tmp_path}\n"
