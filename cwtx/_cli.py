@@ -36,6 +36,12 @@ def _local_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster(args: argparse.Namespace) -> str:
+    """The cluster a command means: the one named, else the one clients
+    would find ($CWTX_CLUSTER, else 'default', else the only one running)."""
+    return args.name or slurm.which_cluster() or slurm.DEFAULT_NAME
+
+
 def _workers(n: int) -> str:
     return "1 worker" if n == 1 else f"{n} workers"
 
@@ -48,7 +54,7 @@ def _slurm_start(args: argparse.Namespace) -> int:
     cluster = slurm.start(
         args.workers,
         args.port,
-        name=args.name,
+        name=args.name or os.environ.get("CWTX_CLUSTER") or slurm.DEFAULT_NAME,
         slots=args.slots,
         partition=args.partition,
         time=args.time,
@@ -69,22 +75,24 @@ def _slurm_start(args: argparse.Namespace) -> int:
 
 
 def _slurm_add(args: argparse.Namespace) -> int:
-    names = slurm.add(args.workers, args.name, slots=args.slots, timeout=args.timeout, report=_say)
-    print(f"added {_workers(len(names))} to cluster {args.name!r}: {', '.join(names)}")
+    name = _cluster(args)
+    names = slurm.add(args.workers, name, slots=args.slots, timeout=args.timeout, report=_say)
+    print(f"added {_workers(len(names))} to cluster {name!r}: {', '.join(names)}")
     return 0
 
 
 def _slurm_stop(args: argparse.Namespace) -> int:
-    stopped = slurm.stop(args.name, report=_say)
+    name = _cluster(args)
+    stopped = slurm.stop(name, report=_say)
     if stopped:
-        print(f"stopped cluster {args.name!r}: SLURM jobs {', '.join(stopped)}")
+        print(f"stopped cluster {name!r}: SLURM jobs {', '.join(stopped)}")
     else:
-        print(f"cluster {args.name!r} had no SLURM jobs")
+        print(f"cluster {name!r} had no SLURM jobs")
     return 0
 
 
 def _slurm_status(args: argparse.Namespace) -> int:
-    found = slurm.status(args.name)
+    found = slurm.status(_cluster(args))
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
@@ -178,17 +186,17 @@ def _slurm_parser(sub: Any) -> None:
     top = sub.add_parser("slurm", help="a master and workers as SLURM jobs (docs/slurm.md)")
     actions = top.add_subparsers(dest="action", required=True)
 
-    def named(parser: argparse.ArgumentParser) -> None:
+    def named(parser: argparse.ArgumentParser, found: str = ", else the only one running") -> None:
         parser.add_argument(
             "--name",
-            default=os.environ.get("CWTX_CLUSTER") or slurm.DEFAULT_NAME,
+            default=None,
             help="the cluster's name: one user can run several side by side "
-            f"(default: $CWTX_CLUSTER, else {slurm.DEFAULT_NAME!r})",
+            f"(default: $CWTX_CLUSTER, else {slurm.DEFAULT_NAME!r}{found})",
         )
 
     start = actions.add_parser("start", help="submit a master and N workers, wait until ready")
     start.add_argument("-n", "--workers", type=int, default=2, help="workers to start (2)")
-    named(start)
+    named(start, found="")
     start.add_argument(
         "--slots", type=int, default=1, help="slots per worker (its --cpus-per-task)"
     )

@@ -15,6 +15,7 @@ from cwtx.launch.slurm import (
     start,
     status,
     stop,
+    which_cluster,
 )
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "start",
     "status",
     "stop",
+    "which_cluster",
 ]

@@ -76,6 +76,7 @@ def test_cwtx_exports_exactly_the_public_names():
                 "start",
                 "status",
                 "stop",
+                "which_cluster",
             ],
         ),
         ("cwtx.mp", LOCAL),  # the seed's name for it

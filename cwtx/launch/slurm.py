@@ -32,6 +32,7 @@ from cwtx.launch.slurm_commands import Job
 from cwtx.launch.slurm_scripts import (
     Docker,
     ScriptSettings,
+    check_name,
     job_name,
     master_script,
     worker_script,
@@ -227,7 +228,7 @@ def start(
     cluster = SlurmCluster(name, directory, secret_file=settings.secret_file)
     deadline = clock() + timeout
     try:
-        script = master_script(settings, port, master_service_args)
+        script = _submitted(master_script(settings, port, master_service_args), extra_master)
         (directory / "master.sh").write_text(script)
         master_id = slurm.sbatch(script, extra_master)
         record_job(directory, "master", master_id)
@@ -257,12 +258,22 @@ def _secret_path(secret_file: str | os.PathLike[str] | None) -> str | None:
     return str(Path(secret_source(secret_file)).absolute())
 
 
+def _submitted(script: str, options: Sequence[str]) -> str:
+    """The script, saying how it was submitted: options on sbatch's command
+    line override its ``#SBATCH`` lines, and the saved copy shows them."""
+    return script + f"# submitted with: sbatch --parsable {shlex.join(options)}\n".replace(
+        " \n", "\n"
+    )
+
+
 def _submit_array(
     cluster: SlurmCluster, setup: Setup, n: int, report: Report, slots: int | None = None
 ) -> tuple[str, int]:
     """Submit ``n`` workers as one job array: (its id, n)."""
     script = worker_script(setup.settings, slots or setup.slots, setup.grace, setup.docker)
-    array_id = slurm.sbatch(script, [f"--array=0-{n - 1}", *setup.worker_args])
+    options = [f"--array=0-{n - 1}", *setup.worker_args]
+    script = _submitted(script, options)
+    array_id = slurm.sbatch(script, options)
     record_job(cluster.directory, "workers", array_id)
     (cluster.directory / f"workers-{array_id}.sh").write_text(script)
     report(f"submitted {n} workers as SLURM job array {array_id}")
@@ -307,14 +318,16 @@ def _master_job(name: str, directory: Path) -> Job | None:
 
 def add(
     n: int,
-    name: str = DEFAULT_NAME,
+    name: str | None = None,
     *,
     slots: int | None = None,
     timeout: float = START_TIMEOUT,
     state_dir: str | os.PathLike[str] | None = None,
     report: Report = _quiet,
 ) -> list[str]:
-    """Add ``n`` workers to the running cluster ``name``; their names."""
+    """Add ``n`` workers to the running cluster ``name`` (by default the one
+    :func:`which_cluster` finds); their names."""
+    name = _named(name, state_dir)
     directory = cluster_dir(name, state_dir)
     cluster = _started.get(directory) or SlurmCluster(name, directory)
     names = _submit_workers(cluster, n, slots, timeout, report)
@@ -323,7 +336,7 @@ def add(
 
 
 def stop(
-    name: str = DEFAULT_NAME,
+    name: str | None = None,
     state_dir: str | os.PathLike[str] | None = None,
     *,
     grace: float | None = None,
@@ -331,7 +344,9 @@ def stop(
 ) -> list[str]:
     """Stop cluster ``name``: the workers leave gracefully (SIGINT), then
     the master; any job that will not go is cancelled.  Only jobs with this
-    cluster's names, of this user, are touched.  Returns the job ids."""
+    cluster's names, of this user, are touched.  Returns the job ids.  By
+    default the cluster :func:`which_cluster` finds."""
+    name = _named(name, state_dir)
     directory = cluster_dir(name, state_dir)
     cluster = _started.pop(directory, None)
     if cluster is not None:
@@ -406,7 +421,7 @@ def master_host(name: str | None = None, state_dir: str | os.PathLike[str] | Non
     while a running master has not yet written its file.  A master still
     pending is a LaunchError giving SLURM's reason, never an empty host; so
     is a cluster that does not run."""
-    name = name or os.environ.get("CWTX_CLUSTER") or DEFAULT_NAME
+    name = _named(name, state_dir)
     directory = cluster_dir(name, state_dir)
     found = read_address_file(directory / "master.address")
     job = _master_job(name, directory)
@@ -427,32 +442,46 @@ def master_host(name: str | None = None, state_dir: str | os.PathLike[str] | Non
     )
 
 
-def recorded_master(state_dir: str | os.PathLike[str] | None = None) -> tuple[str, int] | None:
-    """For clients given no host: the address file of cluster
-    ``$CWTX_CLUSTER``, else ``default``, else of the only cluster there is.
-    None if no cluster has one; a ValueError saying what to do if
-    ``$CWTX_CLUSTER`` names no running cluster, or several run and none is
-    ``default``."""
-    base = Path(state_dir) if state_dir is not None else default_state_dir()
-    running = sorted(p.parent.name for p in base.glob("*/master.address"))
+def which_cluster(state_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """The cluster meant when none is named, as clients choose it:
+    ``$CWTX_CLUSTER``, else ``default`` if it runs, else the only one that
+    runs; None if none runs.  Several running and none of them ``default``
+    is a ValueError naming them: which one is not ours to guess."""
     wanted = os.environ.get("CWTX_CLUSTER")
     if wanted:
-        found = _read_quietly(cluster_dir(wanted, base) / "master.address")
-        if found is None:
-            raise ValueError(
-                f"$CWTX_CLUSTER: no cwtx SLURM cluster named {wanted!r} has a master "
-                f"listening (in {base}); running: {', '.join(running) or 'none'}"
-            )
-        return found
+        return check_name(wanted)
+    base = Path(state_dir) if state_dir is not None else default_state_dir()
+    running = sorted(p.parent.name for p in base.glob("*/master.address"))
     if DEFAULT_NAME in running or len(running) == 1:
-        chosen = DEFAULT_NAME if DEFAULT_NAME in running else running[0]
-        return _read_quietly(base / chosen / "master.address")
+        return DEFAULT_NAME if DEFAULT_NAME in running else running[0]
     if running:
         raise ValueError(
             f"several cwtx SLURM clusters run ({', '.join(running)}) and none is "
-            f"{DEFAULT_NAME!r}: set $CWTX_CLUSTER to one of them, or give the host"
+            f"{DEFAULT_NAME!r}: set $CWTX_CLUSTER to one of them, or name it"
         )
     return None
+
+
+def _named(name: str | None, state_dir: str | os.PathLike[str] | None) -> str:
+    return name or which_cluster(state_dir) or DEFAULT_NAME
+
+
+def recorded_master(state_dir: str | os.PathLike[str] | None = None) -> tuple[str, int] | None:
+    """For clients given no host: where the master of :func:`which_cluster`
+    listens, from its address file; None if no cluster runs.  A ValueError
+    if ``$CWTX_CLUSTER`` names a cluster with no master listening."""
+    name = which_cluster(state_dir)
+    if name is None:
+        return None
+    base = Path(state_dir) if state_dir is not None else default_state_dir()
+    found = _read_quietly(cluster_dir(name, base) / "master.address")
+    if found is None:
+        running = sorted(p.parent.name for p in base.glob("*/master.address"))
+        raise ValueError(
+            f"$CWTX_CLUSTER: no cwtx SLURM cluster named {name!r} has a master "
+            f"listening (in {base}); running: {', '.join(running) or 'none'}"
+        )
+    return found
 
 
 def _read_quietly(path: Path) -> tuple[str, int] | None:
@@ -475,9 +504,10 @@ def clusters(state_dir: str | os.PathLike[str] | None = None) -> dict[str, dict[
     return found
 
 
-def status(name: str = DEFAULT_NAME, state_dir: str | os.PathLike[str] | None = None) -> dict:
+def status(name: str | None = None, state_dir: str | os.PathLike[str] | None = None) -> dict:
     """Cluster ``name``'s SLURM jobs, and its master's own status (or why
-    there is none)."""
+    there is none); by default the cluster :func:`which_cluster` finds."""
+    name = _named(name, state_dir)
     directory = cluster_dir(name, state_dir)
     jobs = our_jobs(name, directory)
     result: dict[str, Any] = {
@@ -537,4 +567,5 @@ __all__ = [
     "start",
     "status",
     "stop",
+    "which_cluster",
 ]

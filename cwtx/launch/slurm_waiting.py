@@ -121,6 +121,7 @@ def wait_for_workers(
         except OSError as e:
             unanswered = f"; its status could not be read: {e}"
         if len(registered) == n:
+            report(f"all {n} workers registered")
             return names
         try:
             tasks = [j for j in slurm.squeue(job_ids=[array_id]) if j.base_id == array_id]

@@ -228,6 +228,10 @@ def test_workers_pending_at_the_timeout_are_reported_with_their_reason(name):
     with pytest.raises(cwtx.LaunchError) as failed:
         slurm.start(2, name=name, worker_args="--begin=now+1hour", timeout=5)
     assert str(failed.value).startswith("2 of 2 workers did not register with the master at ")
+    (script,) = slurm.cluster_dir(name).glob("workers-*.sh")  # kept, saying how it went in
+    assert script.read_text().endswith(
+        "# submitted with: sbatch --parsable --array=0-1 --begin=now+1hour\n"
+    )
     assert "within the timeout; SLURM holds some pending (BeginTime). `squeue -j " in str(
         failed.value
     )

@@ -219,6 +219,7 @@ def test_clients_find_the_default_cluster_then_the_named_then_the_only_one(monke
     address.write_address_file(tmp_path / "solo" / "master.address", "node7", 41000)
     assert slurm.recorded_master() == ("node7", 41000)
     assert address.find_master() == ("node7", 41000)
+    assert slurm.which_cluster() == "solo"  # the only one: what master_host() and stop() mean
     (tmp_path / "other").mkdir()
     address.write_address_file(tmp_path / "other" / "master.address", "node8", 41001)
     with pytest.raises(ValueError, match=r"several cwtx SLURM clusters run \(other, solo\)"):
@@ -229,9 +230,15 @@ def test_clients_find_the_default_cluster_then_the_named_then_the_only_one(monke
     with pytest.raises(ValueError, match="named 'bogus' has a master .* running: other, solo"):
         address.find_master()
     monkeypatch.delenv("CWTX_CLUSTER")
+    with pytest.raises(ValueError, match="several cwtx SLURM clusters run"):
+        slurm.which_cluster()  # cw slurm stop, status, add with no name say so too
     (tmp_path / "default").mkdir()
     address.write_address_file(tmp_path / "default" / "master.address", "node9", 41002)
     assert slurm.recorded_master() == ("node9", 41002)
+    assert slurm.which_cluster() == "default"
+    monkeypatch.setenv("CWTX_CLUSTER", "solo")
+    assert slurm.which_cluster() == "solo"
+    monkeypatch.delenv("CWTX_CLUSTER")
     monkeypatch.setenv("CWTX_MASTER", "elsewhere:1")
     assert address.find_master() == ("elsewhere", 1)
 
