@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -271,16 +272,29 @@ def _join_option_values(argv: list[str]) -> list[str]:
     return joined
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that a start cleans up as
+    it does on Ctrl-C."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(_join_option_values(sys.argv[1:] if argv is None else argv))
+    if argv is None:  # the cw command itself, not a caller's process
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return args.func(args)
     except (CwtxError, ValueError, OSError) as e:  # what the user can fix: one line
         print(f"cw: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # a start interrupted has cancelled what it submitted
-        print("cw: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # a start interrupted has cancelled what it submitted
+        print(
+            "cw: terminated" if isinstance(e, _Terminated) else "cw: interrupted", file=sys.stderr
+        )
+        return 143 if isinstance(e, _Terminated) else 130
 
 
 if __name__ == "__main__":

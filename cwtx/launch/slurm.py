@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,7 @@ from cwtx.client import address
 from cwtx.client.address import format_address, read_address_file
 from cwtx.client.status import query_status
 from cwtx.launch import slurm_commands as slurm
+from cwtx.launch.sbatch_options import extra_options
 from cwtx.launch.slurm_commands import Job
 from cwtx.launch.slurm_scripts import (
     Docker,
@@ -44,6 +46,7 @@ from cwtx.launch.slurm_state import (
     cluster_dir,
     default_state_dir,
     fresh_directory,
+    locked,
     our_jobs,
     record_job,
 )
@@ -119,38 +122,6 @@ class SlurmCluster:
 # -- start, add, stop -----------------------------------------------------------
 
 
-#: sbatch options cwtx sets itself: given again, they would hide a job from
-#: ``stop`` (its name, its directory), break the array or lose the logs.
-_OURS = {
-    "-J": "--job-name",
-    "-a": "--array",
-    "-o": "--output",
-    "-D": "--chdir",
-    "-M": "--clusters",
-    "-W": "--wait",
-}
-
-
-def _words(args: str | Sequence[str], what: str = "extra sbatch options") -> list[str]:
-    """Extra options, as a shell string (``"--qos=high --mem=4G"``) or a
-    list; those that cwtx must set itself are refused, naming them."""
-    words = shlex.split(args) if isinstance(args, str) else [str(a) for a in args]
-    for word in words:
-        option = word.split("=", 1)[0]
-        short = option[:2] if option[:1] == "-" and option[1:2] != "-" else None
-        if option in _OURS.values() or short in _OURS or option == "--wrap":
-            raise ValueError(
-                f"{what}: {word!r} is set by cwtx itself (job names, array, output, "
-                "directory); see docs/slurm.md"
-            )
-        if option == "--export" and not word.split("=", 1)[-1].startswith("ALL"):
-            raise ValueError(
-                f"{what}: {word!r} would keep the environment (PATH, the secret) from "
-                "the jobs; use --export=ALL,NAME=VALUE"
-            )
-    return words
-
-
 def _pythonpath() -> str:
     """The directory this cwtx was imported from: the jobs run the same one."""
     import cwtx
@@ -199,8 +170,48 @@ def start(
         raise ValueError(f"a worker needs at least one slot, not {slots}")
     if "\n" in docker_args or (docker_image is not None and not docker_image.strip()):
         raise ValueError("docker_image must be an image name, and docker_args one line")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"the master's port must be 0 (any free one) to 65535, not {port}")
+    _check_timeout(timeout)
     directory = cluster_dir(name, state_dir)
     check_directory(directory)
+    with locked(directory, report):
+        return _start(
+            directory, name, nworkers, port, slots, partition, time, account,
+            extra_options(master_args, "master_args")
+            + extra_options(master_options, "master_options"),
+            extra_options(worker_args, "worker_args")
+            + extra_options(worker_options, "worker_options"),
+            master_service_args, worker_service_args, docker_image, docker_args,
+            timeout, secret_file, grace, report,
+        )  # fmt: skip
+
+
+def _check_timeout(timeout: float) -> None:
+    if not timeout > 0:  # NaN too: no deadline would ever pass
+        raise ValueError(f"the timeout must be a positive number of seconds, not {timeout}")
+
+
+def _start(
+    directory: Path,
+    name: str,
+    nworkers: int,
+    port: int,
+    slots: int,
+    partition: str | None,
+    time: str | None,
+    account: str | None,
+    extra_master: list[str],
+    extra_worker: list[str],
+    master_service_args: Sequence[str],
+    worker_service_args: Sequence[str],
+    docker_image: str | None,
+    docker_args: str,
+    timeout: float,
+    secret_file: str | os.PathLike[str] | None,
+    grace: float,
+    report: Report,
+) -> SlurmCluster:
     running = our_jobs(name, directory)
     if running:
         raise LaunchError(
@@ -221,28 +232,28 @@ def start(
         extra_worker_options=tuple(worker_service_args),
     )
     docker = Docker(docker_image, docker_args) if docker_image else None
-    extra_master = _words(master_args, "master_args") + _words(master_options, "master_options")
-    extra_worker = _words(worker_args, "worker_args") + _words(worker_options, "worker_options")
     setup = Setup(settings, slots, grace, extra_worker, docker)
     setup.save(directory)
     cluster = SlurmCluster(name, directory, secret_file=settings.secret_file)
     deadline = clock() + timeout
+    submitted: list[str] = []
     try:
         script = _submitted(master_script(settings, port, master_service_args), extra_master)
         (directory / "master.sh").write_text(script)
         master_id = slurm.sbatch(script, extra_master)
+        submitted.append(master_id)
         record_job(directory, "master", master_id)
         report(f"submitted the master as SLURM job {master_id}")
         # The workers go in at once: they wait for the master's address file.
         array = _submit_array(cluster, setup, nworkers, report) if nworkers else None
+        if array is not None:
+            submitted.append(array[0])
         cluster.host, cluster.port = wait_for_master(cluster, master_id, deadline, report)
         report(f"the master listens on {cluster.host}:{cluster.port}")
         if array is not None:
-            cluster.workers = wait_for_workers(cluster, *array, deadline, report)
+            cluster.workers = wait_for_workers(cluster, *array, deadline, report, master_id)
     except BaseException:
-        report("cancelling what was submitted")
-        with suppress(LaunchError):  # the error that brought us here says more
-            _cancel(name, directory)
+        _cancel_submitted(submitted, report)
         raise
     address.started((cluster.host, cluster.port))
     _started[directory] = cluster
@@ -256,6 +267,21 @@ def _secret_path(secret_file: str | os.PathLike[str] | None) -> str | None:
     if secret_file is None and os.environ.get("CWTX_SECRET"):
         return None
     return str(Path(secret_source(secret_file)).absolute())
+
+
+def _cancel_submitted(ids: list[str], report: Report) -> None:
+    """What a failed (or interrupted) start or add submitted, and only that,
+    is cancelled; a second Ctrl-C or a SIGTERM waits until it is."""
+    if not ids:
+        return
+    report(f"cancelling what was submitted (SLURM jobs {', '.join(ids)})")
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        with suppress(LaunchError):  # the error that brought us here says more
+            _stop_jobs(ids)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _submitted(script: str, options: Sequence[str]) -> str:
@@ -285,6 +311,14 @@ def _submit_workers(
 ) -> list[str]:
     if n < 1:
         raise ValueError(f"add at least one worker, not {n}")
+    _check_timeout(timeout)
+    with locked(cluster.directory, report):
+        return _add_locked(cluster, n, slots, timeout, report)
+
+
+def _add_locked(
+    cluster: SlurmCluster, n: int, slots: int | None, timeout: float, report: Report
+) -> list[str]:
     found = read_address_file(cluster.directory / "master.address")
     master = _master_job(cluster.name, cluster.directory)
     if found is None or master is None or master.state != "RUNNING":
@@ -300,11 +334,9 @@ def _submit_workers(
     deadline = clock() + timeout
     array_id, _ = _submit_array(cluster, setup, n, report, slots)
     try:
-        return wait_for_workers(cluster, array_id, n, deadline, report)
+        return wait_for_workers(cluster, array_id, n, deadline, report, master.id)
     except BaseException:
-        report(f"cancelling SLURM job array {array_id}")
-        with suppress(LaunchError):  # the error that brought us here says more
-            _stop_jobs([array_id])
+        _cancel_submitted([array_id], report)
         raise
 
 
@@ -348,6 +380,11 @@ def stop(
     default the cluster :func:`which_cluster` finds."""
     name = _named(name, state_dir)
     directory = cluster_dir(name, state_dir)
+    with locked(directory, report):
+        return _stop_locked(name, directory, grace, report)
+
+
+def _stop_locked(name: str, directory: Path, grace: float | None, report: Report) -> list[str]:
     cluster = _started.pop(directory, None)
     if cluster is not None:
         address.stopped((cluster.host, cluster.port))
@@ -451,15 +488,42 @@ def which_cluster(state_dir: str | os.PathLike[str] | None = None) -> str | None
     if wanted:
         return check_name(wanted)
     base = Path(state_dir) if state_dir is not None else default_state_dir()
-    running = sorted(p.parent.name for p in base.glob("*/master.address"))
-    if DEFAULT_NAME in running or len(running) == 1:
-        return DEFAULT_NAME if DEFAULT_NAME in running else running[0]
-    if running:
-        raise ValueError(
-            f"several cwtx SLURM clusters run ({', '.join(running)}) and none is "
-            f"{DEFAULT_NAME!r}: set $CWTX_CLUSTER to one of them, or name it"
+    published = sorted(p.parent.name for p in base.glob("*/master.address"))
+    if DEFAULT_NAME in published or len(published) == 1:
+        return DEFAULT_NAME if DEFAULT_NAME in published else published[0]
+    if not published:
+        return None
+    # Several: only now ask SLURM which still run (a master killed outright
+    # leaves its address file behind).
+    running = _running_masters(base, published)
+    if len(running) == 1:
+        return running[0]
+    stale = sorted(set(published) - set(running))
+    raise ValueError(
+        f"several cwtx SLURM clusters run ({', '.join(running)}) and none is "
+        f"{DEFAULT_NAME!r}: set $CWTX_CLUSTER to one of them, or name it"
+        if running
+        else f"no cwtx SLURM cluster runs; stale address files of: {', '.join(stale)}"
+    )
+
+
+def _running_masters(base: Path, names: list[str]) -> list[str]:
+    """Which of these clusters' masters SLURM lists as running (all of them
+    if SLURM cannot be asked)."""
+    try:
+        jobs = slurm.squeue(names=[job_name(n, "master") for n in names])
+    except LaunchError:
+        return names
+    return [
+        n
+        for n in names
+        if any(
+            j.name == job_name(n, "master")
+            and j.state == "RUNNING"
+            and Path(j.workdir) == (base / n).absolute()
+            for j in jobs
         )
-    return None
+    ]
 
 
 def _named(name: str | None, state_dir: str | os.PathLike[str] | None) -> str:

@@ -180,7 +180,8 @@ def worker_script(
             f"--cpus={slots}",  # what SLURM gave the job, and no more
             # A secret in the environment goes in by name, never in the script.
             *([] if s.secret_file else ["--env=CWTX_SECRET"]),
-            *([docker.args] if docker.args.strip() else []),
+            # As words, quoted: nothing in them is run by the job's shell.
+            *([shlex.join(shlex.split(docker.args))] if docker.args.strip() else []),
             shlex.quote(docker.image),
             "-m",
             "cwtx.worker",

@@ -10,8 +10,12 @@ which tells them from another cluster's of the same name.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,27 +113,65 @@ class Setup:
     def load(cls, directory: Path) -> Setup:
         try:
             data = json.loads(settings_file(directory).read_text())
-            return cls(
+            setup = cls(
                 ScriptSettings(**data["settings"]),
                 data["slots"],
                 data["grace"],
                 data["worker_args"],
                 None if data["docker"] is None else Docker(**data["docker"]),
             )
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            _check_types(setup)
+            return setup
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise LaunchError(
                 f"cannot read how cluster {directory.name!r} was started "
                 f"({settings_file(directory)}): {e}; is it running? (cw slurm start)"
             ) from None
 
 
+#: What a state directory's path may hold: it goes into #SBATCH lines (where
+#: '#', '%' and spaces mean something to SLURM) and into shell words.
+_PLAIN_PATH = re.compile(r"[\w./+@:,=~-]+")
+
+
+def _check_types(setup: Setup) -> None:
+    """A hand-edited cluster.json is an error naming the field, not a traceback later."""
+    s = setup.settings
+    fields = {
+        "slots": isinstance(setup.slots, int) and not isinstance(setup.slots, bool),
+        "grace": isinstance(setup.grace, int | float) and not isinstance(setup.grace, bool),
+        "worker_args": isinstance(setup.worker_args, list)
+        and all(isinstance(a, str) for a in setup.worker_args),
+        "settings": all(isinstance(v, str) for v in (s.cluster, s.state_dir, s.python))
+        and all(isinstance(a, str) for a in s.extra_worker_options),
+    }
+    wrong = [name for name, right in fields.items() if not right]
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)} of the wrong type")
+
+
 def check_directory(directory: Path) -> None:
-    # #SBATCH lines and the scripts' shell words take the path as it is.
-    if any(c.isspace() or c in "%'\"\\$`" for c in str(directory)):
+    if not _PLAIN_PATH.fullmatch(str(directory)):
         raise ValueError(
-            f"the SLURM state directory {directory} has a space, quote, '%' or '$' "
-            "in its path; set $CWTX_SLURM_DIR to a plain path on the shared filesystem"
+            f"the SLURM state directory {directory} has characters that SLURM or the "
+            "shell would read (a space, '#', '%', '$', a quote...); set $CWTX_SLURM_DIR "
+            "to a plain path on the shared filesystem"
         )
+
+
+@contextmanager
+def locked(directory: Path, report: Callable[[str], None]) -> Iterator[None]:
+    """One ``cw slurm`` command at a time on a cluster: two starts of one
+    name, or a stop during an add, would otherwise cancel each other's jobs
+    or miss them."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(directory / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            report(f"waiting for another cw slurm command on cluster {directory.name!r}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def fresh_directory(directory: Path) -> None:

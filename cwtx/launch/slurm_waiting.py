@@ -90,9 +90,7 @@ def wait_for_master(
             state = "has ended" if job is None else f"is {job.state}"
             raise LaunchError(
                 f"the master's SLURM job {job_id} {state} before it listened; "
-                f"its log ({cluster.directory}/master.log):\n"
-                f"{tail(cluster.directory / 'master.log')}\n"
-                f"{tail(cluster.directory / 'master.out')}"
+                + master_log(cluster)
             )
         fail_if_hopeless([job], "the master's")
         if why(job) != said:
@@ -103,10 +101,16 @@ def wait_for_master(
 
 
 def wait_for_workers(
-    cluster: Cluster, array_id: str, n: int, deadline: float, report: Report
+    cluster: Cluster,
+    array_id: str,
+    n: int,
+    deadline: float,
+    report: Report,
+    master_id: str | None = None,
 ) -> list[str]:
     """Poll the master's status until the array's ``n`` workers have
-    registered; fails fast if a task ends first, or cannot start."""
+    registered; fails fast if a task ends first, or cannot start, or if the
+    master's job (``master_id``) ends meanwhile."""
     names = [f"slurm-{array_id}_{i}" for i in range(n)]
     registered: set[str] = set()
     tasks: list[Job] = []
@@ -124,9 +128,17 @@ def wait_for_workers(
             report(f"all {n} workers registered")
             return names
         try:
-            tasks = [j for j in slurm.squeue(job_ids=[array_id]) if j.base_id == array_id]
+            listed_jobs = slurm.squeue(job_ids=[array_id, *([master_id] if master_id else [])])
         except LaunchError:
             continue  # squeue had a hiccup: ask again, until the deadline
+        tasks = [j for j in listed_jobs if j.base_id == array_id]
+        if master_id and not any(
+            j.id == master_id and j.state not in slurm.ENDED for j in listed_jobs
+        ):
+            raise LaunchError(
+                f"the master's SLURM job {master_id} ended while the workers were starting; "
+                + master_log(cluster)
+            )
         fail_if_hopeless(tasks, "the workers'")
         listed = {j.id.replace("[", "").split("_")[-1] for j in tasks}
         ended = [x for x in names if x not in registered and x.rsplit("_", 1)[1] not in listed]
@@ -183,6 +195,12 @@ def job_of(job_id: str) -> Job | None:
         if job.id == job_id:
             return job
     return None
+
+
+def master_log(cluster: Cluster) -> str:
+    """The end of the master's log and output, for an error message."""
+    d = cluster.directory
+    return f"its log ({d}/master.log):\n{tail(d / 'master.log')}\n{tail(d / 'master.out')}"
 
 
 def tail(path: Path, lines: int = 15) -> str:

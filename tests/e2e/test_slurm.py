@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -254,7 +255,9 @@ def cw(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_ctrl_c_during_cw_slurm_start_cancels_what_it_submitted(name):
+@pytest.mark.parametrize(("sig", "code", "said"), [("SIGINT", 130, "interrupted"),
+                                                    ("SIGTERM", 143, "terminated")])  # fmt: skip
+def test_ctrl_c_or_sigterm_during_cw_slurm_start_cancels_what_it_submitted(name, sig, code, said):
     starting = subprocess.Popen(
         [sys.executable, "-m", "cwtx._cli", "slurm", "start", "-n", "2", "--name", name,
          "--master-args", "--begin=now+1hour"],
@@ -262,12 +265,54 @@ def test_ctrl_c_during_cw_slurm_start_cancels_what_it_submitted(name):
     )  # fmt: skip
     try:
         wait_until(lambda: len(our_jobs(name)) == 3, 60, "the jobs to be submitted")
-        starting.send_signal(signal.SIGINT)
+        starting.send_signal(getattr(signal, sig))
         _, err = starting.communicate(timeout=60)
     finally:
         if starting.poll() is None:
             starting.kill()
-    assert starting.returncode == 130 and err.endswith("cw: interrupted\n"), err
+    assert starting.returncode == code and err.endswith(f"cw: {said}\n"), err
+    assert our_jobs(name) == []
+
+
+def test_two_starts_of_one_name_at_once_leave_one_cluster_running(name):
+    """The second waits for the first (a lock in the cluster's directory),
+    then finds it running; neither cancels the other's jobs."""
+    argv = [sys.executable, "-m", "cwtx._cli", "slurm", "start", "-n", "1", "--name", name]
+    both = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]  # fmt: skip
+    results = [p.communicate(timeout=120) + (p.returncode,) for p in both]
+    codes = sorted(code for _, _, code in results)
+    assert codes == [0, 1], results
+    refused = next(err for _, err, code in results if code == 1)
+    assert f"cluster '{name}' is already running" in refused
+    assert len(our_jobs(name)) == 2  # the winner's master and worker
+    slurm.stop(name)
+
+
+def test_a_master_that_ends_while_workers_start_fails_start_at_once(name):
+    began = time.monotonic()
+    listening = threading.Event()
+
+    def report(message: str) -> None:
+        if "the master listens" in message:
+            listening.set()
+
+    result: dict = {}
+
+    def start() -> None:
+        try:
+            slurm.start(1, name=name, worker_args="--begin=now+1hour", timeout=60, report=report)
+        except cwtx.LaunchError as e:
+            result["error"] = e
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    assert listening.wait(60)
+    master = next(j for j in our_jobs(name) if j.name.endswith("-master"))
+    subprocess.run(["scancel", master.id], check=True, timeout=30)
+    starter.join(60)
+    assert "ended while the workers were starting; its log" in str(result.get("error"))
+    assert time.monotonic() - began < 30
     assert our_jobs(name) == []
 
 
@@ -407,7 +452,6 @@ def test_workers_submitted_before_their_master_listens_wait_for_it(name):
     """The master waits on a held job (reason Dependency) while its worker
     starts: the worker waits for the address file, retrying with backoff,
     and joins once the master listens."""
-    import threading
 
     blocker = slurm_commands.sbatch(
         "#!/bin/sh\ntrue\n", ["--hold", "--job-name=cwtx-blocker", "--output=/dev/null"]

@@ -12,6 +12,7 @@ import pytest
 import cwtx
 from cwtx.client import address
 from cwtx.launch import auto, slurm, slurm_commands
+from cwtx.launch.sbatch_options import extra_options
 from cwtx.launch.slurm_scripts import (
     Docker,
     ScriptSettings,
@@ -118,18 +119,23 @@ def test_a_value_that_would_break_its_sbatch_line_is_refused(option):
 @pytest.mark.parametrize(
     "args",
     ["-J other", "--job-name=x", "--array=0-3", "-o /tmp/x", "--chdir /", "--wrap true",
-     "-Mother", "--export=NONE"],
+     "-Mother", "--export=NONE", "--jo=hidden", "--arr=0-5", "-QW", "-HJx", "--exp=NONE",
+     "--wai"],
 )  # fmt: skip
 def test_sbatch_options_that_cwtx_sets_itself_are_refused(args):
     with pytest.raises(ValueError, match="worker_args: .* (is set by cwtx itself|would keep)"):
-        slurm._words(args, "worker_args")
+        extra_options(args, "worker_args")
 
 
 def test_other_sbatch_options_pass_as_given():
-    assert slurm._words("--qos=high --mem 4G --export=ALL,X=1") == [
+    assert extra_options("--qos=high --mem 4G --export=ALL,X=1") == [
         "--qos=high", "--mem", "4G", "--export=ALL,X=1",
     ]  # fmt: skip
-    assert slurm._words(["--exclusive"]) == ["--exclusive"]
+    # A value that holds a refused letter is a value: -p's, -t's, -n's.
+    assert extra_options("-pmain -t1:00 -n -1 --comment=-J") == [
+        "-pmain", "-t1:00", "-n", "-1", "--comment=-J",
+    ]  # fmt: skip
+    assert extra_options(["--exclusive"]) == ["--exclusive"]
 
 
 def test_the_time_limit_signal_leaves_room_for_the_grace():
@@ -199,6 +205,9 @@ def test_the_default_state_directory(monkeypatch, tmp_path):
         ({"docker_image": " "}, "docker_image must be an image name"),
         ({"docker_image": "i", "docker_args": "-v a\n-v b"}, "and docker_args one line"),
         ({"name": "a b"}, "cluster name 'a b'"),
+        ({"port": 70000}, "the master's port must be 0 .* to 65535, not 70000"),
+        ({"timeout": float("nan")}, "the timeout must be a positive number of seconds, not nan"),
+        ({"timeout": 0}, "the timeout must be a positive number"),
     ],
 )
 def test_bad_start_arguments_are_refused_before_anything_is_submitted(arguments, complaint):
@@ -207,11 +216,16 @@ def test_bad_start_arguments_are_refused_before_anything_is_submitted(arguments,
 
 
 def test_a_state_directory_the_scripts_cannot_quote_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="has a space, quote"):
-        slurm.start(1, state_dir=tmp_path / "my files")
+    for odd in ("my files", "s#x", "a%b", "x$y", "q'r"):
+        with pytest.raises(ValueError, match="has characters that SLURM or the shell would read"):
+            slurm.start(1, state_dir=tmp_path / odd)
 
 
 def test_clients_find_the_default_cluster_then_the_named_then_the_only_one(monkeypatch, tmp_path):
+    def no_slurm(**_):  # several clusters are checked with squeue: here it cannot answer
+        raise cwtx.LaunchError("squeue is not on the PATH")
+
+    monkeypatch.setattr(slurm_commands, "squeue", no_slurm)
     monkeypatch.setenv("CWTX_SLURM_DIR", str(tmp_path))
     monkeypatch.setenv("CWTX_RUN_DIR", str(tmp_path / "no-local"))
     assert slurm.recorded_master() is None
@@ -336,3 +350,25 @@ def test_cw_slurm_list_with_no_clusters_says_where_it_looked(monkeypatch, tmp_pa
     monkeypatch.setenv("CWTX_SLURM_DIR", str(tmp_path))
     assert _cli.main(["slurm", "list"]) == 0
     assert capsys.readouterr().out == f"no cwtx SLURM clusters in {tmp_path}\n"
+
+
+def test_docker_args_are_words_in_the_script_never_run_by_its_shell():
+    script = worker_script(SETTINGS, 1, 25.0, Docker("img", "-e X=$(touch /tmp/p) -v `id`:/a;b"))
+    # As the user's shell would have split them, each word quoted.
+    assert " --cpus=1 -e 'X=$(touch' '/tmp/p)' -v '`id`:/a;b' img -m cwtx.worker " in script
+
+
+@pytest.mark.parametrize(
+    ("change", "wrong"),
+    [({"grace": "25"}, "grace"), ({"slots": [1]}, "slots"), ({"worker_args": "-x"}, "worker_args")],
+)
+def test_a_hand_edited_cluster_json_is_an_error_naming_the_field(tmp_path, change, wrong):
+    import json
+
+    from cwtx.launch.slurm_state import Setup
+
+    Setup(SETTINGS, 1, 25.0, [], None).save(tmp_path)
+    data = json.loads((tmp_path / "cluster.json").read_text())
+    (tmp_path / "cluster.json").write_text(json.dumps({**data, **change}))
+    with pytest.raises(cwtx.LaunchError, match=f"cannot read how cluster .*: {wrong} of the wrong"):
+        Setup.load(tmp_path)
