@@ -16,6 +16,7 @@ import shlex
 import shutil
 import signal
 import sys
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -173,18 +174,19 @@ def start(
     if not 0 <= port <= 65535:
         raise ValueError(f"the master's port must be 0 (any free one) to 65535, not {port}")
     _check_timeout(timeout)
+    if docker_image:
+        shlex.split(docker_args)  # an unbalanced quote, said before anything is submitted
     directory = cluster_dir(name, state_dir)
     check_directory(directory)
-    with locked(directory, report):
-        return _start(
-            directory, name, nworkers, port, slots, partition, time, account,
-            extra_options(master_args, "master_args")
-            + extra_options(master_options, "master_options"),
-            extra_options(worker_args, "worker_args")
-            + extra_options(worker_options, "worker_options"),
-            master_service_args, worker_service_args, docker_image, docker_args,
+    return _start(
+        directory, name, nworkers, port, slots, partition, time, account,
+        extra_options(master_args, "master_args")
+        + extra_options(master_options, "master_options"),
+        extra_options(worker_args, "worker_args")
+        + extra_options(worker_options, "worker_options"),
+        master_service_args, worker_service_args, docker_image, docker_args,
             timeout, secret_file, grace, report,
-        )  # fmt: skip
+    )  # fmt: skip
 
 
 def _check_timeout(timeout: float) -> None:
@@ -212,6 +214,62 @@ def _start(
     grace: float,
     report: Report,
 ) -> SlurmCluster:
+    """Submit under the cluster's lock (so that two starts of one name, or
+    a stop meanwhile, see each other's jobs), then wait without it (so that
+    a stop from elsewhere need not wait for a start stuck in the queue)."""
+    cluster = SlurmCluster(name, directory)
+    with locked(directory, report, create=True):
+        setup = _prepare(
+            cluster, nworkers, slots, partition, time, account, extra_worker,
+            worker_service_args, docker_image, docker_args, secret_file, grace,
+        )  # fmt: skip
+        deadline = clock() + timeout
+        submitted: list[str] = []
+        try:
+            script = _submitted(
+                master_script(setup.settings, port, master_service_args), extra_master
+            )
+            (directory / "master.sh").write_text(script)
+            master_id = _sbatch(script, extra_master, submitted, directory, "master")
+            report(f"submitted the master as SLURM job {master_id}")
+            # The workers go in at once: they wait for the master's address file.
+            array = _submit_array(cluster, setup, nworkers, report, submitted) if nworkers else None
+        except BaseException:
+            # The lock is held and the directory fresh: every job with this
+            # cluster's names there is this start's, an id sbatch had no
+            # time to print included.
+            _cancel_submitted(submitted, report, sweep=(name, directory))
+            raise
+    try:
+        cluster.host, cluster.port = wait_for_master(cluster, master_id, deadline, report)
+        report(f"the master listens on {cluster.host}:{cluster.port}")
+        if array is not None:
+            cluster.workers = wait_for_workers(cluster, *array, deadline, report, master_id)
+    except BaseException:
+        _cancel_submitted(submitted, report)
+        raise
+    address.started((cluster.host, cluster.port))
+    _started[directory] = cluster
+    return cluster
+
+
+def _prepare(
+    cluster: SlurmCluster,
+    nworkers: int,
+    slots: int,
+    partition: str | None,
+    time: str | None,
+    account: str | None,
+    extra_worker: list[str],
+    worker_service_args: Sequence[str],
+    docker_image: str | None,
+    docker_args: str,
+    secret_file: str | os.PathLike[str] | None,
+    grace: float,
+) -> Setup:
+    """Refuse a name already running; make its directory afresh, with how
+    its workers are started."""
+    name, directory = cluster.name, cluster.directory
     running = our_jobs(name, directory)
     if running:
         raise LaunchError(
@@ -234,30 +292,8 @@ def _start(
     docker = Docker(docker_image, docker_args) if docker_image else None
     setup = Setup(settings, slots, grace, extra_worker, docker)
     setup.save(directory)
-    cluster = SlurmCluster(name, directory, secret_file=settings.secret_file)
-    deadline = clock() + timeout
-    submitted: list[str] = []
-    try:
-        script = _submitted(master_script(settings, port, master_service_args), extra_master)
-        (directory / "master.sh").write_text(script)
-        master_id = slurm.sbatch(script, extra_master)
-        submitted.append(master_id)
-        record_job(directory, "master", master_id)
-        report(f"submitted the master as SLURM job {master_id}")
-        # The workers go in at once: they wait for the master's address file.
-        array = _submit_array(cluster, setup, nworkers, report) if nworkers else None
-        if array is not None:
-            submitted.append(array[0])
-        cluster.host, cluster.port = wait_for_master(cluster, master_id, deadline, report)
-        report(f"the master listens on {cluster.host}:{cluster.port}")
-        if array is not None:
-            cluster.workers = wait_for_workers(cluster, *array, deadline, report, master_id)
-    except BaseException:
-        _cancel_submitted(submitted, report)
-        raise
-    address.started((cluster.host, cluster.port))
-    _started[directory] = cluster
-    return cluster
+    cluster.secret_file = settings.secret_file
+    return setup
 
 
 def _secret_path(secret_file: str | os.PathLike[str] | None) -> str | None:
@@ -269,19 +305,46 @@ def _secret_path(secret_file: str | os.PathLike[str] | None) -> str | None:
     return str(Path(secret_source(secret_file)).absolute())
 
 
-def _cancel_submitted(ids: list[str], report: Report) -> None:
+def _cancel_submitted(
+    ids: list[str], report: Report, sweep: tuple[str, Path] | None = None
+) -> None:
     """What a failed (or interrupted) start or add submitted, and only that,
-    is cancelled; a second Ctrl-C or a SIGTERM waits until it is."""
-    if not ids:
-        return
-    report(f"cancelling what was submitted (SLURM jobs {', '.join(ids)})")
-    held = {signal.SIGINT, signal.SIGTERM}
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        with suppress(LaunchError):  # the error that brought us here says more
+    is cancelled; a second Ctrl-C or a SIGTERM meanwhile is ignored.  With
+    ``sweep`` (name, directory), also the cluster's jobs there that sbatch
+    submitted but was interrupted before it said so: only under the
+    cluster's lock, in a directory made afresh."""
+    with _signals_ignored(), suppress(LaunchError):  # the error that brought us here says more
+        if sweep is not None:
+            ids = sorted({*ids, *(j.base_id for j in our_jobs(*sweep))}, key=int)
+        if ids:
+            report(f"cancelling what was submitted (SLURM jobs {', '.join(ids)})")
             _stop_jobs(ids)
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """SIGINT and SIGTERM do nothing for the block (in the main thread, where
+    Python runs its handlers; other threads never get KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.signal(s, lambda signum, frame: None) for s in held}
+    try:
+        yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def _sbatch(
+    script: str, options: list[str], submitted: list[str], directory: Path, role: str
+) -> str:
+    """sbatch, and the id written down at once, for stop and for cleanup."""
+    job_id = slurm.sbatch(script, options)
+    submitted.append(job_id)
+    record_job(directory, role, job_id)
+    return job_id
 
 
 def _submitted(script: str, options: Sequence[str]) -> str:
@@ -293,14 +356,18 @@ def _submitted(script: str, options: Sequence[str]) -> str:
 
 
 def _submit_array(
-    cluster: SlurmCluster, setup: Setup, n: int, report: Report, slots: int | None = None
+    cluster: SlurmCluster,
+    setup: Setup,
+    n: int,
+    report: Report,
+    submitted: list[str],
+    slots: int | None = None,
 ) -> tuple[str, int]:
     """Submit ``n`` workers as one job array: (its id, n)."""
     script = worker_script(setup.settings, slots or setup.slots, setup.grace, setup.docker)
     options = [f"--array=0-{n - 1}", *setup.worker_args]
     script = _submitted(script, options)
-    array_id = slurm.sbatch(script, options)
-    record_job(cluster.directory, "workers", array_id)
+    array_id = _sbatch(script, options, submitted, cluster.directory, "workers")
     (cluster.directory / f"workers-{array_id}.sh").write_text(script)
     report(f"submitted {n} workers as SLURM job array {array_id}")
     return array_id, n
@@ -312,13 +379,29 @@ def _submit_workers(
     if n < 1:
         raise ValueError(f"add at least one worker, not {n}")
     _check_timeout(timeout)
+    submitted: list[str] = []
     with locked(cluster.directory, report):
-        return _add_locked(cluster, n, slots, timeout, report)
+        master = _check_master(cluster)
+        setup = Setup.load(cluster.directory)
+        cluster.secret_file = setup.settings.secret_file
+        deadline = clock() + timeout
+        before = {j.base_id for j in cluster.jobs()}
+        try:
+            array_id, _ = _submit_array(cluster, setup, n, report, submitted, slots)
+        except BaseException:
+            late = [j.base_id for j in cluster.jobs() if j.base_id not in before]
+            _cancel_submitted([*submitted, *late], report)
+            raise
+    try:
+        return wait_for_workers(cluster, array_id, n, deadline, report, master.id)
+    except BaseException:
+        _cancel_submitted(submitted, report)
+        raise
 
 
-def _add_locked(
-    cluster: SlurmCluster, n: int, slots: int | None, timeout: float, report: Report
-) -> list[str]:
+def _check_master(cluster: SlurmCluster) -> Job:
+    """The cluster's running master job (its address into ``cluster``), or
+    a LaunchError saying there is none."""
     found = read_address_file(cluster.directory / "master.address")
     master = _master_job(cluster.name, cluster.directory)
     if found is None or master is None or master.state != "RUNNING":
@@ -329,15 +412,7 @@ def _add_locked(
             + f"; start one with: cw slurm start --name {cluster.name}"
         )
     cluster.host, cluster.port = found
-    setup = Setup.load(cluster.directory)
-    cluster.secret_file = setup.settings.secret_file
-    deadline = clock() + timeout
-    array_id, _ = _submit_array(cluster, setup, n, report, slots)
-    try:
-        return wait_for_workers(cluster, array_id, n, deadline, report, master.id)
-    except BaseException:
-        _cancel_submitted([array_id], report)
-        raise
+    return master
 
 
 def _master_job(name: str, directory: Path) -> Job | None:

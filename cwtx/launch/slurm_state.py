@@ -143,7 +143,13 @@ def _check_types(setup: Setup) -> None:
         "worker_args": isinstance(setup.worker_args, list)
         and all(isinstance(a, str) for a in setup.worker_args),
         "settings": all(isinstance(v, str) for v in (s.cluster, s.state_dir, s.python))
-        and all(isinstance(a, str) for a in s.extra_worker_options),
+        and all(isinstance(a, str) for a in s.extra_worker_options)
+        and all(
+            v is None or isinstance(v, str)
+            for v in (s.pythonpath, s.secret_file, s.partition, s.time, s.account)
+        ),
+        "docker": setup.docker is None
+        or (isinstance(setup.docker.image, str) and isinstance(setup.docker.args, str)),
     }
     wrong = [name for name, right in fields.items() if not right]
     if wrong:
@@ -160,17 +166,25 @@ def check_directory(directory: Path) -> None:
 
 
 @contextmanager
-def locked(directory: Path, report: Callable[[str], None]) -> Iterator[None]:
-    """One ``cw slurm`` command at a time on a cluster: two starts of one
-    name, or a stop during an add, would otherwise cancel each other's jobs
-    or miss them."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+def locked(directory: Path, report: Callable[[str], None], create: bool = False) -> Iterator[None]:
+    """One ``cw slurm`` command at a time submits or cancels a cluster's
+    jobs: two starts of one name, or a stop during an add's submission,
+    would otherwise cancel each other's jobs or miss them.  Only ``start``
+    (``create``) makes the directory; a filesystem without locks is said,
+    and then gone without."""
+    if create:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    elif not directory.is_dir():
+        yield  # no such cluster here: nothing to guard
+        return
     with open(directory / ".lock", "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             report(f"waiting for another cw slurm command on cluster {directory.name!r}")
             fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as e:  # ENOLCK, ENOSYS: a shared filesystem mounted without locks
+            report(f"cannot lock {directory} ({e.strerror}): going on without")
         yield
 
 

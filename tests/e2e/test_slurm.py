@@ -316,6 +316,29 @@ def test_a_master_that_ends_while_workers_start_fails_start_at_once(name):
     assert our_jobs(name) == []
 
 
+def test_a_stop_from_elsewhere_ends_a_start_stuck_in_the_queue(name):
+    """The cluster's lock covers submitting, not waiting: a stop need not
+    wait for a start's timeout, and the start then fails at once."""
+    result: dict = {}
+
+    def start() -> None:
+        try:
+            slurm.start(1, name=name, master_args="--begin=now+1hour", timeout=120)
+        except cwtx.LaunchError as e:
+            result["error"] = e
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    wait_until(lambda: len(our_jobs(name)) == 2, 60, "the jobs to be submitted")
+    began = time.monotonic()
+    stopped = cw("slurm", "stop", "--name", name)
+    assert stopped.returncode == 0 and "stopped cluster" in stopped.stdout, stopped.stderr
+    starter.join(60)
+    assert time.monotonic() - began < 30
+    assert "the master's SLURM job" in str(result.get("error"))
+    assert our_jobs(name) == []
+
+
 def test_cw_slurm_add_grows_a_running_cluster_and_status_shows_it(name, tmp_path):
     """With a secret of its own, which add and status use too."""
     secret = tmp_path / "private" / "secret"
@@ -548,7 +571,7 @@ def test_a_thousand_workers_are_one_submission(name):
     cluster.directory.mkdir(parents=True)
     settings = slurm_scripts.ScriptSettings(name, str(cluster.directory), sys.executable)
     setup = slurm_state.Setup(settings, 1, 25.0, ["--hold"], None)
-    array_id, n = slurm._submit_array(cluster, setup, 1000, lambda _: None)
+    array_id, n = slurm._submit_array(cluster, setup, 1000, lambda _: None, [])
     tasks = our_jobs(name)
     assert n == 1000 and len(tasks) == 1000
     assert {t.base_id for t in tasks} == {array_id}

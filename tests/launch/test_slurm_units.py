@@ -120,7 +120,7 @@ def test_a_value_that_would_break_its_sbatch_line_is_refused(option):
     "args",
     ["-J other", "--job-name=x", "--array=0-3", "-o /tmp/x", "--chdir /", "--wrap true",
      "-Mother", "--export=NONE", "--jo=hidden", "--arr=0-5", "-QW", "-HJx", "--exp=NONE",
-     "--wai"],
+     "--wai", "--j=x", "--export=ALLOW_X=1", "--export NONE"],
 )  # fmt: skip
 def test_sbatch_options_that_cwtx_sets_itself_are_refused(args):
     with pytest.raises(ValueError, match="worker_args: .* (is set by cwtx itself|would keep)"):
@@ -132,9 +132,11 @@ def test_other_sbatch_options_pass_as_given():
         "--qos=high", "--mem", "4G", "--export=ALL,X=1",
     ]  # fmt: skip
     # A value that holds a refused letter is a value: -p's, -t's, -n's.
-    assert extra_options("-pmain -t1:00 -n -1 --comment=-J") == [
-        "-pmain", "-t1:00", "-n", "-1", "--comment=-J",
+    assert extra_options("-pmain -t1:00 -n -1 --comment=-J -BW") == [
+        "-pmain", "-t1:00", "-n", "-1", "--comment=-J", "-BW",
     ]  # fmt: skip
+    for keeps in ("--export=all", "--export=FOO=1,ALL", "--export ALL", "--exp=ALL"):
+        assert extra_options(keeps) == keeps.split()
     assert extra_options(["--exclusive"]) == ["--exclusive"]
 
 
