@@ -284,8 +284,9 @@ def _terminated(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(_join_option_values(sys.argv[1:] if argv is None else argv))
     if argv is None:  # the cw command itself, not a caller's process
-        # Ctrl-C interrupts, even where the shell started us with SIGINT
-        # ignored (a background job): a start then cleans up, as on SIGTERM.
+        # Ctrl-C interrupts, even where our parent left SIGINT ignored (a
+        # background job) or blocked: a start then cleans up, as on SIGTERM.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _terminated)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -266,7 +267,11 @@ def test_ctrl_c_or_sigterm_during_cw_slurm_start_cancels_what_it_submitted(name,
     try:
         wait_until(lambda: len(our_jobs(name)) == 3, 60, "the jobs to be submitted")
         starting.send_signal(getattr(signal, sig))
-        _, err = starting.communicate(timeout=60)
+        try:
+            _, err = starting.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # say how its signals stood
+            status = Path(f"/proc/{starting.pid}/status").read_text()
+            pytest.fail("cw did not end: " + " ".join(re.findall(r"Sig\w+:\s+\w+", status)))
     finally:
         if starting.poll() is None:
             starting.kill()
