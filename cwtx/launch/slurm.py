@@ -185,7 +185,7 @@ def start(
         extra_options(worker_args, "worker_args")
         + extra_options(worker_options, "worker_options"),
         master_service_args, worker_service_args, docker_image, docker_args,
-            timeout, secret_file, grace, report,
+        timeout, secret_file, grace, report,
     )  # fmt: skip
 
 
