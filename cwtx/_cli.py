@@ -195,6 +195,15 @@ def _slurm_parser(sub: Any) -> None:
             f"(default: $CWTX_CLUSTER, else {slurm.DEFAULT_NAME!r}{found})",
         )
 
+    def waited(parser: argparse.ArgumentParser, what: str) -> None:
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=slurm.START_TIMEOUT,
+            metavar="SECONDS",
+            help=f"give up (and cancel {what}) after this long (default {slurm.START_TIMEOUT:g})",
+        )
+
     start = actions.add_parser("start", help="submit a master and N workers, wait until ready")
     start.add_argument("-n", "--workers", type=int, default=2, help="workers to start (2)")
     named(start, found="")
@@ -221,13 +230,7 @@ def _slurm_parser(sub: Any) -> None:
         "-p", "--port", type=int, default=0, help="the master's port (default 0: any free port)"
     )
     start.add_argument("--secret-file", help="the shared secret (default: as docs/security.md)")
-    start.add_argument(
-        "--timeout",
-        type=float,
-        default=slurm.START_TIMEOUT,
-        metavar="SECONDS",
-        help=f"give up (and cancel the jobs) after this long (default {slurm.START_TIMEOUT:g})",
-    )
+    waited(start, "the jobs")
     start.set_defaults(func=_slurm_start)
 
     add = actions.add_parser("add", help="add N workers to a running cluster")
@@ -236,13 +239,7 @@ def _slurm_parser(sub: Any) -> None:
     add.add_argument(
         "--slots", type=int, default=None, help="slots per new worker (default: as started)"
     )
-    add.add_argument(
-        "--timeout",
-        type=float,
-        default=slurm.START_TIMEOUT,
-        metavar="SECONDS",
-        help=f"give up (and cancel them) after this long (default {slurm.START_TIMEOUT:g})",
-    )
+    waited(add, "them")
     add.set_defaults(func=_slurm_add)
 
     stop = actions.add_parser("stop", help="workers leave gracefully, then the master")

@@ -140,6 +140,15 @@ def read_address_file(path: str | os.PathLike[str]) -> tuple[str, int] | None:
         raise ValueError(f"the master's address file {os.fspath(path)}: {e}") from None
 
 
+def read_address_file_quietly(path: str | os.PathLike[str]) -> tuple[str, int] | None:
+    """The address in ``path``, or None if it is missing, unreadable or not
+    an address: for lookups that go on to the next place to look."""
+    try:
+        return read_address_file(path)
+    except (OSError, ValueError):
+        return None
+
+
 def _from_environment() -> tuple[str, int] | None:
     text = os.environ.get("CWTX_MASTER")
     if not text:

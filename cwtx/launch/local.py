@@ -19,9 +19,9 @@ from pathlib import Path
 
 from cwtx._errors import LaunchError
 from cwtx.client import address
-from cwtx.client.address import PORT, parse_master_address
+from cwtx.client.address import PORT, read_address_file_quietly, write_address_file
 from cwtx.client.status import query_status
-from cwtx.launch.procs import cmdline, is_running, read_pid, terminate, twistd_argv
+from cwtx.launch.procs import cmdline, is_running, log_tail, read_pid, terminate, twistd_argv
 
 #: Seconds ``start`` waits for the master to listen and the workers to register.
 START_TIMEOUT = 60.0
@@ -34,14 +34,6 @@ def default_run_dir() -> Path:
         return Path(env)
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(state) / "cwtx" / "local"
-
-
-def _log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return "(no log)"
-    return "\n".join("    " + line for line in text)
 
 
 def twistd_command(plugin: str, name: str, run_dir: Path, *args: str) -> list[str]:
@@ -166,8 +158,8 @@ def _wait_for_port(
         if master.poll() is not None:
             raise LaunchError(
                 f"the master exited with code {master.returncode}; its log "
-                f"({rundir / 'master.log'}):\n{_log_tail(rundir / 'master.log')}"
-                f"\n{_log_tail(rundir / 'master.out')}"
+                f"({rundir / 'master.log'}):\n{log_tail(rundir / 'master.log')}"
+                f"\n{log_tail(rundir / 'master.out')}"
             )
         if time.monotonic() > deadline:
             raise LaunchError(f"the master did not listen within {timeout:g} s")
@@ -188,7 +180,7 @@ def _wait_for_workers(cluster: LocalCluster, names: list[str], timeout: float) -
             return
         if time.monotonic() > deadline:
             logs = "\n".join(
-                f"  {p.name}:\n{_log_tail(p)}" for p in sorted(cluster.run_dir.glob("worker-*.log"))
+                f"  {p.name}:\n{log_tail(p)}" for p in sorted(cluster.run_dir.glob("worker-*.log"))
             )
             raise LaunchError(
                 f"{len(missing)} of {len(names)} workers did not register with the master at "
@@ -236,7 +228,7 @@ def start(
         deadline = time.monotonic() + timeout
         cluster.port = _wait_for_port(master, port_file, rundir, timeout)
         # For clients that are not told where the master is (cwtx.client.address).
-        (rundir / "master.address").write_text(f"{host}:{cluster.port}\n")
+        write_address_file(rundir / "master.address", host, cluster.port)
         names = [cluster._spawn_worker() for _ in range(nworkers)]
         _wait_for_workers(cluster, names, max(1.0, deadline - time.monotonic()))
     except BaseException:
@@ -288,10 +280,7 @@ def recorded_master(run_dir: str | os.PathLike[str] | None = None) -> tuple[str,
     pid = read_pid(rundir / "master.pid")
     if pid is None or not is_running(pid):
         return None
-    try:
-        return parse_master_address((rundir / "master.address").read_text().strip())
-    except (OSError, ValueError):
-        return None
+    return read_address_file_quietly(rundir / "master.address")
 
 
 @contextmanager

@@ -68,6 +68,15 @@ def _reap(pid: int) -> None:
         pass
 
 
+def log_tail(path: Path, lines: int = 15, missing: str = "(no log)") -> str:
+    """The last ``lines`` of a log, indented, for an error message."""
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return missing
+    return "\n".join("    " + line for line in text)
+
+
 def twistd_argv() -> list[str]:
     """How to run twistd with this interpreter (and so this cwtx)."""
     beside = Path(sys.executable).with_name("twistd")

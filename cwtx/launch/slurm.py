@@ -27,7 +27,7 @@ from typing import Any
 from cwtx._errors import LaunchError
 from cwtx._secret import load_secret, secret_source
 from cwtx.client import address
-from cwtx.client.address import format_address, read_address_file
+from cwtx.client.address import format_address, read_address_file, read_address_file_quietly
 from cwtx.client.status import query_status
 from cwtx.launch import slurm_commands as slurm
 from cwtx.launch.sbatch_options import extra_options
@@ -49,7 +49,9 @@ from cwtx.launch.slurm_state import (
     fresh_directory,
     locked,
     our_jobs,
+    published,
     record_job,
+    state_base,
 )
 from cwtx.launch.slurm_waiting import (
     Report,
@@ -562,18 +564,18 @@ def which_cluster(state_dir: str | os.PathLike[str] | None = None) -> str | None
     wanted = os.environ.get("CWTX_CLUSTER")
     if wanted:
         return check_name(wanted)
-    base = Path(state_dir) if state_dir is not None else default_state_dir()
-    published = sorted(p.parent.name for p in base.glob("*/master.address"))
-    if DEFAULT_NAME in published or len(published) == 1:
-        return DEFAULT_NAME if DEFAULT_NAME in published else published[0]
-    if not published:
+    base = state_base(state_dir)
+    written = published(base)
+    if DEFAULT_NAME in written or len(written) == 1:
+        return DEFAULT_NAME if DEFAULT_NAME in written else written[0]
+    if not written:
         return None
     # Several: only now ask SLURM which still run (a master killed outright
     # leaves its address file behind).
-    running = _running_masters(base, published)
+    running = _running_masters(base, written)
     if len(running) == 1:
         return running[0]
-    stale = sorted(set(published) - set(running))
+    stale = sorted(set(written) - set(running))
     raise ValueError(
         f"several cwtx SLURM clusters run ({', '.join(running)}) and none is "
         f"{DEFAULT_NAME!r}: set $CWTX_CLUSTER to one of them, or name it"
@@ -612,28 +614,20 @@ def recorded_master(state_dir: str | os.PathLike[str] | None = None) -> tuple[st
     name = which_cluster(state_dir)
     if name is None:
         return None
-    base = Path(state_dir) if state_dir is not None else default_state_dir()
-    found = _read_quietly(cluster_dir(name, base) / "master.address")
+    base = state_base(state_dir)
+    found = read_address_file_quietly(cluster_dir(name, base) / "master.address")
     if found is None:
-        running = sorted(p.parent.name for p in base.glob("*/master.address"))
         raise ValueError(
             f"$CWTX_CLUSTER: no cwtx SLURM cluster named {name!r} has a master "
-            f"listening (in {base}); running: {', '.join(running) or 'none'}"
+            f"listening (in {base}); running: {', '.join(published(base)) or 'none'}"
         )
     return found
-
-
-def _read_quietly(path: Path) -> tuple[str, int] | None:
-    try:
-        return read_address_file(path)
-    except (OSError, ValueError):
-        return None
 
 
 def clusters(state_dir: str | os.PathLike[str] | None = None) -> dict[str, dict[str, int]]:
     """This user's clusters (their directories), each with how many of its
     SLURM jobs are in each state (``cw slurm list``)."""
-    base = Path(state_dir) if state_dir is not None else default_state_dir()
+    base = state_base(state_dir)
     found = {}
     for directory in sorted(p for p in base.glob("*") if (p / "master.sh").exists()):
         states: dict[str, int] = {}

@@ -39,10 +39,20 @@ def default_state_dir() -> Path:
     return Path(state) / "cwtx" / "slurm"
 
 
+def state_base(state_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``state_dir`` if given, else :func:`default_state_dir`."""
+    return Path(state_dir) if state_dir is not None else default_state_dir()
+
+
 def cluster_dir(name: str = DEFAULT_NAME, state_dir: str | os.PathLike[str] | None = None) -> Path:
     """The directory of cluster ``name``: its scripts, address file and logs."""
-    base = Path(state_dir) if state_dir is not None else default_state_dir()
-    return base.absolute() / check_name(name)
+    return state_base(state_dir).absolute() / check_name(name)
+
+
+def published(base: Path) -> list[str]:
+    """The clusters under ``base`` whose master has written its address
+    file (and not removed it: a master killed outright leaves it behind)."""
+    return sorted(p.parent.name for p in base.glob("*/master.address"))
 
 
 def jobs_file(directory: Path) -> Path:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from cwtx._errors import AuthenticationError, LaunchError
 from cwtx.client.address import read_address_file
 from cwtx.launch import slurm_commands as slurm
+from cwtx.launch.procs import log_tail
 from cwtx.launch.slurm_commands import Job
 
 Report = Callable[[str], None]
@@ -203,12 +204,9 @@ def master_log(cluster: Cluster) -> str:
     return f"its log ({d}/master.log):\n{tail(d / 'master.log')}\n{tail(d / 'master.out')}"
 
 
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return f"    ({path.name}: none)"
-    return "\n".join("    " + line for line in text)
+def tail(path: Path) -> str:
+    """A log's end, or that there is none, naming it (two are shown)."""
+    return log_tail(path, missing=f"    ({path.name}: none)")
 
 
 def wait_gone(ids: Sequence[str], wait: float) -> bool:

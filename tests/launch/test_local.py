@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cwtx.launch import local
+from cwtx.launch.procs import log_tail
 
 
 def test_the_default_run_directory(monkeypatch, tmp_path):
@@ -32,7 +33,7 @@ def test_a_bad_recorded_address_is_no_address(tmp_path):
 
 
 def test_a_missing_log_is_said_to_be_missing():
-    assert local._log_tail(Path("/nonexistent/cwtx.log")) == "(no log)"
+    assert log_tail(Path("/nonexistent/cwtx.log")) == "(no log)"
 
 
 def test_processes_it_starts_import_this_cwtx_and_nothing_inside_it(monkeypatch):
