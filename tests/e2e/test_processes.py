@@ -219,16 +219,16 @@ def test_twistd_plugins_are_listed():
     assert "cw-master" in out and "cw-worker" in out
 
 
-def test_plain_twistd_master_and_worker(tmp_path):
-    """The commands the README gives, with an ephemeral port."""
+def test_the_readmes_master_and_worker_from_one_directory(tmp_path):
+    """The commands the README gives (``python -m cwtx.master``, then
+    workers), run in one directory, with an ephemeral port: no pid file
+    clashes, as two plain ``twistd -n`` there would."""
     port_file = tmp_path / "port"
     master = subprocess.Popen(
         [
-            *twistd_argv(),
-            "-n",
-            "--pidfile",
-            str(tmp_path / "m.pid"),
-            "cw-master",
+            sys.executable,
+            "-m",
+            "cwtx.master",
             "--listen",
             "tcp:0:interface=127.0.0.1",
             "--port-file",
@@ -236,6 +236,7 @@ def test_plain_twistd_master_and_worker(tmp_path):
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
     )
     worker = None
     codes = {}
@@ -246,24 +247,16 @@ def test_plain_twistd_master_and_worker(tmp_path):
             time.sleep(0.02)
         port = int(port_file.read_text())
         worker = subprocess.Popen(
-            [
-                *twistd_argv(),
-                "-n",
-                "--pidfile",
-                str(tmp_path / "w.pid"),
-                "cw-worker",
-                "--master",
-                f"127.0.0.1:{port}",
-                "--slots",
-                "2",
-            ],
+            [sys.executable, "-m", "cwtx.worker", "--master", f"127.0.0.1:{port}", "--slots", "2"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            cwd=tmp_path,
         )
         while not query_status("127.0.0.1", port)["workers"]:
             assert worker.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
         assert query_status("127.0.0.1", port)["slots"] == 2
+        assert not (tmp_path / "twistd.pid").exists()
         cluster = cwtx.local.LocalCluster("127.0.0.1", port, tmp_path, 1)
         c = SyncClient(cluster)
         try:
