@@ -8,6 +8,7 @@ has not ended, under the same ids.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import count
 from typing import Any
 
@@ -25,7 +26,7 @@ from cwtx.client.options import JobOptions
 from cwtx.client.serialize import FunctionDef, decode_result, pickle_arguments, pickle_function
 from cwtx.wire import handshake as auth
 from cwtx.wire.batch import BatchSender
-from cwtx.wire.commands import CancelJobs, JobResults, Status, SubmitJobs
+from cwtx.wire.commands import CancelJobs, JobResults, JobsStarted, SetShare, Status, SubmitJobs
 from cwtx.wire.names import Role
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
@@ -48,7 +49,7 @@ __all__ = ["CONNECT_TIMEOUT", "RECONNECT_TIMEOUT", "Client", "ClientProtocol", "
 class _Pending:
     """A submitted job that has not ended: all it takes to send it again."""
 
-    __slots__ = ("job_id", "fn", "args", "options", "deferred", "sent")
+    __slots__ = ("job_id", "fn", "args", "options", "deferred", "sent", "on_start")
 
     def __init__(
         self,
@@ -57,6 +58,7 @@ class _Pending:
         args: bytes,
         options: JobOptions,
         deferred: Deferred[Any],
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self.job_id = job_id
         self.fn = fn
@@ -64,6 +66,8 @@ class _Pending:
         self.options = options
         self.deferred = deferred
         self.sent = False
+        #: Called once, when the master first reports the job started.
+        self.on_start = on_start
 
 
 class ClientProtocol(Peer):
@@ -75,6 +79,12 @@ class ClientProtocol(Peer):
 
     def describe(self) -> str:
         return "master"
+
+    @JobsStarted.responder
+    def _started(self, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+        for r in jobs:
+            self.client._job_started(r["job"])
+        return {}
 
     @JobResults.responder
     def _results(self, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -112,9 +122,14 @@ class Client:
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
         options: JobOptions | None = None,
+        share: float = 1.0,
     ) -> None:
         """``endpoint`` leads to the master (its repr names it in messages);
-        ``secret`` is the shared secret itself.  See :func:`cwtx.connect`."""
+        ``secret`` is the shared secret itself; ``share`` this client's
+        weight in the fair share of slots.  See :func:`cwtx.connect`."""
+        if not (isinstance(share, (int, float)) and 0 < share <= 1e6):
+            raise ValueError(f"share must be a number above 0 (at most 1e6), not {share!r}")
+        self.share = float(share)
         self._reactor = reactor
         self.name = name
         self.endpoint = endpoint
@@ -194,6 +209,8 @@ class Client:
             )
         self._protocol = proto
         self._sent_functions = set()
+        if self.share != 1.0:  # sent before the jobs below, in order
+            proto.callRemote(SetShare, share=self.share).addErrback(lambda _: None)
         self._sender = BatchSender(proto, SubmitJobs, "jobs", self._encode, on_error=self._refused)
         self._monitor.watch(proto)
         for job_id in sorted(self._pending):
@@ -294,19 +311,25 @@ class Client:
         return self.submit_pickled(options, pickle_function(fn), pickle_arguments(args, kwargs))
 
     def submit_pickled(
-        self, options: JobOptions, function: FunctionDef, arguments: bytes
+        self,
+        options: JobOptions,
+        function: FunctionDef,
+        arguments: bytes,
+        on_start: Callable[[], None] | None = None,
     ) -> Deferred[Any]:
         """Submit a job whose function and arguments are already pickled.
 
         The blocking APIs pickle in the caller's thread (so a bad argument
         raises there) and hand the bytes to the reactor thread; ``map``
-        pickles its function once for all its jobs.
+        pickles its function once for all its jobs.  ``on_start()`` is
+        called (reactor thread) when a worker first reports the job started;
+        it may not be called at all for a job that ends very fast.
         """
         if self._closed:
             raise RuntimeError("this cwtx client is closed")
         job_id = next(self._ids)
         deferred: Deferred[Any] = Deferred(lambda d: self._cancel(job_id))
-        pending = _Pending(job_id, function, arguments, options, deferred)
+        pending = _Pending(job_id, function, arguments, options, deferred, on_start)
         self._pending[job_id] = pending
         if self._sender is not None:
             self._sender.add(pending)
@@ -342,6 +365,12 @@ class Client:
         if pending.sent and proto is not None and not proto.dead:
             proto.callRemote(CancelJobs, jobs=[job_id]).addErrback(lambda _: None)
         pending.deferred.errback(JobCancelled(f"job {job_id} was cancelled"))
+
+    def _job_started(self, job_id: int) -> None:
+        pending = self._pending.get(job_id)
+        if pending is not None and pending.on_start is not None:
+            on_start, pending.on_start = pending.on_start, None
+            on_start()
 
     def _job_ended(self, job_id: int, status: str, value: Payload, error: str) -> None:
         pending = self._pending.pop(job_id, None)

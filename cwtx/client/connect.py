@@ -94,6 +94,7 @@ def connect(
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
     name: str | None = None,
     secret_file: str | None = None,
+    share: float = 1.0,
     **job_options: Any,
 ) -> Deferred[Client]:
     """
@@ -107,7 +108,9 @@ def connect(
     seconds; later losses are retried for ``reconnect_timeout`` seconds.
     ``job_options`` (timeout, priority, max_retries, resources) are the
     defaults for every job this client submits.  The shared secret comes
-    from ``secret_file``, else as docs/security.md says.
+    from ``secret_file``, else as docs/security.md says.  ``name`` names
+    the client in status and to ``--priority-clients``; ``share`` is its
+    weight in the fair share of slots (docs/clients.md).
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -131,6 +134,7 @@ def connect(
                 heartbeat_interval=heartbeat_interval,
                 heartbeat_timeout=heartbeat_timeout,
                 options=options,
+                share=share,
             )
         except AuthenticationError as e:
             raise AuthenticationError(

@@ -14,7 +14,7 @@ is one attempt at running a job on a worker, named by the master's task id.
 Clients only ever see job ids, workers only task ids.
 """
 
-from twisted.protocols.amp import Command, Integer, ListOf, Unicode
+from twisted.protocols.amp import Command, Float, Integer, ListOf, Unicode
 from twisted.protocols.amp import String as Bytes
 
 from cwtx._errors import AuthenticationError, ProtocolError, ProtocolMismatch
@@ -44,6 +44,10 @@ JOB_RECORD = [
 #: A task, master to worker: what the worker needs to run one attempt.
 #: ``session`` is the master's number for the client session the job came
 #: from (opaque; a worker with --isolate-clients keeps sessions apart).
+#: ``resources``: the job's needs, a JSON object of amounts (the worker
+#: picks the device ids).  ``order``: the worker starts the tasks it holds
+#: lowest order first (the master's fair-share order, so a task sent later
+#: may overtake tasks that wait in the worker's queue).
 TASK_RECORD = [
     ("task", "int"),
     ("session", "int"),
@@ -54,6 +58,21 @@ TASK_RECORD = [
     ("args", "bytes"),
     ("args_blob", "int"),
     ("timeout", "float"),
+    ("resources", "text"),
+    ("order", "float"),
+]
+
+#: A task started, worker to master: in which slot, and when (the worker's
+#: clock, seconds since the epoch).
+STARTED_RECORD = [
+    ("task", "int"),
+    ("slot", "int"),
+    ("at", "float"),
+]
+
+#: A job started, master to client (once, at its first start).
+JOB_STARTED_RECORD = [
+    ("job", "int"),
 ]
 
 #: How a job ended, master to client.  ``status`` is a names.JobStatus;
@@ -185,6 +204,45 @@ class TaskResults(Command):
     fatalErrors = PROTOCOL_ERRORS
 
 
+class TasksStarted(Command):
+    """Worker to master: a batch of tasks that have started in a slot."""
+
+    arguments = [(b"started", Records(STARTED_RECORD))]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+class TakeBackTasks(Command):
+    """Master to worker: hand back these tasks (task ids) if they have not
+    started; the answer lists those handed back, which the worker forgets
+    (no result follows for them).  The others run, or ended, as usual."""
+
+    arguments = [(b"tasks", ListOf(Integer()))]
+    response = [(b"returned", ListOf(Integer()))]
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+class JobsStarted(Command):
+    """Master to client: a batch of jobs that have started on a worker."""
+
+    arguments = [(b"jobs", Records(JOB_STARTED_RECORD))]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+class SetShare(Command):
+    """Client to master: this client's weight in the fair share of slots
+    (default 1; a client with share 2 gets twice the slots of one with 1)."""
+
+    arguments = [(b"share", Float())]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
 class LeaveWorker(Command):
     """Worker to master: it is shutting down, send it no more tasks.  It
     then reports what it hands back with status ``requeue``, and disconnects."""
@@ -219,6 +277,8 @@ __all__ = [
     "TASK_RECORD",
     "RESULT_RECORD",
     "TASK_RESULT_RECORD",
+    "STARTED_RECORD",
+    "JOB_STARTED_RECORD",
     "Hello",
     "Authenticate",
     "RegisterWorker",
@@ -229,6 +289,10 @@ __all__ = [
     "RunTasks",
     "CancelTasks",
     "TaskResults",
+    "TasksStarted",
+    "TakeBackTasks",
+    "JobsStarted",
+    "SetShare",
     "LeaveWorker",
     "Heartbeat",
     "Status",
