@@ -36,6 +36,7 @@ _EXPORTS = {
         [
             "AuthenticationError",
             "CwtxError",
+            "DependencyFailed",
             "JobLost",
             "JobTimeout",
             "LaunchError",
@@ -59,6 +60,7 @@ __all__ = [
     "ClientThread",
     "ClusterExecutor",
     "CwtxError",
+    "DependencyFailed",
     "JobCancelled",
     "JobLost",
     "JobOptions",
@@ -107,6 +109,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from cwtx._errors import (
         AuthenticationError,
         CwtxError,
+        DependencyFailed,
         JobLost,
         JobTimeout,
         LaunchError,

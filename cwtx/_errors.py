@@ -61,6 +61,20 @@ class JobTimeout(CwtxError):
     """The job ran longer than its ``timeout`` and was killed."""
 
 
+class DependencyFailed(CwtxError):
+    """A job's argument was another job (a Future or Deferred) that failed
+    or was cancelled, so this job was never sent.  ``error`` (also the
+    ``__cause__``) is what that dependency ended with."""
+
+    def __init__(self, message: str, error: BaseException) -> None:
+        super().__init__(message)
+        self.error = error
+        self.__cause__ = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.args[0], self.error)
+
+
 class MasterConnectionLost(CwtxError, ConnectionError):
     """The client lost its master (or was closed) while the job had not
     ended, and found no master again within ``reconnect_timeout``."""

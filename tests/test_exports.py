@@ -14,6 +14,7 @@ PUBLIC = [
     "ClientThread",
     "ClusterExecutor",
     "CwtxError",
+    "DependencyFailed",
     "JobCancelled",
     "JobLost",
     "JobOptions",
@@ -95,7 +96,7 @@ def test_public_modules_export_what_they_say(module, names):
 def test_every_error_is_a_cwtx_error_and_keeps_its_stdlib_kind():
     errors = [getattr(cwtx, n) for n in PUBLIC]
     errors = [e for e in errors if isinstance(e, type) and issubclass(e, BaseException)]
-    assert len(errors) == 12
+    assert len(errors) == 13
     assert all(issubclass(e, cwtx.CwtxError) for e in errors)
     assert issubclass(cwtx.MasterConnectionLost, ConnectionError)
     assert issubclass(cwtx.AuthenticationError, ConnectionError)

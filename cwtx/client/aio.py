@@ -22,6 +22,9 @@ import asyncio
 import sys
 from typing import Any
 
+from twisted.internet.defer import Deferred
+
+from cwtx.client import dependencies
 from cwtx.client.address import find_master
 from cwtx.client.client import CONNECT_TIMEOUT, Client
 from cwtx.client.connect import connect as _connect
@@ -62,9 +65,19 @@ class AsyncClient:
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
         """Run ``fn(*args, **kwargs)`` on a worker; an awaitable Future.
 
-        Cancelling the Future cancels the job at the master.
+        Cancelling the Future cancels the job at the master.  An asyncio
+        Future among the arguments (or directly in a list, tuple or dict
+        argument) is a dependency, as a Deferred is for cwtx.connect.
         """
-        return self._target.submit(fn, *args, **kwargs).asFuture(self._loop)
+        waits_for = dependencies.find(args, kwargs, asyncio.Future)
+        if not waits_for:
+            return self._target.submit(fn, *args, **kwargs).asFuture(self._loop)
+        as_deferreds = {id(f): Deferred.fromFuture(f) for f in waits_for}
+        args, kwargs = dependencies.substitute(args, kwargs, asyncio.Future, as_deferreds)
+        job = self._target.submit(fn, *args, **kwargs)
+        for d in as_deferreds.values():
+            d.addErrback(lambda _: None)  # ours: its failure went to the job already
+        return job.asFuture(self._loop)
 
     async def status(self) -> dict[str, Any]:
         return await self.client.status().asFuture(self._loop)
@@ -78,19 +91,30 @@ async def connect(
     port: int | None = None,
     *,
     endpoint: str | None = None,
+    name: str | None = None,
+    share: float = 1.0,
     connect_timeout: float = CONNECT_TIMEOUT,
     **settings: Any,
 ) -> AsyncClient:
     """Connect to a master from a running asyncio loop.
 
-    ``settings`` are cwtx.connect's: reconnect_timeout, heartbeat_interval,
-    heartbeat_timeout, and default job options (timeout, priority, ...).
+    ``name`` names this client at the master, ``share`` is its weight in
+    the fair share of slots; ``settings`` are cwtx.connect's:
+    reconnect_timeout, heartbeat_interval, heartbeat_timeout, and default
+    job options (timeout, priority, ...).
     """
     loop = asyncio.get_running_loop()
     reactor = _asyncio_reactor(loop)
     if endpoint is None:
         host, port = find_master(host, port)
     d = _connect(
-        host, port, endpoint=endpoint, reactor=reactor, connect_timeout=connect_timeout, **settings
+        host,
+        port,
+        endpoint=endpoint,
+        reactor=reactor,
+        name=name,
+        share=share,
+        connect_timeout=connect_timeout,
+        **settings,
     )
     return AsyncClient(await d.asFuture(loop), loop)

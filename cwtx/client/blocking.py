@@ -1,18 +1,29 @@
 """
 What the blocking clients (ClientThread, ClusterExecutor) share: connecting
-from a thread that is not the reactor's, and handing pickled jobs to the
-reactor thread.
+from a thread that is not the reactor's, handing pickled jobs to the
+reactor thread, and finishing their jobs before the interpreter exits.
 
 Both drive a Deferred :class:`~cwtx.Client` in cwtx's one reactor thread per
 process (see ``reactor_thread``).  They pickle in the calling thread, so an
 unpicklable function or argument raises right there, and hand only bytes to
 the reactor thread.
+
+At exit, as the standard library's executors do, the interpreter waits for
+every job a live blocking client has not ended (and for its callbacks):
+a script that submits and falls off its end still gets its results.  The
+hook is registered with ``threading._register_atexit``, which runs before
+``atexit`` handlers, so the reactor thread (stopped by one of those) still
+runs while we wait.  Ctrl-C during that wait kills the jobs instead.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
+import traceback
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.python.failure import Failure
 
@@ -24,13 +35,18 @@ from cwtx.client.serialize import FunctionDef
 
 
 def connect_blocking(
-    host: str | None, port: int | None, endpoint: str | None, settings: dict[str, float]
+    host: str | None,
+    port: int | None,
+    endpoint: str | None,
+    settings: dict[str, float],
+    name: str | None = None,
+    share: float = 1.0,
 ) -> Client:
     """Connect from a blocking caller; ConnectionError after connect_timeout."""
     if endpoint is None:
         host, port = find_master(host, port)
     return reactor_thread.blocking(
-        lambda: connect(host, port, endpoint=endpoint, **settings),
+        lambda: connect(host, port, endpoint=endpoint, name=name, share=share, **settings),
         timeout=settings["connect_timeout"] + 5,
     )
 
@@ -55,12 +71,64 @@ def submit_in_reactor(
     fn: FunctionDef,
     args: bytes,
     on_done: Callable[[Any], None],
+    on_start: Callable[[], None] | None = None,
 ) -> Any:
-    """(reactor thread) submit, and call ``on_done(result or Failure)``."""
+    """(reactor thread) submit, and call ``on_done(result or Failure)``;
+    ``on_start()`` when the master reports the job started."""
     try:
-        d = client.submit_pickled(options, fn, args)
+        d = client.submit_pickled(options, fn, args, on_start=on_start)
     except Exception:
         on_done(Failure())
         return None
     d.addBoth(on_done)
     return d
+
+
+# -- the interpreter exits -------------------------------------------------------------------
+
+
+class FinishesAtExit(Protocol):
+    """A blocking client whose jobs the interpreter waits for at exit."""
+
+    def finish_at_exit(self) -> None:
+        """Block until every job submitted has ended and its callbacks ran."""
+
+    def kill_at_exit(self) -> None:
+        """Cancel or kill every job not ended, without waiting (Ctrl-C)."""
+
+
+#: Live blocking clients, held weakly as the stdlib holds its executors.
+_live: weakref.WeakSet[Any] = weakref.WeakSet()
+_exiting = False
+
+
+def finish_at_exit(client: FinishesAtExit) -> None:
+    """Have the interpreter wait for ``client``'s jobs before it exits."""
+    _live.add(client)
+
+
+def check_not_exiting() -> None:
+    """As the stdlib executors: no new jobs once the interpreter exits."""
+    if _exiting:
+        raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+
+def _python_exit() -> None:
+    """(main thread, at exit) let every live client's jobs end."""
+    global _exiting
+    _exiting = True
+    try:
+        for client in list(_live):
+            client.finish_at_exit()
+    except KeyboardInterrupt:
+        for client in list(_live):
+            client.kill_at_exit()
+    except BaseException:
+        # An exception here would skip the other threading exit hooks.
+        traceback.print_exc(file=sys.stderr)
+
+
+try:
+    threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+except RuntimeError:  # imported while the interpreter is exiting already
+    pass

@@ -21,9 +21,10 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from cwtx._errors import AuthenticationError, MasterConnectionLost, ProtocolMismatch
+from cwtx.client import dependencies
 from cwtx.client.errors import JobCancelled
 from cwtx.client.options import JobOptions
-from cwtx.client.serialize import FunctionDef, decode_result, pickle_arguments, pickle_function
+from cwtx.client.serialize import FunctionDef, decode_result, pickle_function
 from cwtx.wire import handshake as auth
 from cwtx.wire.batch import BatchSender
 from cwtx.wire.commands import CancelJobs, JobResults, JobsStarted, SetShare, Status, SubmitJobs
@@ -297,10 +298,15 @@ class Client:
         timeout (seconds), priority (higher runs first), max_retries,
         resources (a dict).
         """
-        return _OptionsView(self, self._default.replace(**options))
+        return _OptionsView(self, job_options(self._default, options))
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Deferred[Any]:
-        """Run ``fn(*args, **kwargs)`` on a worker; a Deferred of its result."""
+        """Run ``fn(*args, **kwargs)`` on a worker; a Deferred of its result.
+
+        A Deferred among the arguments (or directly in a list, tuple or dict
+        argument) is a dependency: the job is sent once it has fired, with
+        its result in its place (cwtx.client.dependencies).
+        """
         return self._submit(self._default, fn, args, kwargs)
 
     def _submit(
@@ -308,7 +314,19 @@ class Client:
     ) -> Deferred[Any]:
         if self._closed:
             raise RuntimeError("this cwtx client is closed")
-        return self.submit_pickled(options, pickle_function(fn), pickle_arguments(args, kwargs))
+        function = pickle_function(fn)
+        waits_for = dependencies.find(args, kwargs, Deferred)
+        if not waits_for:
+            return self.submit_pickled(
+                options, function, dependencies.pickle_arguments(args, kwargs)
+            )
+        held = dependencies.HeldDeferredJob(
+            lambda arguments: self.submit_pickled(options, function, arguments),
+            args,
+            kwargs,
+            waits_for,
+        )
+        return held.deferred
 
     def submit_pickled(
         self,
@@ -408,7 +426,23 @@ class _OptionsView:
         self._options = options
 
     def options(self, **options: Any) -> _OptionsView:
-        return _OptionsView(self._client, self._options.replace(**options))
+        return _OptionsView(self._client, job_options(self._options, options))
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Deferred[Any]:
         return self._client._submit(self._options, fn, args, kwargs)
+
+
+#: Settings that belong to a client's connection, not to its jobs.
+PER_CLIENT = ("share", "name")
+
+
+def job_options(base: JobOptions, changes: dict[str, Any]) -> JobOptions:
+    """``base`` with ``changes``; a per-client setting is a clear TypeError
+    (the master weighs and names clients, not jobs)."""
+    for key in PER_CLIENT:
+        if key in changes:
+            raise TypeError(
+                f"{key} is per client, not per job: pass {key}= when connecting "
+                "(cwtx.connect, ClusterExecutor, ClientThread, cwtx.aio.connect)"
+            )
+    return base.replace(**changes)

@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import queue
 import random
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 from twisted.python.failure import Failure
 
 from cwtx.client import reactor_thread
-from cwtx.client.blocking import connect_blocking, settings, submit_in_reactor
+from cwtx.client.blocking import (
+    check_not_exiting,
+    connect_blocking,
+    finish_at_exit,
+    settings,
+    submit_in_reactor,
+)
 from cwtx.client.client import Client, JobOptions
 from cwtx.client.connect import CONNECT_TIMEOUT, RECONNECT_TIMEOUT
 from cwtx.client.serialize import pickle_arguments, pickle_function
@@ -40,6 +48,9 @@ class ClientThread:
     the reactor thread, so a slow callback delays other callbacks but not the
     network.  ``wait()`` blocks until every submitted job has ended, then
     raises the first job exception (or callback exception) in the caller.
+    ``name`` names this client at the master, ``share`` is its weight in
+    the fair share of slots.  At interpreter exit, jobs not ended still
+    end and their callbacks run (an error is printed, not lost).
     """
 
     def __init__(
@@ -49,6 +60,8 @@ class ClientThread:
         port: int | None = None,
         *,
         endpoint: str | None = None,
+        name: str | None = None,
+        share: float = 1.0,
         connect_timeout: float = CONNECT_TIMEOUT,
         reconnect_timeout: float = RECONNECT_TIMEOUT,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
@@ -57,6 +70,7 @@ class ClientThread:
     ) -> None:
         self.callback = callback
         self.host, self.port, self._endpoint = host, port, endpoint
+        self.name, self.share = name, share
         self._settings = settings(
             connect_timeout, reconnect_timeout, heartbeat_interval, heartbeat_timeout
         )
@@ -72,17 +86,21 @@ class ClientThread:
         """Connect to the master (ConnectionError after ``connect_timeout``)."""
         if self._client is not None:
             raise RuntimeError("this ClientThread is already started")
-        self._client = connect_blocking(self.host, self.port, self._endpoint, self._settings)
+        self._client = connect_blocking(
+            self.host, self.port, self._endpoint, self._settings, self.name, self.share
+        )
         self._thread = threading.Thread(
             target=self._deliver, name="cwtx-client-callbacks", daemon=True
         )
         self._thread.start()
+        finish_at_exit(self)
 
     def submit(self, jobid: Any, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``func(*args, **kwargs)`` on a worker; ``callback(jobid, result)`` later."""
         client = self._client
         if client is None:
             raise RuntimeError("call start() (or use `with`) before submit()")
+        check_not_exiting()
         fn, arguments = pickle_function(func), pickle_arguments(args, kwargs)
         with self._cond:
             self._active += 1
@@ -149,6 +167,22 @@ class ClientThread:
             self._results.put(_STOP)
             self._thread.join(timeout=30)
             self._thread = None
+
+    # -- the interpreter exits (cwtx.client.blocking) --------------------------------------
+
+    def finish_at_exit(self) -> None:
+        if self._client is None:
+            return
+        try:
+            self.wait()
+        except Exception:
+            print("cwtx: a ClientThread job or callback failed at exit:", file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
+
+    def kill_at_exit(self) -> None:
+        client = self._client
+        if client is not None:
+            reactor_thread.reactor_thread().callFromThread(client.close)
 
     def __enter__(self) -> ClientThread:
         self.start()

@@ -1,6 +1,11 @@
 """
 :class:`ClusterExecutor`: a ``concurrent.futures.Executor`` whose jobs run
 on a cwtx cluster.
+
+Its Futures follow the stdlib's state machine: pending while the job is
+queued, running once the master reports it started (``JobsStarted``),
+then finished.  ``cancel()`` stops only a job that has not started, as the
+stdlib's does; ``kill()`` is cwtx's own, for a running job too.
 """
 
 from __future__ import annotations
@@ -11,53 +16,113 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures._base import CANCELLED, PENDING
 from typing import Any
 
 from twisted.python.failure import Failure
 
-from cwtx.client import reactor_thread
-from cwtx.client.blocking import connect_blocking, settings, submit_in_reactor
+from cwtx.client import dependencies, reactor_thread
+from cwtx.client.blocking import (
+    check_not_exiting,
+    connect_blocking,
+    finish_at_exit,
+    settings,
+    submit_in_reactor,
+)
 from cwtx.client.chunks import ChunkRunner
-from cwtx.client.client import JobOptions
+from cwtx.client.client import JobOptions, job_options
 from cwtx.client.connect import CONNECT_TIMEOUT, RECONNECT_TIMEOUT
-from cwtx.client.serialize import FunctionDef, pickle_arguments, pickle_function
+from cwtx.client.serialize import FunctionDef, pickle_function
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 
+Future = concurrent.futures.Future
 
-class _JobFuture(concurrent.futures.Future):  # type: ignore[type-arg]
-    """A Future whose cancel() also cancels the job at the master.
 
-    It stays pending until the job ends, so cancel() works on a running job
-    too: the job's worker kills it.  (concurrent.futures cannot cancel a
-    running Future; cwtx can, so its Futures never report running().)
+class _JobFuture(Future):  # type: ignore[type-arg]
+    """A Future for one cwtx job.
+
+    ``running()`` once the master reports the job started; ``cancel()`` then
+    returns False, as the stdlib's does.  ``kill()`` stops the job whatever
+    its state.  ``on_end(future)`` runs once the future is done and its
+    done-callbacks ran (the executor's bookkeeping: shutdown(wait=True) and
+    the interpreter's exit wait for callbacks too).
     """
 
-    _deferred: Any = None
-    _submitted = False
+    def __init__(self, on_end: Callable[[_JobFuture], None]) -> None:
+        super().__init__()
+        self._on_end = on_end
+        #: The job's Deferred in the client, once submitted (reactor thread).
+        self._deferred: Any = None
 
     def cancel(self) -> bool:
+        """Cancel the job if it has not started: a queued job is dropped at
+        the master and never runs.  False once it runs (see :meth:`kill`)."""
         if not super().cancel():
             return False
-        reactor = reactor_thread.reactor_thread()
-        reactor.callFromThread(self._cancel_job)
+        self._notify_cancelled()
+        reactor_thread.reactor_thread().callFromThread(self._cancel_job)
+        self._on_end(self)
+        return True
+
+    def kill(self) -> bool:
+        """Stop the job, running or not: cwtx's addition to the stdlib API.
+
+        A job that has not started is cancelled (``cancelled()`` is True);
+        a running one is killed on its worker and this future fails with
+        :class:`cwtx.JobCancelled` (the stdlib has no way from running to
+        cancelled).  False if the job had already ended.
+        """
+        if self.cancel():
+            return True
+        if self.done():
+            return False
+        if reactor_thread.in_reactor_thread():
+            return self._kill_job()
+        return bool(reactor_thread.blocking(self._kill_job, timeout=30))
+
+    def _kill_job(self) -> bool:
+        """(reactor thread) cancel the running job at the master, which kills it."""
+        if self.done() or self._deferred is None:
+            return False
+        self._deferred.cancel()  # the client fails it with JobCancelled: _settle
         return True
 
     def _cancel_job(self) -> None:
+        """(reactor thread) after cancel(): drop the job at the master."""
         if self._deferred is not None:
             self._deferred.cancel()
 
+    def _notify_cancelled(self) -> None:
+        """Wake wait() and as_completed() on this cancelled future.
+
+        The stdlib leaves that to the executor, through
+        set_running_or_notify_cancel(), which must run exactly once."""
+        with self._condition:
+            if self._state == CANCELLED:
+                self.set_running_or_notify_cancel()
+
+    def _started(self) -> None:
+        """(reactor thread) the master reports the job started on a worker."""
+        with self._condition:
+            if self._state not in (PENDING, CANCELLED):
+                return
+            running = self.set_running_or_notify_cancel()
+        if not running:
+            self._cancel_job()  # cancelled just now: the master kills it
+
     def _settle(self, result: Any) -> None:
-        """(reactor thread) the job ended."""
+        """(reactor thread) the job ended (or never could be sent)."""
         self._deferred = None
-        if self.done():
-            return
-        try:
-            if isinstance(result, Failure):
-                self.set_exception(result.value)
-            else:
-                self.set_result(result)
-        except concurrent.futures.InvalidStateError:
-            pass  # cancelled from another thread just now
+        if not self.done():
+            try:
+                if isinstance(result, Failure):
+                    self.set_exception(result.value)
+                else:
+                    self.set_result(result)
+            except concurrent.futures.InvalidStateError:
+                pass  # cancelled from another thread just now
+        del result
+        self._on_end(self)
 
 
 class ClusterExecutor(concurrent.futures.Executor):
@@ -67,7 +132,10 @@ class ClusterExecutor(concurrent.futures.Executor):
     ``submit``, ``map`` (with ``timeout``, ``chunksize`` and ``buffersize``
     as in Python 3.14), ``shutdown(wait, cancel_futures)``, and use as a
     context manager.  ``options(...)`` gives a view that submits with job
-    options (timeout, priority, max_retries, resources).
+    options (timeout, priority, max_retries, resources).  ``name`` names
+    this client at the master (status, ``--priority-clients``); ``share``
+    is its weight in the master's fair share of slots.  docs/clients.md
+    states the contract, and where it differs from the stdlib.
     """
 
     def __init__(
@@ -76,6 +144,8 @@ class ClusterExecutor(concurrent.futures.Executor):
         port: int | None = None,
         *,
         endpoint: str | None = None,
+        name: str | None = None,
+        share: float = 1.0,
         connect_timeout: float = CONNECT_TIMEOUT,
         reconnect_timeout: float = RECONNECT_TIMEOUT,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
@@ -86,39 +156,98 @@ class ClusterExecutor(concurrent.futures.Executor):
         connection = settings(
             connect_timeout, reconnect_timeout, heartbeat_interval, heartbeat_timeout
         )
-        self._client = connect_blocking(host, port, endpoint, connection)
+        self._client = connect_blocking(host, port, endpoint, connection, name, share)
         self._lock = threading.Lock()
-        self._pending: set[_JobFuture] = set()
+        #: Futures not done, in submission order (a dict as an ordered set).
+        self._pending: dict[_JobFuture, None] = {}
         self._idle = threading.Condition(self._lock)
         self._shutdown = False
         self._closed = False
+        finish_at_exit(self)
 
     def options(self, **options: Any) -> _ExecutorView:
         """A view of this executor whose submit and map apply ``options``."""
-        return _ExecutorView(self, self._options.replace(**options))
+        return _ExecutorView(self, job_options(self._options, options))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> _JobFuture:
-        return self._submit(self._options, pickle_function(fn), pickle_arguments(args, kwargs))
+        """Run ``fn(*args, **kwargs)`` on a worker; a Future of its result.
 
-    def _submit(self, options: JobOptions, fn: FunctionDef, arguments: bytes) -> _JobFuture:
-        future = _JobFuture()
+        A Future among the arguments (or directly in a list, tuple or dict
+        argument) is a dependency: the job is sent once it is done, with
+        its result in its place (docs/clients.md, Dependencies).
+        """
+        return self._submit(self._options, pickle_function(fn), args, kwargs)
+
+    def _submit(
+        self,
+        options: JobOptions,
+        fn: FunctionDef,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> _JobFuture:
+        waits_for = dependencies.find(args, kwargs, Future)
+        if waits_for:
+            dependencies.check_picklable(args, kwargs, Future)
+            future = self._new_future()
+            reactor_thread.reactor_thread().callFromThread(
+                self._hold, future, options, fn, args, kwargs, waits_for
+            )
+            return future
+        arguments = dependencies.pickle_arguments(args, kwargs)
+        future = self._new_future()
+        reactor_thread.reactor_thread().callFromThread(self._start, future, options, fn, arguments)
+        return future
+
+    def _new_future(self) -> _JobFuture:
+        check_not_exiting()
+        future = _JobFuture(self._forget)
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            self._pending.add(future)
-        future.add_done_callback(self._forget)
-        reactor_thread.reactor_thread().callFromThread(self._start, future, options, fn, arguments)
+            self._pending[future] = None
         return future
 
     def _start(self, future: _JobFuture, options: JobOptions, fn: FunctionDef, args: bytes) -> None:
         """(reactor thread) hand the job to the client, unless cancelled already."""
         if future.done():
             return
-        future._deferred = submit_in_reactor(self._client, options, fn, args, future._settle)
+        future._deferred = submit_in_reactor(
+            self._client, options, fn, args, future._settle, on_start=future._started
+        )
 
-    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+    def _hold(
+        self,
+        future: _JobFuture,
+        options: JobOptions,
+        fn: FunctionDef,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        waits_for: list[Future[Any]],
+    ) -> None:
+        """(reactor thread) submit the job once its dependencies are done."""
+
+        def ready(values: dict[int, Any]) -> None:
+            if future.done():
+                return  # cancelled while it waited
+            try:
+                arguments = dependencies.pickle_arguments(
+                    *dependencies.substitute(args, kwargs, Future, values)
+                )
+            except Exception:
+                future._settle(Failure())
+                return
+            self._start(future, options, fn, arguments)
+
+        def failed(error: BaseException) -> None:
+            future._settle(Failure(error))
+
+        reactor = reactor_thread.reactor_thread()
+        dependencies.wait_for(waits_for, dependencies.watch_future(reactor), ready, failed)
+
+    def _forget(self, future: _JobFuture) -> None:
+        """A future is done and its callbacks ran."""
         with self._lock:
-            self._pending.discard(future)  # type: ignore[arg-type]
+            self._pending.pop(future, None)
             if not self._pending:
                 self._idle.notify_all()
                 close = self._shutdown and not self._closed
@@ -155,20 +284,29 @@ class ClusterExecutor(concurrent.futures.Executor):
         """Executor.map as in Python 3.14, sending ``fn`` pickled once.
 
         With ``chunksize`` > 1 each job runs ``fn`` over that many items (as
-        ProcessPoolExecutor does) and ``buffersize`` counts chunks.
+        ProcessPoolExecutor does) and ``buffersize`` counts chunks.  Like
+        the stdlib's, the iterator keeps no reference to a result it has
+        yielded.
         """
         _check_map_sizes(chunksize, buffersize)
+        if progress:
+            from cwtx.client.progress import require_tqdm
+
+            require_tqdm()  # before any job is sent
         end_time = None if timeout is None else timeout + time.monotonic()
         total = _length(iterables)
         function, inputs = _map_inputs(fn, iterables, chunksize)
 
         def submit(args: tuple[Any, ...]) -> _JobFuture:
-            return self._submit(options, function, pickle_arguments(args, {}))
+            return self._submit(options, function, args, {})
 
         if buffersize:
             fs = collections.deque(submit(a) for a in itertools.islice(inputs, buffersize))
         else:
             fs = collections.deque(submit(a) for a in inputs)
+
+        def remaining() -> float | None:
+            return None if end_time is None else end_time - time.monotonic()
 
         def results() -> Iterator[Any]:
             try:
@@ -178,12 +316,16 @@ class ClusterExecutor(concurrent.futures.Executor):
                         more = next(inputs, None)
                         if more is not None:
                             fs.appendleft(submit(more))
-                    remaining = None if end_time is None else end_time - time.monotonic()
-                    value = _result_or_cancel(fs.pop(), remaining)
+                        del more
+                    # Yield straight from the call: a local would keep the
+                    # result alive while the caller holds the iterator.
                     if chunksize == 1:
-                        yield value
+                        yield _result_or_cancel(fs.pop(), remaining())
                     else:
-                        yield from value
+                        chunk = _result_or_cancel(fs.pop(), remaining())
+                        chunk.reverse()
+                        while chunk:
+                            yield chunk.pop()
             finally:
                 for future in fs:
                     future.cancel()
@@ -195,25 +337,69 @@ class ClusterExecutor(concurrent.futures.Executor):
             iterator = bar(iterator, total=total)
         return iterator
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """No new jobs; with ``cancel_futures`` cancel those not ended; with
-        ``wait`` block until every job has ended.  The connection closes
-        once the last job ends."""
+    def shutdown(
+        self, wait: bool = True, *, cancel_futures: bool = False, kill_running: bool = False
+    ) -> None:
+        """No new jobs.  ``cancel_futures`` cancels the jobs that have not
+        started (as the stdlib); ``kill_running`` (cwtx's own) also kills the
+        running ones.  ``wait`` blocks until every job has ended and its
+        callbacks ran.  The connection closes once the last job ends."""
         with self._lock:
             self._shutdown = True
             pending = list(self._pending)
-        if cancel_futures:
-            for future in pending:
+        if cancel_futures or kill_running:
+            # The latest first: the master drops queued jobs before any kill
+            # frees a slot that one of them could take.
+            for future in reversed(pending):
                 future.cancel()
+        if kill_running:
+            running = [f for f in pending if not f.done()]
+            reactor_thread.reactor_thread().callFromThread(_kill_all, running)
         with self._lock:
             close = not self._pending and not self._closed
             self._closed = self._closed or close
         if close:
             self._close()
         if wait:
-            with self._idle:
-                while self._pending:
-                    self._idle.wait()
+            self._wait_idle()
+
+    def _wait_idle(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        """Leaving the block: with no exception, wait for every job (as the
+        stdlib); through an exception, cancel the jobs not started and wait
+        for the running ones; through KeyboardInterrupt (also one that
+        arrives while waiting), kill the running ones too."""
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        try:
+            self.shutdown(wait=True, cancel_futures=exc_type is not None, kill_running=interrupted)
+        except KeyboardInterrupt:
+            self.shutdown(wait=False, kill_running=True)
+            self._wait_idle(timeout=10)
+            raise
+        return False
+
+    # -- the interpreter exits (cwtx.client.blocking) --------------------------------------
+
+    def finish_at_exit(self) -> None:
+        self._wait_idle()
+
+    def kill_at_exit(self) -> None:
+        self.shutdown(wait=False, kill_running=True)
+
+
+def _kill_all(futures: list[_JobFuture]) -> None:
+    """(reactor thread) kill each of these jobs that is still running."""
+    for future in futures:
+        future._kill_job()
 
 
 class _ExecutorView:
@@ -224,12 +410,10 @@ class _ExecutorView:
         self._options = options
 
     def options(self, **options: Any) -> _ExecutorView:
-        return _ExecutorView(self._executor, self._options.replace(**options))
+        return _ExecutorView(self._executor, job_options(self._options, options))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> _JobFuture:
-        return self._executor._submit(
-            self._options, pickle_function(fn), pickle_arguments(args, kwargs)
-        )
+        return self._executor._submit(self._options, pickle_function(fn), args, kwargs)
 
     def map(
         self,
@@ -278,7 +462,7 @@ def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
         return None
 
 
-def _result_or_cancel(future: concurrent.futures.Future[Any], timeout: float | None) -> Any:
+def _result_or_cancel(future: Future[Any], timeout: float | None) -> Any:
     try:
         try:
             return future.result(timeout)
