@@ -186,15 +186,14 @@ class Master:
         else:
             self._unassign(job)  # its record will be skipped
 
-    def _unassign(self, job: Job, ran: bool = False) -> None:
-        """The job leaves its worker (``ran``: it ended there, and its run
-        time counts toward its client's average)."""
+    def _unassign(self, job: Job) -> None:
+        """The job leaves its worker."""
         worker = job.worker
         if worker is None:
             return
         if job.started:
             job.client.started -= 1
-        self.policy.released(job, self.now() if ran else None)
+        self.policy.released(job)
         worker.running.pop(job.task, None)
         if job.client.jobs.get(job.job_id) is job:
             job.client.assign(job, None)
@@ -265,7 +264,7 @@ class Master:
                     also=f" ({held} more held back)" if held else "",
                 )
             return
-        self._unassign(job, ran=status != JobStatus.REQUEUE)
+        self._unassign(job)
         if job.ended:
             return  # cancelled, or its client left
         if status == JobStatus.LOST:

@@ -5,15 +5,16 @@ reactor, no I/O.  The master feeds it events (a job queued, assigned,
 started, released; workers and clients come and go) and acts on what it
 decides (:class:`Start`, :class:`Refuse`, :class:`TakeBack`).
 
-* **Fair share** (start-time fair queuing): each client has a virtual
-  *pass*.  The client with the lowest pass sends its next job, and its pass
-  grows by the job's expected run time (its recent average) divided by its
-  share.  So clients get slot time in proportion to their shares, whatever
-  their jobs' lengths.  A client that was idle starts at the pass of the
-  jobs now starting: it cannot bank credit.  Clients matching
-  ``priority_clients`` form a tier that goes before all others.
+* **Fair share of slots**: the next free place goes to the client with the
+  fewest tasks on workers for its share (``SetShare``, default 1).  A
+  client whose jobs are long holds its slots longer, and so gets fewer new
+  ones: clients get slot time in proportion to their shares.  Ties go to
+  the client with the lowest *pass*, a count of the jobs it was sent,
+  divided by its share (start-time fair queuing); a client that was idle
+  starts at the pass of the jobs now starting, so it cannot bank turns.
+  Clients matching ``priority_clients`` form a tier that goes first.
 * **Order at the worker.**  A task carries the pass it was sent at; a
-  worker starts its queued tasks lowest first, so a job sent later for a
+  worker starts its waiting tasks lowest first, so a job sent later for a
   client below its share overtakes tasks prefetched for others.
 * **Within a client**: higher priority first, then submission order.
 * **Resources**: a worker's amounts are never oversubscribed; a job that no
@@ -37,12 +38,6 @@ from typing import Any
 
 from cwtx.master.sessions import UNKNOWN_VERSIONS, ClientSession, Job, WorkerSession
 
-#: A job's cost before its client has any measured run time (seconds).
-DEFAULT_COST = 1.0
-#: The least a job is charged, so no client's pass stands still.
-MIN_COST = 1e-4
-#: Weight of the newest run time in a client's running average.
-EWMA = 0.2
 #: How far the priority tier's orders sit below everyone else's.
 TIER_OFFSET = 1e12
 
@@ -127,8 +122,12 @@ class _Client:
     weight: float = 1.0
     vpass: float = 0.0
     queued: int = 0
-    cost: float = 0.0  # running average of its jobs' run time (0: none measured yet)
+    load: int = 0  # its tasks on workers, started or waiting there
     queues: dict[str, _Queue] = field(default_factory=dict)
+
+    def key(self) -> tuple[int, float, float]:
+        """Its place in the ready heap: tier, slots held for its share, pass."""
+        return (-self.tier, self.load / self.weight, self.vpass)
 
 
 @dataclass(eq=False)
@@ -173,13 +172,12 @@ class FairShare:
         self.priority_clients = [p for p in priority_clients if p]
         self._clients: dict[ClientSession, _Client] = {}
         self._workers: dict[WorkerSession, _Worker] = {}
-        self._ready: list[tuple[int, float, int, _Queue]] = []
+        self._ready: list[tuple[tuple[int, float, float], int, _Queue]] = []
         self._parked: list[_Queue] = []
         self._wheap: list[tuple[int, int, _Worker]] = []
         self._seq = count(1)
         self._free = 0  # free places over all workers
         self._vtime = 0.0  # the pass of the latest job to start
-        self._cost = 0.0  # running average of all jobs' run time
         self._victims: set[_Worker] = set()
         self._hungry: set[_Worker] = set()
 
@@ -200,7 +198,9 @@ class FairShare:
     def set_share(self, session: ClientSession, share: float) -> None:
         if not share > 0:
             raise ValueError(f"a share must be above 0, not {share!r}")
-        self._clients[session].weight = share
+        client = self._clients[session]
+        client.weight = share
+        self._rekey(client)
 
     def tier(self, session: ClientSession) -> int:
         client = self._clients.get(session)
@@ -280,7 +280,7 @@ class FairShare:
     def next(self) -> Start | Refuse | None:
         """The next decision, or None when nothing more can start now."""
         while self._ready and self._free > 0:
-            tier, vpass, seq, q = heapq.heappop(self._ready)
+            key, seq, q = heapq.heappop(self._ready)
             if q.entry != seq:
                 continue  # superseded
             q.entry = 0
@@ -288,8 +288,8 @@ class FairShare:
             if job is None:
                 continue
             client = q.client
-            if (tier, vpass) != (-client.tier, client.vpass):
-                self._push_ready(q)  # its client's pass moved since: re-sort
+            if key != client.key():
+                self._push_ready(q)  # its client's standing moved since: re-sort
                 continue
             worker = self._place(job, q)
             if worker is None:
@@ -316,14 +316,15 @@ class FairShare:
     def _assign(self, job: Job, worker: _Worker, client: _Client) -> None:
         job.vstart = client.vpass
         job.order = client.vpass - client.tier * TIER_OFFSET
-        client.vpass += max(client.cost or self._cost or DEFAULT_COST, MIN_COST) / client.weight
+        client.vpass += 1 / client.weight
+        client.load += 1
         self._free -= worker.free
         worker.load += 1
         self._free += worker.free
         for name, amount in job.needs.items():
             worker.avail[name] -= amount
         job.started = False
-        job.reclaiming = False
+        job.reclaiming = job.kept = False
         worker.waiting[job] = None
         self._push_worker(worker)
         self._update(worker)
@@ -342,17 +343,18 @@ class FairShare:
         self._vtime = max(self._vtime, job.vstart)
         self._update(worker)
 
-    def released(self, job: Job, now: float | None = None) -> None:
-        """The job left its worker: it ended (``now`` given: its run time
-        counts toward its client's average), was lost, handed back, or
+    def released(self, job: Job) -> None:
+        """The job left its worker: it ended, was lost, handed back, or
         cancelled.  Call before clearing ``job.worker``."""
         worker = self._workers.get(job.worker) if job.worker is not None else None
         if worker is None:
             return
+        client = self._clients.get(job.client)
+        if client is not None:
+            client.load -= 1
+            self._rekey(client)
         if job.started:
             worker.started -= 1
-            if now is not None:
-                self._measure(job, now - job.started_at)
         elif worker.waiting.pop(job, 0) is None and job.reclaiming:
             worker.reclaiming -= 1
         job.reclaiming = False
@@ -366,12 +368,12 @@ class FairShare:
         self._update(worker)
         self._unpark(everything=bool(job.needs))
 
-    def _measure(self, job: Job, seconds: float) -> None:
-        seconds = max(seconds, 0.0)
-        client = self._clients.get(job.client)
-        if client is not None:
-            client.cost = seconds if not client.cost else (1 - EWMA) * client.cost + EWMA * seconds
-        self._cost = seconds if not self._cost else (1 - EWMA) * self._cost + EWMA * seconds
+    def _rekey(self, client: _Client) -> None:
+        """Its standing fell (a task left a worker, a bigger share): its
+        ready queues move up now (a rise is found when they are popped)."""
+        for q in client.queues.values():
+            if q.entry:
+                self._push_ready(q)
 
     # -- work stealing -------------------------------------------------------
 
@@ -389,7 +391,7 @@ class FairShare:
                 jobs = [
                     j
                     for j in reversed(victim.waiting)
-                    if not j.reclaiming and self._could_run(taker, j)
+                    if not j.reclaiming and not j.kept and self._could_run(taker, j)
                 ][:need]
                 if not jobs:
                     continue
@@ -418,6 +420,7 @@ class FairShare:
                 back.append(job)
             elif job.reclaiming:
                 job.reclaiming = False
+                job.kept = True  # it started (its report is on its way), or cannot
                 victim = self._workers.get(decision.victim)
                 if victim is not None:
                     victim.reclaiming -= 1
@@ -441,7 +444,10 @@ class FairShare:
     def _push_ready(self, q: _Queue) -> None:
         seq = next(self._seq)
         q.entry = seq
-        heapq.heappush(self._ready, (-q.client.tier, q.client.vpass, seq, q))
+        heapq.heappush(self._ready, (q.client.key(), seq, q))
+        if len(self._ready) > 4 * len(self._clients) + 64:
+            self._ready = [e for e in self._ready if e[2].entry == e[1]]
+            heapq.heapify(self._ready)
 
     def _push_worker(self, w: _Worker) -> None:
         if w.free <= 0 or w.session not in self._workers:

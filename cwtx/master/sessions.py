@@ -69,6 +69,7 @@ class Job:
     started: bool = False  # this attempt's worker reported it started
     started_at: float = 0.0
     reclaiming: bool = False  # asked back from its worker, answer pending
+    kept: bool = False  # its worker did not hand it back: not asked again
     announced: bool = False  # its client was told it started
 
     @property
