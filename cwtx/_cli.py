@@ -142,11 +142,24 @@ def _print_status(status: dict) -> None:
     print(
         f"master {status['master']}: {len(status['workers'])} workers, "
         f"{status['slots']} slots, {status['running']} running, "
-        f"{status['queued']} queued, {status['completed']} completed, "
+        f"{status['prefetched']} prefetched, {status['queued']} queued, "
+        f"{status['unschedulable']} unschedulable, {status['completed']} completed, "
         f"{len(status['clients'])} clients"
     )
     for w in status["workers"]:
-        print(f"  worker {w['name']}: {w['running']}/{w['slots']} slots busy")
+        resources = ",".join(f"{k}={v:g}" for k, v in sorted(w["resources"].items()))
+        print(
+            f"  worker {w['name']}: {w['running']}/{w['slots']} slots busy, "
+            f"{w['prefetched']} prefetched" + (f", resources {resources}" if resources else "")
+        )
+    for c in status["clients"]:
+        print(
+            f"  client {c['name']}: {c['queued']} queued, {c['running']} running, "
+            f"{c['prefetched']} prefetched, share {c['share']:g}"
+            + (", priority" if c["priority"] else "")
+        )
+        for u in c["unschedulable"]:
+            print(f"    {u['jobs']} unschedulable: {u['why']}")
 
 
 def parser() -> argparse.ArgumentParser:

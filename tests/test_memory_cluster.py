@@ -394,6 +394,8 @@ def test_a_cancel_that_overtakes_its_job_on_the_wire_stops_it_running():
         "args": b"",
         "args_blob": 0,
         "timeout": 0.0,
+        "resources": "{}",
+        "order": 0.0,
     }
     reported = []
     worker._report = lambda task, status, value, error: reported.append((task, status))
@@ -523,6 +525,8 @@ def task_record(task: int, fn: bytes = b"F" * 32, code: bytes = b"", **fields) -
         "args": b"",
         "args_blob": 0,
         "timeout": 0.0,
+        "resources": "{}",
+        "order": 0.0,
         **fields,
     }
 

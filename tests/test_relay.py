@@ -181,6 +181,8 @@ def evil_task(task: int = 999) -> dict[str, Any]:
         "args": pickle_arguments((), {}),
         "args_blob": 0,
         "timeout": 0.0,
+        "resources": "{}",
+        "order": 0.0,
     }
 
 

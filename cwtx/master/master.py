@@ -11,7 +11,9 @@ Payloads, opaque bytes.
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable, Iterable
 from itertools import count
 from typing import Any
 
@@ -19,7 +21,7 @@ import txaio
 
 from cwtx._errors import ProtocolError, error_json, parse_error
 from cwtx._logs import RateLimit, printable
-from cwtx.master.policy import Refuse, RoundRobin, mismatch_message
+from cwtx.master.policy import FairShare, Refuse, TakeBack, mismatch_message
 from cwtx.master.sessions import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_PREFETCH,
@@ -34,6 +36,8 @@ from cwtx.master.sessions import (
 from cwtx.master.status import snapshot
 from cwtx.wire.names import JobStatus, function_hash
 from cwtx.wire.payload import EMPTY, Payload
+from cwtx.wire.resources import decode as decode_resources
+from cwtx.wire.resources import encode as encode_resources
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -48,9 +52,13 @@ class Master:
         prefetch: int = DEFAULT_PREFETCH,
         max_client_bytes: int = MAX_CLIENT_BYTES,
         max_client_jobs: int = MAX_CLIENT_JOBS,
+        priority_clients: Iterable[str] = (),
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         """``max_client_bytes`` and ``max_client_jobs``: what one client's
-        unfinished jobs (and functions) may hold before it waits (flow control)."""
+        unfinished jobs (and functions) may hold before it waits (flow
+        control).  ``priority_clients``: name patterns of clients whose jobs
+        go before all others.  ``now``: the clock run times are measured on."""
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
         if prefetch < 0:
@@ -62,7 +70,9 @@ class Master:
         self.max_client_jobs = max_client_jobs
         self.clients: list[ClientSession] = []
         self.workers: list[WorkerSession] = []
-        self.policy = RoundRobin()
+        self.policy = FairShare(priority_clients)
+        self.now = now
+        self.started_at = now()
         #: Lines about misbehaving peers, rate-limited per host.
         self.log_limit = RateLimit()
         self._tasks = count(1)
@@ -76,6 +86,14 @@ class Master:
         session.max_jobs = self.max_client_jobs
         session.number = next(self._sessions)
         self.clients.append(session)
+        self.policy.add_client(session)
+
+    def set_share(self, session: ClientSession, share: float) -> None:
+        """The client's weight in the fair share of slots."""
+        if not (0 < share <= 1e6):
+            raise ProtocolError(f"a share must be above 0 and at most 1e6, not {share!r}")
+        self.policy.set_share(session, share)
+        log.info("client {c} has share {s:g}", c=session.name, s=share)
 
     def remove_client(self, session: ClientSession) -> None:
         """A client left: drop its queued jobs, cancel its running ones."""
@@ -85,6 +103,7 @@ class Master:
         for job in list(session.jobs.values()):
             session.drop_job(job.job_id)
             self._abandon(job)
+        self.policy.remove_client(session)
         self.dispatch()
 
     def define(self, session: ClientSession, fn: bytes, env: str, code: Payload) -> None:
@@ -122,6 +141,11 @@ class Master:
             message = f"job {job_id}: resources of {n} characters (at most {MAX_RESOURCES})"
             self._refuse(session, job_id, "ValueError", message)
             return
+        try:
+            needs = decode_resources(resources, f"job {job_id}: resources")
+        except ValueError as e:
+            self._refuse(session, job_id, "ValueError", str(e))
+            return
         if timeout < 0 or timeout != timeout:
             self._refuse(session, job_id, "ValueError", f"job {job_id}: timeout must be 0 or more")
             return
@@ -133,10 +157,11 @@ class Master:
             timeout=timeout,
             max_retries=self.max_retries if max_retries < 0 else max_retries,
             priority=priority,
-            resources=resources,
+            resources=encode_resources(needs),
+            needs=needs,
         )
         session.add_job(job)
-        session.push(job)
+        self.policy.enqueue(job)
 
     @staticmethod
     def _refuse(session: ClientSession, job_id: int, kind: str, message: str) -> None:
@@ -154,37 +179,81 @@ class Master:
         job.ended = True
         worker = job.worker
         if worker is None:
-            return  # queued: the heap skips ended jobs
+            self.policy.dequeued(job)  # the queue skips it
+            return
         if job.sent:
             worker.deliver_cancel(job.task)  # stays on the worker until it answers
         else:
-            del worker.running[job.task]  # its record will be skipped
+            self._unassign(job)  # its record will be skipped
+
+    def _unassign(self, job: Job) -> None:
+        """The job leaves its worker."""
+        worker = job.worker
+        if worker is None:
+            return
+        if job.started:
+            job.client.started -= 1
+        self.policy.released(job)
+        worker.running.pop(job.task, None)
+        if job.client.jobs.get(job.job_id) is job:
+            job.client.assign(job, None)
+        else:
+            job.worker = None
+        job.sent = False
 
     # -- workers --------------------------------------------------------------
 
     def add_worker(self, worker: WorkerSession) -> None:
         self.workers.append(worker)
+        worker.joined_at = self.now()
+        self.policy.add_worker(worker)
         log.info("worker {w} joined with {n} slots", w=worker.name, n=worker.slots)
         self.dispatch()
 
+    def worker_leaving(self, worker: WorkerSession) -> None:
+        """It takes no more tasks; it hands back those it has not started."""
+        if worker in self.workers and not worker.leaving:
+            self.policy.leaving(worker)
+
     def remove_worker(self, worker: WorkerSession, cause: str) -> None:
-        """A worker is gone: its running jobs are retried, or end as lost."""
+        """A worker is gone: the jobs it had started are retried, or end as
+        lost; those it had not started go back to their queues (no attempt)."""
         if worker not in self.workers:
             return
         self.workers.remove(worker)
         log.info("worker {w} left: {cause}", w=worker.name, cause=cause)
-        started = worker.started()
-        running, worker.running = worker.running, {}
-        for task, job in sorted(running.items()):
+        for _task, job in sorted(worker.running.items()):
+            started = job.started
+            self._unassign(job)
             if not job.ended:
-                self._attempt_failed(job, worker, cause, counted=task in started)
+                self._attempt_failed(job, worker, cause, counted=started)
+        worker.running = {}
+        self.policy.remove_worker(worker)
+        self.dispatch()
+
+    def task_started(self, worker: WorkerSession, task: int) -> None:
+        """A worker says one of its tasks started in a slot."""
+        job = worker.running.get(task)
+        if job is None or job.ended or job.started:
+            return  # cancelled meanwhile, or said twice
+        self.policy.started(job, self.now())
+        job.client.started += 1
+        if not job.announced:
+            job.announced = True
+            job.client.deliver_started(job.job_id)
+
+    def _taken_back(self, decision: TakeBack, returned: list[int]) -> None:
+        for job in self.policy.taken_back(decision, set(returned)):
+            self._unassign(job)
+            if not job.ended:
+                self.policy.enqueue(job, front=True)
         self.dispatch()
 
     def task_result(
         self, worker: WorkerSession, task: int, status: str, value: Payload, error: str
     ) -> None:
         """A worker says how one of its tasks ended."""
-        job = worker.running.pop(task, None)
+        job = worker.running.get(task)
         if job is None:
             allowed, held = self.log_limit.allow(("unknown task", worker.name))
             if allowed:
@@ -195,8 +264,13 @@ class Master:
                     also=f" ({held} more held back)" if held else "",
                 )
             return
+        self._unassign(job)
         if job.ended:
             return  # cancelled, or its client left
+        if status == JobStatus.LOST:
+            worker.lost += 1
+        else:
+            worker.done += 1
         if status in (JobStatus.LOST, JobStatus.REQUEUE):
             # lost: it died under the job (an attempt); requeue: a leaving
             # worker handed it back (not an attempt).
@@ -214,8 +288,7 @@ class Master:
         self._end(job, JobStatus(status), value, error)
 
     def _attempt_failed(self, job: Job, worker: WorkerSession, cause: str, counted: bool) -> None:
-        job.client.assign(job, None)
-        job.sent = False
+        """An attempt ended without a result (the job is off its worker)."""
         if counted:
             job.attempts.append({"worker": worker.name, "cause": cause})
         if len(job.attempts) > job.max_retries:
@@ -227,7 +300,7 @@ class Master:
             error = error_json("JobLost", message, attempts=job.attempts)
             self._end(job, JobStatus.LOST, EMPTY, error)
         else:
-            job.client.push(job, front=True)
+            self.policy.enqueue(job, front=True)
 
     def _end(self, job: Job, status: JobStatus, value: Payload, error: str) -> None:
         job.ended = True
@@ -247,13 +320,21 @@ class Master:
         A job whose client's Python and cloudpickle no registered worker
         matches ends with a clear error.
         """
-        while (decision := self.policy.next(self.clients, self.workers)) is not None:
+        while (decision := self.policy.next()) is not None:
             job = decision.job
             if isinstance(decision, Refuse):
                 error = error_json("VersionMismatch", mismatch_message(job.client, self.workers))
                 self._end(job, JobStatus.ERROR, EMPTY, error)
                 continue
+            worker = decision.worker
             job.task = next(self._tasks)
-            job.client.assign(job, decision.worker)
-            decision.worker.running[job.task] = job
-            decision.worker.deliver_run(job)
+            job.client.assign(job, worker)
+            worker.running[job.task] = job
+            worker.deliver_run(job)
+        for steal in self.policy.steals():
+            tasks = [job.task for job in steal.jobs]
+            d = steal.victim.deliver_take_back(tasks)
+            d.addCallbacks(
+                lambda returned, steal=steal: self._taken_back(steal, returned),
+                lambda _, steal=steal: self._taken_back(steal, []),
+            )

@@ -1,19 +1,45 @@
 """
-The dispatch policy: which queued job goes to which free worker.  Pure: it
-reads sessions and returns a decision; :class:`~cwtx.master.master.Master`
-acts on it.  A new scheduling rule belongs here.
+The scheduling policy: which queued job goes to which worker, and which
+prefetched tasks to take back.  One pure object (:class:`FairShare`): no
+reactor, no I/O.  The master feeds it events (a job queued, assigned,
+started, released; workers and clients come and go) and acts on what it
+decides (:class:`Start`, :class:`Refuse`, :class:`TakeBack`).
 
-Today: clients are served in turn (round robin), each client's queue by
-priority then submission order, a job goes only to a worker whose Python
-and cloudpickle match its client's, preferring workers it has not failed
-on, then the worker with the most free places.
+* **Fair share of slots**: the next free place goes to the client with the
+  fewest tasks on workers for its share (``SetShare``, default 1).  A
+  client whose jobs are long holds its slots longer, and so gets fewer new
+  ones: clients get slot time in proportion to their shares.  Ties go to
+  the client with the lowest *pass*, a count of the jobs it was sent,
+  divided by its share (start-time fair queuing); a client that was idle
+  starts at the pass of the jobs now starting, so it cannot bank turns.
+  Clients matching ``priority_clients`` form a tier that goes first.
+* **Order at the worker.**  A task carries the pass it was sent at; a
+  worker starts its waiting tasks lowest first, so a job sent later for a
+  client below its share overtakes tasks prefetched for others.
+* **Within a client**: higher priority first, then submission order.
+* **Resources**: a worker's amounts are never oversubscribed; a job that no
+  connected worker could ever fit waits, *unschedulable*, with the reason.
+* **Work stealing**: a worker with idle slots and nothing to take from the
+  queues takes back tasks prefetched to a worker whose slots are all busy.
+
+Cost: dispatching a job is O(log n) (heaps of queues and of workers, with
+lazy deletion); a job that asks for resources scans the workers that have
+the rarest resource it asks for.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from itertools import count
+from typing import Any
 
 from cwtx.master.sessions import UNKNOWN_VERSIONS, ClientSession, Job, WorkerSession
+
+#: How far the priority tier's orders sit below everyone else's.
+TIER_OFFSET = 1e12
 
 
 def compatible(client: tuple[str, str], worker: tuple[str, str]) -> bool:
@@ -26,9 +52,9 @@ def compatible(client: tuple[str, str], worker: tuple[str, str]) -> bool:
     return short[0] == short[1] and client[1] == worker[1]
 
 
-def mismatch_message(client: ClientSession, workers: list[WorkerSession]) -> str:
+def mismatch_message(client: ClientSession, workers: Iterable[WorkerSession]) -> str:
     theirs = "; ".join(
-        f"{w.name}: Python {w.versions[0]}, cloudpickle {w.versions[1]}" for w in workers[:5]
+        f"{w.name}: Python {w.versions[0]}, cloudpickle {w.versions[1]}" for w in list(workers)[:5]
     )
     return (
         f"no worker can run this client's jobs: the client runs Python "
@@ -37,9 +63,17 @@ def mismatch_message(client: ClientSession, workers: list[WorkerSession]) -> str
     )
 
 
+def fits(needs: dict[str, float], have: dict[str, float]) -> bool:
+    return all(have.get(name, 0) >= amount for name, amount in needs.items())
+
+
+def describe_needs(needs: dict[str, float]) -> str:
+    return ",".join(f"{name}={amount:g}" for name, amount in sorted(needs.items()))
+
+
 @dataclass
 class Start:
-    """Run ``job`` on ``worker``."""
+    """Run ``job`` on ``worker`` (the policy has counted it there)."""
 
     job: Job
     worker: WorkerSession
@@ -52,35 +86,464 @@ class Refuse:
     job: Job
 
 
-class RoundRobin:
-    """Clients in turn; within a client, priority then order."""
+@dataclass
+class TakeBack:
+    """Ask ``victim`` to hand back these tasks, if they have not started,
+    for ``taker`` (which has idle slots); then call :meth:`FairShare.taken_back`."""
 
-    def __init__(self) -> None:
-        self._next_client = 0
+    victim: WorkerSession
+    jobs: list[Job]
+    taker: WorkerSession
 
-    def next(
-        self, clients: list[ClientSession], workers: list[WorkerSession]
-    ) -> Start | Refuse | None:
-        """The next decision, or None when nothing more can start now.
-        The chosen job is taken off its client's queue."""
-        free = [w for w in workers if w.free > 0]
-        if not free:
-            return None
-        n = len(clients)
-        for i in range(n):
-            client = clients[(self._next_client + i) % n]
-            job = client.peek()
+
+@dataclass(eq=False)
+class _Queue:
+    """One client's queued jobs that need the same resources."""
+
+    client: _Client
+    needs: dict[str, float]
+    heap: list[tuple[int, int, Job]] = field(default_factory=list)
+    entry: int = 0  # the sequence number of its live entry in the ready heap (0: none)
+    parked: bool = False
+    why: str = ""  # unschedulable: why no connected worker can ever run it
+    stale: int = 0  # ended jobs its heap still holds
+
+    def peek(self) -> Job | None:
+        while self.heap and not self.heap[0][2].queued:
+            heapq.heappop(self.heap)
+            self.stale = max(0, self.stale - 1)
+        return self.heap[0][2] if self.heap else None
+
+
+@dataclass(eq=False)
+class _Client:
+    session: ClientSession
+    tier: int = 0
+    weight: float = 1.0
+    vpass: float = 0.0
+    queued: int = 0
+    load: int = 0  # its tasks on workers, started or waiting there
+    queues: dict[str, _Queue] = field(default_factory=dict)
+
+    def key(self) -> tuple[int, float, float]:
+        """Its place in the ready heap: tier, slots held for its share, pass."""
+        return (-self.tier, self.load / self.weight, self.vpass)
+
+
+@dataclass(eq=False)
+class _Worker:
+    session: WorkerSession
+    load: int = 0  # tasks assigned to it: started, or waiting in its queue
+    started: int = 0
+    reclaiming: int = 0  # of its waiting tasks, those asked back
+    expecting: int = 0  # tasks being taken back elsewhere for it
+    avail: dict[str, float] = field(default_factory=dict)
+    waiting: dict[Job, None] = field(default_factory=dict)  # unstarted, oldest first
+    entry: int = 0
+
+    @property
+    def slots(self) -> int:
+        return self.session.slots
+
+    @property
+    def free(self) -> int:
+        """How many more tasks it may be sent (its slots, plus prefetch)."""
+        if self.session.leaving:
+            return 0
+        return max(0, self.session.capacity - self.load)
+
+    @property
+    def idle(self) -> int:
+        """Slots with nothing to run, even counting what is on its way."""
+        if self.session.leaving:
+            return 0
+        return self.slots - self.load - self.expecting
+
+    @property
+    def excess(self) -> int:
+        """Tasks waiting for a slot here that are not asked back yet."""
+        return len(self.waiting) - max(0, self.slots - self.started) - self.reclaiming
+
+
+class FairShare:
+    """The policy; see the module docstring."""
+
+    def __init__(self, priority_clients: Iterable[str] = ()) -> None:
+        self.priority_clients = [p for p in priority_clients if p]
+        self._clients: dict[ClientSession, _Client] = {}
+        self._workers: dict[WorkerSession, _Worker] = {}
+        self._ready: list[tuple[tuple[int, float, float], int, _Queue]] = []
+        self._parked: list[_Queue] = []
+        self._wheap: list[tuple[int, int, _Worker]] = []
+        self._seq = count(1)
+        self._free = 0  # free places over all workers
+        self._vtime = 0.0  # the pass of the latest job to start
+        self._victims: set[_Worker] = set()
+        self._hungry: set[_Worker] = set()
+
+    # -- clients -------------------------------------------------------------
+
+    def add_client(self, session: ClientSession) -> None:
+        tier = int(any(fnmatchcase(session.name, p) for p in self.priority_clients))
+        self._clients[session] = _Client(session, tier=tier, vpass=self._vtime)
+
+    def remove_client(self, session: ClientSession) -> None:
+        """A client left; the master has ended its jobs."""
+        client = self._clients.pop(session, None)
+        if client is not None:
+            self._parked = [q for q in self._parked if q.client is not client]
+            for q in client.queues.values():
+                q.heap.clear()
+
+    def set_share(self, session: ClientSession, share: float) -> None:
+        if not share > 0:
+            raise ValueError(f"a share must be above 0, not {share!r}")
+        client = self._clients[session]
+        client.weight = share
+        self._rekey(client)
+
+    def tier(self, session: ClientSession) -> int:
+        client = self._clients.get(session)
+        return client.tier if client is not None else 0
+
+    def share(self, session: ClientSession) -> float:
+        client = self._clients.get(session)
+        return client.weight if client is not None else 1.0
+
+    # -- workers -------------------------------------------------------------
+
+    def add_worker(self, session: WorkerSession) -> None:
+        w = _Worker(session, avail=dict(session.amounts))
+        self._workers[session] = w
+        self._free += w.free
+        self._push_worker(w)
+        self._update(w)
+        self._unpark(everything=True)
+
+    def remove_worker(self, session: WorkerSession) -> None:
+        """A worker left; the master has released its jobs first."""
+        w = self._workers.pop(session, None)
+        if w is not None:
+            self._free -= w.free
+            self._victims.discard(w)
+            self._hungry.discard(w)
+            w.entry = 0
+            self._unpark(everything=True)  # what only it could run is unschedulable now
+
+    def leaving(self, session: WorkerSession) -> None:
+        """It takes no more tasks (call before setting ``session.leaving``)."""
+        w = self._workers[session]
+        self._free -= w.free
+        session.leaving = True
+        self._update(w)
+
+    @property
+    def workers(self) -> list[WorkerSession]:
+        return list(self._workers)
+
+    def started_count(self, session: WorkerSession) -> int:
+        w = self._workers.get(session)
+        return w.started if w is not None else 0
+
+    # -- jobs ----------------------------------------------------------------
+
+    def enqueue(self, job: Job, front: bool = False) -> None:
+        """Queue a job (``front``: first of its priority, as a retried one)."""
+        client = self._clients[job.client]
+        key = job.shape
+        q = client.queues.get(key)
+        if q is None:
+            q = client.queues[key] = _Queue(client, job.needs)
+        if client.queued == 0:
+            client.vpass = max(client.vpass, self._vtime)  # no banked credit
+        client.queued += 1
+        seq = -next(self._seq) if front else next(self._seq)
+        heapq.heappush(q.heap, (-job.priority, seq, job))
+        if not q.parked and not q.entry:
+            self._push_ready(q)
+
+    def dequeued(self, job: Job) -> None:
+        """A queued job ended (cancelled, or its client left): its queue
+        skips it, and is compacted once it holds mostly such jobs."""
+        client = self._clients.get(job.client)
+        if client is None:
+            return
+        client.queued -= 1
+        q = client.queues.get(job.shape)
+        if q is not None:
+            q.stale += 1
+            if q.stale > 64 and 2 * q.stale > len(q.heap):
+                q.heap = [e for e in q.heap if e[2].queued]
+                heapq.heapify(q.heap)
+                q.stale = 0
+
+    def next(self) -> Start | Refuse | None:
+        """The next decision, or None when nothing more can start now."""
+        while self._ready and self._free > 0:
+            key, seq, q = heapq.heappop(self._ready)
+            if q.entry != seq:
+                continue  # superseded
+            q.entry = 0
+            job = q.peek()
             if job is None:
                 continue
-            usable = [w for w in free if compatible(client.versions, w.versions)]
-            if not usable:
-                if not any(compatible(client.versions, w.versions) for w in workers):
-                    client.pop()
+            client = q.client
+            if key != client.key():
+                self._push_ready(q)  # its client's standing moved since: re-sort
+                continue
+            worker = self._place(job, q)
+            if worker is None:
+                if self._workers and not any(
+                    compatible(client.session.versions, w.versions) for w in self._workers
+                ):
+                    self._pop(q)
                     return Refuse(job)
-                continue  # matching workers exist, but are busy
-            client.pop()
-            self._next_client = (self._next_client + i + 1) % n
-            failed = {a["worker"] for a in job.attempts}
-            fresh = [w for w in usable if w.name not in failed] or usable
-            return Start(job, max(fresh, key=lambda w: w.free))
+                q.why = self._unschedulable(job)
+                q.parked = True
+                self._parked.append(q)
+                continue
+            self._pop(q)
+            self._assign(job, worker, client)
+            if q.heap:
+                self._push_ready(q)
+            return Start(job, worker.session)
         return None
+
+    def _pop(self, q: _Queue) -> None:
+        heapq.heappop(q.heap)
+        q.client.queued -= 1
+
+    def _assign(self, job: Job, worker: _Worker, client: _Client) -> None:
+        job.vstart = client.vpass
+        job.order = client.vpass - client.tier * TIER_OFFSET
+        client.vpass += 1 / client.weight
+        client.load += 1
+        self._free -= worker.free
+        worker.load += 1
+        self._free += worker.free
+        for name, amount in job.needs.items():
+            worker.avail[name] -= amount
+        job.started = False
+        job.reclaiming = job.kept = False
+        worker.waiting[job] = None
+        self._push_worker(worker)
+        self._update(worker)
+
+    def started(self, job: Job, now: float) -> None:
+        """Its worker reports it started (once per attempt)."""
+        worker = self._workers.get(job.worker) if job.worker is not None else None
+        if worker is None or job.started:
+            return
+        job.started = True
+        job.started_at = now
+        if worker.waiting.pop(job, 0) is None and job.reclaiming:
+            worker.reclaiming -= 1
+            job.reclaiming = False
+        worker.started += 1
+        self._vtime = max(self._vtime, job.vstart)
+        self._update(worker)
+
+    def released(self, job: Job) -> None:
+        """The job left its worker: it ended, was lost, handed back, or
+        cancelled.  Call before clearing ``job.worker``."""
+        worker = self._workers.get(job.worker) if job.worker is not None else None
+        if worker is None:
+            return
+        client = self._clients.get(job.client)
+        if client is not None:
+            client.load -= 1
+            self._rekey(client)
+        if job.started:
+            worker.started -= 1
+        elif worker.waiting.pop(job, 0) is None and job.reclaiming:
+            worker.reclaiming -= 1
+        job.reclaiming = False
+        job.started = False
+        self._free -= worker.free
+        worker.load -= 1
+        self._free += worker.free
+        for name, amount in job.needs.items():
+            worker.avail[name] += amount
+        self._push_worker(worker)
+        self._update(worker)
+        self._unpark(everything=bool(job.needs))
+
+    def _rekey(self, client: _Client) -> None:
+        """Its standing fell (a task left a worker, a bigger share): its
+        ready queues move up now (a rise is found when they are popped)."""
+        for q in client.queues.values():
+            if q.entry:
+                self._push_ready(q)
+
+    # -- work stealing -------------------------------------------------------
+
+    def steals(self) -> list[TakeBack]:
+        """Tasks to take back for workers with idle slots (call after
+        :meth:`next` returned None)."""
+        if not self._hungry or not self._victims:
+            return []
+        out: list[TakeBack] = []
+        for taker in sorted(self._hungry, key=lambda w: -w.idle):
+            for victim in sorted(self._victims, key=lambda w: -w.excess):
+                need = min(taker.idle, victim.excess)
+                if need <= 0:
+                    continue
+                jobs = [
+                    j
+                    for j in reversed(victim.waiting)
+                    if not j.reclaiming and not j.kept and self._could_run(taker, j)
+                ][:need]
+                if not jobs:
+                    continue
+                for j in jobs:
+                    j.reclaiming = True
+                victim.reclaiming += len(jobs)
+                taker.expecting += len(jobs)
+                self._update(victim)
+                self._update(taker)
+                out.append(TakeBack(victim.session, jobs, taker.session))
+                if taker.idle <= 0:
+                    break
+        return out
+
+    def taken_back(self, decision: TakeBack, returned: set[int]) -> list[Job]:
+        """The victim answered: ``returned`` are the task ids it handed
+        back.  Those jobs leave it (the master requeues them at the front);
+        the others started, or ended, there as usual."""
+        taker = self._workers.get(decision.taker)
+        if taker is not None:
+            taker.expecting -= len(decision.jobs)
+            self._update(taker)
+        back = []
+        for job in decision.jobs:
+            if job.reclaiming and job.worker is decision.victim and job.task in returned:
+                back.append(job)
+            elif job.reclaiming:
+                job.reclaiming = False
+                job.kept = True  # it started (its report is on its way), or cannot
+                victim = self._workers.get(decision.victim)
+                if victim is not None:
+                    victim.reclaiming -= 1
+                    self._update(victim)
+        return back
+
+    def _could_run(self, w: _Worker, job: Job) -> bool:
+        return compatible(job.client.versions, w.session.versions) and fits(
+            job.needs, w.session.amounts
+        )
+
+    def _update(self, w: _Worker) -> None:
+        """Keep the sets of workers with idle slots and with waiting tasks."""
+        if w.session not in self._workers:
+            return
+        (self._hungry.add if w.idle > 0 else self._hungry.discard)(w)
+        (self._victims.add if w.excess > 0 else self._victims.discard)(w)
+
+    # -- placement -----------------------------------------------------------
+
+    def _push_ready(self, q: _Queue) -> None:
+        seq = next(self._seq)
+        q.entry = seq
+        heapq.heappush(self._ready, (q.client.key(), seq, q))
+        if len(self._ready) > 4 * len(self._clients) + 64:
+            self._ready = [e for e in self._ready if e[2].entry == e[1]]
+            heapq.heapify(self._ready)
+
+    def _push_worker(self, w: _Worker) -> None:
+        if w.free <= 0 or w.session not in self._workers:
+            w.entry = 0
+            return
+        seq = next(self._seq)
+        w.entry = seq
+        heapq.heappush(self._wheap, (-w.free, seq, w))
+        if len(self._wheap) > 4 * len(self._workers) + 64:
+            self._wheap = [e for e in self._wheap if e[2].entry == e[1]]
+            heapq.heapify(self._wheap)
+
+    def _place(self, job: Job, q: _Queue) -> _Worker | None:
+        """The worker with the most free places that can run ``job`` now
+        (one it has not failed on, if there is one)."""
+        if job.needs:
+            return self._place_with_resources(job)
+        versions = job.client.versions
+        failed = {a["worker"] for a in job.attempts}
+        aside: list[_Worker] = []
+        chosen = None
+        while self._wheap:
+            _, seq, w = self._wheap[0]
+            if w.entry != seq or w.free <= 0:
+                heapq.heappop(self._wheap)
+                continue
+            if compatible(versions, w.session.versions) and w.session.name not in failed:
+                chosen = w
+                break
+            heapq.heappop(self._wheap)
+            aside.append(w)
+            if len(aside) > 64:
+                break
+        if chosen is None:
+            chosen = next((w for w in aside if compatible(versions, w.session.versions)), None)
+        for w in aside:
+            self._push_worker(w)
+        return chosen
+
+    def _place_with_resources(self, job: Job) -> _Worker | None:
+        candidates = [
+            w
+            for w in self._workers.values()
+            if w.free > 0
+            and fits(job.needs, w.avail)
+            and compatible(job.client.versions, w.session.versions)
+        ]
+        if not candidates:
+            return None
+        failed = {a["worker"] for a in job.attempts}
+        return max(candidates, key=lambda w: (w.session.name not in failed, w.free))
+
+    def _unschedulable(self, job: Job) -> str:
+        """Why no connected worker could ever run ``job`` ("" if one could,
+        once it has room)."""
+        if not job.needs or not self._workers:
+            return ""
+        able = [w for w in self._workers if compatible(job.client.versions, w.versions)]
+        if any(fits(job.needs, w.amounts) for w in able):
+            return ""
+        short = [n for n in sorted(job.needs) if not any(w.amounts.get(n) for w in able)]
+        if short:
+            return f"needs {describe_needs(job.needs)}; no connected worker has {', '.join(short)}"
+        most = {n: max(w.amounts.get(n, 0) for w in able) for n in job.needs}
+        return (
+            f"needs {describe_needs(job.needs)}; no connected worker has that much "
+            f"(the most any has: {describe_needs(most)})"
+        )
+
+    def _unpark(self, everything: bool = False) -> None:
+        """Parked queues try again: those waiting for room whenever room
+        frees, the unschedulable ones when workers change (``everything``)."""
+        if not self._parked:
+            return
+        keep = []
+        for q in self._parked:
+            if q.why and not everything:
+                keep.append(q)
+                continue
+            q.parked = False
+            if q.client.session in self._clients and not q.entry:
+                self._push_ready(q)
+        self._parked = keep
+
+    # -- status --------------------------------------------------------------
+
+    def unschedulable(self, session: ClientSession) -> list[dict[str, Any]]:
+        """This client's jobs that wait because no connected worker could
+        ever run them: how many, and why."""
+        client = self._clients.get(session)
+        if client is None:
+            return []
+        out = []
+        for q in client.queues.values():
+            if q.parked and q.why:
+                n = sum(1 for e in q.heap if e[2].queued)
+                if n:
+                    out.append({"jobs": n, "why": q.why})
+        return out

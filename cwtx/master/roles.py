@@ -23,16 +23,21 @@ from cwtx.wire.commands import (
     CancelTasks,
     Heartbeat,
     JobResults,
+    JobsStarted,
     LeaveWorker,
     RegisterWorker,
     RunTasks,
+    SetShare,
     Status,
     SubmitJobs,
+    TakeBackTasks,
     TaskResults,
+    TasksStarted,
 )
 from cwtx.wire.names import Role
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import Guarded
+from cwtx.wire.resources import amounts
 from cwtx.wire.status import pieces as status_pieces
 
 if TYPE_CHECKING:
@@ -95,7 +100,12 @@ class ClientResponders(StatusResponders, BlobResponders):
         self.sender: BatchSender[ResultItem] = BatchSender(
             connection, JobResults, "results", self._encode_result
         )
-        self.session = ClientSession(connection.name, self.sender.add, connection.versions)
+        self.started: BatchSender[int] = BatchSender(
+            connection, JobsStarted, "jobs", self._encode_started
+        )
+        self.session = ClientSession(
+            connection.name, self.sender.add, connection.versions, self.started.add
+        )
         self.master.add_client(self.session)
         log.info(
             "client {name} connected (python {py}, cloudpickle {cp})",
@@ -132,6 +142,17 @@ class ClientResponders(StatusResponders, BlobResponders):
         self.master.cancel(self.session, jobs)
         return {}
 
+    @SetShare.responder
+    def set_share(self, share: float) -> dict[str, Any]:
+        self.master.set_share(self.session, share)
+        self.master.dispatch()
+        return {}
+
+    def _encode_started(self, job_id: int) -> Encoded | None:
+        if job_id not in self.session.jobs:
+            return None  # it ended already: its result says more
+        return {"job": job_id}, {}
+
     def _encode_result(self, item: ResultItem) -> Encoded:
         # Its turn to go out: in flight from here (BATCH_WINDOW bounds that).
         self.session.sent(item)
@@ -140,6 +161,7 @@ class ClientResponders(StatusResponders, BlobResponders):
 
     def lost(self, why: str) -> None:
         self.sender.stop()
+        self.started.stop()
         log.info("client {name} left ({why})", name=self.connection.name, why=why)
         self.master.remove_client(self.session)
 
@@ -165,6 +187,10 @@ class WorkerResponders(BlobResponders):
         _check(isinstance(res, dict), "resources must be a JSON object")
         size = len(json.dumps(res))  # as status shows it (non-ASCII escaped)
         _check(size <= MAX_RESOURCES, f"resources of {size} bytes (at most {MAX_RESOURCES})")
+        try:
+            res = amounts(res)
+        except ValueError as e:
+            raise ProtocolError(str(e)) from None
         self.session = WorkerSession(
             self.connection.name,
             slots,
@@ -173,6 +199,7 @@ class WorkerResponders(BlobResponders):
             res,
             prefetch=self.master.prefetch,
             versions=self.connection.versions,
+            deliver_take_back=self._take_back,
         )
         self.master.add_worker(self.session)
         return {}
@@ -192,9 +219,21 @@ class WorkerResponders(BlobResponders):
         self.master.dispatch()
         return {}
 
+    @TasksStarted.responder
+    def tasks_started(self, started: list[dict[str, Any]]) -> dict[str, Any]:
+        session = self._registered()
+        for r in started:
+            self.master.task_started(session, r["task"])
+        self.master.dispatch()  # work stealing looks at what started
+        return {}
+
+    def _take_back(self, tasks: list[int]) -> Deferred[list[int]]:
+        d = self.connection.callRemote(TakeBackTasks, tasks=tasks)
+        return d.addCallback(lambda answer: answer["returned"])
+
     @LeaveWorker.responder
     def leave(self) -> dict[str, Any]:
-        self._registered().leaving = True
+        self.master.worker_leaving(self._registered())
         log.info("worker {name} is leaving", name=self.connection.name)
         return {}
 
@@ -209,6 +248,8 @@ class WorkerResponders(BlobResponders):
             "fn": job.fn.hash,
             "fn_env": "",
             "timeout": job.timeout,
+            "resources": job.resources,
+            "order": job.order,
         }
         code = EMPTY
         if job.fn.hash not in worker.functions:

@@ -7,17 +7,15 @@ No I/O: a session is handed ``deliver`` callables by its connection.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import count
-from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
 from cwtx._errors import ProtocolError
 from cwtx.wire.names import JobStatus
 from cwtx.wire.payload import EMPTY, Payload
+from cwtx.wire.resources import MAX_RESOURCES as MAX_RESOURCES
 
 DEFAULT_MAX_RETRIES = 3
 #: Tasks sent to a worker beyond its slots, queued there so that a slot that
@@ -33,9 +31,6 @@ MAX_CLIENT_JOBS = 1_000_000
 MAX_UNANSWERED_SUBMITS = 16
 #: What a function costs besides its code and environment, as counted.
 FUNCTION_OVERHEAD = 256
-#: The longest ``resources`` text (JSON) a job or a worker may carry: a
-#: status page lists a thousand workers' resources in one answer.
-MAX_RESOURCES = 1024
 #: What a result waiting to be sent costs besides its value and error text.
 RESULT_OVERHEAD = 128
 
@@ -61,12 +56,25 @@ class Job:
     timeout: float = 0.0
     max_retries: int = DEFAULT_MAX_RETRIES
     priority: int = 0
-    resources: str = "{}"
+    resources: str = "{}"  # as sent: the canonical text of ``needs`` (its shape)
+    needs: dict[str, float] = field(default_factory=dict)
     attempts: list[dict[str, str]] = field(default_factory=list)
     worker: WorkerSession | None = None
     task: int = 0  # the task id of its current attempt
     sent: bool = False  # its RunTasks record went out to the worker
     ended: bool = False
+    # Kept by the policy:
+    order: float = 0.0  # the worker starts its waiting tasks lowest order first
+    vstart: float = 0.0  # its client's pass when it was sent
+    started: bool = False  # this attempt's worker reported it started
+    started_at: float = 0.0
+    reclaiming: bool = False  # asked back from its worker, answer pending
+    kept: bool = False  # its worker did not hand it back: not asked again
+    announced: bool = False  # its client was told it started
+
+    @property
+    def shape(self) -> str:
+        return self.resources
 
     @property
     def queued(self) -> bool:
@@ -94,9 +102,11 @@ class ClientSession:
         name: str,
         deliver: Callable[[ResultItem], None],
         versions: tuple[str, str] = UNKNOWN_VERSIONS,
+        deliver_started: Callable[[int], None] = lambda job_id: None,
     ) -> None:
         self.name = name
         self._deliver = deliver
+        self.deliver_started = deliver_started
         self.versions = versions  # (python, cloudpickle)
         self.number = 0  # the master's number for this session (set when added)
         self.functions: dict[bytes, Function] = {}
@@ -110,10 +120,8 @@ class ClientSession:
         self.max_bytes = MAX_CLIENT_BYTES
         self.max_jobs = MAX_CLIENT_JOBS
         self._below: list[Deferred[None]] = []
-        self._heap: list[tuple[int, int, Job]] = []
-        self._stale = 0  # jobs that left while queued, a guess at what the heap holds
         self.assigned = 0  # its jobs that are on a worker (the others are queued)
-        self._seq = count()
+        self.started = 0  # of those, the ones that have started
 
     def add_job(self, job: Job) -> None:
         self.jobs[job.job_id] = job
@@ -122,17 +130,13 @@ class ClientSession:
     def drop_job(self, job_id: int) -> Job | None:
         """The job leaves this client's table (it ended, or was cancelled):
         its arguments are let go at once, even while the queue still holds
-        the job, and the queue is compacted once it holds mostly such jobs."""
+        the job (the policy skips it)."""
         job = self.jobs.pop(job_id, None)
         if job is not None:
             self.held_bytes -= _job_size(job)
-            job.args, job.resources = EMPTY, "{}"
+            job.args = EMPTY
             if job.worker is not None:
                 self.assigned -= 1
-            else:  # in the queue, most likely
-                self._stale += 1
-                if self._stale > 64 and 2 * self._stale > len(self._heap):
-                    self._compact()
             self._release()
         return job
 
@@ -141,11 +145,6 @@ class ClientSession:
         keeping count, so that ``queued`` costs nothing to ask."""
         self.assigned += (worker is not None) - (job.worker is not None)
         job.worker = worker
-
-    def _compact(self) -> None:
-        self._heap = [entry for entry in self._heap if entry[2].queued]
-        heapq.heapify(self._heap)
-        self._stale = 0
 
     def deliver(self, item: ResultItem) -> None:
         """Hand a result to the connection; it counts against this client's
@@ -198,23 +197,6 @@ class ClientSession:
         self._below.append(d)
         return d
 
-    def push(self, job: Job, front: bool = False) -> None:
-        """Queue a job: by priority, then in order (``front``: first of its priority)."""
-        seq = -next(self._seq) if front else next(self._seq)
-        heapq.heappush(self._heap, (-job.priority, seq, job))
-
-    def pop(self) -> Job | None:
-        while self._heap:
-            job = heapq.heappop(self._heap)[2]
-            if job.queued:
-                return job
-        return None
-
-    def peek(self) -> Job | None:
-        while self._heap and not self._heap[0][2].queued:
-            heapq.heappop(self._heap)
-        return self._heap[0][2] if self._heap else None
-
     @property
     def queued(self) -> int:
         return len(self.jobs) - self.assigned
@@ -229,30 +211,28 @@ class WorkerSession:
         slots: int,
         deliver_run: Callable[[Job], None],
         deliver_cancel: Callable[[int], None],
-        resources: dict[str, Any] | None = None,
+        resources: dict[str, float] | None = None,
         prefetch: int = DEFAULT_PREFETCH,
         versions: tuple[str, str] = UNKNOWN_VERSIONS,
+        deliver_take_back: Callable[[list[int]], Deferred[list[int]]] | None = None,
     ) -> None:
+        """``resources``: the amounts it offers, checked (``wire.resources``)."""
         self.name = name
         self.versions = versions  # (python, cloudpickle)
         self.slots = slots
         self.capacity = slots + prefetch
-        self.resources = resources or {}
+        self.amounts: dict[str, float] = dict(resources or {})
         self.deliver_run = deliver_run
         self.deliver_cancel = deliver_cancel
+        #: Ask it to hand back tasks it has not started: a Deferred of those it did.
+        self.deliver_take_back = deliver_take_back or (lambda tasks: succeed([]))
         self.running: dict[int, Job] = {}  # by task id: sent or about to be
         self.functions: set[bytes] = set()  # hashes already sent to it
         self.leaving = False  # shutting down: no new tasks
+        self.joined_at = 0.0  # on the master's clock
+        self.done = 0  # jobs that ended here
+        self.lost = 0  # attempts that died here
 
     @property
-    def free(self) -> int:
-        """How many more tasks it may be sent (its slots, plus prefetch)."""
-        if self.leaving:
-            return 0
-        return self.capacity - len(self.running)
-
-    def started(self) -> set[int]:
-        """Tasks it must have started: a worker runs what it is sent in
-        order, ``slots`` at a time, so the earliest sent are the running ones."""
-        sent = sorted(task for task, job in self.running.items() if job.sent)
-        return set(sent[: self.slots])
+    def resources(self) -> dict[str, float]:
+        return self.amounts

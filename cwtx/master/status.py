@@ -9,6 +9,7 @@ from cwtx.wire.status import PER_PAGE, merge
 
 if TYPE_CHECKING:
     from cwtx.master.master import Master
+    from cwtx.master.sessions import ClientSession, WorkerSession
 
 
 def page(master: Master, number: int, per_page: int = PER_PAGE) -> dict[str, Any]:
@@ -18,31 +19,50 @@ def page(master: Master, number: int, per_page: int = PER_PAGE) -> dict[str, Any
     out: dict[str, Any] = {
         "page": number,
         "pages": max(1, -(-count // per_page)),
-        "workers": [
-            {
-                "name": w.name,
-                "slots": w.slots,
-                "running": len(w.running),
-                "resources": w.resources,
-                "leaving": w.leaving,
-            }
-            for w in master.workers[start:end]
-        ],
-        "clients": [
-            {"name": c.name, "queued": c.queued, "jobs": len(c.jobs)}
-            for c in master.clients[start:end]
-        ],
+        "workers": [_worker(master, w) for w in master.workers[start:end]],
+        "clients": [_client(master, c) for c in master.clients[start:end]],
     }
     if number == 0:
+        running = sum(master.policy.started_count(w) for w in master.workers)
         out.update(
             master=master.id,
             slots=sum(w.slots for w in master.workers),
             queued=sum(c.queued for c in master.clients),
-            # "running" counts tasks sent to workers, prefetched ones included.
-            running=sum(len(w.running) for w in master.workers),
+            running=running,  # started in a slot
+            prefetched=sum(len(w.running) for w in master.workers) - running,
+            unschedulable=sum(
+                u["jobs"] for c in master.clients for u in master.policy.unschedulable(c)
+            ),
             completed=master.completed,
         )
     return out
+
+
+def _worker(master: Master, w: WorkerSession) -> dict[str, Any]:
+    running = master.policy.started_count(w)
+    return {
+        "name": w.name,
+        "slots": w.slots,
+        "running": running,
+        "prefetched": len(w.running) - running,
+        "resources": w.resources,
+        "done": w.done,
+        "lost": w.lost,
+        "leaving": w.leaving,
+    }
+
+
+def _client(master: Master, c: ClientSession) -> dict[str, Any]:
+    return {
+        "name": c.name,
+        "queued": c.queued,
+        "running": c.started,
+        "prefetched": c.assigned - c.started,
+        "jobs": len(c.jobs),
+        "share": master.policy.share(c),
+        "priority": bool(master.policy.tier(c)),
+        "unschedulable": master.policy.unschedulable(c),
+    }
 
 
 def snapshot(master: Master) -> dict[str, Any]:

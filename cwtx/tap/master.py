@@ -50,6 +50,13 @@ class Options(usage.Options):
             "Jobs sent to each worker beyond its slots, to hide round trips.",
             int,
         ],
+        [
+            "priority-clients",
+            None,
+            "",
+            "Comma-separated client names (shell patterns allowed) whose jobs go before "
+            "every other client's (docs/clients.md, fair share).",
+        ],
         ["secret-file", None, None, SECRET_HELP],
         [
             "auth-timeout",
@@ -99,6 +106,9 @@ class Options(usage.Options):
             raise usage.UsageError("--max-retries must be 0 or more")
         if self["prefetch"] < 0:
             raise usage.UsageError("--prefetch must be 0 or more")
+        self["priority-clients"] = [
+            p.strip() for p in self["priority-clients"].split(",") if p.strip()
+        ]
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -108,6 +118,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         prefetch=options["prefetch"],
         max_client_bytes=options["max-client-bytes"],
         max_client_jobs=options["max-client-jobs"],
+        priority_clients=options["priority-clients"],
+        now=reactor.seconds,
     )
     monitor = HeartbeatMonitor(reactor, options["heartbeat-interval"], options["heartbeat-timeout"])
     service = MultiService()

@@ -3,7 +3,6 @@ wants ``Options`` and ``makeService`` in one module)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from twisted.application.service import IService, MultiService
@@ -14,6 +13,7 @@ from cwtx.client.connect import AddressFileEndpoint, client_endpoint
 from cwtx.tap.common import SECRET_HELP, StopOnSignal, default_reactor, positive, secret_option
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from cwtx.wire.reconnect import DescribedEndpoint
+from cwtx.wire.resources import parse_spec
 from cwtx.worker.supervisor import GRACE, Worker
 
 
@@ -46,7 +46,13 @@ class Options(usage.Options):
         ],
         ["slots", "n", 1, "Jobs to run at once, each in its own child process.", positive(int)],
         ["name", None, None, "Name of this worker in logs and status (default host:pid)."],
-        ["resources", None, "{}", "Resources this worker offers, as a JSON object."],
+        [
+            "resources",
+            None,
+            "",
+            "Resources this worker offers, NAME=AMOUNT,... (gpu=2,mem=64G) or a JSON "
+            "object; a whole number is that many devices, numbered from 0.",
+        ],
         [
             "heartbeat-interval",
             None,
@@ -82,12 +88,9 @@ class Options(usage.Options):
             except ValueError as e:
                 raise usage.UsageError(f"--master: {e}")
         try:
-            resources = json.loads(self["resources"])
+            self["resources"], self["devices"] = parse_spec(self["resources"])
         except ValueError as e:
-            raise usage.UsageError(f"--resources is not JSON: {e}")
-        if not isinstance(resources, dict):
-            raise usage.UsageError("--resources must be a JSON object")
-        self["resources"] = resources
+            raise usage.UsageError(str(e))
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -109,6 +112,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         slots=options["slots"],
         name=options["name"],
         resources=options["resources"],
+        devices=options["devices"],
         heartbeat_interval=options["heartbeat-interval"],
         heartbeat_timeout=options["heartbeat-timeout"],
         grace=options["grace"],

@@ -27,14 +27,18 @@ from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, read_message, write_mes
 
 
 class _Env:
-    """Enter the client's cwd and sys.path; restore both on exit."""
+    """Enter the client's cwd and sys.path, and the job's environment
+    variables (the resources it holds); restore all on exit."""
 
-    def __init__(self, env: dict[str, Any]) -> None:
+    def __init__(self, env: dict[str, Any], variables: dict[str, str]) -> None:
         self._env = env
+        self._vars = {str(k): str(v) for k, v in variables.items()}
 
     def __enter__(self) -> None:
         self._cwd = os.getcwd()
         self._path = list(sys.path)
+        self._saved = {k: os.environ.get(k) for k in self._vars}
+        os.environ.update(self._vars)
         path = self._env.get("path", [])
         sys.path[:0] = [p for p in path if isinstance(p, str)]
         cwd = self._env.get("cwd")
@@ -42,6 +46,11 @@ class _Env:
             os.chdir(cwd)
 
     def __exit__(self, *exc: object) -> None:
+        for key, value in self._saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         sys.path[:] = self._path
         try:
             os.chdir(self._cwd)
@@ -83,7 +92,7 @@ class Child:
         if len(parts) > 1:
             self._codes[fn_hash] = bytes(parts[1])
         env = json.loads(header[Header.ENV])
-        with _Env(env):
+        with _Env(env, header.get(Header.VARS) or {}):
             reply, value = self._call(fn_hash, args_bytes)
         reply[Header.TASK] = header[Header.TASK]
         return [json.dumps(reply).encode("utf-8"), value]

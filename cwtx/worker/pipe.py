@@ -34,6 +34,7 @@ class Header(StrEnum):
     TASK = "task"  # both ways: the master's task id
     FUNCTION = "fn"  # to the child: the function's sha256, in hex
     ENV = "env"  # to the child: the client's cwd and sys.path, JSON
+    VARS = "vars"  # to the child: environment variables for this job only (resources)
     STATUS = "status"  # from the child: a names.JobStatus (ok or error)
     ERROR = "error"  # from the child, with error: {type, message, traceback}
 

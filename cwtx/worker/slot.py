@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import txaio
@@ -31,6 +31,7 @@ from zope.interface import implementer
 from cwtx._errors import FramingError, error_json
 from cwtx.wire.names import JobStatus
 from cwtx.wire.payload import EMPTY, Payload
+from cwtx.wire.resources import environment
 from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, MessageDecoder, encode_message
 
 txaio.use_twisted()
@@ -95,6 +96,10 @@ class Task:
     args: Payload
     timeout: float = 0.0
     session: int = 0  # the client session it came from (for --isolate-clients)
+    order: float = 0.0  # the worker starts its waiting tasks lowest order first
+    needs: dict[str, float] = field(default_factory=dict)
+    #: What it holds while it runs: device ids (a list) or an amount, by name.
+    held: dict[str, Any] = field(default_factory=dict)
 
 
 #: on_result(task, status, value, error_json)
@@ -160,7 +165,13 @@ class Slot(ProcessProtocol):
         assert self.current is None
         self.current = task
         self.session = task.session
-        header = {Header.TASK: task.task, Header.FUNCTION: task.fn.hex(), Header.ENV: task.env}
+        header: dict[str, Any] = {
+            Header.TASK: task.task,
+            Header.FUNCTION: task.fn.hex(),
+            Header.ENV: task.env,
+        }
+        if task.held:
+            header[Header.VARS] = environment(task.held)
         parts: list[Any] = [json.dumps(header).encode("utf-8"), task.args]
         if task.fn not in self._known:
             parts.append(task.code)

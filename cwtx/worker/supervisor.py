@@ -5,10 +5,12 @@ master, answers heartbeats, and hands tasks to its slot children.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import socket
-from collections import deque
+import time
+from itertools import count
 from typing import Any
 
 import txaio
@@ -21,11 +23,20 @@ from cwtx._logs import printable
 from cwtx._secret import load_secret
 from cwtx.wire import handshake as auth
 from cwtx.wire.batch import BatchSender
-from cwtx.wire.commands import CancelTasks, LeaveWorker, RegisterWorker, RunTasks, TaskResults
+from cwtx.wire.commands import (
+    CancelTasks,
+    LeaveWorker,
+    RegisterWorker,
+    RunTasks,
+    TakeBackTasks,
+    TaskResults,
+    TasksStarted,
+)
 from cwtx.wire.names import JobStatus, Role, function_hash
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
 from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
+from cwtx.wire.resources import decode as decode_resources
 from cwtx.wire.tls import tls_failure
 from cwtx.worker.slot import Slot, Task
 
@@ -33,6 +44,8 @@ txaio.use_twisted()
 log = txaio.make_logger()
 
 Result = tuple[int, JobStatus, Payload, str]
+#: A task that started: (task id, slot, when).
+Started = tuple[int, int, float]
 
 #: Seconds a leaving worker lets its running jobs finish before it kills
 #: them and hands them back (SLURM sends SIGKILL 30 s after scancel's signal).
@@ -48,6 +61,9 @@ class WorkerProtocol(Peer):
         self.results: BatchSender[Result] = BatchSender(
             self, TaskResults, "results", self._encode_result
         )
+        self.started: BatchSender[Started] = BatchSender(
+            self, TasksStarted, "started", self._encode_started
+        )
 
     def describe(self) -> str:
         return "master"
@@ -56,6 +72,15 @@ class WorkerProtocol(Peer):
     def _encode_result(item: Result) -> tuple[dict[str, Any], dict[str, Payload]]:
         task, status, value, error = item
         return {"task": task, "status": status, "error": error}, {"value": value}
+
+    @staticmethod
+    def _encode_started(item: Started) -> tuple[dict[str, Any], dict[str, Payload]]:
+        task, slot, at = item
+        return {"task": task, "slot": slot, "at": at}, {}
+
+    @TakeBackTasks.responder
+    def _take_back(self, tasks: list[int]) -> dict[str, Any]:
+        return {"returned": self.worker.take_back(tasks)}
 
     @RunTasks.responder
     def _run_tasks(self, tasks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -72,6 +97,7 @@ class WorkerProtocol(Peer):
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
         self.results.stop()
+        self.started.stop()
         self.worker.disconnected(self)
 
 
@@ -84,7 +110,8 @@ class Worker(Service):
         reactor: Any,
         slots: int = 1,
         name: str | None = None,
-        resources: dict[str, Any] | None = None,
+        resources: dict[str, float] | None = None,
+        devices: set[str] | frozenset[str] = frozenset(),
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
         grace: float = GRACE,
@@ -93,16 +120,22 @@ class Worker(Service):
     ) -> None:
         """``endpoint`` leads to the master (cwtx.testing gives one in
         memory); ``reactor`` provides time, and spawnProcess for the slot
-        children (cwtx.testing gives a fake one)."""
+        children (cwtx.testing gives a fake one).  ``resources``: amounts
+        offered, by name; those named in ``devices`` are that many devices,
+        numbered from 0, whose ids the jobs holding them are told."""
         if slots < 1:
             raise ValueError(f"a worker needs at least one slot, not {slots}")
         self.reactor = reactor
         self._secret = secret if secret is not None else load_secret()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.resources = resources or {}
+        self.resources = dict(resources or {})
+        self.devices = {n: list(range(int(a))) for n, a in self.resources.items() if n in devices}
+        self.amounts = {n: a for n, a in self.resources.items() if n not in devices}
         self.slots = [Slot(i, reactor, self._slot_result, self.dispatch) for i in range(slots)]
         self.functions: dict[bytes, tuple[str, Payload]] = {}
-        self.queue: deque[Task] = deque()
+        #: Tasks waiting for a slot, lowest order first (then as they came).
+        self.queue: list[tuple[float, int, Task]] = []
+        self._arrivals = count()
         self.tasks: dict[int, Task] = {}
         # Cancels that overtook their RunTasks record on the wire.
         self.cancelled_early: set[int] = set()
@@ -212,14 +245,29 @@ class Worker(Service):
             message = f"function {fn.hex()} was never sent"
             self._end(task_id, JobStatus.ERROR, message, "ProtocolError")
             return
+        try:
+            needs = decode_resources(record["resources"], "resources")
+        except ValueError as e:
+            self._end(task_id, JobStatus.ERROR, str(e), "ProtocolError")
+            return
         env, code = known
         task = Task(
-            task_id, fn, env, code, args, timeout=record["timeout"], session=record["session"]
+            task_id,
+            fn,
+            env,
+            code,
+            args,
+            timeout=record["timeout"],
+            session=record["session"],
+            order=record["order"],
+            needs=needs,
         )
         self.tasks[task_id] = task
-        self.queue.append(task)
+        bisect.insort(self.queue, (task.order, next(self._arrivals), task))
 
     def dispatch(self) -> None:
+        """Start waiting tasks in free slots, lowest order first; a task
+        whose resources are held by running ones waits, and the next runs."""
         if self.leaving:
             return
         for slot in self.slots:
@@ -227,10 +275,59 @@ class Worker(Service):
                 return
             if not slot.free:
                 continue
-            if self.isolate_clients and slot.session not in (None, self.queue[0].session):
+            index = next((i for i, e in enumerate(self.queue) if self._fits(e[2])), None)
+            if index is None:
+                return
+            task = self.queue[index][2]
+            if self.isolate_clients and slot.session not in (None, task.session):
                 slot.recycle()  # a fresh child first; it runs the task once up
                 continue
-            slot.run(self.queue.popleft())
+            del self.queue[index]
+            self._hold(task)
+            slot.run(task)
+            if self.connection is not None:
+                self.connection.started.add((task.task, slot.index, time.time()))
+
+    # -- resources ------------------------------------------------------------
+
+    def _fits(self, task: Task) -> bool:
+        for name, amount in task.needs.items():
+            if name in self.devices:
+                if len(self.devices[name]) < amount:
+                    return False
+            elif self.amounts.get(name, 0) < amount:
+                return False
+        return True
+
+    def _hold(self, task: Task) -> None:
+        """Give the task what it asked for: whole devices by id, or amounts."""
+        for name, amount in task.needs.items():
+            if name in self.devices:
+                n = int(amount) if amount == int(amount) else 0
+                free = self.devices[name]
+                task.held[name], free[:] = free[:n], free[n:]
+            else:
+                self.amounts[name] = self.amounts.get(name, 0) - amount
+                task.held[name] = amount
+
+    def _release(self, task: Task) -> None:
+        for name, held in task.held.items():
+            if isinstance(held, list):
+                self.devices[name] = sorted(self.devices[name] + held)
+            else:
+                self.amounts[name] = self.amounts.get(name, 0) + held
+        task.held = {}
+
+    def take_back(self, task_ids: list[int]) -> list[int]:
+        """Hand back the tasks named that wait for a slot; the master runs
+        them elsewhere.  Started (or ended) ones stay as they are."""
+        wanted = set(task_ids)
+        returned = [e[2].task for e in self.queue if e[2].task in wanted]
+        if returned:
+            self.queue = [e for e in self.queue if e[2].task not in wanted]
+            for task_id in returned:
+                del self.tasks[task_id]
+        return returned
 
     def cancel(self, task_ids: list[int]) -> None:
         for task_id in task_ids:
@@ -240,8 +337,9 @@ class Worker(Service):
                     self.cancelled_early.clear()  # crossed with results long ago
                 self.cancelled_early.add(task_id)
                 continue
-            if task in self.queue:
-                self.queue.remove(task)
+            waiting = [e for e in self.queue if e[2] is task]
+            if waiting:
+                self.queue.remove(waiting[0])
                 del self.tasks[task_id]
                 self._end(task_id, JobStatus.CANCELLED, "cancelled")
                 continue
@@ -250,6 +348,7 @@ class Worker(Service):
                     slot.kill(JobStatus.CANCELLED)
 
     def _slot_result(self, task: Task, status: JobStatus, value: Payload, error: str) -> None:
+        self._release(task)
         if self.tasks.get(task.task) is not task:
             return  # abandoned when the master went away
         del self.tasks[task.task]
@@ -311,7 +410,7 @@ class Worker(Service):
             except Exception as e:
                 log.warn("the master did not take our leave: {e}", e=e)
             while self.queue:
-                task = self.queue.popleft()
+                task = self.queue.pop(0)[2]
                 del self.tasks[task.task]
                 self._end(task.task, JobStatus.REQUEUE, self._leaving_message)
             await self._when_idle(self.grace)

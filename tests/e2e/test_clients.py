@@ -216,7 +216,10 @@ def test_cancel_queued_future_never_runs(cluster, executor, tmp_path):
     gate, marker = tmp_path / "gate", tmp_path / "ran"
     # 2 workers x (2 slots + 4 prefetched): twelve jobs fill every place.
     blockers = [executor.submit(gated, str(gate), i) for i in range(12)]
-    wait_until(lambda: master_status(cluster)["running"] == 12, what="the blockers to be placed")
+    wait_until(
+        lambda: (s := master_status(cluster))["running"] + s["prefetched"] == 12,
+        what="the blockers to be placed",
+    )
     queued = executor.submit(lambda: marker.write_text("ran"))
     wait_until(lambda: master_status(cluster)["queued"] == 1, what="the job to reach the master")
     assert queued.cancel() and queued.cancelled()

@@ -304,7 +304,10 @@ def test_cw_local_start_and_stop(tmp_path):
         assert len(json.loads(shown.stdout)["workers"]) == 2
         human = cw_status()
         assert human.returncode == 0, human.stderr
-        assert ": 2 workers, 2 slots, 0 running, 0 queued, 0 completed, 0 clients" in human.stdout
+        assert (
+            ": 2 workers, 2 slots, 0 running, 0 prefetched, 0 queued, 0 unschedulable, "
+            "0 completed, 0 clients" in human.stdout
+        )
         assert human.stdout.count("  worker local-") == 2
         # So do clients, with no host given.
         client = subprocess.run(

@@ -26,6 +26,12 @@ class FakeWorker(WorkerSession):
         job.sent = True  # as the protocol's encoder does when it sends the record
         self.runs.append(job)
 
+    def start(self, master: Master, *jobs) -> None:
+        """Report these jobs (default: all sent and not ended) started, as
+        the worker does when a slot takes one."""
+        for job in jobs or [j for j in self.runs if j.worker is self]:
+            master.task_started(self, job.task)
+
 
 def make_client(master: Master, name: str = "c") -> tuple[ClientSession, list]:
     results: list = []
@@ -49,7 +55,9 @@ def test_fifo_within_a_client_and_queue_without_workers():
     w = FakeWorker("w", slots=3)
     m.add_worker(w)
     assert [j.job_id for j in w.runs] == [1, 2, 3]
-    assert m.status()["queued"] == 0 and m.status()["running"] == 3
+    assert (m.status()["queued"], m.status()["prefetched"], m.status()["running"]) == (0, 3, 0)
+    w.start(m)
+    assert (m.status()["queued"], m.status()["prefetched"], m.status()["running"]) == (0, 0, 3)
 
 
 def test_clients_are_served_in_turn():
@@ -164,8 +172,10 @@ def test_worker_lost_retries_on_another_worker_then_job_lost():
     w2 = FakeWorker("w2")
     m.add_worker(w2)
     assert [j.job_id for j in w1.runs] == [1]
+    w1.start(m)
     m.remove_worker(w1, "connection lost")
     assert [j.job_id for j in w2.runs] == [1]  # retried elsewhere
+    w2.start(m)
     m.remove_worker(w2, "heartbeat timeout")
     (job_id, status, _, error) = results[0]
     info = json.loads(error)
@@ -215,6 +225,7 @@ def test_per_job_max_retries_overrides_the_master_default():
     submit(m, c, 1, max_retries=0)
     w = FakeWorker("w")
     m.add_worker(w)
+    w.start(m)
     m.remove_worker(w, "killed")
     assert results[0][1] == "lost"
 
@@ -255,10 +266,15 @@ def test_prefetch_sends_more_than_slots_but_counts_only_started_jobs():
     w = FakeWorker("w", slots=2, prefetch=2)
     m.add_worker(w)
     assert [j.job_id for j in w.runs] == [1, 2, 3, 4]
+    # The worker reports what it started (here not the first two sent: it
+    # orders its queue as the master's fair share says).
+    w.start(m, w.runs[1], w.runs[3])
+    (shown,) = m.status()["workers"]
+    assert (shown["running"], shown["prefetched"]) == (2, 2)
     m.remove_worker(w, "killed")
-    # Jobs 1 and 2 were running (a worker starts what it is sent in order);
-    # 3 and 4 waited in its queue and go back to the master's queue unharmed.
-    assert sorted(r[0] for r in results if r[1] == "lost") == [1, 2]
+    # Jobs 2 and 4 were running; 1 and 3 waited in its queue and go back to
+    # the master's queue unharmed.
+    assert sorted(r[0] for r in results if r[1] == "lost") == [2, 4]
     assert m.status()["queued"] == 3
 
 
@@ -386,7 +402,7 @@ def test_a_job_keeps_the_options_it_was_submitted_with():
         2.5,
         7,
         1,
-        '{"gpu": 1}',
+        '{"gpu":1}',
     )
 
 
@@ -522,7 +538,16 @@ def test_a_workers_status_shows_its_resources_and_whether_it_is_leaving():
     w = FakeWorker("w")
     m.add_worker(w)
     (shown,) = m.status()["workers"]
-    assert shown == {"name": "w", "slots": 1, "running": 0, "resources": {}, "leaving": False}
+    assert shown == {
+        "name": "w",
+        "slots": 1,
+        "running": 0,
+        "prefetched": 0,
+        "resources": {},
+        "done": 0,
+        "lost": 0,
+        "leaving": False,
+    }
 
 
 def test_the_turn_passes_over_idle_clients_in_order():
@@ -557,12 +582,7 @@ def test_a_job_cancelled_before_its_record_was_sent_frees_its_place():
     m.dispatch()
     assert len(unsent.running) == 1
     m.cancel(c, [1])
-    assert unsent.running == {} and unsent.free == 1
-
-
-def test_an_empty_queue_pops_nothing():
-    session = ClientSession("c", lambda item: None)
-    assert session.pop() is None and session.peek() is None
+    assert unsent.running == {} and m.policy._workers[unsent].free == 1
 
 
 # -- hostile or broken peers ------------------------------------------------------------
@@ -787,7 +807,7 @@ def test_a_jobs_resources_text_counts_against_its_clients_bytes():
     m = Master()
     c, _ = make_client(m)
     m.submit(c, 1, FN, Payload.of(b"x" * 10), resources='{"gpu": 1}')
-    assert c.held_bytes == 10 + len('{"gpu": 1}')
+    assert c.held_bytes == 10 + len('{"gpu":1}')  # its canonical text
     m.cancel(c, [1])
     assert c.held_bytes == 0
 
@@ -801,8 +821,9 @@ def test_cancelled_queued_jobs_let_go_of_their_arguments_and_leave_the_queue():
         m.submit(c, job_id, FN, Payload.of(b"a" * 1000))
         m.cancel(c, [job_id])
     assert c.jobs == {} and c.held_bytes == 0
-    assert len(c._heap) <= 2 * 65
-    assert all(entry[2].args.size == 0 for entry in c._heap)
+    heap = m.policy._clients[c].queues["{}"].heap
+    assert len(heap) <= 2 * 65
+    assert all(entry[2].args.size == 0 for entry in heap)
     m.submit(c, 5000, FN, Payload.of(b"still queued"))  # the queue still works
     w = FakeWorker("w")
     m.add_worker(w)
@@ -847,11 +868,13 @@ def test_the_queued_count_is_kept_right_through_every_transition():
 def test_a_job_with_too_long_resources_is_refused_clearly():
     m = Master()
     c, results = make_client(m)
-    long = '{"x": "' + "y" * 2000 + '"}'
+    long = json.dumps({f"r{i:04d}": 1 for i in range(200)})
     m.submit(c, 1, FN, Payload.of(b"a"), resources=long)
     (job_id, status, _, error) = results[0]
     assert (job_id, status, c.jobs) == (1, "error", {})
     assert json.loads(error)["type"] == "ValueError"
-    assert json.loads(error)["message"] == "job 1: resources of 2009 characters (at most 1024)"
-    m.submit(c, 2, FN, Payload.of(b"a"), resources='{"x": "' + "y" * 1015 + '"}')  # 1024: fine
+    assert json.loads(error)["message"] == "job 1: resources of 2400 characters (at most 1024)"
+    fine = json.dumps({f"r{i:03d}": 1 for i in range(93)}) + " "
+    assert len(fine) == 1024
+    m.submit(c, 2, FN, Payload.of(b"a"), resources=fine)
     assert 2 in c.jobs

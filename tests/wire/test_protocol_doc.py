@@ -31,6 +31,8 @@ BATCHES = {
     commands.JobResults: "RESULT_RECORD",
     commands.RunTasks: "TASK_RECORD",
     commands.TaskResults: "TASK_RESULT_RECORD",
+    commands.TasksStarted: "STARTED_RECORD",
+    commands.JobsStarted: "JOB_STARTED_RECORD",
 }
 
 

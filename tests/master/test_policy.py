@@ -1,0 +1,448 @@
+"""
+The scheduling policy (``master/policy.py``) through the master's
+bookkeeping, with no I/O and no reactor: workers are lists, time is a
+number the test moves.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from twisted.internet.defer import Deferred
+
+from cwtx.master import policy as policy_module
+from cwtx.master.master import Master
+from cwtx.master.sessions import ClientSession, WorkerSession
+from cwtx.wire.names import function_hash
+from cwtx.wire.payload import Payload
+
+FN = function_hash("{}", [b"code"])
+
+
+class Now:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Worker(WorkerSession):
+    """A worker that records what it is sent, starts what the test says,
+    and answers take-backs when the test says."""
+
+    def __init__(self, name, slots=1, prefetch=0, resources=None) -> None:
+        self.runs: list = []
+        self.cancels: list[int] = []
+        self.asked: list[tuple[list[int], Deferred]] = []
+        super().__init__(
+            name,
+            slots,
+            self._run,
+            self.cancels.append,
+            resources=resources,
+            prefetch=prefetch,
+            deliver_take_back=self._take_back,
+        )
+
+    def _run(self, job) -> None:
+        job.sent = True
+        self.runs.append(job)
+
+    def _take_back(self, tasks):
+        d: Deferred = Deferred()
+        self.asked.append((tasks, d))
+        return d
+
+    def live(self):
+        return [j for j in self.runs if j.worker is self and not j.ended]
+
+    def start(self, m: Master, *jobs) -> None:
+        for job in jobs or self.live():
+            m.task_started(self, job.task)
+
+    def finish(self, m: Master, job) -> None:
+        m.task_result(self, job.task, "ok", Payload.of(b"r"), "")
+        m.dispatch()
+
+
+def client(m: Master, name: str) -> ClientSession:
+    session = ClientSession(name, lambda item: None)
+    m.add_client(session)
+    m.define(session, FN, "{}", Payload.of(b"code"))
+    return session
+
+
+def submit(m: Master, session: ClientSession, job_id: int, **kw) -> None:
+    m.submit(session, job_id, FN, Payload.of(b"a"), **kw)
+    m.dispatch()
+
+
+# -- fair share -------------------------------------------------------------------
+
+
+def test_a_new_client_gets_the_next_free_slots_until_it_has_its_share():
+    now = Now()
+    m = Master(now=now)
+    a, b = client(m, "a"), client(m, "b")
+    w = Worker("w", slots=4)
+    m.add_worker(w)
+    for i in range(1, 101):
+        submit(m, a, i)
+    w.start(m)
+    assert [j.client.name for j in w.live()] == ["a"] * 4
+    for i in range(1, 11):
+        submit(m, b, i)
+    # Each slot that frees goes to b until b holds its half of them.
+    for _ in range(4):
+        now.t += 1
+        w.finish(m, next(j for j in w.live() if j.client is a))
+        w.start(m)
+    names = sorted(j.client.name for j in w.live())
+    assert names == ["a", "a", "b", "b"]
+    # From then on they alternate: b never gets more than its share.
+    for _ in range(6):
+        now.t += 1
+        w.finish(m, w.live()[0])
+        w.start(m)
+        assert sorted(j.client.name for j in w.live()) == ["a", "a", "b", "b"]
+
+
+def test_shares_weigh_the_slots_each_client_gets():
+    now = Now()
+    m = Master(now=now)
+    a, b = client(m, "a"), client(m, "b")
+    m.set_share(a, 3)
+    w = Worker("w", slots=4)
+    m.add_worker(w)
+    for i in range(1, 401):
+        submit(m, a, i)
+        submit(m, b, i)
+    for _ in range(200):
+        w.start(m)
+        now.t += 1
+        w.finish(m, w.live()[0])
+    w.start(m)
+    assert sorted(j.client.name for j in w.live()) == ["a", "a", "a", "b"]
+    assert m.status()["clients"][0]["share"] == 3
+
+
+def test_slot_time_not_job_count_is_shared():
+    """A client whose jobs are ten times longer gets the same slot time,
+    so a tenth of the job starts."""
+    now = Now()
+    m = Master(now=now)
+    short, long_ = client(m, "short"), client(m, "long")
+    w = Worker("w", slots=2)
+    m.add_worker(w)
+    for i in range(1, 2001):
+        submit(m, short, i)
+        submit(m, long_, i)
+    started = {"short": 0, "long": 0}
+    ends: list[tuple[float, object]] = []
+    for _ in range(1500):  # both clients have jobs left throughout
+        for job in w.live():
+            if not job.started:
+                m.task_started(w, job.task)
+                started[job.client.name] += 1
+                ends.append((now.t + (10.0 if job.client is long_ else 1.0), job))
+        ends.sort(key=lambda e: e[0])
+        t, job = ends.pop(0)
+        now.t = t
+        w.finish(m, job)
+    ratio = started["short"] / started["long"]
+    assert 7 < ratio < 13, started
+
+
+def test_an_idle_client_banks_no_credit():
+    now = Now()
+    m = Master(now=now)
+    a, b = client(m, "a"), client(m, "b")
+    w = Worker("w", slots=1)
+    m.add_worker(w)
+    submit(m, b, 1)  # b runs one job and goes quiet
+    w.start(m)
+    now.t += 1
+    w.finish(m, w.live()[0])
+    for i in range(1, 101):  # a alone for a long time
+        submit(m, a, i)
+    for _ in range(50):
+        w.start(m)
+        now.t += 1
+        w.finish(m, w.live()[0])
+    for i in range(2, 12):
+        submit(m, b, i)
+    got = []
+    for _ in range(10):
+        w.start(m)
+        got.append(w.live()[0].client.name)
+        now.t += 1
+        w.finish(m, w.live()[0])
+    # b alternates with a: it does not get 50 turns in a row for a's 50.
+    assert 4 <= got.count("b") <= 6, got
+
+
+def test_a_later_job_for_a_client_below_its_share_overtakes_prefetched_ones():
+    """The order a task carries puts a new client's job before tasks that
+    another client's backlog parked in the worker's queue."""
+    now = Now()
+    m = Master(now=now)
+    a, b = client(m, "a"), client(m, "b")
+    w = Worker("w", slots=2, prefetch=4)
+    m.add_worker(w)
+    for i in range(1, 101):
+        submit(m, a, i)
+    first = w.live()
+    w.start(m, *first[:2])
+    submit(m, b, 1)
+    now.t += 1
+    w.finish(m, first[0])  # the worker starts first[2] itself; b's job is sent
+    (b_job,) = [j for j in w.live() if j.client is b]
+    waiting_a = [j for j in w.live() if j.client is a and not j.started and j is not first[2]]
+    assert waiting_a and all(b_job.order < j.order for j in waiting_a)
+
+
+def test_priority_clients_go_before_all_others():
+    m = Master(priority_clients=["urgent-*"])
+    normal, urgent = client(m, "normal"), client(m, "urgent-1")
+    for i in range(1, 6):
+        submit(m, normal, i)
+        submit(m, urgent, i)
+    w = Worker("w", slots=5)
+    m.add_worker(w)
+    assert [j.client.name for j in w.runs] == ["urgent-1"] * 5
+    assert all(j.order < -1e11 for j in w.runs)  # and first at the worker too
+    statuses = {c["name"]: c["priority"] for c in m.status()["clients"]}
+    assert statuses == {"normal": False, "urgent-1": True}
+
+
+def test_priority_orders_a_clients_own_jobs():
+    m = Master()
+    c = client(m, "c")
+    for i, p in enumerate([0, 5, 0, 9], start=1):
+        m.submit(c, i, FN, Payload.of(b"a"), priority=p)
+    w = Worker("w", slots=4)
+    m.add_worker(w)
+    assert [j.job_id for j in w.runs] == [4, 2, 1, 3]
+
+
+def test_a_bad_share_is_refused():
+    m = Master()
+    c = client(m, "c")
+    from cwtx._errors import ProtocolError
+
+    for bad in (0.0, -1.0, float("nan"), 1e7):
+        with pytest.raises(ProtocolError, match="share must be above 0"):
+            m.set_share(c, bad)
+
+
+# -- resources ----------------------------------------------------------------------
+
+
+def test_resources_are_never_oversubscribed_and_only_fitting_workers_get_the_job():
+    m = Master()
+    c = client(m, "c")
+    cpu = Worker("cpu", slots=4, prefetch=4)
+    gpu = Worker("gpu", slots=4, prefetch=4, resources={"gpu": 1.0})
+    m.add_worker(cpu)
+    m.add_worker(gpu)
+    for i in range(1, 11):
+        submit(m, c, i, resources='{"gpu": 1}')
+    for i in range(11, 15):
+        submit(m, c, i)  # plain jobs behind them are not held up
+    assert not [j for j in cpu.runs if j.needs]
+    assert len([j for j in gpu.live() if j.needs]) == 1
+    assert sorted(j.job_id for j in cpu.runs + gpu.runs if not j.needs) == [11, 12, 13, 14]
+    done = 0
+    while done < 10:
+        (job,) = [j for j in gpu.live() if j.needs]
+        gpu.start(m, job)
+        gpu.finish(m, job)
+        done += 1
+    assert len([j for j in gpu.runs if j.needs]) == 10
+    assert m.status()["queued"] == 0
+
+
+def test_amounts_add_up_to_what_the_worker_has():
+    m = Master()
+    c = client(m, "c")
+    w = Worker("w", slots=8, resources={"mem": 64 * 2**30})
+    m.add_worker(w)
+    for i in range(1, 6):
+        submit(m, c, i, resources=json.dumps({"mem": 20 * 2**30}))
+    assert len(w.live()) == 3  # 60 GiB of 64
+    assert m.status()["queued"] == 2
+
+
+def test_a_job_no_worker_could_ever_fit_waits_unschedulable_until_one_joins():
+    m = Master()
+    c = client(m, "c")
+    m.add_worker(Worker("small", slots=2, resources={"gpu": 1.0}))
+    submit(m, c, 1, resources='{"gpu": 2}')
+    submit(m, c, 2, resources='{"tpu": 1}')
+    submit(m, c, 3)
+    status = m.status()
+    assert status["unschedulable"] == 2 and status["queued"] == 2
+    whys = sorted(u["why"] for u in status["clients"][0]["unschedulable"])
+    assert whys == [
+        "needs gpu=2; no connected worker has that much (the most any has: gpu=1)",
+        "needs tpu=1; no connected worker has tpu",
+    ]
+    big = Worker("big", slots=1, resources={"gpu": 2.0})
+    m.add_worker(big)
+    assert [j.job_id for j in big.runs] == [1]
+    assert m.status()["unschedulable"] == 1
+
+
+def test_bad_resources_end_the_job_clearly():
+    m = Master()
+    results: list = []
+    c = ClientSession("c", results.append)
+    m.add_client(c)
+    m.define(c, FN, "{}", Payload.of(b"code"))
+    m.submit(c, 1, FN, Payload.of(b"a"), resources='{"gpu": -1}')
+    m.submit(c, 2, FN, Payload.of(b"a"), resources="[1]")
+    m.submit(c, 3, FN, Payload.of(b"a"), resources='{"gpu": "many"}')
+    messages = [json.loads(r[3])["message"] for r in results]
+    assert messages == [
+        "job 1: resources: gpu: -1 must be a finite amount, 0 or more",
+        "job 2: resources must be a mapping of names to amounts, not [1]",
+        "job 3: resources: gpu: 'many' is not an amount (a number, or a size like 64G)",
+    ]
+    assert c.jobs == {}
+
+
+# -- work stealing --------------------------------------------------------------------
+
+
+def test_an_idle_worker_takes_back_tasks_waiting_behind_a_busy_slot():
+    m = Master()
+    c = client(m, "c")
+    w1 = Worker("w1", slots=1, prefetch=4)
+    m.add_worker(w1)
+    for i in range(1, 6):
+        submit(m, c, i)
+    long_job = w1.live()[0]
+    w1.start(m, long_job)
+    w2 = Worker("w2", slots=1, prefetch=4)
+    m.add_worker(w2)
+    (tasks, answer), *_ = w1.asked
+    assert tasks == [w1.runs[4].task]  # the newest waiting task, for w2's one slot
+    answer.callback(tasks)
+    assert [j.job_id for j in w2.live()] == [5]
+    # w2 runs it and is idle again: it takes the next one.
+    w2.start(m)
+    w2.finish(m, w2.live()[0])
+    tasks, answer = w1.asked[1]
+    answer.callback(tasks)
+    assert [j.job_id for j in w2.live()] == [4]
+    assert long_job.worker is w1 and long_job.attempts == []
+
+
+def test_a_task_that_started_before_the_take_back_stays():
+    m = Master()
+    c = client(m, "c")
+    w1 = Worker("w1", slots=1, prefetch=2)
+    m.add_worker(w1)
+    for i in range(1, 4):
+        submit(m, c, i)
+    w1.start(m, w1.runs[0])
+    w2 = Worker("w2", slots=1, prefetch=0)
+    m.add_worker(w2)
+    (tasks, answer) = w1.asked[0]
+    answer.callback([])  # it had started it meanwhile (its report is on its way)
+    tasks, answer = w1.asked[1]  # so the other waiting one is asked for
+    answer.callback([])
+    assert len(w1.asked) == 2  # and neither is asked for again
+    assert w2.live() == [] and len(w1.live()) == 3
+    assert not any(j.reclaiming for j in w1.runs)
+    assert m.policy._workers[w1].reclaiming == 0
+
+
+def test_no_stealing_while_the_queue_feeds_every_slot():
+    m = Master()
+    c = client(m, "c")
+    w1, w2 = Worker("w1", slots=1, prefetch=2), Worker("w2", slots=1, prefetch=2)
+    m.add_worker(w1)
+    m.add_worker(w2)
+    for i in range(1, 20):
+        submit(m, c, i)
+    w1.start(m)
+    w2.start(m)
+    assert w1.asked == [] and w2.asked == []
+
+
+def test_a_taken_back_job_that_was_cancelled_meanwhile_is_not_requeued():
+    m = Master()
+    c = client(m, "c")
+    w1 = Worker("w1", slots=1, prefetch=1)
+    m.add_worker(w1)
+    submit(m, c, 1)
+    submit(m, c, 2)
+    w1.start(m, w1.runs[0])
+    w2 = Worker("w2", slots=1)
+    m.add_worker(w2)
+    tasks, answer = w1.asked[0]
+    m.cancel(c, [2])
+    answer.callback(tasks)
+    assert w2.runs == [] and m.status()["queued"] == 0
+
+
+# -- attempts and cost -------------------------------------------------------------------
+
+
+def test_attempts_count_only_tasks_the_worker_reported_started():
+    results: list = []
+    m = Master(max_retries=0)
+    c = ClientSession("c", results.append)
+    m.add_client(c)
+    m.define(c, FN, "{}", Payload.of(b"code"))
+    w = Worker("w", slots=2, prefetch=2)
+    m.add_worker(w)
+    for i in range(1, 5):
+        m.submit(c, i, FN, Payload.of(b"a"))
+    m.dispatch()
+    w.start(m, w.runs[2])
+    m.remove_worker(w, "gone")
+    assert [r[0] for r in results] == [3]
+    assert m.status()["queued"] == 3
+
+
+def test_dispatch_does_not_scan_workers_or_clients(monkeypatch):
+    """O(log n) per job: with a thousand workers and a hundred clients, each
+    dispatch looks at a bounded number of workers."""
+    calls = {"n": 0}
+    real = policy_module.compatible
+
+    def counting(a, b):
+        calls["n"] += 1
+        return real(a, b)
+
+    monkeypatch.setattr(policy_module, "compatible", counting)
+    m = Master()
+    clients = [client(m, f"c{i}") for i in range(100)]
+    for i in range(1000):
+        m.add_worker(Worker(f"w{i}", slots=2, prefetch=0))
+    calls["n"] = 0
+    for n, session in enumerate(clients * 20):
+        m.submit(session, n, FN, Payload.of(b"a"))
+    m.dispatch()
+    assert m.status()["queued"] == 0
+    assert calls["n"] <= 2 * 2000
+
+
+def test_started_and_prefetched_are_counted_per_client_and_worker():
+    m = Master()
+    c = client(m, "c")
+    w = Worker("w", slots=1, prefetch=2)
+    m.add_worker(w)
+    for i in range(1, 5):
+        submit(m, c, i)
+    w.start(m, w.runs[0])
+    status = m.status()
+    assert (status["running"], status["prefetched"], status["queued"]) == (1, 2, 1)
+    shown = status["clients"][0]
+    assert (shown["running"], shown["prefetched"], shown["queued"]) == (1, 2, 1)
+    m.task_started(w, w.runs[0].task)  # said twice: counted once
+    assert m.status()["running"] == 1
