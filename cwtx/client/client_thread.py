@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from cwtx.client import reactor_thread
 from cwtx.client.blocking import (
     check_not_exiting,
+    check_share,
     connect_blocking,
     finish_at_exit,
     settings,
@@ -70,7 +71,7 @@ class ClientThread:
     ) -> None:
         self.callback = callback
         self.host, self.port, self._endpoint = host, port, endpoint
-        self.name, self.share = name, share
+        self.name, self.share = name, check_share(share)
         self._settings = settings(
             connect_timeout, reconnect_timeout, heartbeat_interval, heartbeat_timeout
         )

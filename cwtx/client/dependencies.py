@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import cloudpickle
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
 from cwtx._errors import DependencyFailed
@@ -111,7 +111,7 @@ def check_picklable(args: tuple[Any, ...], kwargs: dict[str, Any], kind: Kind) -
 
 
 def _failed(error: BaseException) -> DependencyFailed:
-    if isinstance(error, concurrent.futures.CancelledError | JobCancelled):
+    if isinstance(error, concurrent.futures.CancelledError | CancelledError):
         what = "was cancelled"
     else:
         what = f"failed: {type(error).__name__}: {error}"

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from cwtx.client import dependencies, reactor_thread
 from cwtx.client.blocking import (
     check_not_exiting,
+    check_share,
     connect_blocking,
     finish_at_exit,
     settings,
@@ -153,6 +154,7 @@ class ClusterExecutor(concurrent.futures.Executor):
         **job_options: Any,
     ) -> None:
         self._options = JobOptions().replace(**job_options)
+        check_share(share)
         connection = settings(
             connect_timeout, reconnect_timeout, heartbeat_interval, heartbeat_timeout
         )
