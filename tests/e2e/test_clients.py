@@ -34,6 +34,15 @@ def cluster(tmp_path_factory):
         yield c
 
 
+@pytest.fixture
+def executor(cluster):
+    """An executor whose jobs, running or not, are all stopped after the test
+    (a job left running would hold up this process's exit)."""
+    ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
+    yield ex
+    ex.shutdown(wait=True, kill_running=True)
+
+
 def slow_identity(x, seconds):
     time.sleep(seconds)
     return x
@@ -232,12 +241,15 @@ def test_cancel_queued_future_never_runs(cluster, executor, tmp_path):
     assert not marker.exists()
 
 
-def test_cancel_running_future_kills_the_job(cluster, executor, tmp_path):
+def test_kill_running_future_kills_the_job(cluster, executor, tmp_path):
     started = tmp_path / "runs"
     future = executor.submit(gated, str(tmp_path / "never"), None, str(started))
-    wait_until(lambda: runs(started), what="the job to start")
+    wait_until(lambda: runs(started) and future.running(), what="the job to start")
     (pid,) = runs(started)
-    assert future.cancel()
+    assert not future.cancel()  # as the stdlib's: a running future is not cancelled
+    assert future.kill()
+    with pytest.raises(cwtx.JobCancelled):
+        future.result(0)
     # Killed, not left waiting at its gate: its process goes, the slot frees.
     wait_until(lambda: not is_running(pid), timeout=30, what="the job's process to be killed")
     wait_until(lambda: master_status(cluster)["running"] == 0, what="the slot to free")
@@ -267,13 +279,13 @@ def test_shutdown_without_wait_still_finishes_jobs(cluster):
     assert [f.result(60) for f in futures] == list(range(4))
 
 
-def test_shutdown_cancel_futures(cluster, tmp_path):
+def test_shutdown_kill_running(cluster, tmp_path):
     ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
     started = tmp_path / "runs"
     futures = [ex.submit(gated, str(tmp_path / "never"), i, str(started)) for i in range(30)]
     wait_until(lambda: len(runs(started)) == 4, what="all four slots to be busy")
-    ex.shutdown(wait=True, cancel_futures=True)
-    assert all(f.cancelled() for f in futures)
+    ex.shutdown(wait=True, cancel_futures=True, kill_running=True)
+    assert all(f.cancelled() or isinstance(f.exception(0), cwtx.JobCancelled) for f in futures)
     # At the master, queued jobs were dropped and running ones killed: the
     # gate never opens, so nothing would end otherwise.
     wait_until(
