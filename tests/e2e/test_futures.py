@@ -297,9 +297,11 @@ def test_an_exception_cancels_the_queue_and_waits_for_running_jobs(cluster, tmp_
     queued = []
 
     def open_the_gate_once_the_queue_is_cancelled():
-        wait_until(lambda: queued and all(f.cancelled() for f in queued), what="the cancels")
-        wait_until(lambda: status(cluster)["queued"] == 0, what="the master to drop them")
-        gate.touch()
+        try:
+            wait_until(lambda: queued and all(f.cancelled() for f in queued), what="cancels")
+            wait_until(lambda: status(cluster)["queued"] == 0, what="the master to drop them")
+        finally:
+            gate.touch()  # whatever happened: the block ends, the asserts below tell
 
     opener = threading.Thread(target=open_the_gate_once_the_queue_is_cancelled)
     with pytest.raises(ValueError, match="in the block"):
