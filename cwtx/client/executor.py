@@ -350,9 +350,7 @@ class ClusterExecutor(concurrent.futures.Executor):
             self._shutdown = True
             pending = list(self._pending)
         if cancel_futures or kill_running:
-            # The latest first: the master drops queued jobs before any kill
-            # frees a slot that one of them could take.
-            for future in reversed(pending):
+            for future in pending:  # cancels go out before any kill, below
                 future.cancel()
         if kill_running:
             running = [f for f in pending if not f.done()]

@@ -177,6 +177,20 @@ def test_shutdown_cancel_futures_cancels_only_what_has_not_started(cluster, tmp_
         ex.shutdown(wait=True, kill_running=True)
 
 
+def test_shutdown_wait_returns_once_the_done_callbacks_ran(cluster):
+    """As the stdlib's, whose worker threads run the callbacks it joins."""
+    ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
+    called = []
+
+    def slow_callback(future):
+        time.sleep(0.5)
+        called.append(future.result())
+
+    ex.submit(abs, -1).add_done_callback(slow_callback)
+    ex.shutdown(wait=True)
+    assert called == [1]
+
+
 def test_shutdown_after_a_quick_cancel_does_not_hang(executor):
     """CPython's gh-94440: a future cancelled just after submit."""
     assert executor.submit(int).result(60) == 0
