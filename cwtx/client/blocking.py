@@ -13,7 +13,8 @@ every job a live blocking client has not ended (and for its callbacks):
 a script that submits and falls off its end still gets its results.  The
 hook is registered with ``threading._register_atexit``, which runs before
 ``atexit`` handlers, so the reactor thread (stopped by one of those) still
-runs while we wait.  Ctrl-C during that wait kills the jobs instead.
+runs while we wait.  Ctrl-C stops that wait; the process's connections
+then close and the master drops what they had not ended.
 """
 
 from __future__ import annotations
@@ -101,9 +102,6 @@ class FinishesAtExit(Protocol):
     def finish_at_exit(self) -> None:
         """Block until every job submitted has ended and its callbacks ran."""
 
-    def kill_at_exit(self) -> None:
-        """Cancel or kill every job not ended, without waiting (Ctrl-C)."""
-
 
 #: Live blocking clients, held weakly as the stdlib holds its executors.
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -129,8 +127,14 @@ def _python_exit() -> None:
         for client in list(_live):
             client.finish_at_exit()
     except KeyboardInterrupt:
-        for client in list(_live):
-            client.kill_at_exit()
+        # Stop waiting.  As this process ends its connections close, and the
+        # master drops the queued jobs of a client that went away and kills
+        # its running ones (docs/failures.md), so nothing is left behind.
+        print(
+            "cwtx: KeyboardInterrupt at exit: not waiting for the jobs that have "
+            "not ended; the master drops them as this process goes",
+            file=sys.stderr,
+        )
     except BaseException:
         # An exception here would skip the other threading exit hooks.
         traceback.print_exc(file=sys.stderr)

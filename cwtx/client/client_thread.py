@@ -180,11 +180,6 @@ class ClientThread:
             print("cwtx: a ClientThread job or callback failed at exit:", file=sys.stderr)
             traceback.print_exc(file=sys.stderr)
 
-    def kill_at_exit(self) -> None:
-        client = self._client
-        if client is not None:
-            reactor_thread.reactor_thread().callFromThread(client.close)
-
     def __enter__(self) -> ClientThread:
         self.start()
         return self

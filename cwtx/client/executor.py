@@ -392,9 +392,6 @@ class ClusterExecutor(concurrent.futures.Executor):
     def finish_at_exit(self) -> None:
         self._wait_idle()
 
-    def kill_at_exit(self) -> None:
-        self.shutdown(wait=False, kill_running=True)
-
 
 def _kill_all(futures: list[_JobFuture]) -> None:
     """(reactor thread) kill each of these jobs that is still running."""
