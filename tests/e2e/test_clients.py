@@ -457,8 +457,8 @@ def test_silent_master_times_out(tmp_path):
 
 ASYNCIO_SCRIPT = textwrap.dedent(
     """
-    import asyncio, os, sys, time
-    import cwtx.aio
+    import asyncio, operator, os, sys, time
+    import cwtx, cwtx.aio
 
     def wait_forever(runs):
         with open(runs, "a") as f:
@@ -504,6 +504,21 @@ ASYNCIO_SCRIPT = textwrap.dedent(
 
         await until(killed, "the master to kill the cancelled job")
         await client.close()
+
+        # An asyncio Future as an argument is a dependency; name and share.
+        named = await cwtx.aio.connect(host, port, name="aio-client", share=2)
+        first = named.submit(pow, 2, 5)
+        assert await named.submit(operator.add, first, 1) == 33
+        bad = named.submit(int, "x")
+        try:
+            await named.submit(abs, [bad])
+        except cwtx.DependencyFailed as e:
+            assert isinstance(e.error, ValueError), e
+        else:
+            raise AssertionError("no DependencyFailed")
+        shares = {c["name"]: c["share"] for c in (await named.status())["clients"]}
+        assert shares["aio-client"] == 2.0, shares
+        await named.close()
         print("ok")
 
     asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
