@@ -11,6 +11,7 @@ import os
 from cwtx.client.options import JobOptions
 from cwtx.client.serialize import pickle_arguments, pickle_function
 from cwtx.testing import MemoryCluster
+from cwtx.worker.supervisor import START_REPORT_DELAY
 
 
 def environment(*names):
@@ -33,13 +34,31 @@ def test_the_client_hears_when_a_job_starts_and_only_then():
         for i in (1, 2)
     ]
     cluster.flush()
+    assert started == []  # reported once it has run for START_REPORT_DELAY
+    cluster.advance(START_REPORT_DELAY)
     assert started == [1]  # one slot: the second waits in the master's queue
     cluster.finish()
-    assert started == [1, 2] and cluster.result(ds[0]) == 1
+    assert started == [1] and cluster.result(ds[0]) == 1
+    cluster.advance(START_REPORT_DELAY)
+    assert started == [1, 2]
     cluster.finish()
     assert cluster.result(ds[1]) == 2
     status = cluster.master.status()
     assert (status["running"], status["prefetched"]) == (0, 0)
+
+
+def test_a_job_that_ends_before_its_start_would_be_reported_sends_no_start():
+    cluster = MemoryCluster(workers=1)
+    client = cluster.client()
+    sent: list = []
+    worker = cluster.workers[0]
+    original = worker.connection.started.add
+    worker.connection.started.add = lambda item: (sent.append(item), original(item))
+    d = client.submit(abs, -5)
+    cluster.flush()
+    assert cluster.result(d) == 5
+    cluster.advance(START_REPORT_DELAY)
+    assert sent == []
 
 
 def test_a_worker_reports_which_slot_started_what():
@@ -52,6 +71,7 @@ def test_a_worker_reports_which_slot_started_what():
     for i in range(4):
         client.submit(abs, i)
     cluster.flush()
+    cluster.advance(START_REPORT_DELAY)
     assert [slot for _, slot, _ in sent] == [0, 1]
     shown = cluster.master.status()["workers"][0]
     assert (shown["running"], shown["prefetched"]) == (2, 2)
