@@ -47,7 +47,7 @@ from cwtx.wire.reconnect import DescribedEndpoint
 from cwtx.wire.resources import parse_spec
 from cwtx.worker.child import Child
 from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, MessageDecoder, encode_message
-from cwtx.worker.supervisor import Worker
+from cwtx.worker.supervisor import START_REPORT_DELAY, Worker
 
 __all__ = ["FakeChildProcess", "FakeProcessReactor", "MemoryCluster", "MemoryEndpoint"]
 
@@ -348,6 +348,12 @@ class MemoryCluster:
             ):
                 return
         raise AssertionError("MemoryCluster.flush: still busy after 10,000 rounds")
+
+    def report_starts(self) -> None:
+        """Flush, then let the workers report the jobs that started (they
+        wait START_REPORT_DELAY, so that a job that ends sooner costs none)."""
+        self.flush()
+        self.advance(START_REPORT_DELAY)
 
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` pass (heartbeats, timeouts), flushing as it goes."""

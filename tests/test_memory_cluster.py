@@ -163,10 +163,10 @@ def test_worker_loss_retries_then_job_lost():
     cluster = MemoryCluster(workers=1, hold=True, max_retries=1)
     client = cluster.client()
     d = client.submit(abs, -1)
-    cluster.advance(0.01)  # its start is reported: a lost attempt counts
+    cluster.report_starts()  # a lost attempt counts once its start is reported
     cluster.kill(cluster.workers[0])
     cluster.add_worker(hold=True, name="second")
-    cluster.advance(0.01)
+    cluster.report_starts()
     cluster.kill(cluster.workers[1])
     with pytest.raises(cwtx.JobLost) as info:
         cluster.result(d)
@@ -295,7 +295,7 @@ def test_status_counts():
     cluster.flush()
     status = cluster.master.status()
     assert (status["slots"], status["prefetched"], status["queued"]) == (4, 4, 2)
-    cluster.advance(0.01)  # the workers report what started
+    cluster.report_starts()
     status = cluster.master.status()
     assert (status["running"], status["prefetched"]) == (4, 0)
     d = client.status()
@@ -464,7 +464,7 @@ def test_max_retries_zero_from_the_client_is_not_the_masters_default():
     cluster = MemoryCluster(workers=1, hold=True, max_retries=3)
     client = cluster.client()
     d = client.options(max_retries=0).submit(abs, -1)
-    cluster.advance(0.01)
+    cluster.report_starts()
     cluster.kill(cluster.workers[0])
     with pytest.raises(cwtx.JobLost) as info:
         cluster.result(d)
@@ -475,11 +475,11 @@ def test_no_max_retries_from_the_client_means_the_masters_default():
     cluster = MemoryCluster(workers=1, hold=True, max_retries=1)
     client = cluster.client()
     d = client.submit(abs, -1)
-    cluster.advance(0.01)
+    cluster.report_starts()
     cluster.kill(cluster.workers[0])
     assert not d.called  # one retry is allowed
     cluster.add_worker(hold=True, name="second")
-    cluster.advance(0.01)
+    cluster.report_starts()
     cluster.kill(cluster.workers[1])
     with pytest.raises(cwtx.JobLost) as info:
         cluster.result(d)

@@ -70,8 +70,7 @@ def test_a_worker_reports_which_slot_started_what():
     client = cluster.client()
     for i in range(4):
         client.submit(abs, i)
-    cluster.flush()
-    cluster.advance(START_REPORT_DELAY)
+    cluster.report_starts()
     assert [slot for _, slot, _ in sent] == [0, 1]
     shown = cluster.master.status()["workers"][0]
     assert (shown["running"], shown["prefetched"]) == (2, 2)
