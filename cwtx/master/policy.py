@@ -40,6 +40,9 @@ from cwtx.master.sessions import UNKNOWN_VERSIONS, ClientSession, Job, WorkerSes
 
 #: How far the priority tier's orders sit below everyone else's.
 TIER_OFFSET = 1e12
+#: Distinct resource requests one client may have queues for: each waiting
+#: one is looked at again whenever a place frees.
+MAX_SHAPES = 256
 
 
 def compatible(client: tuple[str, str], worker: tuple[str, str]) -> bool:
@@ -261,6 +264,17 @@ class FairShare:
         heapq.heappush(q.heap, (-job.priority, seq, job))
         if not q.parked and not q.entry:
             self._push_ready(q)
+
+    def has_room_for(self, session: ClientSession, shape: str) -> bool:
+        """May this client queue a job of this shape (MAX_SHAPES)?"""
+        client = self._clients.get(session)
+        if client is None or shape in client.queues:
+            return True
+        live = [k for k, q in client.queues.items() if q.heap]
+        for k in [k for k, q in client.queues.items() if not q.heap and not q.entry]:
+            if not client.queues[k].parked:
+                del client.queues[k]  # empty: forget it
+        return len(live) < MAX_SHAPES
 
     def dequeued(self, job: Job) -> None:
         """A queued job ended (cancelled, or its client left): its queue
