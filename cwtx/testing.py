@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import count
 from typing import Any
 
@@ -44,9 +44,10 @@ from cwtx.master.connection import MasterConnection
 from cwtx.master.master import Master
 from cwtx.wire.peer import HeartbeatMonitor
 from cwtx.wire.reconnect import DescribedEndpoint
+from cwtx.wire.resources import parse_spec
 from cwtx.worker.child import Child
 from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, MessageDecoder, encode_message
-from cwtx.worker.supervisor import Worker
+from cwtx.worker.supervisor import START_REPORT_DELAY, Worker
 
 __all__ = ["FakeChildProcess", "FakeProcessReactor", "MemoryCluster", "MemoryEndpoint"]
 
@@ -198,11 +199,17 @@ class MemoryCluster:
         hold: bool = False,
         prefetch: int = 0,
         secret: bytes = b"cwtx.testing MemoryCluster secret",
+        priority_clients: Sequence[str] = (),
     ) -> None:
         """``hold=True``: every job stays running until :meth:`finish`."""
         self.secret = secret
         self.clock = clock if clock is not None else Clock()
-        self.master = Master(max_retries=max_retries, prefetch=prefetch)
+        self.master = Master(
+            max_retries=max_retries,
+            prefetch=prefetch,
+            priority_clients=priority_clients,
+            now=self.clock.seconds,
+        )
         self.monitor = HeartbeatMonitor(self.clock)
         self.monitor.start()
         self._pumps: list[IOPump] = []
@@ -233,13 +240,16 @@ class MemoryCluster:
         name: str | None = None,
         hold: bool = False,
         isolate_clients: bool = False,
+        resources: str = "",
     ) -> Worker:
         """Connect and register a worker whose slot children are fakes.
+        ``resources`` as ``cw-worker --resources`` takes them (``gpu=2,mem=64G``).
 
         If its connection is lost it reconnects, as a real worker does,
         unless ``refuse_workers`` is set; :meth:`kill` ends it for good.
         """
         name = name or f"memory-{len(self.workers)}"
+        amounts, devices = parse_spec(resources)
         worker = Worker(
             DescribedEndpoint(
                 MemoryEndpoint(self, lambda: self.refuse_workers), "the MemoryCluster"
@@ -249,6 +259,8 @@ class MemoryCluster:
             slots=slots,
             name=name,
             isolate_clients=isolate_clients,
+            resources=amounts,
+            devices=devices,
         )
         worker.startService()
         self.flush()
@@ -336,6 +348,12 @@ class MemoryCluster:
             ):
                 return
         raise AssertionError("MemoryCluster.flush: still busy after 10,000 rounds")
+
+    def report_starts(self) -> None:
+        """Flush, then let the workers report the jobs that started (they
+        wait START_REPORT_DELAY, so that a job that ends sooner costs none)."""
+        self.flush()
+        self.advance(START_REPORT_DELAY)
 
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` pass (heartbeats, timeouts), flushing as it goes."""

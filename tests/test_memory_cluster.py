@@ -163,14 +163,25 @@ def test_worker_loss_retries_then_job_lost():
     cluster = MemoryCluster(workers=1, hold=True, max_retries=1)
     client = cluster.client()
     d = client.submit(abs, -1)
-    cluster.flush()
+    cluster.report_starts()  # a lost attempt counts once its start is reported
     cluster.kill(cluster.workers[0])
     cluster.add_worker(hold=True, name="second")
-    cluster.flush()
+    cluster.report_starts()
     cluster.kill(cluster.workers[1])
     with pytest.raises(cwtx.JobLost) as info:
         cluster.result(d)
     assert [a["worker"] for a in info.value.attempts] == ["memory-0", "second"]
+
+
+def test_a_worker_lost_before_it_reported_a_start_costs_no_attempt():
+    cluster = MemoryCluster(workers=1, hold=True, max_retries=0)
+    client = cluster.client()
+    d = client.submit(abs, -1)
+    cluster.flush()  # sent, and started in a slot, but not reported yet
+    cluster.kill(cluster.workers[0])
+    assert not d.called
+    cluster.add_worker(name="second")
+    assert cluster.result(d) == 1
 
 
 def test_client_gone_cancels_its_running_job_on_the_worker():
@@ -283,7 +294,10 @@ def test_status_counts():
         client.submit(abs, i)
     cluster.flush()
     status = cluster.master.status()
-    assert (status["slots"], status["running"], status["queued"]) == (4, 4, 2)
+    assert (status["slots"], status["prefetched"], status["queued"]) == (4, 4, 2)
+    cluster.report_starts()
+    status = cluster.master.status()
+    assert (status["running"], status["prefetched"]) == (4, 0)
     d = client.status()
     cluster.flush()
     assert cluster.result(d)["queued"] == 2
@@ -450,7 +464,7 @@ def test_max_retries_zero_from_the_client_is_not_the_masters_default():
     cluster = MemoryCluster(workers=1, hold=True, max_retries=3)
     client = cluster.client()
     d = client.options(max_retries=0).submit(abs, -1)
-    cluster.flush()
+    cluster.report_starts()
     cluster.kill(cluster.workers[0])
     with pytest.raises(cwtx.JobLost) as info:
         cluster.result(d)
@@ -461,11 +475,11 @@ def test_no_max_retries_from_the_client_means_the_masters_default():
     cluster = MemoryCluster(workers=1, hold=True, max_retries=1)
     client = cluster.client()
     d = client.submit(abs, -1)
-    cluster.flush()
+    cluster.report_starts()
     cluster.kill(cluster.workers[0])
     assert not d.called  # one retry is allowed
     cluster.add_worker(hold=True, name="second")
-    cluster.flush()
+    cluster.report_starts()
     cluster.kill(cluster.workers[1])
     with pytest.raises(cwtx.JobLost) as info:
         cluster.result(d)

@@ -7,6 +7,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from cwtx.wire.resources import amounts, encode
+
+
+def _resources(value: Any) -> str:
+    """A job's resources, checked here (a bad one raises at the call) and
+    sent as canonical text: ``{"gpu": 1, "mem": "16G"}``."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else {}
+    return encode(amounts(value or {}, "resources"))
+
 
 @dataclass(frozen=True)
 class JobOptions:
@@ -23,8 +33,8 @@ class JobOptions:
         for key, value in changes.items():
             if key not in fields:
                 raise TypeError(f"unknown job option {key!r}")
-            if key == "resources" and not isinstance(value, str):
-                value = json.dumps(value or {})
+            if key == "resources":
+                value = _resources(value)
             fields[key] = value
         result = JobOptions(**fields)
         result.validate()

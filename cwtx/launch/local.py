@@ -65,14 +65,20 @@ class LocalCluster:
         return query_status(self.host, self.port)
 
     def add_workers(
-        self, n: int, slots: int | None = None, timeout: float = START_TIMEOUT
+        self,
+        n: int,
+        slots: int | None = None,
+        timeout: float = START_TIMEOUT,
+        worker_args: Sequence[str] = (),
     ) -> list[str]:
-        """Start n more workers, wait until they have registered; their names."""
-        names = [self._spawn_worker(slots) for _ in range(n)]
+        """Start n more workers, wait until they have registered; their
+        names.  ``worker_args`` go to these workers, after the cluster's
+        own (``--resources gpu=1``)."""
+        names = [self._spawn_worker(slots, worker_args) for _ in range(n)]
         _wait_for_workers(self, names, timeout)
         return names
 
-    def _spawn_worker(self, slots: int | None = None) -> str:
+    def _spawn_worker(self, slots: int | None = None, extra: Sequence[str] = ()) -> str:
         i = self.nworkers
         self.nworkers += 1
         name = f"local-{i}"
@@ -91,6 +97,7 @@ class LocalCluster:
                     "--name",
                     name,
                     *self.worker_args,
+                    *extra,
                 ),
             )
         )

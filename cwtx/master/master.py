@@ -21,7 +21,7 @@ import txaio
 
 from cwtx._errors import ProtocolError, error_json, parse_error
 from cwtx._logs import RateLimit, printable
-from cwtx.master.policy import FairShare, Refuse, TakeBack, mismatch_message
+from cwtx.master.policy import MAX_SHAPES, FairShare, Refuse, TakeBack, mismatch_message
 from cwtx.master.sessions import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_PREFETCH,
@@ -145,6 +145,13 @@ class Master:
             needs = decode_resources(resources, f"job {job_id}: resources")
         except ValueError as e:
             self._refuse(session, job_id, "ValueError", str(e))
+            return
+        if not self.policy.has_room_for(session, encode_resources(needs)):
+            message = (
+                f"job {job_id}: this client already waits on {MAX_SHAPES} different "
+                "resource requests; use fewer distinct ones"
+            )
+            self._refuse(session, job_id, "ValueError", message)
             return
         if timeout < 0 or timeout != timeout:
             self._refuse(session, job_id, "ValueError", f"job {job_id}: timeout must be 0 or more")

@@ -40,6 +40,9 @@ from cwtx.master.sessions import UNKNOWN_VERSIONS, ClientSession, Job, WorkerSes
 
 #: How far the priority tier's orders sit below everyone else's.
 TIER_OFFSET = 1e12
+#: Distinct resource requests one client may have queues for: each waiting
+#: one is looked at again whenever a place frees.
+MAX_SHAPES = 256
 
 
 def compatible(client: tuple[str, str], worker: tuple[str, str]) -> bool:
@@ -262,6 +265,17 @@ class FairShare:
         if not q.parked and not q.entry:
             self._push_ready(q)
 
+    def has_room_for(self, session: ClientSession, shape: str) -> bool:
+        """May this client queue a job of this shape (MAX_SHAPES)?"""
+        client = self._clients.get(session)
+        if client is None or shape in client.queues:
+            return True
+        live = [k for k, q in client.queues.items() if q.heap]
+        for k in [k for k, q in client.queues.items() if not q.heap and not q.entry]:
+            if not client.queues[k].parked:
+                del client.queues[k]  # empty: forget it
+        return len(live) < MAX_SHAPES
+
     def dequeued(self, job: Job) -> None:
         """A queued job ended (cancelled, or its client left): its queue
         skips it, and is compacted once it holds mostly such jobs."""
@@ -279,20 +293,25 @@ class FairShare:
 
     def next(self) -> Start | Refuse | None:
         """The next decision, or None when nothing more can start now."""
-        while self._ready and self._free > 0:
-            key, seq, q = heapq.heappop(self._ready)
+        ready = self._ready
+        while ready and self._free > 0:
+            key, seq, q = ready[0]
             if q.entry != seq:
-                continue  # superseded
-            q.entry = 0
+                heapq.heappop(ready)  # superseded
+                continue
             job = q.peek()
             if job is None:
+                heapq.heappop(ready)
+                q.entry = 0
                 continue
             client = q.client
             if key != client.key():
-                self._push_ready(q)  # its client's standing moved since: re-sort
+                self._push_ready(q, replace_top=True)  # its standing moved: re-sort
                 continue
             worker = self._place(job, q)
             if worker is None:
+                heapq.heappop(ready)
+                q.entry = 0
                 if self._workers and not any(
                     compatible(client.session.versions, w.versions) for w in self._workers
                 ):
@@ -305,7 +324,10 @@ class FairShare:
             self._pop(q)
             self._assign(job, worker, client)
             if q.heap:
-                self._push_ready(q)
+                self._push_ready(q, replace_top=True)
+            else:
+                heapq.heappop(ready)
+                q.entry = 0
             return Start(job, worker.session)
         return None
 
@@ -318,15 +340,14 @@ class FairShare:
         job.order = client.vpass - client.tier * TIER_OFFSET
         client.vpass += 1 / client.weight
         client.load += 1
-        self._free -= worker.free
+        self._free -= 1  # it had room: it was chosen
         worker.load += 1
-        self._free += worker.free
         for name, amount in job.needs.items():
             worker.avail[name] -= amount
         job.started = False
         job.reclaiming = job.kept = False
         worker.waiting[job] = None
-        self._push_worker(worker)
+        self._push_worker(worker, replace_top=True)
         self._update(worker)
 
     def started(self, job: Job, now: float) -> None:
@@ -352,16 +373,17 @@ class FairShare:
         client = self._clients.get(job.client)
         if client is not None:
             client.load -= 1
-            self._rekey(client)
+            if len(self._clients) > 1:
+                self._rekey(client)
         if job.started:
             worker.started -= 1
         elif worker.waiting.pop(job, 0) is None and job.reclaiming:
             worker.reclaiming -= 1
         job.reclaiming = False
         job.started = False
-        self._free -= worker.free
+        if not worker.session.leaving and worker.load <= worker.session.capacity:
+            self._free += 1
         worker.load -= 1
-        self._free += worker.free
         for name, amount in job.needs.items():
             worker.avail[name] += amount
         self._push_worker(worker)
@@ -434,28 +456,55 @@ class FairShare:
 
     def _update(self, w: _Worker) -> None:
         """Keep the sets of workers with idle slots and with waiting tasks."""
-        if w.session not in self._workers:
+        session = w.session
+        if session.leaving or session not in self._workers:
+            self._hungry.discard(w)
+            self._victims.discard(w)
             return
-        (self._hungry.add if w.idle > 0 else self._hungry.discard)(w)
-        (self._victims.add if w.excess > 0 else self._victims.discard)(w)
+        slots = session.slots
+        if slots - w.load - w.expecting > 0:
+            self._hungry.add(w)
+        else:
+            self._hungry.discard(w)
+        room = slots - w.started
+        if len(w.waiting) - (room if room > 0 else 0) - w.reclaiming > 0:
+            self._victims.add(w)
+        else:
+            self._victims.discard(w)
 
     # -- placement -----------------------------------------------------------
 
-    def _push_ready(self, q: _Queue) -> None:
+    def _push_ready(self, q: _Queue, replace_top: bool = False) -> None:
+        """(Re-)enter a queue in the ready heap; ``replace_top``: its entry
+        is the heap's top, replaced in one step."""
         seq = next(self._seq)
         q.entry = seq
+        if replace_top:
+            heapq.heapreplace(self._ready, (q.client.key(), seq, q))
+            return
         heapq.heappush(self._ready, (q.client.key(), seq, q))
         if len(self._ready) > 4 * len(self._clients) + 64:
             self._ready = [e for e in self._ready if e[2].entry == e[1]]
             heapq.heapify(self._ready)
 
-    def _push_worker(self, w: _Worker) -> None:
-        if w.free <= 0 or w.session not in self._workers:
+    def _push_worker(self, w: _Worker, replace_top: bool = False) -> None:
+        """(Re-)enter a worker in the heap of free ones; ``replace_top``:
+        if its live entry is the top, replace it in one step."""
+        top = (
+            replace_top and self._wheap and self._wheap[0][2] is w and self._wheap[0][1] == w.entry
+        )
+        free = w.free
+        if free <= 0 or w.session not in self._workers:
             w.entry = 0
+            if top:
+                heapq.heappop(self._wheap)
             return
         seq = next(self._seq)
         w.entry = seq
-        heapq.heappush(self._wheap, (-w.free, seq, w))
+        if top:
+            heapq.heapreplace(self._wheap, (-free, seq, w))
+            return
+        heapq.heappush(self._wheap, (-free, seq, w))
         if len(self._wheap) > 4 * len(self._workers) + 64:
             self._wheap = [e for e in self._wheap if e[2].entry == e[1]]
             heapq.heapify(self._wheap)

@@ -47,6 +47,10 @@ Result = tuple[int, JobStatus, Payload, str]
 #: A task that started: (task id, slot, when).
 Started = tuple[int, int, float]
 
+#: Starts are reported after this many seconds, in one batch: a task that
+#: ends sooner is reported by its result alone (no-op jobs cost no more).
+START_REPORT_DELAY = 0.01
+
 #: Seconds a leaving worker lets its running jobs finish before it kills
 #: them and hands them back (SLURM sends SIGKILL 30 s after scancel's signal).
 GRACE = 25.0
@@ -73,9 +77,10 @@ class WorkerProtocol(Peer):
         task, status, value, error = item
         return {"task": task, "status": status, "error": error}, {"value": value}
 
-    @staticmethod
-    def _encode_started(item: Started) -> tuple[dict[str, Any], dict[str, Payload]]:
+    def _encode_started(self, item: Started) -> tuple[dict[str, Any], dict[str, Payload]] | None:
         task, slot, at = item
+        if task not in self.worker.tasks:
+            return None  # it ended already: its result, on its way, says it ran
         return {"task": task, "slot": slot, "at": at}, {}
 
     @TakeBackTasks.responder
@@ -144,6 +149,7 @@ class Worker(Service):
         #: Run each client session's jobs in children no other session used.
         self.isolate_clients = isolate_clients
         self._idle: list[Deferred[None]] = []
+        self._starts: list[Started] = []  # to report once START_REPORT_DELAY has passed
         self.connection: WorkerProtocol | None = None
         self.monitor = HeartbeatMonitor(reactor, heartbeat_interval, heartbeat_timeout)
         self.endpoint = endpoint
@@ -285,8 +291,16 @@ class Worker(Service):
             del self.queue[index]
             self._hold(task)
             slot.run(task)
-            if self.connection is not None:
-                self.connection.started.add((task.task, slot.index, time.time()))
+            if not self._starts:
+                self.reactor.callLater(START_REPORT_DELAY, self._report_starts)
+            self._starts.append((task.task, slot.index, time.time()))
+
+    def _report_starts(self) -> None:
+        starts, self._starts = self._starts, []
+        if self.connection is not None:
+            for item in starts:
+                if item[0] in self.tasks:  # not ended yet
+                    self.connection.started.add(item)
 
     # -- resources ------------------------------------------------------------
 

@@ -116,6 +116,8 @@ def test_a_worker_behind_a_fake_master_runs_nothing_it_sends(master, tmp_path):
                 "args": pickle_arguments((str(marker),), {}),
                 "args_blob": 0,
                 "timeout": 0.0,
+                "resources": "{}",
+                "order": 0.0,
             }
         ],
     )

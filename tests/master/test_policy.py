@@ -446,3 +446,18 @@ def test_started_and_prefetched_are_counted_per_client_and_worker():
     assert (shown["running"], shown["prefetched"], shown["queued"]) == (1, 2, 1)
     m.task_started(w, w.runs[0].task)  # said twice: counted once
     assert m.status()["running"] == 1
+
+
+def test_a_client_may_wait_on_a_bounded_number_of_distinct_resource_requests():
+    results: list = []
+    m = Master()
+    c = ClientSession("c", results.append)
+    m.add_client(c)
+    m.define(c, FN, "{}", Payload.of(b"code"))
+    for i in range(policy_module.MAX_SHAPES + 1):
+        m.submit(c, i, FN, Payload.of(b"a"), resources=json.dumps({f"r{i}": 1}))
+    (refused,) = results
+    assert refused[0] == policy_module.MAX_SHAPES
+    assert "already waits on 256 different resource requests" in json.loads(refused[3])["message"]
+    m.submit(c, 9999, FN, Payload.of(b"a"), resources='{"r0": 1}')  # a known one: fine
+    assert len(results) == 1
