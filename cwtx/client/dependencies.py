@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import io
+from collections import ChainMap
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -81,18 +82,31 @@ def substitute(
     return tuple(one(a) for a in args), {k: one(v) for k, v in kwargs.items()}
 
 
+def _refuse(obj: Any) -> Any:
+    raise TypeError(
+        f"a {type(obj).__name__} cannot be sent to a cwtx job: only one passed "
+        "as an argument, or as an item of a list, tuple or dict argument, is "
+        "replaced by its result (see docs/clients.md, Dependencies); pass its "
+        "result instead"
+    )
+
+
+#: Types whose instances never travel to a job (exact types: a dispatch
+#: table costs nothing per object, where a reducer_override would).
+_REFUSED: dict[type, Callable[[Any], Any]] = dict.fromkeys(
+    [concurrent.futures.Future, Deferred, asyncio.Future, asyncio.Task], _refuse
+)
+
+
+def refuse_to_pickle(cls: type) -> None:
+    """Refuse ``cls`` too (a Future subclass, say) with the same clear error."""
+    _REFUSED[cls] = _refuse
+
+
 class _Pickler(cloudpickle.CloudPickler):
     """cloudpickle, refusing futures and Deferreds with a clear error."""
 
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, (concurrent.futures.Future, Deferred, asyncio.Future)):
-            raise TypeError(
-                f"a {type(obj).__name__} cannot be sent to a cwtx job: only one "
-                "passed as an argument, or as an item of a list, tuple or dict "
-                "argument, is replaced by its result (see docs/clients.md, "
-                "Dependencies); pass its result instead"
-            )
-        return super().reducer_override(obj)
+    dispatch_table = ChainMap(_REFUSED, *cloudpickle.CloudPickler.dispatch_table.maps)
 
 
 def pickle_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:

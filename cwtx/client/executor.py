@@ -126,6 +126,9 @@ class _JobFuture(Future):  # type: ignore[type-arg]
         self._on_end(self)
 
 
+dependencies.refuse_to_pickle(_JobFuture)
+
+
 class ClusterExecutor(concurrent.futures.Executor):
     """
     A ``concurrent.futures.Executor`` whose jobs run on a cwtx cluster.
