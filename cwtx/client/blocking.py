@@ -19,6 +19,7 @@ then close and the master drops what they had not ended.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import traceback
@@ -144,3 +145,5 @@ try:
     threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
 except RuntimeError:  # imported while the interpreter is exiting already
     pass
+# A forked child has no reactor thread: its parent's jobs never end there.
+os.register_at_fork(after_in_child=_live.clear)

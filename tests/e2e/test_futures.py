@@ -457,6 +457,47 @@ def test_jobs_end_and_callbacks_run_before_the_interpreter_exits(cluster, tmp_pa
     }
 
 
+FORK_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    import cwtx
+
+    def slow(x):
+        import time
+        time.sleep(1)
+        return x
+
+    ex = cwtx.ClusterExecutor(sys.argv[1], int(sys.argv[2]))
+    future = ex.submit(slow, "parent's")
+    pid = os.fork()
+    if pid == 0:
+        sys.exit(0)  # the child ends normally: its exit must not wait for that job
+    deadline = time.monotonic() + 20
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            print("the child hung at exit")
+            break
+        time.sleep(0.02)
+    print(future.result(60))
+    """
+)
+
+
+def test_a_forked_child_does_not_wait_for_its_parents_jobs(cluster, tmp_path):
+    script = tmp_path / "fork.py"
+    script.write_text(FORK_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(script), cluster.host, str(cluster.port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "parent's\n"
+
+
 # -- dependencies -----------------------------------------------------------------------------
 
 
