@@ -62,13 +62,13 @@ def parse_spec(spec: str) -> tuple[dict[str, float], set[str]]:
     """A worker's ``--resources``: ``gpu=2,mem=64G`` or a JSON object.  The
     amounts, and the names that are devices (whole numbers, no unit)."""
     spec = spec.strip()
-    if spec.startswith("{"):
+    if spec.startswith(("{", "[")):
         try:
             given = json.loads(spec)
         except ValueError as e:
             raise ValueError(f"--resources is not JSON: {e}") from None
         if not isinstance(given, dict):
-            raise ValueError("--resources must be NAME=AMOUNT,... or a JSON object")
+            raise ValueError("--resources must be a JSON object or NAME=AMOUNT,...")
         raw = dict(given)
     else:
         raw = {}

@@ -41,7 +41,7 @@ def test_bad_master_options(argv, complaint):
         (["--master", "http://node:5494"], "--master: 'http://node:5494' looks like a URL"),
         (["--master", "node:0"], "--master: the port in 'node:0'"),
         (["--resources", "{nope"], "--resources is not JSON"),
-        (["--resources", "[1, 2]"], "is not NAME=AMOUNT"),
+        (["--resources", "[1, 2]"], "--resources must be a JSON object or NAME=AMOUNT"),
         (["--resources", "gpu"], "'gpu' is not NAME=AMOUNT"),
         (["--resources", "gpu=two"], "--resources: gpu: 'two' is not an amount"),
         (["--resources", "gpu=-1"], "'-1' is not an amount"),
