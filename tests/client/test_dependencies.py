@@ -266,6 +266,17 @@ def test_a_job_whose_client_closed_while_it_waited_fails():
         cluster.result(dependent)
 
 
+def test_a_dependency_result_that_cannot_be_pickled_fails_the_job():
+    cluster = MemoryCluster(workers=1)
+    client = cluster.client()
+    plain: Deferred = Deferred()
+    dependent = client.submit(id, plain)
+    plain.callback(threading.Lock())
+    with pytest.raises(TypeError, match="lock"):
+        cluster.result(dependent)
+    assert client.pending == 0
+
+
 def test_unpicklable_arguments_beside_a_dependency_fail_at_submit():
     cluster = MemoryCluster(workers=1)
     client = cluster.client()

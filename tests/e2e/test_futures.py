@@ -457,6 +457,25 @@ def test_jobs_end_and_callbacks_run_before_the_interpreter_exits(cluster, tmp_pa
     }
 
 
+def test_a_client_thread_error_at_exit_is_printed_not_lost(cluster, tmp_path):
+    script = tmp_path / "fails.py"
+    script.write_text(
+        "import sys, cwtx\n"
+        "thread = cwtx.ClientThread(print, sys.argv[1], int(sys.argv[2]))\n"
+        "thread.start()\n"
+        "thread.submit('bad', int, 'x')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script), cluster.host, str(cluster.port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert "cwtx: a ClientThread job or callback failed at exit" in result.stderr
+    assert "ValueError: invalid literal" in result.stderr
+
+
 FORK_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys, time
@@ -598,6 +617,13 @@ def test_futures_of_another_executor_and_of_a_thread_pool_are_dependencies(clust
         theirs = other.submit(pow, 3, 2)
         local = pool.submit(lambda: 7)
         assert executor.submit(operator.add, theirs, local).result(60) == 16
+
+
+def test_a_dependency_result_that_cannot_be_pickled_fails_the_job(executor):
+    with cf.ThreadPoolExecutor(1) as pool:
+        lock = pool.submit(threading.Lock)
+        with pytest.raises(TypeError, match="lock"):
+            executor.submit(id, lock).result(60)
 
 
 def test_unpicklable_arguments_beside_a_dependency_fail_at_submit(executor):
