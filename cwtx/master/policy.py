@@ -316,6 +316,8 @@ class FairShare:
                     compatible(client.session.versions, w.versions) for w in self._workers
                 ):
                     self._pop(q)
+                    if q.heap:
+                        self._push_ready(q)  # its next job is refused too, in turn
                     return Refuse(job)
                 q.why = self._unschedulable(job)
                 q.parked = True

@@ -352,9 +352,11 @@ def test_with_no_matching_worker_a_job_ends_naming_both_versions():
     odd = FakeWorker("odd")
     odd.versions = ("3.12.1", "2.2.0")
     m.add_worker(odd)
-    submit(m, c, 1)
+    for i in (1, 2, 3):
+        submit(m, c, i)
     m.dispatch()
     assert odd.runs == []
+    assert [(r[0], r[1]) for r in results] == [(1, "error"), (2, "error"), (3, "error")]
     (job_id, status, _, error) = results[0]
     assert (job_id, status) == (1, "error")
     message = json.loads(error)["message"]
