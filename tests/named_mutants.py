@@ -66,7 +66,7 @@ MUTANTS = [
     (
         "a job cancelled in the worker's prefetch queue still runs",
         "cwtx/worker/supervisor.py",
-        "            if task in self.queue:",
+        "            if waiting:",
         "            if False:",
         ["tests/test_memory_cluster.py"],
     ),
@@ -94,9 +94,9 @@ MUTANTS = [
     ),
     (
         "a retried job requeued at the back",
-        "cwtx/master/master.py",
-        "job.client.push(job, front=True)",
-        "job.client.push(job)",
+        "cwtx/master/policy.py",
+        "seq = -next(self._seq) if front else next(self._seq)",
+        "seq = next(self._seq)",
         ["tests/master/test_bookkeeping.py"],
     ),
     (
@@ -109,15 +109,15 @@ MUTANTS = [
     (
         "dispatch to a worker with a mismatched Python",
         "cwtx/master/policy.py",
-        "usable = [w for w in free if compatible(client.versions, w.versions)]",
-        "usable = free",
+        "if compatible(versions, w.session.versions) and w.session.name not in failed:",
+        "if w.session.name not in failed:",
         ["tests/master/test_bookkeeping.py", "tests/test_secret.py"],
     ),
     (
         "priority ignored",
-        "cwtx/master/sessions.py",
-        "heapq.heappush(self._heap, (-job.priority, seq, job))",
-        "heapq.heappush(self._heap, (0, seq, job))",
+        "cwtx/master/policy.py",
+        "heapq.heappush(q.heap, (-job.priority, seq, job))",
+        "heapq.heappush(q.heap, (0, seq, job))",
         [
             "tests/master/test_bookkeeping.py",
             "tests/e2e/test_clients.py::test_priority_orders_the_queue_at_the_master",
@@ -152,6 +152,63 @@ MUTANTS = [
         "except (ValueError, RecursionError):",
         "except ValueError:",
         ["tests/master/test_bookkeeping.py", "tests/test_errors.py"],
+    ),
+    # issue 11: the scheduler
+    (
+        "an attempt counted without a start report",
+        "cwtx/master/master.py",
+        "self._attempt_failed(job, worker, cause, counted=started)",
+        "self._attempt_failed(job, worker, cause, counted=True)",
+        ["tests/master/test_policy.py", "tests/test_memory_cluster.py"],
+    ),
+    (
+        "no work stealing",
+        "cwtx/master/policy.py",
+        "        if not self._hungry or not self._victims:\n            return []",
+        "        if True:\n            return []",
+        ["tests/master/test_policy.py", "tests/test_memory_scheduling.py"],
+    ),
+    (
+        "fair share ignores what clients hold",
+        "cwtx/master/policy.py",
+        "return (-self.tier, self.load / self.weight, self.vpass)",
+        "return (-self.tier, 0, self.vpass)",
+        ["tests/master/test_policy.py"],
+    ),
+    (
+        "the worker starts tasks as they came, not in the master's order",
+        "cwtx/worker/supervisor.py",
+        "bisect.insort(self.queue, (task.order, next(self._arrivals), task))",
+        "bisect.insort(self.queue, (0, next(self._arrivals), task))",
+        ["tests/test_memory_scheduling.py"],
+    ),
+    (
+        "resources oversubscribed",
+        "cwtx/master/policy.py",
+        "and fits(job.needs, w.avail)",
+        "and fits(job.needs, w.session.amounts)",
+        ["tests/master/test_policy.py"],
+    ),
+    (
+        "a job is not told the devices it holds",
+        "cwtx/worker/slot.py",
+        "        if task.held:\n",
+        "        if False:\n",
+        ["tests/test_memory_scheduling.py"],
+    ),
+    (
+        "priority clients not first",
+        "cwtx/master/policy.py",
+        "tier = int(any(fnmatchcase(session.name, p) for p in self.priority_clients))",
+        "tier = 0",
+        ["tests/master/test_policy.py", "tests/test_memory_scheduling.py"],
+    ),
+    (
+        "start reports never sent",
+        "cwtx/worker/supervisor.py",
+        "                    self.connection.started.add(item)",
+        "                    pass",
+        ["tests/test_memory_scheduling.py", "tests/test_memory_cluster.py"],
     ),
 ]
 
