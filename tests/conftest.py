@@ -148,7 +148,8 @@ def executor(cluster):
     """A ClusterExecutor on the module's ``cluster``; its jobs cancelled after."""
     ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
     yield ex
-    ex.shutdown(wait=False, cancel_futures=True)
+    # Kill what still runs too: at exit the interpreter waits for every job.
+    ex.shutdown(wait=True, cancel_futures=True, kill_running=True)
 
 
 @pytest.fixture

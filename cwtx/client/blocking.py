@@ -53,14 +53,6 @@ def connect_blocking(
     )
 
 
-def check_share(share: float) -> float:
-    """A ValueError now, in the constructor, for a share the Client would
-    refuse (inside connect, where it would come out as a ConnectionError)."""
-    if not (isinstance(share, (int, float)) and 0 < share <= 1e6):
-        raise ValueError(f"share must be a number above 0 (at most 1e6), not {share!r}")
-    return share
-
-
 def settings(
     connect_timeout: float,
     reconnect_timeout: float,

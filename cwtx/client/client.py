@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from cwtx._errors import AuthenticationError, MasterConnectionLost, ProtocolMismatch
 from cwtx.client import dependencies
 from cwtx.client.errors import JobCancelled
-from cwtx.client.options import JobOptions
+from cwtx.client.options import JobOptions, check_share
 from cwtx.client.serialize import FunctionDef, decode_result, pickle_function
 from cwtx.wire import handshake as auth
 from cwtx.wire.batch import BatchSender
@@ -128,9 +128,7 @@ class Client:
         """``endpoint`` leads to the master (its repr names it in messages);
         ``secret`` is the shared secret itself; ``share`` this client's
         weight in the fair share of slots.  See :func:`cwtx.connect`."""
-        if not (isinstance(share, (int, float)) and 0 < share <= 1e6):
-            raise ValueError(f"share must be a number above 0 (at most 1e6), not {share!r}")
-        self.share = float(share)
+        self.share = check_share(share)
         self._reactor = reactor
         self.name = name
         self.endpoint = endpoint

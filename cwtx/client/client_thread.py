@@ -19,7 +19,6 @@ from twisted.python.failure import Failure
 from cwtx.client import reactor_thread
 from cwtx.client.blocking import (
     check_not_exiting,
-    check_share,
     connect_blocking,
     finish_at_exit,
     settings,
@@ -27,6 +26,7 @@ from cwtx.client.blocking import (
 )
 from cwtx.client.client import Client, JobOptions
 from cwtx.client.connect import CONNECT_TIMEOUT, RECONNECT_TIMEOUT
+from cwtx.client.options import check_share
 from cwtx.client.serialize import pickle_arguments, pickle_function
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 

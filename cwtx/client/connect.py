@@ -19,7 +19,7 @@ from cwtx._errors import AuthenticationError, ProtocolMismatch
 from cwtx._secret import load_secret, secret_source
 from cwtx.client.address import PORT, find_master, read_address_file
 from cwtx.client.client import CONNECT_TIMEOUT, RECONNECT_TIMEOUT, Client
-from cwtx.client.options import JobOptions
+from cwtx.client.options import JobOptions, check_share
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from cwtx.wire.reconnect import DescribedEndpoint
 
@@ -117,6 +117,7 @@ def connect(
 
         reactor = default_reactor
     options = JobOptions().replace(**job_options)
+    check_share(share)
     secret = load_secret(secret_file)
     if endpoint is None:
         host, port = find_master(host, port)

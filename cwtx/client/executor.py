@@ -24,7 +24,6 @@ from twisted.python.failure import Failure
 from cwtx.client import dependencies, reactor_thread
 from cwtx.client.blocking import (
     check_not_exiting,
-    check_share,
     connect_blocking,
     finish_at_exit,
     settings,
@@ -33,6 +32,7 @@ from cwtx.client.blocking import (
 from cwtx.client.chunks import ChunkRunner
 from cwtx.client.client import JobOptions, job_options
 from cwtx.client.connect import CONNECT_TIMEOUT, RECONNECT_TIMEOUT
+from cwtx.client.options import check_share
 from cwtx.client.serialize import FunctionDef, pickle_function
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 

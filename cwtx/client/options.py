@@ -10,6 +10,14 @@ from typing import Any
 from cwtx.wire.resources import amounts, encode
 
 
+def check_share(share: float) -> float:
+    """A client's weight in the fair share of slots: a ValueError at the
+    call (not later, inside connect, as a ConnectionError)."""
+    if isinstance(share, bool) or not (isinstance(share, (int, float)) and 0 < share <= 1e6):
+        raise ValueError(f"share must be a number above 0 (at most 1e6), not {share!r}")
+    return float(share)
+
+
 def _resources(value: Any) -> str:
     """A job's resources, checked here (a bad one raises at the call) and
     sent as canonical text: ``{"gpu": 1, "mem": "16G"}``."""

@@ -198,8 +198,8 @@ class Master:
         worker = job.worker
         if worker is None:
             return
-        if job.started:
-            job.client.started -= 1
+        if job.started and job.client.jobs.get(job.job_id) is job:
+            job.client.started -= 1  # (a dropped job's was taken off then)
         self.policy.released(job)
         worker.running.pop(job.task, None)
         if job.client.jobs.get(job.job_id) is job:

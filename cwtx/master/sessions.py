@@ -137,6 +137,8 @@ class ClientSession:
             job.args = EMPTY
             if job.worker is not None:
                 self.assigned -= 1
+                if job.started:
+                    self.started -= 1
             self._release()
         return job
 

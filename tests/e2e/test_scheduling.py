@@ -115,7 +115,7 @@ def test_a_second_client_gets_its_share_while_another_has_ten_thousand_queued(te
         assert waits[-1] <= 2 * JOB_LENGTH + 0.05, waits
         assert sum(f.done() for f in hogs) < 9_000  # the hog was still queued throughout
     finally:
-        hog.shutdown(wait=False, cancel_futures=True)
+        hog.shutdown(wait=True, cancel_futures=True, kill_running=True)
 
 
 # -- resources --------------------------------------------------------------------------

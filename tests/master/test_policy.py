@@ -461,3 +461,20 @@ def test_a_client_may_wait_on_a_bounded_number_of_distinct_resource_requests():
     assert "already waits on 256 different resource requests" in json.loads(refused[3])["message"]
     m.submit(c, 9999, FN, Payload.of(b"a"), resources='{"r0": 1}')  # a known one: fine
     assert len(results) == 1
+
+
+def test_a_cancelled_running_job_leaves_the_clients_counts_at_once():
+    m = Master()
+    c = client(m, "c")
+    w = Worker("w", slots=1)
+    m.add_worker(w)
+    submit(m, c, 1)
+    w.start(m)
+    m.cancel(c, [1])
+    (shown,) = m.status()["clients"]
+    assert (shown["running"], shown["prefetched"], shown["queued"]) == (0, 0, 0)
+    assert m.status()["running"] == 1  # the worker's slot is busy until it answers
+    m.task_result(w, w.runs[0].task, "cancelled", Payload.of(b""), "")
+    (shown,) = m.status()["clients"]
+    assert (shown["running"], shown["prefetched"]) == (0, 0)
+    assert m.status()["running"] == 0
