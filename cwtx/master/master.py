@@ -146,7 +146,8 @@ class Master:
         except ValueError as e:
             self._refuse(session, job_id, "ValueError", str(e))
             return
-        if not self.policy.has_room_for(session, encode_resources(needs)):
+        shape = encode_resources(needs) if needs else "{}"
+        if needs and not self.policy.has_room_for(session, shape):
             message = (
                 f"job {job_id}: this client already waits on {MAX_SHAPES} different "
                 "resource requests; use fewer distinct ones"
@@ -164,7 +165,7 @@ class Master:
             timeout=timeout,
             max_retries=self.max_retries if max_retries < 0 else max_retries,
             priority=priority,
-            resources=encode_resources(needs),
+            resources=shape,
             needs=needs,
         )
         session.add_job(job)

@@ -143,22 +143,20 @@ class _Worker:
     avail: dict[str, float] = field(default_factory=dict)
     waiting: dict[Job, None] = field(default_factory=dict)  # unstarted, oldest first
     entry: int = 0
-
-    @property
-    def slots(self) -> int:
-        return self.session.slots
+    slots: int = 0
+    capacity: int = 0  # slots plus prefetch
+    leaving: bool = False
 
     @property
     def free(self) -> int:
-        """How many more tasks it may be sent (its slots, plus prefetch)."""
-        if self.session.leaving:
-            return 0
-        return max(0, self.session.capacity - self.load)
+        """How many more tasks it may be sent (its slots, plus prefetch):
+        it is sent a task only while this is above 0."""
+        return 0 if self.leaving else self.capacity - self.load
 
     @property
     def idle(self) -> int:
         """Slots with nothing to run, even counting what is on its way."""
-        if self.session.leaving:
+        if self.leaving:
             return 0
         return self.slots - self.load - self.expecting
 
@@ -216,7 +214,13 @@ class FairShare:
     # -- workers -------------------------------------------------------------
 
     def add_worker(self, session: WorkerSession) -> None:
-        w = _Worker(session, avail=dict(session.amounts))
+        w = _Worker(
+            session,
+            avail=dict(session.amounts),
+            slots=session.slots,
+            capacity=session.capacity,
+            leaving=session.leaving,
+        )
         self._workers[session] = w
         self._free += w.free
         self._push_worker(w)
@@ -237,7 +241,7 @@ class FairShare:
         """It takes no more tasks (call before setting ``session.leaving``)."""
         w = self._workers[session]
         self._free -= w.free
-        session.leaving = True
+        session.leaving = w.leaving = True
         self._update(w)
 
     @property
@@ -383,7 +387,7 @@ class FairShare:
             worker.reclaiming -= 1
         job.reclaiming = False
         job.started = False
-        if not worker.session.leaving and worker.load <= worker.session.capacity:
+        if not worker.leaving:
             self._free += 1
         worker.load -= 1
         for name, amount in job.needs.items():
@@ -458,12 +462,11 @@ class FairShare:
 
     def _update(self, w: _Worker) -> None:
         """Keep the sets of workers with idle slots and with waiting tasks."""
-        session = w.session
-        if session.leaving or session not in self._workers:
+        if w.leaving or w.session not in self._workers:
             self._hungry.discard(w)
             self._victims.discard(w)
             return
-        slots = session.slots
+        slots = w.slots
         if slots - w.load - w.expecting > 0:
             self._hungry.add(w)
         else:
@@ -522,7 +525,7 @@ class FairShare:
         chosen = None
         while self._wheap:
             _, seq, w = self._wheap[0]
-            if w.entry != seq or w.free <= 0:
+            if w.entry != seq or w.leaving or w.load >= w.capacity:
                 heapq.heappop(self._wheap)
                 continue
             if compatible(versions, w.session.versions) and w.session.name not in failed:

@@ -103,6 +103,8 @@ def encode(needs: dict[str, float]) -> str:
 
 
 def decode(text: str, what: str) -> dict[str, float]:
+    if text in ("{}", ""):
+        return {}  # most jobs: no JSON to parse
     try:
         given = json.loads(text) if text else {}
     except ValueError:

@@ -281,9 +281,9 @@ class Worker(Service):
                 return
             if not slot.free:
                 continue
-            index = next((i for i, e in enumerate(self.queue) if self._fits(e[2])), None)
+            index = self._next_to_start()
             if index is None:
-                return
+                return  # what waits needs resources that running tasks hold
             task = self.queue[index][2]
             if self.isolate_clients and slot.session not in (None, task.session):
                 slot.recycle()  # a fresh child first; it runs the task once up
@@ -301,6 +301,13 @@ class Worker(Service):
             for item in starts:
                 if item[0] in self.tasks:  # not ended yet
                     self.connection.started.add(item)
+
+    def _next_to_start(self) -> int | None:
+        """The index in the queue of the first task whose resources are free."""
+        for index, (_, _, task) in enumerate(self.queue):
+            if not task.needs or self._fits(task):
+                return index
+        return None
 
     # -- resources ------------------------------------------------------------
 

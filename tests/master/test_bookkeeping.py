@@ -300,7 +300,7 @@ def test_a_requeued_job_keeps_its_place_and_counts_no_attempt():
     w1 = FakeWorker("w1")
     m.add_worker(w1)
     m.task_result(w1, w1.runs[0].task, "requeue", Payload.of(b""), "")
-    w1.leaving = True
+    m.worker_leaving(w1)
     w2 = FakeWorker("w2")
     m.add_worker(w2)
     assert [j.job_id for j in w2.runs] == [1]
