@@ -13,6 +13,7 @@ from cwtx._errors import AuthenticationError, CwtxError, ProtocolMismatch
 from cwtx.client.address import PORT, find_master
 from cwtx.client.status import query_status
 from cwtx.launch import local, slurm
+from cwtx.wire.resources import parse_spec
 
 
 def _local_start(args: argparse.Namespace) -> int:
@@ -23,12 +24,31 @@ def _local_start(args: argparse.Namespace) -> int:
         run_dir=args.run_dir,
         host=args.host,
         timeout=args.timeout,
+        master_args=_master_options(args),
+        worker_args=_worker_options(args),
     )
     print(
         f"cwtx master listening on {cluster.host}:{cluster.port} with "
         f"{cluster.nworkers} workers; pid files and logs in {cluster.run_dir}"
     )
     return 0
+
+
+def _worker_options(args: argparse.Namespace) -> list[str]:
+    """cw-worker options the cw commands pass on (checked here, so a bad
+    one fails before anything starts)."""
+    if not getattr(args, "resources", None):
+        return []
+    try:
+        parse_spec(args.resources)
+    except ValueError as e:
+        raise SystemExit(f"cw: {e}") from None
+    return ["--resources", args.resources]
+
+
+def _master_options(args: argparse.Namespace) -> list[str]:
+    names = getattr(args, "priority_clients", None)
+    return ["--priority-clients", names] if names else []
 
 
 def _local_stop(args: argparse.Namespace) -> int:
@@ -66,6 +86,8 @@ def _slurm_start(args: argparse.Namespace) -> int:
         docker_args=args.docker_args,
         timeout=args.timeout,
         secret_file=args.secret_file,
+        master_service_args=_master_options(args),
+        worker_service_args=_worker_options(args),
         report=_say,
     )
     print(
@@ -77,7 +99,14 @@ def _slurm_start(args: argparse.Namespace) -> int:
 
 def _slurm_add(args: argparse.Namespace) -> int:
     name = _cluster(args)
-    names = slurm.add(args.workers, name, slots=args.slots, timeout=args.timeout, report=_say)
+    names = slurm.add(
+        args.workers,
+        name,
+        slots=args.slots,
+        timeout=args.timeout,
+        report=_say,
+        worker_service_args=_worker_options(args),
+    )
     print(f"added {_workers(len(names))} to cluster {name!r}: {', '.join(names)}")
     return 0
 
@@ -175,6 +204,7 @@ def parser() -> argparse.ArgumentParser:
     start.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     start.add_argument("--run-dir", default=None, help="pid files and logs")
     start.add_argument("--timeout", type=float, default=local.START_TIMEOUT)
+    scheduling(start)
     start.set_defaults(func=_local_start)
     stop = loc_sub.add_parser("stop", help="stop what `cw local start` started")
     stop.add_argument("--run-dir", default=None, help="pid files and logs")
@@ -243,6 +273,7 @@ def _slurm_parser(sub: Any) -> None:
         "-p", "--port", type=int, default=0, help="the master's port (default 0: any free port)"
     )
     start.add_argument("--secret-file", help="the shared secret (default: as docs/security.md)")
+    scheduling(start)
     waited(start, "the jobs")
     start.set_defaults(func=_slurm_start)
 
@@ -252,6 +283,7 @@ def _slurm_parser(sub: Any) -> None:
     add.add_argument(
         "--slots", type=int, default=None, help="slots per new worker (default: as started)"
     )
+    add.add_argument("--resources", metavar="SPEC", help=RESOURCES_HELP + " (these workers)")
     waited(add, "them")
     add.set_defaults(func=_slurm_add)
 
@@ -266,6 +298,19 @@ def _slurm_parser(sub: Any) -> None:
 
     listing = actions.add_parser("list", help="this user's clusters and their SLURM jobs")
     listing.set_defaults(func=_slurm_list)
+
+
+RESOURCES_HELP = "what each worker offers, e.g. gpu=2,mem=64G (docs/scheduling.md)"
+
+
+def scheduling(parser: argparse.ArgumentParser) -> None:
+    """The scheduling options a cluster's start takes."""
+    parser.add_argument("--resources", metavar="SPEC", help=RESOURCES_HELP)
+    parser.add_argument(
+        "--priority-clients",
+        metavar="NAMES",
+        help="client names (shell patterns, comma-separated) whose jobs go first",
+    )
 
 
 #: Options whose value is itself options: ``--worker-args --mem=4G`` would

@@ -20,7 +20,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +102,17 @@ class SlurmCluster:
         return our_jobs(self.name, self.directory)
 
     def add_workers(
-        self, n: int, *, slots: int | None = None, timeout: float = START_TIMEOUT
+        self,
+        n: int,
+        *,
+        slots: int | None = None,
+        timeout: float = START_TIMEOUT,
+        worker_args: Sequence[str] = (),
     ) -> list[str]:
-        """Submit ``n`` more workers as one array; their names, once registered."""
-        names = _submit_workers(self, n, slots, timeout, _quiet)
+        """Submit ``n`` more workers as one array; their names, once
+        registered.  ``worker_args``: more cw-worker options for these
+        (``--resources gpu=1``), as LocalCluster.add_workers takes."""
+        names = _submit_workers(self, n, slots, timeout, _quiet, tuple(worker_args))
         self.workers += names
         return names
 
@@ -364,9 +371,14 @@ def _submit_array(
     report: Report,
     submitted: list[str],
     slots: int | None = None,
+    extra: tuple[str, ...] = (),
 ) -> tuple[str, int]:
-    """Submit ``n`` workers as one job array: (its id, n)."""
-    script = worker_script(setup.settings, slots or setup.slots, setup.grace, setup.docker)
+    """Submit ``n`` workers as one job array: (its id, n); ``extra``: more
+    cw-worker options for these."""
+    settings = setup.settings
+    if extra:
+        settings = replace(settings, extra_worker_options=(*settings.extra_worker_options, *extra))
+    script = worker_script(settings, slots or setup.slots, setup.grace, setup.docker)
     options = [f"--array=0-{n - 1}", *setup.worker_args]
     script = _submitted(script, options)
     array_id = _sbatch(script, options, submitted, cluster.directory, "workers")
@@ -376,7 +388,12 @@ def _submit_array(
 
 
 def _submit_workers(
-    cluster: SlurmCluster, n: int, slots: int | None, timeout: float, report: Report
+    cluster: SlurmCluster,
+    n: int,
+    slots: int | None,
+    timeout: float,
+    report: Report,
+    extra: tuple[str, ...] = (),
 ) -> list[str]:
     if n < 1:
         raise ValueError(f"add at least one worker, not {n}")
@@ -389,7 +406,7 @@ def _submit_workers(
         deadline = clock() + timeout
         before = {j.base_id for j in cluster.jobs()}
         try:
-            array_id, _ = _submit_array(cluster, setup, n, report, submitted, slots)
+            array_id, _ = _submit_array(cluster, setup, n, report, submitted, slots, extra)
         except BaseException:
             late = [j.base_id for j in cluster.jobs() if j.base_id not in before]
             _cancel_submitted([*submitted, *late], report)
@@ -433,13 +450,16 @@ def add(
     timeout: float = START_TIMEOUT,
     state_dir: str | os.PathLike[str] | None = None,
     report: Report = _quiet,
+    worker_service_args: Sequence[str] = (),
 ) -> list[str]:
     """Add ``n`` workers to the running cluster ``name`` (by default the one
-    :func:`which_cluster` finds); their names."""
+    :func:`which_cluster` finds); their names.  ``worker_service_args`` go
+    to these workers' ``cw-worker`` after the cluster's own (``--resources
+    gpu=2`` for GPU nodes)."""
     name = _named(name, state_dir)
     directory = cluster_dir(name, state_dir)
     cluster = _started.get(directory) or SlurmCluster(name, directory)
-    names = _submit_workers(cluster, n, slots, timeout, report)
+    names = _submit_workers(cluster, n, slots, timeout, report, tuple(worker_service_args))
     cluster.workers += names
     return names
 

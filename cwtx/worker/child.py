@@ -38,7 +38,8 @@ class _Env:
         self._cwd = os.getcwd()
         self._path = list(sys.path)
         self._saved = {k: os.environ.get(k) for k in self._vars}
-        os.environ.update(self._vars)
+        if self._vars:
+            os.environ.update(self._vars)
         path = self._env.get("path", [])
         sys.path[:0] = [p for p in path if isinstance(p, str)]
         cwd = self._env.get("cwd")
@@ -46,7 +47,7 @@ class _Env:
             os.chdir(cwd)
 
     def __exit__(self, *exc: object) -> None:
-        for key, value in self._saved.items():
+        for key, value in self._saved.items():  # (none for most jobs)
             if value is None:
                 os.environ.pop(key, None)
             else:

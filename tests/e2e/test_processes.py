@@ -490,3 +490,42 @@ def test_terminate_kills_what_ignores_sigterm():
         if stubborn.poll() is None:
             stubborn.kill()
             stubborn.wait(10)
+
+
+def test_cw_local_start_passes_resources_and_priority_clients(tmp_path):
+    env = dict(os.environ, CWTX_RUN_DIR=str(tmp_path))
+    cw = [sys.executable, "-m", "cwtx._cli"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cw, *args], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT
+        )
+
+    bad = run("local", "start", "-n", "1", "--port", "0", "--resources", "gpu=-1")
+    assert bad.returncode != 0 and "'-1' is not an amount" in bad.stderr
+    assert not list(tmp_path.glob("*.pid"))  # nothing was started
+    started = run(
+        "local", "start", "-n", "1", "--port", "0",
+        "--resources", "gpu=1", "--priority-clients", "urgent-*",
+    )  # fmt: skip
+    try:
+        assert started.returncode == 0, started.stderr
+        port = int((tmp_path / "master.port").read_text())
+        (worker,) = query_status("127.0.0.1", port)["workers"]
+        assert worker["resources"] == {"gpu": 1}
+        script = (
+            "import os, cwtx\n"
+            "from cwtx.client.status import query_status\n"
+            "def cuda():\n"
+            "    return os.environ.get('CUDA_VISIBLE_DEVICES')\n"
+            f"ex = cwtx.ClusterExecutor('127.0.0.1', {port}, name='urgent-1')\n"
+            "print(ex.options(resources={'gpu': 1}).submit(cuda).result(60))\n"
+            f"print([c['priority'] for c in query_status('127.0.0.1', {port})['clients']])\n"
+        )
+        client = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert client.stdout.split("\n")[:2] == ["0", "[True]"], client.stderr
+    finally:
+        stopped = run("local", "stop")
+        assert stopped.returncode == 0, stopped.stderr

@@ -369,6 +369,14 @@ def test_cw_slurm_add_grows_a_running_cluster_and_status_shows_it(name, tmp_path
     assert status.stdout.count("RUNNING") == 4  # the master, 1 + 2 workers
     assert ": 3 workers, 3 slots" in status.stdout
     assert f"--secret-file {secret}" in (slurm.cluster_dir(name) / "master.sh").read_text()
+    # A GPU node: its workers offer what --resources says, the others nothing.
+    gpu = cw("slurm", "add", "-n", "1", "--name", name, "--resources", "gpu=2,mem=8G")
+    assert gpu.returncode == 0, gpu.stderr
+    as_json = json.loads(cw("slurm", "status", "--name", name, "--json").stdout)
+    offered = sorted(json.dumps(w["resources"]) for w in as_json["master"]["workers"])
+    assert offered == ["{}", "{}", "{}", '{"gpu": 2.0, "mem": 8589934592.0}']
+    bad = cw("slurm", "add", "-n", "1", "--name", name, "--resources", "gpu=lots")
+    assert bad.returncode != 0 and "gpu: 'lots' is not an amount" in bad.stderr
     again = cw("slurm", "start", "-n", "1", "--name", name)
     assert again.returncode == 1
     assert f"cw: cluster '{name}' is already running (SLURM jobs " in again.stderr
