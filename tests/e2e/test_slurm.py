@@ -374,7 +374,7 @@ def test_cw_slurm_add_grows_a_running_cluster_and_status_shows_it(name, tmp_path
     assert gpu.returncode == 0, gpu.stderr
     as_json = json.loads(cw("slurm", "status", "--name", name, "--json").stdout)
     offered = sorted(json.dumps(w["resources"]) for w in as_json["master"]["workers"])
-    assert offered == ["{}", "{}", "{}", '{"gpu": 2.0, "mem": 8589934592.0}']
+    assert offered == ['{"gpu": 2.0, "mem": 8589934592.0}', "{}", "{}", "{}"]
     bad = cw("slurm", "add", "-n", "1", "--name", name, "--resources", "gpu=lots")
     assert bad.returncode != 0 and "gpu: 'lots' is not an amount" in bad.stderr
     again = cw("slurm", "start", "-n", "1", "--name", name)
