@@ -13,7 +13,7 @@ from cwtx._errors import AuthenticationError, CwtxError, ProtocolMismatch
 from cwtx.client.address import PORT, find_master
 from cwtx.client.status import query_status
 from cwtx.launch import local, slurm
-from cwtx.wire.resources import parse_spec
+from cwtx.wire.resources import describe, parse_spec
 
 
 def _local_start(args: argparse.Namespace) -> int:
@@ -176,7 +176,7 @@ def _print_status(status: dict) -> None:
         f"{len(status['clients'])} clients"
     )
     for w in status["workers"]:
-        resources = ",".join(f"{k}={v:g}" for k, v in sorted(w["resources"].items()))
+        resources = ",".join(f"{k}={describe(v)}" for k, v in sorted(w["resources"].items()))
         print(
             f"  worker {w['name']}: {w['running']}/{w['slots']} slots busy, "
             f"{w['prefetched']} prefetched" + (f", resources {resources}" if resources else "")

@@ -176,6 +176,13 @@ MUTANTS = [
         ["tests/master/test_policy.py"],
     ),
     (
+        "fair share charges jobs, not the slot time they take",
+        "cwtx/master/policy.py",
+        "        cost = client.cost or self._cost or DEFAULT_COST",
+        "        cost = DEFAULT_COST",
+        ["tests/master/test_policy.py"],
+    ),
+    (
         "the worker starts tasks as they came, not in the master's order",
         "cwtx/worker/supervisor.py",
         "bisect.insort(self.queue, (task.order, next(self._arrivals), task))",

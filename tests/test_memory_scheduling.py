@@ -132,6 +132,17 @@ def test_a_job_gets_the_devices_it_holds_in_its_environment():
     assert "CUDA_VISIBLE_DEVICES" not in os.environ  # restored after each job
 
 
+def test_a_fraction_of_a_device_is_an_amount_and_hides_no_device():
+    cluster = MemoryCluster(workers=0)
+    cluster.add_worker(slots=2, resources="gpu=1")
+    client = cluster.client()
+    half = client.options(resources={"gpu": 0.5}).submit(
+        environment, "CUDA_VISIBLE_DEVICES", "CWTX_RESOURCE_GPU"
+    )
+    cluster.flush()
+    assert cluster.result(half) == {"CUDA_VISIBLE_DEVICES": None, "CWTX_RESOURCE_GPU": "0.5"}
+
+
 def test_two_jobs_hold_different_devices_at_once():
     cluster = MemoryCluster(workers=0)
     worker = cluster.add_worker(slots=2, resources="gpu=2", hold=True)

@@ -323,6 +323,7 @@ class Client:
             args,
             kwargs,
             waits_for,
+            self._reactor,
         )
         return held.deferred
 

@@ -83,11 +83,12 @@ def substitute(
 
 
 def _refuse(obj: Any) -> Any:
+    kind = "Future" if isinstance(obj, concurrent.futures.Future) else type(obj).__name__
     raise TypeError(
-        f"a {type(obj).__name__} cannot be sent to a cwtx job: only one passed "
-        "as an argument, or as an item of a list, tuple or dict argument, is "
-        "replaced by its result (see docs/clients.md, Dependencies); pass its "
-        "result instead"
+        f"a {kind} cannot be sent to a cwtx job: only one passed as an argument, "
+        "or as an item of a list, tuple or dict argument, is replaced by its "
+        "result (not in map's chunks when chunksize > 1; see docs/clients.md, "
+        "Dependencies); pass its result instead"
     )
 
 
@@ -210,8 +211,13 @@ class HeldDeferredJob:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         dependencies: list[Deferred[Any]],
+        clock: Any,
     ) -> None:
+        """``clock``: the failure of a dependency reaches the dependent on
+        the next turn of the event loop, not from inside the dependency's
+        own callbacks (whose result a caller may then await at once)."""
         check_picklable(args, kwargs, Deferred)
+        self._clock = clock
         self._submit = submit
         self._call: tuple[tuple[Any, ...], dict[str, Any]] | None = (args, kwargs)
         self._job: Deferred[Any] | None = None
@@ -240,4 +246,4 @@ class HeldDeferredJob:
     def _failed(self, error: DependencyFailed) -> None:
         if self._call is not None:
             self._call = None
-            self.deferred.errback(Failure(error))
+            self._clock.callLater(0, self.deferred.errback, Failure(error))

@@ -258,9 +258,15 @@ class Master:
         self.dispatch()
 
     def task_result(
-        self, worker: WorkerSession, task: int, status: str, value: Payload, error: str
+        self,
+        worker: WorkerSession,
+        task: int,
+        status: str,
+        value: Payload,
+        error: str,
+        seconds: float = 0.0,
     ) -> None:
-        """A worker says how one of its tasks ended."""
+        """A worker says how one of its tasks ended, and how long it ran."""
         job = worker.running.get(task)
         if job is None:
             allowed, held = self.log_limit.allow(("unknown task", worker.name))
@@ -272,6 +278,7 @@ class Master:
                     also=f" ({held} more held back)" if held else "",
                 )
             return
+        self.policy.ran(job, seconds)
         self._unassign(job)
         if job.ended:
             return  # cancelled, or its client left

@@ -215,7 +215,9 @@ class WorkerResponders(BlobResponders):
         blobs = self.connection.blobs_in
         for r in results:
             value = blobs.take(r["value"], r["value_blob"])
-            self.master.task_result(session, r["task"], r["status"], value, r["error"])
+            self.master.task_result(
+                session, r["task"], r["status"], value, r["error"], r["seconds"]
+            )
         self.master.dispatch()
         return {}
 

@@ -86,13 +86,16 @@ RESULT_RECORD = [
     ("error", "text"),
 ]
 
-#: How a task ended, worker to master: as RESULT_RECORD, by task id.
+#: How a task ended, worker to master: as RESULT_RECORD, by task id, and
+#: how long it ran in its slot (seconds; 0 if it never started), which the
+#: master's fair share charges its client.
 TASK_RESULT_RECORD = [
     ("task", "int"),
     ("status", "text"),
     ("value", "bytes"),
     ("value_blob", "int"),
     ("error", "text"),
+    ("seconds", "float"),
 ]
 
 

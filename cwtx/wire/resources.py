@@ -58,6 +58,15 @@ def amounts(given: Any, what: str = "resources") -> dict[str, float]:
     return out
 
 
+def describe(amount: float) -> str:
+    """An amount as people write it: ``2``, ``0.5``, and from 1 MiB up in
+    binary units, ``64G`` (status lines and unschedulable reasons)."""
+    if amount >= 2**20:
+        unit = next(u for u in "PTGM" if amount >= _UNITS[u])
+        return f"{amount / _UNITS[unit]:.4g}{unit}"
+    return f"{amount:g}"
+
+
 def parse_spec(spec: str) -> tuple[dict[str, float], set[str]]:
     """A worker's ``--resources``: ``gpu=2,mem=64G`` or a JSON object.  The
     amounts, and the names that are devices (whole numbers, no unit)."""

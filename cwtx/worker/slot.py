@@ -100,6 +100,7 @@ class Task:
     needs: dict[str, float] = field(default_factory=dict)
     #: What it holds while it runs: device ids (a list) or an amount, by name.
     held: dict[str, Any] = field(default_factory=dict)
+    started_at: float = 0.0  # when a slot took it (the reactor's clock)
 
 
 #: on_result(task, status, value, error_json)

@@ -43,7 +43,8 @@ from cwtx.worker.slot import Slot, Task
 txaio.use_twisted()
 log = txaio.make_logger()
 
-Result = tuple[int, JobStatus, Payload, str]
+#: A task's end: (task id, status, value, error, seconds it ran).
+Result = tuple[int, JobStatus, Payload, str, float]
 #: A task that started: (task id, slot, when).
 Started = tuple[int, int, float]
 
@@ -74,8 +75,9 @@ class WorkerProtocol(Peer):
 
     @staticmethod
     def _encode_result(item: Result) -> tuple[dict[str, Any], dict[str, Payload]]:
-        task, status, value, error = item
-        return {"task": task, "status": status, "error": error}, {"value": value}
+        task, status, value, error, seconds = item
+        fields = {"task": task, "status": status, "error": error, "seconds": seconds}
+        return fields, {"value": value}
 
     def _encode_started(self, item: Started) -> tuple[dict[str, Any], dict[str, Payload]] | None:
         task, slot, at = item
@@ -290,6 +292,7 @@ class Worker(Service):
                 continue
             del self.queue[index]
             self._hold(task)
+            task.started_at = self.reactor.seconds()
             slot.run(task)
             if not self._starts:
                 self.reactor.callLater(START_REPORT_DELAY, self._report_starts)
@@ -323,10 +326,12 @@ class Worker(Service):
     def _hold(self, task: Task) -> None:
         """Give the task what it asked for: whole devices by id, or amounts."""
         for name, amount in task.needs.items():
-            if name in self.devices:
-                n = int(amount) if amount == int(amount) else 0
+            if name in self.devices and amount == int(amount):
                 free = self.devices[name]
+                n = int(amount)
                 task.held[name], free[:] = free[:n], free[n:]
+            elif name in self.devices:
+                task.held[name] = amount  # a fraction of a device: no id of its own
             else:
                 self.amounts[name] = self.amounts.get(name, 0) - amount
                 task.held[name] = amount
@@ -335,6 +340,8 @@ class Worker(Service):
         for name, held in task.held.items():
             if isinstance(held, list):
                 self.devices[name] = sorted(self.devices[name] + held)
+            elif name in self.devices:
+                pass  # a fraction took no id
             else:
                 self.amounts[name] = self.amounts.get(name, 0) + held
         task.held = {}
@@ -373,7 +380,8 @@ class Worker(Service):
         if self.tasks.get(task.task) is not task:
             return  # abandoned when the master went away
         del self.tasks[task.task]
-        self._report(task.task, status, value, error)
+        seconds = self.reactor.seconds() - task.started_at if task.started_at else 0.0
+        self._report(task.task, status, value, error, seconds)
         if not self.tasks:
             idle, self._idle = self._idle, []
             for d in idle:
@@ -388,9 +396,11 @@ class Worker(Service):
         d.addTimeout(timeout, self.reactor)
         return d.addErrback(lambda f: f.trap(defer.TimeoutError))
 
-    def _report(self, task_id: int, status: JobStatus, value: Payload, error: str) -> None:
+    def _report(
+        self, task_id: int, status: JobStatus, value: Payload, error: str, seconds: float = 0.0
+    ) -> None:
         if self.connection is not None:
-            self.connection.results.add((task_id, status, value, error))
+            self.connection.results.add((task_id, status, value, error, seconds))
 
     def _end(self, task_id: int, status: JobStatus, message: str, kind: str = "") -> None:
         """Report a task that ends without running, and why."""

@@ -200,6 +200,30 @@ def test_a_failed_dependency_fails_the_job_which_is_never_sent():
     assert len(cluster.ran(cluster.workers[0])) == 1
 
 
+def test_awaiting_the_failed_dependency_after_its_dependent_works():
+    """The dependent fails on a later turn, not from inside the dependency's
+    own callbacks: awaiting the dependency next must not trip Twisted."""
+    cluster = MemoryCluster(workers=1)
+    client = cluster.client()
+    bad = client.submit(operator.truediv, 1, 0)
+    dependent = client.submit(operator.add, bad, 1)
+
+    async def handle() -> str:
+        try:
+            await dependent
+        except cwtx.DependencyFailed:
+            pass
+        try:
+            await bad
+        except ZeroDivisionError:
+            return "both failed, each handled"
+        return "bad did not fail"
+
+    outcome = Deferred.fromCoroutine(handle())
+    cluster.flush()
+    assert cluster.result(outcome) == "both failed, each handled"
+
+
 def test_cancelling_a_held_job_drops_it_unsent():
     cluster = MemoryCluster(workers=1, hold=True)
     client = cluster.client()

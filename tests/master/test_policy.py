@@ -478,3 +478,40 @@ def test_a_cancelled_running_job_leaves_the_clients_counts_at_once():
     (shown,) = m.status()["clients"]
     assert (shown["running"], shown["prefetched"]) == (0, 0)
     assert m.status()["running"] == 0
+
+
+def test_slot_time_is_shared_with_prefetch_as_workers_order_their_queue():
+    """With prefetch, each client holds the same number of tasks on the
+    worker; what decides who runs is the order the worker starts its
+    waiting tasks in, so that order must charge slot time, not count jobs."""
+    now = Now()
+    m = Master(now=now)
+    long_, short = client(m, "long"), client(m, "short")
+    w = Worker("w", slots=1, prefetch=4)
+    m.add_worker(w)
+    for i in range(1, 1001):
+        submit(m, long_, i)
+        submit(m, short, i)
+    busy = {"long": 0.0, "short": 0.0}
+    while now.t < 400:
+        waiting = [j for j in w.live() if not j.started]
+        job = min(waiting, key=lambda j: j.order)  # as the worker picks
+        m.task_started(w, job.task)
+        seconds = 10.0 if job.client is long_ else 1.0
+        now.t += seconds
+        busy[job.client.name] += seconds
+        m.task_result(w, job.task, "ok", Payload.of(b"r"), "", seconds)
+        m.dispatch()
+    share = busy["short"] / (busy["short"] + busy["long"])
+    assert 0.4 < share < 0.6, busy
+
+
+def test_an_unschedulable_reason_writes_sizes_as_people_do():
+    m = Master()
+    c = client(m, "c")
+    m.add_worker(Worker("w", slots=1, resources={"mem": 4 * 2**30}))
+    submit(m, c, 1, resources=json.dumps({"mem": 16 * 2**30}))
+    (entry,) = m.status()["clients"][0]["unschedulable"]
+    assert entry["why"] == (
+        "needs mem=16G; no connected worker has that much (the most any has: mem=4G)"
+    )

@@ -63,9 +63,6 @@ def test_every_command_has_its_section_with_its_arguments(command):
         record = BATCHES[command]
         assert f"`Records({record})`" in text
         expected = [field for field, _ in getattr(commands, record)]
-        if command is commands.TaskResults:  # documented as JobResults' record
-            expected = ["job" if f == "task" else f for f in expected]
-            text = section("JobResults")
         assert expected in table_fields(text)
     elif len(names) == 1 and f"`{names[0]}`:" in text:  # a one-argument prose line
         return
