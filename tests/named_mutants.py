@@ -157,8 +157,8 @@ MUTANTS = [
     (
         "an attempt counted without a start report",
         "cwtx/master/master.py",
-        "self._attempt_failed(job, worker, cause, counted=started)",
-        "self._attempt_failed(job, worker, cause, counted=True)",
+        "counted=started or suspect)",
+        "counted=True)",
         ["tests/master/test_policy.py", "tests/test_memory_cluster.py"],
     ),
     (

@@ -7,14 +7,18 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from cwtx.wire.resources import amounts, encode
+from cwtx.wire.resources import MAX_SHARE, MIN_SHARE, amounts, encode
 
 
 def check_share(share: float) -> float:
     """A client's weight in the fair share of slots: a ValueError at the
     call (not later, inside connect, as a ConnectionError)."""
-    if isinstance(share, bool) or not (isinstance(share, (int, float)) and 0 < share <= 1e6):
-        raise ValueError(f"share must be a number above 0 (at most 1e6), not {share!r}")
+    if isinstance(share, bool) or not (
+        isinstance(share, (int, float)) and MIN_SHARE <= share <= MAX_SHARE
+    ):
+        raise ValueError(
+            f"share must be a number from {MIN_SHARE:g} to {MAX_SHARE:g}, not {share!r}"
+        )
     return float(share)
 
 

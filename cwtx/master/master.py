@@ -36,6 +36,7 @@ from cwtx.master.sessions import (
 from cwtx.master.status import snapshot
 from cwtx.wire.names import JobStatus, function_hash
 from cwtx.wire.payload import EMPTY, Payload
+from cwtx.wire.resources import MAX_SHARE, MIN_SHARE
 from cwtx.wire.resources import decode as decode_resources
 from cwtx.wire.resources import encode as encode_resources
 
@@ -90,8 +91,10 @@ class Master:
 
     def set_share(self, session: ClientSession, share: float) -> None:
         """The client's weight in the fair share of slots."""
-        if not (0 < share <= 1e6):
-            raise ProtocolError(f"a share must be above 0 and at most 1e6, not {share!r}")
+        if not (MIN_SHARE <= share <= MAX_SHARE):
+            raise ProtocolError(
+                f"a share must be from {MIN_SHARE:g} to {MAX_SHARE:g}, not {share!r}"
+            )
         self.policy.set_share(session, share)
         log.info("client {c} has share {s:g}", c=session.name, s=share)
 
@@ -234,7 +237,12 @@ class Master:
             started = job.started
             self._unassign(job)
             if not job.ended:
-                self._attempt_failed(job, worker, cause, counted=started)
+                # A job that kills its worker before its start is reported
+                # would never count an attempt: past this many lost workers
+                # it counts anyway, so it cannot take down every worker.
+                job.losses += 1
+                suspect = job.losses > 2 * (job.max_retries + 1)
+                self._attempt_failed(job, worker, cause, counted=started or suspect)
         worker.running = {}
         self.policy.remove_worker(worker)
         self.dispatch()

@@ -75,7 +75,9 @@ def mismatch_message(client: ClientSession, workers: Iterable[WorkerSession]) ->
 
 
 def fits(needs: dict[str, float], have: dict[str, float]) -> bool:
-    return all(have.get(name, 0) >= amount for name, amount in needs.items())
+    """Amounts are floats, added and taken back in any order: a difference
+    of a billionth of the amount is rounding, not a shortage."""
+    return all(have.get(n, 0) >= a - 1e-9 * max(a, 1.0) for n, a in needs.items())
 
 
 def describe_needs(needs: dict[str, float]) -> str:
@@ -118,6 +120,7 @@ class _Queue:
     parked: bool = False
     why: str = ""  # unschedulable: why no connected worker can ever run it
     stale: int = 0  # ended jobs its heap still holds
+    count: int = 0  # jobs queued in it (its heap holds ended ones too)
 
     def peek(self) -> Job | None:
         while self.heap and not self.heap[0][2].queued:
@@ -274,6 +277,7 @@ class FairShare:
         if client.queued == 0:
             client.vpass = max(client.vpass, self._vtime)  # no banked credit
         client.queued += 1
+        q.count += 1
         seq = -next(self._seq) if front else next(self._seq)
         heapq.heappush(q.heap, (-job.priority, seq, job))
         if not q.parked and not q.entry:
@@ -299,6 +303,7 @@ class FairShare:
         client.queued -= 1
         q = client.queues.get(job.shape)
         if q is not None:
+            q.count -= 1
             q.stale += 1
             if q.stale > 64 and 2 * q.stale > len(q.heap):
                 q.heap = [e for e in q.heap if e[2].queued]
@@ -350,6 +355,7 @@ class FairShare:
     def _pop(self, q: _Queue) -> None:
         heapq.heappop(q.heap)
         q.client.queued -= 1
+        q.count -= 1
 
     def _assign(self, job: Job, worker: _Worker, client: _Client) -> None:
         job.vstart = client.vpass
@@ -417,7 +423,7 @@ class FairShare:
             worker.avail[name] += amount
         self._push_worker(worker)
         self._update(worker)
-        self._unpark(everything=bool(job.needs))
+        self._unpark(freed=worker)
 
     def _rekey(self, client: _Client) -> None:
         """Its standing fell (a task left a worker, a bigger share): its
@@ -479,9 +485,8 @@ class FairShare:
         return back
 
     def _could_run(self, w: _Worker, job: Job) -> bool:
-        return compatible(job.client.versions, w.session.versions) and fits(
-            job.needs, w.session.amounts
-        )
+        """Could ``w`` start ``job`` now: its versions, and resources it has free."""
+        return compatible(job.client.versions, w.session.versions) and fits(job.needs, w.avail)
 
     def _update(self, w: _Worker) -> None:
         """Keep the sets of workers with idle slots and with waiting tasks."""
@@ -560,6 +565,15 @@ class FairShare:
                 break
         if chosen is None:
             chosen = next((w for w in aside if compatible(versions, w.session.versions)), None)
+        if chosen is None and len(aside) > 64:  # many others first: look at all
+            chosen = next(
+                (
+                    w
+                    for w in self._workers.values()
+                    if w.free > 0 and compatible(versions, w.session.versions)
+                ),
+                None,
+            )
         for w in aside:
             self._push_worker(w)
         return chosen
@@ -594,14 +608,18 @@ class FairShare:
             f"(the most any has: {describe_needs(most)})"
         )
 
-    def _unpark(self, everything: bool = False) -> None:
-        """Parked queues try again: those waiting for room whenever room
-        frees, the unschedulable ones when workers change (``everything``)."""
+    def _unpark(self, everything: bool = False, freed: _Worker | None = None) -> None:
+        """Parked queues try again: all of them when workers change
+        (``everything``); when a place frees on worker ``freed``, those
+        without needs, and those whose needs that worker has free now (a
+        cheap check each, no scan of the workers)."""
         if not self._parked:
             return
         keep = []
         for q in self._parked:
-            if q.why and not everything:
+            if not everything and (
+                q.why or (q.needs and (freed is None or not fits(q.needs, freed.avail)))
+            ):
                 keep.append(q)
                 continue
             q.parked = False
@@ -619,8 +637,6 @@ class FairShare:
             return []
         out = []
         for q in client.queues.values():
-            if q.parked and q.why:
-                n = sum(1 for e in q.heap if e[2].queued)
-                if n:
-                    out.append({"jobs": n, "why": q.why})
+            if q.parked and q.why and q.count:
+                out.append({"jobs": q.count, "why": q.why})
         return out

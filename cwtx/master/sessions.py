@@ -70,6 +70,7 @@ class Job:
     started_at: float = 0.0
     reclaiming: bool = False  # asked back from its worker, answer pending
     kept: bool = False  # its worker did not hand it back: not asked again
+    losses: int = 0  # workers lost while it was on them, started or not
     announced: bool = False  # its client was told it started
 
     @property

@@ -18,6 +18,10 @@ from typing import Any
 
 #: The longest resources text (JSON) a job or a worker may carry.
 MAX_RESOURCES = 1024
+#: The weights a client may have in the fair share (``SetShare``): a
+#: million to one at most, so that no client's virtual time runs away.
+MIN_SHARE = 1e-3
+MAX_SHARE = 1e3
 #: Devices of one resource a worker may offer.
 MAX_DEVICES = 4096
 

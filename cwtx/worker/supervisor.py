@@ -319,8 +319,8 @@ class Worker(Service):
             if name in self.devices:
                 if len(self.devices[name]) < amount:
                     return False
-            elif self.amounts.get(name, 0) < amount:
-                return False
+            elif self.amounts.get(name, 0) < amount - 1e-9 * max(amount, 1.0):
+                return False  # (a billionth is float rounding, as at the master)
         return True
 
     def _hold(self, task: Task) -> None:

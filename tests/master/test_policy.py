@@ -232,8 +232,8 @@ def test_a_bad_share_is_refused():
     c = client(m, "c")
     from cwtx._errors import ProtocolError
 
-    for bad in (0.0, -1.0, float("nan"), 1e7):
-        with pytest.raises(ProtocolError, match="share must be above 0"):
+    for bad in (0.0, -1.0, float("nan"), 1e7, 5e-324, 1e-300, 2000.0):
+        with pytest.raises(ProtocolError, match="share must be from 0.001 to 1000"):
             m.set_share(c, bad)
 
 
@@ -515,3 +515,72 @@ def test_an_unschedulable_reason_writes_sizes_as_people_do():
     assert entry["why"] == (
         "needs mem=16G; no connected worker has that much (the most any has: mem=4G)"
     )
+
+
+def test_a_job_that_kills_its_workers_before_reporting_a_start_is_bounded():
+    """Its starts never reach the master, so no attempt counts: past twice
+    (max_retries + 1) lost workers it is lost anyway."""
+    results: list = []
+    m = Master(max_retries=0)
+    c = ClientSession("c", results.append)
+    m.add_client(c)
+    m.define(c, FN, "{}", Payload.of(b"code"))
+    m.submit(c, 1, FN, Payload.of(b"a"))
+    for i in range(3):
+        w = Worker(f"w{i}")
+        m.add_worker(w)
+        assert results == [] and len(w.runs) == 1
+        m.remove_worker(w, "killed")
+    ((job_id, status, _, error),) = results
+    assert (job_id, status) == (1, "lost")
+
+
+def test_a_compatible_worker_is_found_behind_many_others():
+    m = Master(prefetch=0)
+    others = [Worker(f"py312-{i}", slots=1) for i in range(100)]
+    for w in others:
+        w.versions = ("3.12.1", "3.0.0")
+        m.add_worker(w)
+    good = Worker("py311", slots=1)
+    good.versions = ("3.11.7", "3.0.0")
+    m.add_worker(good)
+    c = ClientSession("c", lambda item: None, versions=("3.11.7", "3.0.0"))
+    m.add_client(c)
+    m.define(c, FN, "{}", Payload.of(b"code"))
+    m.submit(c, 1, FN, Payload.of(b"a"))
+    m.dispatch()
+    assert len(good.runs) == 1
+
+
+def test_amounts_that_came_back_in_another_order_still_add_up():
+    m = Master()
+    c = client(m, "c")
+    w = Worker("w", slots=3, resources={"x": 1.0})
+    m.add_worker(w)
+    submit(m, c, 1, resources='{"x": 0.3}')
+    submit(m, c, 2, resources='{"x": 0.1}')
+    first, second = w.live()
+    w.finish(m, first)
+    w.finish(m, second)
+    submit(m, c, 3, resources='{"x": 1}')
+    assert [j.job_id for j in w.live()] == [3]
+
+
+def test_a_worker_takes_back_only_jobs_it_has_the_resources_free_for():
+    m = Master()
+    c = client(m, "c")
+    busy = Worker("busy", slots=1, prefetch=2, resources={"gpu": 2.0})
+    m.add_worker(busy)
+    for i in range(1, 4):
+        submit(m, c, i, resources='{"gpu": 1}')
+    busy.start(m, busy.runs[0])
+    taker = Worker("taker", slots=2, resources={"gpu": 1.0})
+    m.add_worker(taker)
+    # The queued third job takes the taker's one gpu: an idle slot is left,
+    # but no gpu to run job 2 with, so job 2 is not asked back.
+    assert [j.job_id for j in taker.live()] == [3]
+    assert busy.asked == []
+    other = Worker("other", slots=1, resources={"gpu": 1.0})
+    m.add_worker(other)
+    (tasks, _answer), *_ = busy.asked  # this one has its gpu free
+    assert tasks == [busy.runs[1].task]
