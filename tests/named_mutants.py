@@ -178,8 +178,8 @@ MUTANTS = [
     (
         "fair share charges jobs, not the slot time they take",
         "cwtx/master/policy.py",
-        "        cost = client.cost or self._cost or DEFAULT_COST",
-        "        cost = DEFAULT_COST",
+        "            client.vpass += seconds / client.weight\n",
+        "            pass\n",
         ["tests/master/test_policy.py"],
     ),
     (

@@ -286,7 +286,9 @@ class Master:
                     also=f" ({held} more held back)" if held else "",
                 )
             return
-        self.policy.ran(job, seconds)
+        # A worker's word, capped by what the master saw (a lying or skewed
+        # clock cannot charge a client more than the time since it sent it).
+        self.policy.ran(job, min(seconds, self.now() - job.sent_at))
         self._unassign(job)
         if job.ended:
             return  # cancelled, or its client left
@@ -343,6 +345,7 @@ class Master:
         A job whose client's Python and cloudpickle no registered worker
         matches ends with a clear error.
         """
+        now = self.now()
         while (decision := self.policy.next()) is not None:
             job = decision.job
             if isinstance(decision, Refuse):
@@ -351,6 +354,7 @@ class Master:
                 continue
             worker = decision.worker
             job.task = next(self._tasks)
+            job.sent_at = now
             job.client.assign(job, worker)
             worker.running[job.task] = job
             worker.deliver_run(job)

@@ -7,9 +7,9 @@ decides (:class:`Start`, :class:`Refuse`, :class:`TakeBack`).
 
 * **Fair share of slots**: the next free place goes to the client with the
   fewest tasks on workers for its share (``SetShare``, default 1).  Ties go
-  to the client with the lowest *pass*: each job it is sent advances it by
-  the client's average run time per job (workers report run times) over
-  its share (start-time fair queuing).  So clients get slot time in
+  to the client with the lowest *pass*: each job's run time (workers
+  report it), over the client's share, advances it when the job ends
+  (start-time fair queuing).  So clients get slot time in
   proportion to their shares, whatever their jobs' lengths.  A client that
   was idle starts at the pass of the jobs now starting: it banks no turns.
   Clients matching ``priority_clients`` form a tier that goes first.
@@ -39,13 +39,9 @@ from typing import Any
 from cwtx.master.sessions import UNKNOWN_VERSIONS, ClientSession, Job, WorkerSession
 from cwtx.wire.resources import describe
 
-#: A job's cost (seconds of slot time) before any of its client's jobs has
-#: been measured, and no job at all has.
-DEFAULT_COST = 1.0
-#: The least a job is charged, so that no client's pass stands still.
-MIN_COST = 1e-4
-#: Weight of the newest run time in a client's running average.
-EWMA = 0.2
+#: What sending a job charges its client's pass (its run time is charged
+#: when it ends), so that equal clients take turns even before any ends.
+SEND_COST = 1e-6
 #: How far the priority tier's orders sit below everyone else's.
 TIER_OFFSET = 1e12
 #: Distinct resource requests one client may have queues for: each waiting
@@ -137,7 +133,6 @@ class _Client:
     vpass: float = 0.0
     queued: int = 0
     load: int = 0  # its tasks on workers, started or waiting there
-    cost: float = 0.0  # running average of its jobs' run times (0: none yet)
     queues: dict[str, _Queue] = field(default_factory=dict)
 
     def key(self) -> tuple[int, float, float]:
@@ -191,7 +186,6 @@ class FairShare:
         self._seq = count(1)
         self._free = 0  # free places over all workers
         self._vtime = 0.0  # the pass of the latest job to start
-        self._cost = 0.0  # running average of every job's run time
         self._victims: set[_Worker] = set()
         self._hungry: set[_Worker] = set()
 
@@ -360,8 +354,7 @@ class FairShare:
     def _assign(self, job: Job, worker: _Worker, client: _Client) -> None:
         job.vstart = client.vpass
         job.order = client.vpass - client.tier * TIER_OFFSET
-        cost = client.cost or self._cost or DEFAULT_COST
-        client.vpass += max(cost, MIN_COST) / client.weight
+        client.vpass += SEND_COST / client.weight
         client.load += 1
         self._free -= 1  # it had room: it was chosen
         worker.load += 1
@@ -388,16 +381,14 @@ class FairShare:
         self._update(worker)
 
     def ran(self, job: Job, seconds: float) -> None:
-        """It ran ``seconds`` in its slot: its client's later jobs are
-        charged that much (a running average), so clients share slot time."""
-        if not (0 < seconds < 1e9):  # never started, or a nonsense figure
-            return
+        """It ran ``seconds`` in its slot (the master caps the worker's figure
+        at the time since it sent the task): charged to its client's pass,
+        divided by its share, so clients share slot time."""
         client = self._clients.get(job.client)
-        if client is not None:
-            client.cost = (
-                seconds if not client.cost else client.cost + EWMA * (seconds - client.cost)
-            )
-        self._cost = seconds if not self._cost else self._cost + EWMA * (seconds - self._cost)
+        if client is not None and seconds > 0:
+            client.vpass += seconds / client.weight
+            if client.queues:
+                self._rekey(client)
 
     def released(self, job: Job) -> None:
         """The job left its worker: it ended, was lost, handed back, or

@@ -71,6 +71,7 @@ class Job:
     reclaiming: bool = False  # asked back from its worker, answer pending
     kept: bool = False  # its worker did not hand it back: not asked again
     losses: int = 0  # workers lost while it was on them, started or not
+    sent_at: float = 0.0  # when the master gave it to its current worker
     announced: bool = False  # its client was told it started
 
     @property

@@ -584,3 +584,49 @@ def test_a_worker_takes_back_only_jobs_it_has_the_resources_free_for():
     m.add_worker(other)
     (tasks, _answer), *_ = busy.asked  # this one has its gpu free
     assert tasks == [busy.runs[1].task]
+
+
+def test_a_workers_run_time_is_capped_by_what_the_master_saw():
+    now = Now()
+    m = Master(now=now)
+    c = client(m, "c")
+    w = Worker("w", slots=1)
+    m.add_worker(w)
+    submit(m, c, 1)
+    before = m.policy._clients[c].vpass
+    now.t += 2.0
+    m.task_result(w, w.runs[0].task, "ok", Payload.of(b"r"), "", 999_999_999.0)
+    assert m.policy._clients[c].vpass - before <= 2.0 + 1e-3
+
+
+def test_one_long_job_is_charged_once_not_for_the_jobs_after_it():
+    """After client A's one hour-long job, B (1 s jobs) gets about that hour
+    back before A's next job sent after it starts: A is charged the long job
+    once, not again for each of its later jobs."""
+    now = Now()
+    m = Master(now=now)
+    a, b = client(m, "A"), client(m, "B")
+    w = Worker("w", slots=1, prefetch=1)
+    m.add_worker(w)
+    submit(m, a, 0)
+    for i in range(1, 200):
+        submit(m, a, i)
+    for i in range(20_000):
+        submit(m, b, i)
+    b_before_a = 0.0
+    seen_long = False
+    while now.t < 20_000:
+        waiting = [j for j in w.live() if not j.started]
+        job = min(waiting, key=lambda j: j.order)
+        m.task_started(w, job.task)
+        seconds = 3600.0 if (job.client is a and job.job_id == 0) else 1.0
+        if job.client is a:
+            if job.order > 1000:
+                break  # A's first job sent after the long one was charged
+            seen_long = seen_long or job.job_id == 0
+        elif seen_long:
+            b_before_a += seconds
+        now.t += seconds
+        m.task_result(w, job.task, "ok", Payload.of(b"r"), "", seconds)
+        m.dispatch()
+    assert 3000 < b_before_a < 4300, b_before_a
