@@ -189,3 +189,26 @@ def test_priority_clients_go_first_over_the_wire():
     for _ in range(5):
         cluster.finish(worker)
     assert all(d.called for d in us) and not any(d.called for d in ns)
+
+
+def test_a_take_back_that_overtakes_its_tasks_record_is_asked_again():
+    """A retried job goes to a worker it has not failed on, though busy; the
+    idle worker it failed on asks for it back in the same dispatch, before
+    its RunTasks record has gone out (records wait for the next turn). The
+    busy worker, not knowing it yet, hands nothing back; the next ask gets it."""
+    cluster = MemoryCluster(workers=0, prefetch=1)
+    busy = cluster.add_worker(name="busy", slots=1, hold=True)
+    client = cluster.client()
+    long_job = client.submit(abs, -1)
+    cluster.report_starts()
+    other = cluster.add_worker(name="other", slots=1, hold=True)
+    retried = client.submit(abs, -2)
+    cluster.report_starts()
+    assert other.slots[0].current is not None and busy.slots[0].current is not None
+    cluster.child(other).exit(None, 9)  # its child dies: a lost attempt on "other"
+    for _ in range(5):
+        cluster.advance(1)
+    # It ran on "other" again (idle), not behind the long job on "busy".
+    assert len(cluster.ran(other)) == 2 and busy.queue == []
+    cluster.finish(other)
+    assert cluster.result(retried) == 2 and not long_job.called

@@ -44,6 +44,10 @@ from cwtx.wire.resources import describe
 SEND_COST = 1e-6
 #: How far the priority tier's orders sit below everyone else's.
 TIER_OFFSET = 1e12
+#: Times a worker is asked for a task it did not hand back before the
+#: master stops asking (a task whose record had not reached it yet is
+#: handed back the next time).
+ASKS = 3
 #: Distinct resource requests one client may have queues for: each waiting
 #: one is looked at again whenever a place frees.
 MAX_SHAPES = 256
@@ -362,6 +366,7 @@ class FairShare:
             worker.avail[name] -= amount
         job.started = False
         job.reclaiming = job.kept = False
+        job.asks = 0
         worker.waiting[job] = None
         self._push_worker(worker, replace_top=True)
         self._update(worker)
@@ -465,10 +470,15 @@ class FairShare:
         back = []
         for job in decision.jobs:
             if job.reclaiming and job.worker is decision.victim and job.task in returned:
+                job.taker = decision.taker  # not back to where it waited
                 back.append(job)
             elif job.reclaiming:
                 job.reclaiming = False
-                job.kept = True  # it started (its report is on its way), or cannot
+                # It started (its report is on its way), or its record had
+                # not reached the worker yet (sent after the take-back):
+                # asked again, up to ASKS times in all.
+                job.asks += 1
+                job.kept = job.asks >= ASKS
                 victim = self._workers.get(decision.victim)
                 if victim is not None:
                     victim.reclaiming -= 1
@@ -536,6 +546,10 @@ class FairShare:
     def _place(self, job: Job, q: _Queue) -> _Worker | None:
         """The worker with the most free places that can run ``job`` now
         (one it has not failed on, if there is one)."""
+        taker = self._workers.get(job.taker) if job.taker is not None else None
+        job.taker = None
+        if taker is not None and taker.free > 0 and self._could_run(taker, job):
+            return taker  # it was taken back for this worker
         if job.needs:
             return self._place_with_resources(job)
         versions = job.client.versions

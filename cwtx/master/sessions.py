@@ -69,7 +69,9 @@ class Job:
     started: bool = False  # this attempt's worker reported it started
     started_at: float = 0.0
     reclaiming: bool = False  # asked back from its worker, answer pending
-    kept: bool = False  # its worker did not hand it back: not asked again
+    kept: bool = False  # its worker did not hand it back, ASKS times: not asked again
+    asks: int = 0  # take-backs its worker answered without it, this attempt
+    taker: WorkerSession | None = None  # taken back for this worker: it goes there
     losses: int = 0  # workers lost while it was on them, started or not
     sent_at: float = 0.0  # when the master gave it to its current worker
     announced: bool = False  # its client was told it started
