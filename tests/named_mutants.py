@@ -192,8 +192,8 @@ MUTANTS = [
     (
         "resources oversubscribed",
         "cwtx/master/policy.py",
-        "and fits(job.needs, w.avail)",
-        "and fits(job.needs, w.session.amounts)",
+        "            and fits(job.needs, w.avail)\n",
+        "            and fits(job.needs, w.session.amounts)\n",
         ["tests/master/test_policy.py"],
     ),
     (
