@@ -366,6 +366,7 @@ class FairShare:
             worker.avail[name] -= amount
         job.started = False
         job.reclaiming = job.kept = False
+        job.reclaim_by = None
         job.asks = 0
         worker.waiting[job] = None
         self._push_worker(worker, replace_top=True)
@@ -381,6 +382,7 @@ class FairShare:
         if worker.waiting.pop(job, 0) is None and job.reclaiming:
             worker.reclaiming -= 1
             job.reclaiming = False
+            job.reclaim_by = None
         worker.started += 1
         self._vtime = max(self._vtime, job.vstart)
         self._update(worker)
@@ -411,6 +413,7 @@ class FairShare:
         elif worker.waiting.pop(job, 0) is None and job.reclaiming:
             worker.reclaiming -= 1
         job.reclaiming = False
+        job.reclaim_by = None
         job.started = False
         if not worker.leaving:
             self._free += 1
@@ -448,13 +451,15 @@ class FairShare:
                 ][:need]
                 if not jobs:
                     continue
+                decision = TakeBack(victim.session, jobs, taker.session)
                 for j in jobs:
                     j.reclaiming = True
+                    j.reclaim_by = decision  # only its answer settles them
                 victim.reclaiming += len(jobs)
                 taker.expecting += len(jobs)
                 self._update(victim)
                 self._update(taker)
-                out.append(TakeBack(victim.session, jobs, taker.session))
+                out.append(decision)
                 if taker.idle <= 0:
                     break
         return out
@@ -469,6 +474,9 @@ class FairShare:
             self._update(taker)
         back = []
         for job in decision.jobs:
+            if job.reclaim_by is not decision:
+                continue  # it moved on since (started, ended, lost, asked again elsewhere)
+            job.reclaim_by = None
             if job.reclaiming and job.worker is decision.victim and job.task in returned:
                 job.taker = decision.taker  # not back to where it waited
                 back.append(job)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
@@ -72,6 +73,7 @@ class Job:
     kept: bool = False  # its worker did not hand it back, ASKS times: not asked again
     asks: int = 0  # take-backs its worker answered without it, this attempt
     taker: WorkerSession | None = None  # taken back for this worker: it goes there
+    reclaim_by: Any = None  # the take-back (policy.TakeBack) that asked for it
     losses: int = 0  # workers lost while it was on them, started or not
     sent_at: float = 0.0  # when the master gave it to its current worker
     announced: bool = False  # its client was told it started

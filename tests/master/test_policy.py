@@ -632,3 +632,52 @@ def test_one_long_job_is_charged_once_not_for_the_jobs_after_it():
         m.task_result(w, job.task, "ok", Payload.of(b"r"), "", seconds)
         m.dispatch()
     assert 3000 < b_before_a < 4300, b_before_a
+
+
+def test_a_late_answer_to_an_old_take_back_does_not_settle_a_newer_one():
+    """From an adversarial review: the job was asked back from V, handed
+    back by V as it left, placed on W2 and asked back from W2; V's late
+    answer must not clear W2's request, or W2's hand-back is ignored and
+    the job, forgotten by W2, never ends."""
+    results: list = []
+    m = Master(prefetch=1)
+    c = ClientSession("c", results.append)
+    m.add_client(c)
+    m.define(c, FN, "{}", Payload.of(b"code"))
+
+    def put(job_id):
+        m.submit(c, job_id, FN, Payload.of(b"a"))
+        m.dispatch()
+
+    v = Worker("V", slots=1, prefetch=1)
+    m.add_worker(v)
+    put(1)
+    v.start(m)
+    put(2)
+    (j,) = [x for x in v.live() if x.job_id == 2]
+    t = Worker("T", slots=3, prefetch=1)
+    m.add_worker(t)
+    ((_, answer1),) = v.asked  # V does not answer yet
+    for i in (3, 4, 5, 7):
+        put(i)
+    t.start(m, *[x for x in t.live() if x.job_id != 7])
+    w2 = Worker("W2", slots=1, prefetch=1)
+    m.add_worker(w2)
+    put(6)
+    w2.start(m)
+    m.worker_leaving(v)
+    m.task_result(v, j.task, "requeue", Payload.of(b""), "")
+    m.dispatch()
+    assert j.worker is w2
+    for x in [x for x in t.live() if x.job_id in (3, 4, 5)]:
+        t.finish(m, x)
+    t.start(m)
+    ((tasks2, answer2),) = w2.asked
+    answer1.callback([])  # V's late answer to the first take-back
+    answer2.callback(tasks2)  # W2 hands the job back, and forgets it
+    assert j.worker is not w2  # so the master must have taken it back
+    for w in (v, t, w2):
+        for x in w.live():
+            w.start(m, x)
+            w.finish(m, x)
+    assert sorted(r[0] for r in results) == [1, 2, 3, 4, 5, 6, 7]
