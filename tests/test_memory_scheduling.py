@@ -212,3 +212,24 @@ def test_a_take_back_that_overtakes_its_tasks_record_is_asked_again():
     assert len(cluster.ran(other)) == 2 and busy.queue == []
     cluster.finish(other)
     assert cluster.result(retried) == 2 and not long_job.called
+
+
+def test_a_client_that_takes_no_start_notices_gets_no_more_past_a_bound(monkeypatch):
+    from cwtx.master import roles
+
+    class Stuck(list):
+        """A sender whose client never answers: what is added stays."""
+
+        add = list.append
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(roles, "MAX_UNSENT_STARTS", 3)
+    cluster = MemoryCluster(workers=1)
+    client = cluster.client()
+    responders = cluster.master_end(client).responders
+    responders.started = Stuck()
+    for job_id in range(10):
+        responders._deliver_started(job_id)
+    assert responders.started == [0, 1, 2]

@@ -96,7 +96,8 @@ class Master:
                 f"a share must be from {MIN_SHARE:g} to {MAX_SHARE:g}, not {share!r}"
             )
         self.policy.set_share(session, share)
-        log.info("client {c} has share {s:g}", c=session.name, s=share)
+        if self.log_limit.allow(("share", session.name))[0]:  # a client cannot flood the log
+            log.info("client {c} has share {s:g}", c=session.name, s=share)
 
     def remove_client(self, session: ClientSession) -> None:
         """A client left: drop its queued jobs, cancel its running ones."""

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 txaio.use_twisted()
 log = txaio.make_logger()
 
+#: Start notices waiting to go to one client (see _deliver_started).
+MAX_UNSENT_STARTS = 100_000
+
 #: What one batched record is encoded from: (fields, payloads), or None to skip it.
 Encoded = tuple[dict[str, Any], dict[str, Payload]]
 
@@ -104,7 +107,7 @@ class ClientResponders(StatusResponders, BlobResponders):
             connection, JobsStarted, "jobs", self._encode_started
         )
         self.session = ClientSession(
-            connection.name, self.sender.add, connection.versions, self.started.add
+            connection.name, self.sender.add, connection.versions, self._deliver_started
         )
         self.master.add_client(self.session)
         log.info(
@@ -147,6 +150,13 @@ class ClientResponders(StatusResponders, BlobResponders):
         self.master.set_share(self.session, share)
         self.master.dispatch()
         return {}
+
+    def _deliver_started(self, job_id: int) -> None:
+        """A start notice is a courtesy: a client that does not take them
+        (its JobsStarted answers never come) gets no more once
+        MAX_UNSENT_STARTS wait, rather than the master keeping them all."""
+        if len(self.started) < MAX_UNSENT_STARTS:
+            self.started.add(job_id)
 
     def _encode_started(self, job_id: int) -> Encoded | None:
         if job_id not in self.session.jobs:
