@@ -145,7 +145,8 @@ def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
 
 @pytest.fixture
 def executor(cluster):
-    """A ClusterExecutor on the module's ``cluster``; its jobs cancelled after."""
+    """A ClusterExecutor on the module's ``cluster``; after the test every job it
+    still has is cancelled or killed (a running one would hold up exit)."""
     ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
     yield ex
     # Kill what still runs too: at exit the interpreter waits for every job.

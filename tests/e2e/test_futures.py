@@ -41,15 +41,6 @@ def cluster(tmp_path_factory):
         yield c
 
 
-@pytest.fixture
-def executor(cluster):
-    """An executor whose jobs, running or not, are all stopped after the test
-    (a job left running would hold up this process's exit)."""
-    ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
-    yield ex
-    ex.shutdown(wait=True, kill_running=True)
-
-
 def status(cluster) -> dict:
     return query_status(cluster.host, cluster.port)
 
