@@ -523,7 +523,8 @@ def test_workers_submitted_before_their_master_listens_wait_for_it(name):
         starter.join(150)
     assert "error" not in result, result.get("error")
     assert result["cluster"].nworkers == 1
-    assert "registered with master" in log.read_text()
+    # The master counts the worker before the worker has logged its answer.
+    wait_until(lambda: "registered with master" in log.read_text(), 30, "the worker's log line")
     cluster = result["cluster"]
     assert slurm.master_host(name) == f"localhost:{cluster.port}"
     # The seed's idiom: ClientThread(callback, master_host()), a host that carries its port.
