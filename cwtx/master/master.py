@@ -293,18 +293,20 @@ class Master:
         self._unassign(job)
         if job.ended:
             return  # cancelled, or its client left
-        if status == JobStatus.LOST:
-            worker.lost += 1
-        else:
-            worker.done += 1
         if status in (JobStatus.LOST, JobStatus.REQUEUE):
             # lost: it died under the job (an attempt); requeue: a leaving
-            # worker handed it back (not an attempt).
+            # worker handed it back (not an attempt).  A worker that hands
+            # back tasks without having said it leaves is sent more, and
+            # could bounce a job for ever: that counts as an attempt.
+            honest = status == JobStatus.REQUEUE and worker.leaving
+            if not honest:
+                worker.lost += 1
             cause = parse_error(error)["message"] or str(status)
-            self._attempt_failed(
-                job, worker, printable(cause, 500), counted=status == JobStatus.LOST
-            )
+            if status == JobStatus.REQUEUE and not honest:
+                cause = f"worker {worker.name} handed it back without leaving"
+            self._attempt_failed(job, worker, printable(cause, 500), counted=not honest)
             return
+        worker.done += 1
         if status not in (JobStatus.OK, JobStatus.ERROR, JobStatus.TIMEOUT, JobStatus.CANCELLED):
             message = (
                 f"worker {worker.name} sent a malformed result (status {printable(status, 40)})"

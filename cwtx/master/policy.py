@@ -119,6 +119,7 @@ class _Queue:
     entry: int = 0  # the sequence number of its live entry in the ready heap (0: none)
     parked: bool = False
     why: str = ""  # unschedulable: why no connected worker can ever run it
+    hint: _Worker | None = None  # retried for a place freed on this worker
     stale: int = 0  # ended jobs its heap still holds
     count: int = 0  # jobs queued in it (its heap holds ended ones too)
 
@@ -150,6 +151,7 @@ class _Worker:
     load: int = 0  # tasks assigned to it: started, or waiting in its queue
     started: int = 0
     reclaiming: int = 0  # of its waiting tasks, those asked back
+    kept: int = 0  # of its waiting tasks, those it would not hand back
     expecting: int = 0  # tasks being taken back elsewhere for it
     avail: dict[str, float] = field(default_factory=dict)
     waiting: dict[Job, None] = field(default_factory=dict)  # unstarted, oldest first
@@ -173,8 +175,8 @@ class _Worker:
 
     @property
     def excess(self) -> int:
-        """Tasks waiting for a slot here that are not asked back yet."""
-        return len(self.waiting) - max(0, self.slots - self.started) - self.reclaiming
+        """Tasks waiting for a slot here that may still be asked back."""
+        return len(self.waiting) - max(0, self.slots - self.started) - self.reclaiming - self.kept
 
 
 class FairShare:
@@ -185,13 +187,21 @@ class FairShare:
         self._clients: dict[ClientSession, _Client] = {}
         self._workers: dict[WorkerSession, _Worker] = {}
         self._ready: list[tuple[tuple[int, float, float], int, _Queue]] = []
+        # Queues whose next job found no place: waiting for any free place,
+        # for a place with resources, or (unschedulable) for new workers.
         self._parked: list[_Queue] = []
+        self._parked_needs: list[_Queue] = []
+        self._stuck: list[_Queue] = []
         self._wheap: list[tuple[int, int, _Worker]] = []
         self._seq = count(1)
         self._free = 0  # free places over all workers
         self._vtime = 0.0  # the pass of the latest job to start
         self._victims: set[_Worker] = set()
         self._hungry: set[_Worker] = set()
+        self._changed: set[_Worker] = set()  # hungry or victims, changed since steals()
+        self._ready_limit = 64  # compact the ready heap past this many entries
+        self._wheap_limit = 64
+        self._why: dict[tuple[tuple[str, str], str], str] = {}  # unschedulable, by shape
 
     # -- clients -------------------------------------------------------------
 
@@ -204,6 +214,8 @@ class FairShare:
         client = self._clients.pop(session, None)
         if client is not None:
             self._parked = [q for q in self._parked if q.client is not client]
+            self._parked_needs = [q for q in self._parked_needs if q.client is not client]
+            self._stuck = [q for q in self._stuck if q.client is not client]
             for q in client.queues.values():
                 q.heap.clear()
 
@@ -338,7 +350,12 @@ class FairShare:
                     return Refuse(job)
                 q.why = self._unschedulable(job)
                 q.parked = True
-                self._parked.append(q)
+                if q.why:
+                    self._stuck.append(q)
+                elif q.needs:
+                    self._parked_needs.append(q)
+                else:
+                    self._parked.append(q)
                 continue
             self._pop(q)
             self._assign(job, worker, client)
@@ -379,10 +396,8 @@ class FairShare:
             return
         job.started = True
         job.started_at = now
-        if worker.waiting.pop(job, 0) is None and job.reclaiming:
-            worker.reclaiming -= 1
-            job.reclaiming = False
-            job.reclaim_by = None
+        if worker.waiting.pop(job, 0) is None:
+            self._left_waiting(job, worker)
         worker.started += 1
         self._vtime = max(self._vtime, job.vstart)
         self._update(worker)
@@ -410,10 +425,8 @@ class FairShare:
                 self._rekey(client)
         if job.started:
             worker.started -= 1
-        elif worker.waiting.pop(job, 0) is None and job.reclaiming:
-            worker.reclaiming -= 1
-        job.reclaiming = False
-        job.reclaim_by = None
+        elif worker.waiting.pop(job, 0) is None:
+            self._left_waiting(job, worker)
         job.started = False
         if not worker.leaving:
             self._free += 1
@@ -423,6 +436,30 @@ class FairShare:
         self._push_worker(worker)
         self._update(worker)
         self._unpark(freed=worker)
+
+    def _left_waiting(self, job: Job, worker: _Worker) -> None:
+        """It no longer waits on ``worker`` (it started, or left): it stops
+        counting as asked back there, as kept there, and as on its way to
+        the worker that asked for it."""
+        if job.reclaiming:
+            worker.reclaiming -= 1
+            job.reclaiming = False
+        if job.kept:
+            worker.kept -= 1
+            job.kept = False
+        self._settle(job)
+
+    def _settle(self, job: Job) -> None:
+        """Its take-back, if any, no longer brings it to the taker (a worker
+        that never answers cannot pin the taker's idle slots this way)."""
+        decision = job.reclaim_by
+        if decision is None:
+            return
+        job.reclaim_by = None
+        taker = self._workers.get(decision.taker)
+        if taker is not None:
+            taker.expecting -= 1
+            self._update(taker)
 
     def _rekey(self, client: _Client) -> None:
         """Its standing fell (a task left a worker, a bigger share): its
@@ -436,11 +473,16 @@ class FairShare:
     def steals(self) -> list[TakeBack]:
         """Tasks to take back for workers with idle slots (call after
         :meth:`next` returned None)."""
+        changed, self._changed = self._changed, set()
         if not self._hungry or not self._victims:
             return []
+        # Only pairs with a worker changed since the last call can have
+        # become possible: the others were looked at then.
+        victims = sorted(self._victims, key=lambda w: -w.excess)
+        fresh = [v for v in victims if v in changed]
         out: list[TakeBack] = []
         for taker in sorted(self._hungry, key=lambda w: -w.idle):
-            for victim in sorted(self._victims, key=lambda w: -w.excess):
+            for victim in victims if taker in changed else fresh:
                 need = min(taker.idle, victim.excess)
                 if need <= 0:
                     continue
@@ -468,15 +510,11 @@ class FairShare:
         """The victim answered: ``returned`` are the task ids it handed
         back.  Those jobs leave it (the master requeues them at the front);
         the others started, or ended, there as usual."""
-        taker = self._workers.get(decision.taker)
-        if taker is not None:
-            taker.expecting -= len(decision.jobs)
-            self._update(taker)
         back = []
         for job in decision.jobs:
             if job.reclaim_by is not decision:
-                continue  # it moved on since (started, ended, lost, asked again elsewhere)
-            job.reclaim_by = None
+                continue  # it moved on since (started, ended, lost)
+            self._settle(job)
             if job.reclaiming and job.worker is decision.victim and job.task in returned:
                 job.taker = decision.taker  # not back to where it waited
                 back.append(job)
@@ -486,10 +524,12 @@ class FairShare:
                 # not reached the worker yet (sent after the take-back):
                 # asked again, up to ASKS times in all.
                 job.asks += 1
-                job.kept = job.asks >= ASKS
                 victim = self._workers.get(decision.victim)
                 if victim is not None:
                     victim.reclaiming -= 1
+                    if job.asks >= ASKS:
+                        job.kept = True
+                        victim.kept += 1
                     self._update(victim)
         return back
 
@@ -502,17 +542,23 @@ class FairShare:
         if w.leaving or w.session not in self._workers:
             self._hungry.discard(w)
             self._victims.discard(w)
+            self._changed.discard(w)
             return
         slots = w.slots
+        interesting = False
         if slots - w.load - w.expecting > 0:
             self._hungry.add(w)
+            interesting = True
         else:
             self._hungry.discard(w)
         room = slots - w.started
-        if len(w.waiting) - (room if room > 0 else 0) - w.reclaiming > 0:
+        if len(w.waiting) - (room if room > 0 else 0) - w.reclaiming - w.kept > 0:
             self._victims.add(w)
+            interesting = True
         else:
             self._victims.discard(w)
+        if interesting:
+            self._changed.add(w)
 
     # -- placement -----------------------------------------------------------
 
@@ -525,9 +571,10 @@ class FairShare:
             heapq.heapreplace(self._ready, (q.client.key(), seq, q))
             return
         heapq.heappush(self._ready, (q.client.key(), seq, q))
-        if len(self._ready) > 4 * len(self._clients) + 64:
+        if len(self._ready) > self._ready_limit:  # drop superseded entries
             self._ready = [e for e in self._ready if e[2].entry == e[1]]
             heapq.heapify(self._ready)
+            self._ready_limit = 2 * len(self._ready) + 64  # amortised O(1)
 
     def _push_worker(self, w: _Worker, replace_top: bool = False) -> None:
         """(Re-)enter a worker in the heap of free ones; ``replace_top``:
@@ -547,9 +594,10 @@ class FairShare:
             heapq.heapreplace(self._wheap, (-free, seq, w))
             return
         heapq.heappush(self._wheap, (-free, seq, w))
-        if len(self._wheap) > 4 * len(self._workers) + 64:
+        if len(self._wheap) > self._wheap_limit:
             self._wheap = [e for e in self._wheap if e[2].entry == e[1]]
             heapq.heapify(self._wheap)
+            self._wheap_limit = 2 * len(self._wheap) + 64
 
     def _place(self, job: Job, q: _Queue) -> _Worker | None:
         """The worker with the most free places that can run ``job`` now
@@ -558,6 +606,15 @@ class FairShare:
         job.taker = None
         if taker is not None and taker.free > 0 and self._could_run(taker, job):
             return taker  # it was taken back for this worker
+        hint, q.hint = q.hint, None
+        if (
+            hint is not None
+            and hint.free > 0
+            and hint.session in self._workers
+            and self._could_run(hint, job)
+            and not any(a["worker"] == hint.session.name for a in job.attempts)
+        ):
+            return hint  # the place it was retried for
         if job.needs:
             return self._place_with_resources(job)
         versions = job.client.versions
@@ -609,6 +666,13 @@ class FairShare:
         once it has room)."""
         if not job.needs or not self._workers:
             return ""
+        key = (job.client.versions, job.shape)
+        why = self._why.get(key)
+        if why is None:
+            why = self._why[key] = self._why_not(job)
+        return why
+
+    def _why_not(self, job: Job) -> str:
         able = [w for w in self._workers if compatible(job.client.versions, w.versions)]
         if any(fits(job.needs, w.amounts) for w in able):
             return ""
@@ -623,22 +687,41 @@ class FairShare:
 
     def _unpark(self, everything: bool = False, freed: _Worker | None = None) -> None:
         """Parked queues try again: all of them when workers change
-        (``everything``); when a place frees on worker ``freed``, those
-        without needs, and those whose needs that worker has free now (a
-        cheap check each, no scan of the workers)."""
-        if not self._parked:
+        (``everything``); when places free on worker ``freed``, as many as
+        it has free places, of those it could run, in turn (so an event
+        costs no more than the places it frees, however many queues wait)."""
+        if everything:
+            self._why.clear()  # the workers changed
+            parked = self._parked + self._parked_needs + self._stuck
+            self._parked, self._parked_needs, self._stuck = [], [], []
+            for q in parked:
+                self._retry(q)
             return
-        keep = []
-        for q in self._parked:
-            if not everything and (
-                q.why or (q.needs and (freed is None or not fits(q.needs, freed.avail)))
-            ):
-                keep.append(q)
-                continue
-            q.parked = False
-            if q.client.session in self._clients and not q.entry:
-                self._push_ready(q)
-        self._parked = keep
+        if freed is None or freed.free <= 0:
+            return
+        room = freed.free
+        versions = freed.session.versions
+        for name in ("_parked", "_parked_needs") if freed.avail else ("_parked",):
+            parked: list[_Queue] = getattr(self, name)
+            keep = []
+            for i, q in enumerate(parked):
+                if room <= 0:
+                    keep.extend(parked[i:])
+                    break
+                if (q.needs and not fits(q.needs, freed.avail)) or not compatible(
+                    q.client.session.versions, versions
+                ):
+                    keep.append(q)
+                    continue
+                q.hint = freed
+                self._retry(q)
+                room -= 1
+            setattr(self, name, keep)
+
+    def _retry(self, q: _Queue) -> None:
+        q.parked = False
+        if q.client.session in self._clients and not q.entry:
+            self._push_ready(q)
 
     # -- status --------------------------------------------------------------
 

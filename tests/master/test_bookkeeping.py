@@ -299,12 +299,29 @@ def test_a_requeued_job_keeps_its_place_and_counts_no_attempt():
     submit(m, c, 2)
     w1 = FakeWorker("w1")
     m.add_worker(w1)
+    m.worker_leaving(w1)  # a worker says it leaves before it hands tasks back
     m.task_result(w1, w1.runs[0].task, "requeue", Payload.of(b""), "")
-    m.worker_leaving(w1)
     w2 = FakeWorker("w2")
     m.add_worker(w2)
     assert [j.job_id for j in w2.runs] == [1]
     assert results == []
+    assert (w1.done, w1.lost) == (0, 0)
+
+
+def test_a_task_handed_back_by_a_worker_that_is_not_leaving_counts_an_attempt():
+    """Otherwise a worker could bounce every job it is sent, for ever."""
+    m = Master(max_retries=1)
+    c, results = make_client(m)
+    submit(m, c, 1)
+    w1 = FakeWorker("w1")
+    m.add_worker(w1)
+    m.task_result(w1, w1.runs[0].task, "requeue", Payload.of(b""), "")
+    m.dispatch()
+    assert [j.job_id for j in w1.runs] == [1, 1]  # retried (nowhere else to go)
+    m.task_result(w1, w1.runs[1].task, "requeue", Payload.of(b""), "")
+    assert [r[1] for r in results] == ["lost"]
+    assert "worker w1 handed it back without leaving" in results[0][3]
+    assert (w1.done, w1.lost) == (0, 2)
 
 
 @pytest.mark.parametrize(

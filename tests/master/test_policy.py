@@ -681,3 +681,117 @@ def test_a_late_answer_to_an_old_take_back_does_not_settle_a_newer_one():
             w.start(m, x)
             w.finish(m, x)
     assert sorted(r[0] for r in results) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def counting_compatible(monkeypatch) -> dict[str, int]:
+    """Count the policy's worker-compatibility checks (its unit of work)."""
+    calls = {"n": 0}
+    real = policy_module.compatible
+
+    def counting(a, b):
+        calls["n"] += 1
+        return real(a, b)
+
+    monkeypatch.setattr(policy_module, "compatible", counting)
+    return calls
+
+
+def test_a_freed_place_retries_no_more_waiting_queues_than_it_has_places(monkeypatch):
+    """Clients waiting on many resource shapes cost each freed place a
+    bounded amount of work (they cost every other client's jobs the square
+    of their number), and every one of them still runs in the end."""
+    m = Master()
+    mems = [Worker(f"mem{i}", slots=1, resources={"mem": 64.0}) for i in range(2)]
+    for w in mems:
+        m.add_worker(w)
+    m.add_worker(Worker("plain", slots=8))
+    clients = [client(m, f"c{i}") for i in range(8)]
+    n = 0
+    for session in clients:
+        for shape in range(32):
+            n += 1
+            m.submit(session, n, FN, Payload.of(b"a"), resources=json.dumps({"mem": shape + 1}))
+    m.dispatch()
+    calls = counting_compatible(monkeypatch)
+    most = ended = 0
+    while live := [(w, j) for w in mems for j in w.live()]:
+        for w, job in live:
+            calls["n"] = 0
+            w.start(m, job)
+            w.finish(m, job)
+            most = max(most, calls["n"])
+            ended += 1
+    assert ended == n and m.status()["queued"] == 0
+    assert most <= 12
+
+
+def test_tasks_a_worker_kept_cost_no_work_at_each_dispatch():
+    """Once a busy worker has kept its waiting tasks (asked ASKS times), an
+    idle worker does not look at them again on every dispatch."""
+    m = Master()
+    c = client(m, "c")
+    busy = [Worker(f"busy{i}", slots=1, prefetch=2) for i in range(20)]
+    for w in busy:
+        m.add_worker(w)
+    for i in range(60):
+        submit(m, c, i)
+    for w in busy:
+        w.start(m, w.runs[0])
+    m.add_worker(Worker("idle", slots=4))
+    while asked := [d for w in busy for _t, d in w.asked if not d.called]:
+        for d in asked:
+            d.callback([])  # each time: it had started meanwhile
+    # They no longer count as tasks to take back: no worker is a victim.
+    assert not m.policy._victims
+    before = sum(len(w.asked) for w in busy)
+    m.dispatch()
+    assert sum(len(w.asked) for w in busy) == before
+
+
+def test_stealing_looks_only_at_workers_that_changed(monkeypatch):
+    """A job that ends on a busy worker costs the look for tasks to take
+    back across the idle workers, not across every pair of idle and busy."""
+    m = Master()
+    c = client(m, "c")
+    busy = [Worker(f"busy{i}", slots=1, prefetch=2, resources={"mem": 10.0}) for i in range(20)]
+    for w in busy:
+        m.add_worker(w)
+    for i in range(60):
+        submit(m, c, i, resources='{"mem": 1}')
+    for w in busy:
+        w.start(m, w.runs[0])
+    idle = [Worker(f"idle{i}", slots=1) for i in range(20)]  # no mem: they can't take any
+    for w in idle:
+        m.add_worker(w)
+    assert not any(w.asked for w in busy)
+    calls = counting_compatible(monkeypatch)
+    w = busy[0]
+    w.finish(m, w.runs[0])
+    assert calls["n"] <= 2 * len(idle) + 10
+
+
+def test_a_victim_that_never_answers_does_not_keep_the_taker_from_taking_more():
+    """The taker counts a take-back's tasks as on their way to it only while
+    they wait on the victim: they started there (and ended), so it is idle
+    again, and takes tasks back from another busy worker."""
+    m = Master()
+    c = client(m, "c")
+    hostile = Worker("hostile", slots=1, prefetch=2)
+    m.add_worker(hostile)
+    for i in range(3):
+        submit(m, c, i)
+    hostile.start(m, hostile.runs[0])
+    taker = Worker("taker", slots=2)
+    m.add_worker(taker)
+    assert hostile.asked  # and never answered
+    for job in hostile.live():
+        hostile.start(m, job)
+        hostile.finish(m, job)
+    m.worker_leaving(hostile)
+    busy = Worker("busy", slots=1, prefetch=4)
+    m.add_worker(busy)
+    for i in range(10, 13):
+        submit(m, c, i)
+    assert taker.live() == [] and len(busy.live()) == 3
+    # Two wait behind busy's one slot: both asked back, for the taker's two slots.
+    assert sum(len(tasks) for tasks, _answer in busy.asked) == 2
