@@ -19,10 +19,20 @@ if another reactor is installed, connect raises a clear error.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
+from collections.abc import Sequence
 from typing import Any
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IAddress,
+    IHostnameResolver,
+    IHostResolution,
+    IResolutionReceiver,
+)
+from zope.interface import implementer
 
 from cwtx.client import dependencies
 from cwtx.client.address import find_master
@@ -48,7 +58,64 @@ def _asyncio_reactor(loop: asyncio.AbstractEventLoop) -> Any:
         )
     if loop_of is not loop:
         raise RuntimeError("Twisted's asyncio reactor runs on another event loop")
+    if not isinstance(reactor.nameResolver, _LoopResolver):
+        # asyncio runs the loop, so reactor.run() never starts the thread
+        # pool that Twisted resolves host names in: the loop resolves them.
+        reactor.installNameResolver(_LoopResolver(loop))
     return reactor
+
+
+@implementer(IHostResolution)
+class _Resolution:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        raise NotImplementedError("cannot cancel a host name resolution")
+
+
+@implementer(IHostnameResolver)
+class _LoopResolver:
+    """Host names resolved by the asyncio loop's ``getaddrinfo`` (in its
+    executor, which ``asyncio.run`` shuts down at the end)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Sequence[type[IAddress]] | None = None,
+        transportSemantics: str = "TCP",
+    ) -> IHostResolution:
+        types = set(addressTypes or (IPv4Address, IPv6Address))
+        family = socket.AF_UNSPEC
+        if types == {IPv4Address}:
+            family = socket.AF_INET
+        elif types == {IPv6Address}:
+            family = socket.AF_INET6
+        kind = socket.SOCK_DGRAM if transportSemantics == "UDP" else socket.SOCK_STREAM
+        resolution = _Resolution(hostName)
+
+        async def resolve() -> None:
+            resolutionReceiver.resolutionBegan(resolution)
+            try:
+                found = await self._loop.getaddrinfo(
+                    hostName, portNumber, family=family, type=kind
+                )
+            except socket.gaierror:
+                found = []
+            for af, _kind, _proto, _name, address in found:
+                if af == socket.AF_INET and IPv4Address in types:
+                    resolutionReceiver.addressResolved(IPv4Address(transportSemantics, *address))
+                elif af == socket.AF_INET6 and IPv6Address in types:
+                    resolutionReceiver.addressResolved(IPv6Address(transportSemantics, *address))
+            resolutionReceiver.resolutionComplete()
+
+        self._loop.create_task(resolve())
+        return resolution
 
 
 class AsyncClient:

@@ -497,7 +497,9 @@ ASYNCIO_SCRIPT = textwrap.dedent(
         await client.close()
 
         # An asyncio Future as an argument is a dependency; name and share.
-        named = await cwtx.aio.connect(host, port, name="aio-client", share=2)
+        # By host name: resolving one needs the reactor's thread pool.
+        assert host == "127.0.0.1"
+        named = await cwtx.aio.connect("localhost", port, name="aio-client", share=2)
         first = named.submit(pow, 2, 5)
         assert await named.submit(operator.add, first, 1) == 33
         bad = named.submit(int, "x")
