@@ -7,13 +7,16 @@ import json
 import os
 import signal
 import sys
+import time
 from typing import Any
 
+from cwtx import _status_text as status_text
 from cwtx._errors import AuthenticationError, CwtxError, ProtocolMismatch
-from cwtx.client.address import PORT, find_master
+from cwtx._secret import load_secret
+from cwtx.client.address import PORT, find_master, parse_master_address
 from cwtx.client.status import query_status
 from cwtx.launch import local, slurm
-from cwtx.wire.resources import describe, parse_spec
+from cwtx.wire.resources import parse_spec
 
 
 def _local_start(args: argparse.Namespace) -> int:
@@ -21,7 +24,7 @@ def _local_start(args: argparse.Namespace) -> int:
         args.workers,
         args.port,
         slots=args.slots,
-        run_dir=args.run_dir,
+        run_dir=args.run_dir or local.default_run_dir(),
         host=args.host,
         timeout=args.timeout,
         master_args=_master_options(args),
@@ -151,44 +154,44 @@ def _slurm_list(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    host, port = find_master(args.host, args.port)
-    try:
-        status = query_status(host, port, timeout=args.timeout)
-    except (AuthenticationError, ProtocolMismatch) as e:
-        print(f"cw: the cwtx master at {host}:{port} would not let us in: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"cw: no cwtx master answers at {host}:{port}: {e}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(status, indent=2))
+    if args.master:
+        host, port = parse_master_address(args.master)
+    else:
+        host, port = find_master(args.host, args.port)
+    if not args.watch:
+        status = _query(host, port, args.timeout)
+        if args.json:
+            print(json.dumps(status, indent=2))
+        else:
+            print(status_text.render(status, every=args.all))
         return 0
-    _print_status(status)
-    return 0
+    try:
+        while True:  # like watch(1): redraw in place until Ctrl-C
+            try:
+                text = status_text.render(_query(host, port, args.timeout), every=args.all)
+            except CwtxError as e:
+                text = f"cw: {e}"
+            stamp = time.strftime("%H:%M:%S")
+            sys.stdout.write(
+                f"\x1b[H\x1b[2J{stamp}  every {args.watch:g} s, Ctrl-C to stop\n{text}\n"
+            )
+            sys.stdout.flush()
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _query(host: str, port: int, timeout: float) -> dict:
+    try:
+        return query_status(host, port, timeout=timeout)
+    except (AuthenticationError, ProtocolMismatch) as e:
+        raise CwtxError(f"the cwtx master at {host}:{port} would not let us in: {e}") from None
+    except OSError as e:
+        raise CwtxError(f"no cwtx master answers at {host}:{port}: {e}") from None
 
 
 def _print_status(status: dict) -> None:
-    print(
-        f"master {status['master']}: {len(status['workers'])} workers, "
-        f"{status['slots']} slots, {status['running']} running, "
-        f"{status['prefetched']} prefetched, {status['queued']} queued, "
-        f"{status['unschedulable']} unschedulable, {status['completed']} completed, "
-        f"{len(status['clients'])} clients"
-    )
-    for w in status["workers"]:
-        resources = ",".join(f"{k}={describe(v)}" for k, v in sorted(w["resources"].items()))
-        print(
-            f"  worker {w['name']}: {w['running']}/{w['slots']} slots busy, "
-            f"{w['prefetched']} prefetched" + (f", resources {resources}" if resources else "")
-        )
-    for c in status["clients"]:
-        print(
-            f"  client {c['name']}: {c['queued']} queued, {c['running']} running, "
-            f"{c['prefetched']} prefetched, share {c['share']:g}"
-            + (", priority" if c["priority"] else "")
-        )
-        for u in c["unschedulable"]:
-            print(f"    {u['jobs']} unschedulable: {u['why']}")
+    print(status_text.render(status))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -205,23 +208,45 @@ def parser() -> argparse.ArgumentParser:
     start.add_argument("--run-dir", default=None, help="pid files and logs")
     start.add_argument("--timeout", type=float, default=local.START_TIMEOUT)
     scheduling(start)
+    secret_option(start)
     start.set_defaults(func=_local_start)
     stop = loc_sub.add_parser("stop", help="stop what `cw local start` started")
     stop.add_argument("--run-dir", default=None, help="pid files and logs")
+    secret_option(stop)
     stop.set_defaults(func=_local_stop)
 
     _slurm_parser(sub)
 
-    status = sub.add_parser("status", help="show a master's workers and jobs")
+    status = sub.add_parser("status", help="show a master's workers, clients and jobs")
     status.add_argument(
-        "--host",
-        default=None,
-        help="the master's host (default: $CWTX_MASTER, a running `cw local`, this user's "
+        "--master",
+        metavar="HOST:PORT",
+        help="the master to ask (default: $CWTX_MASTER, a running `cw local`, this user's "
         "SLURM cluster ($CWTX_CLUSTER, else 'default'), else localhost)",
     )
+    status.add_argument("--host", default=None, help="the master's host (or use --master)")
     status.add_argument("-p", "--port", type=int, default=None, help=f"its port (default {PORT})")
-    status.add_argument("--json", action="store_true")
-    status.add_argument("--timeout", type=float, default=5.0)
+    status.add_argument(
+        "--json", action="store_true", help="print the status as JSON (docs/operations.md)"
+    )
+    status.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=2.0,
+        default=None,
+        metavar="SECONDS",
+        help="redraw every SECONDS (2), in place, until Ctrl-C",
+    )
+    status.add_argument(
+        "--all",
+        action="store_true",
+        help=f"list every worker and client (else the {status_text.SHOWN} busiest of each)",
+    )
+    status.add_argument(
+        "--timeout", type=float, default=5.0, metavar="SECONDS", help="give up after (5)"
+    )
+    secret_option(status)
     status.set_defaults(func=_status)
     return top
 
@@ -272,8 +297,8 @@ def _slurm_parser(sub: Any) -> None:
     start.add_argument(
         "-p", "--port", type=int, default=0, help="the master's port (default 0: any free port)"
     )
-    start.add_argument("--secret-file", help="the shared secret (default: as docs/security.md)")
     scheduling(start)
+    secret_option(start)
     waited(start, "the jobs")
     start.set_defaults(func=_slurm_start)
 
@@ -285,15 +310,18 @@ def _slurm_parser(sub: Any) -> None:
     )
     add.add_argument("--resources", metavar="SPEC", help=RESOURCES_HELP + " (these workers)")
     waited(add, "them")
+    secret_option(add)
     add.set_defaults(func=_slurm_add)
 
     stop = actions.add_parser("stop", help="workers leave gracefully, then the master")
     named(stop)
+    secret_option(stop)
     stop.set_defaults(func=_slurm_stop)
 
     status = actions.add_parser("status", help="the cluster's SLURM jobs and its master's status")
     named(status)
     status.add_argument("--json", action="store_true", help="print it as JSON")
+    secret_option(status)
     status.set_defaults(func=_slurm_status)
 
     listing = actions.add_parser("list", help="this user's clusters and their SLURM jobs")
@@ -301,6 +329,15 @@ def _slurm_parser(sub: Any) -> None:
 
 
 RESOURCES_HELP = "what each worker offers, e.g. gpu=2,mem=64G (docs/scheduling.md)"
+
+
+def secret_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--secret-file",
+        metavar="PATH",
+        help="the file with the cluster's shared secret (default: $CWTX_SECRET, "
+        "$CWTX_SECRET_FILE, else ~/.config/cwtx/secret; docs/security.md)",
+    )
 
 
 def scheduling(parser: argparse.ArgumentParser) -> None:
@@ -345,6 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _terminated)
     try:
+        if getattr(args, "secret_file", None):
+            # Checked now (one clear line if it is unusable), and passed on
+            # to everything cw starts or asks.
+            load_secret(args.secret_file)
+            os.environ["CWTX_SECRET_FILE"] = os.path.abspath(args.secret_file)
+            os.environ.pop("CWTX_SECRET", None)
         return args.func(args)
     except (CwtxError, ValueError, OSError) as e:  # what the user can fix: one line
         print(f"cw: {e}", file=sys.stderr)

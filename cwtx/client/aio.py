@@ -102,9 +102,7 @@ class _LoopResolver:
         async def resolve() -> None:
             resolutionReceiver.resolutionBegan(resolution)
             try:
-                found = await self._loop.getaddrinfo(
-                    hostName, portNumber, family=family, type=kind
-                )
+                found = await self._loop.getaddrinfo(hostName, portNumber, family=family, type=kind)
             except socket.gaierror:
                 found = []
             for af, _kind, _proto, _name, address in found:

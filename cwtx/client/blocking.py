@@ -40,7 +40,7 @@ def connect_blocking(
     host: str | None,
     port: int | None,
     endpoint: str | None,
-    settings: dict[str, float],
+    settings: dict[str, Any],
     name: str | None = None,
     share: float = 1.0,
 ) -> Client:
@@ -58,12 +58,15 @@ def settings(
     reconnect_timeout: float,
     heartbeat_interval: float,
     heartbeat_timeout: float,
-) -> dict[str, float]:
+    secret_file: str | None = None,
+) -> dict[str, Any]:
+    """cwtx.connect's connection settings, from a blocking client's."""
     return {
         "connect_timeout": connect_timeout,
         "reconnect_timeout": reconnect_timeout,
         "heartbeat_interval": heartbeat_interval,
         "heartbeat_timeout": heartbeat_timeout,
+        "secret_file": secret_file,
     }
 
 

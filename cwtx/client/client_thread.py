@@ -67,13 +67,14 @@ class ClientThread:
         reconnect_timeout: float = RECONNECT_TIMEOUT,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+        secret_file: str | None = None,
         **job_options: Any,
     ) -> None:
         self.callback = callback
         self.host, self.port, self._endpoint = host, port, endpoint
         self.name, self.share = name, check_share(share)
         self._settings = settings(
-            connect_timeout, reconnect_timeout, heartbeat_interval, heartbeat_timeout
+            connect_timeout, reconnect_timeout, heartbeat_interval, heartbeat_timeout, secret_file
         )
         self._options = JobOptions().replace(**job_options)
         self._client: Client | None = None

@@ -154,12 +154,13 @@ class ClusterExecutor(concurrent.futures.Executor):
         reconnect_timeout: float = RECONNECT_TIMEOUT,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+        secret_file: str | None = None,
         **job_options: Any,
     ) -> None:
         self._options = JobOptions().replace(**job_options)
         check_share(share)
         connection = settings(
-            connect_timeout, reconnect_timeout, heartbeat_interval, heartbeat_timeout
+            connect_timeout, reconnect_timeout, heartbeat_interval, heartbeat_timeout, secret_file
         )
         self._client = connect_blocking(host, port, endpoint, connection, name, share)
         self._lock = threading.Lock()

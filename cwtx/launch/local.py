@@ -21,7 +21,15 @@ from cwtx._errors import LaunchError
 from cwtx.client import address
 from cwtx.client.address import PORT, read_address_file_quietly, write_address_file
 from cwtx.client.status import query_status
-from cwtx.launch.procs import cmdline, is_running, log_tail, read_pid, terminate, twistd_argv
+from cwtx.launch.procs import (
+    cmdline,
+    is_running,
+    log_tail,
+    logged_error,
+    read_pid,
+    terminate,
+    twistd_argv,
+)
 
 #: Seconds ``start`` waits for the master to listen and the workers to register.
 START_TIMEOUT = 60.0
@@ -34,6 +42,17 @@ def default_run_dir() -> Path:
         return Path(env)
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(state) / "cwtx" / "local"
+
+
+def own_run_dir(port: int) -> Path:
+    """The run directory of a cluster started from Python: ``port-N`` in
+    the default one (a fresh ``any-port-*`` for port 0), so that a script
+    runs beside ``cw local start`` and beside a script on another port."""
+    root = default_run_dir()
+    if port:
+        return root / f"port-{port}"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="any-port-", dir=root))
 
 
 def twistd_command(plugin: str, name: str, run_dir: Path, *args: str) -> list[str]:
@@ -163,6 +182,9 @@ def _wait_for_port(
     deadline = time.monotonic() + timeout
     while not port_file.exists():
         if master.poll() is not None:
+            reason = logged_error(rundir / "master.log")
+            if reason:
+                raise LaunchError(f"{reason} (the master's log: {rundir / 'master.log'})")
             raise LaunchError(
                 f"the master exited with code {master.returncode}; its log "
                 f"({rundir / 'master.log'}):\n{log_tail(rundir / 'master.log')}"
@@ -214,10 +236,12 @@ def start(
     Returns once the master listens and every worker has registered; raises
     LaunchError (and stops what it started) after ``timeout`` seconds.  Use
     ``port=0`` for any free port (read it from the result's ``port``).
+    Without ``run_dir`` it gets a directory of its own, by port (see
+    :func:`own_run_dir`), beside ``cw local start``'s.
     """
     if nworkers < 0:
         raise ValueError(f"nworkers must be 0 or more, not {nworkers}")
-    rundir = Path(run_dir) if run_dir is not None else default_run_dir()
+    rundir = Path(run_dir) if run_dir is not None else own_run_dir(port)
     rundir.mkdir(parents=True, exist_ok=True)
     master_pid = read_pid(rundir / "master.pid")
     if master_pid is not None and is_running(master_pid):
@@ -251,10 +275,14 @@ _started: dict[Path, LocalCluster] = {}
 
 
 def stop(run_dir: str | os.PathLike[str] | None = None) -> list[str]:
-    """Stop the master and workers whose pid files are in ``run_dir``.
+    """Stop the master and workers whose pid files are in ``run_dir``
+    (default: those this process started, else ``cw local start``'s).
 
     Workers go first, then the master.  Returns the names it stopped.
     """
+    if run_dir is None and _started:
+        # What this process started (cwtx.start() then cwtx.stop()).
+        return [name for rundir in list(_started) for name in stop(rundir)]
     rundir = Path(run_dir) if run_dir is not None else default_run_dir()
     ours = _started.pop(rundir.resolve(), None)
     if ours is not None:

@@ -77,6 +77,19 @@ def log_tail(path: Path, lines: int = 15, missing: str = "(no log)") -> str:
     return "\n".join("    " + line for line in text)
 
 
+def logged_error(path: Path) -> str | None:
+    """The last error line a cwtx service logged (its reason for exiting),
+    without the timestamp and logger, or None."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if "#error] " in line:
+            return line.split("#error] ", 1)[1]
+    return None
+
+
 def twistd_argv() -> list[str]:
     """How to run twistd with this interpreter (and so this cwtx)."""
     beside = Path(sys.executable).with_name("twistd")

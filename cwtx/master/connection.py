@@ -65,6 +65,7 @@ class MasterConnection(Peer):
         self.role: Role | None = None
         self.name = "?"
         self.versions = ("?", "?")
+        self.origin: dict[str, Any] = {}  # host, pid, user, as its hello said
         #: The responders of its role once it has authenticated, else None.
         self.responders: Responders | None = None
         self.locator = Handshake(self, secret)
@@ -204,7 +205,16 @@ class Handshake(Guarded):
 
     @Hello.responder
     def hello(
-        self, role: str, name: str, protocol: int, python: str, cloudpickle: str, nonce: bytes
+        self,
+        role: str,
+        name: str,
+        protocol: int,
+        python: str,
+        cloudpickle: str,
+        nonce: bytes,
+        host: str = "",
+        pid: int = 0,
+        user: str = "",
     ) -> dict[str, Any]:
         conn = self.connection
         if conn.role is not None:
@@ -219,6 +229,7 @@ class Handshake(Guarded):
         # Escaped once, here: names and versions reach logs and `cw status`.
         conn.role, conn.name = Role(role), printable(name, 200)
         conn.versions = (printable(python, 40), printable(cloudpickle, 40))
+        conn.origin = {"host": printable(host, 100), "pid": pid, "user": printable(user, 60)}
         mine = auth.nonce()
         self._nonces = (nonce, mine)
         answer = {
@@ -227,7 +238,16 @@ class Handshake(Guarded):
             "nonce": mine,
             "proof": auth.proof(self._secret, "master", nonce, mine),
         }
-        said = dict(role=role, name=name, protocol=protocol, python=python, cloudpickle=cloudpickle)
+        said = dict(
+            role=role,
+            name=name,
+            protocol=protocol,
+            python=python,
+            cloudpickle=cloudpickle,
+            host=host,
+            pid=pid,
+            user=user,
+        )
         self._said = transcript(said, answer)
         return answer
 

@@ -74,6 +74,7 @@ class Master:
         self.policy = FairShare(priority_clients)
         self.now = now
         self.started_at = now()
+        self.address = ""  # host:port it listens on, once it does (for status)
         #: Lines about misbehaving peers, rate-limited per host.
         self.log_limit = RateLimit()
         self._tasks = count(1)
@@ -86,6 +87,7 @@ class Master:
         session.max_bytes = self.max_client_bytes
         session.max_jobs = self.max_client_jobs
         session.number = next(self._sessions)
+        session.joined_at = self.now()
         self.clients.append(session)
         self.policy.add_client(session)
 
@@ -306,7 +308,10 @@ class Master:
                 cause = f"worker {worker.name} handed it back without leaving"
             self._attempt_failed(job, worker, printable(cause, 500), counted=not honest)
             return
-        worker.done += 1
+        if status == JobStatus.OK:
+            worker.done += 1
+        elif status in (JobStatus.ERROR, JobStatus.TIMEOUT):
+            worker.failed += 1
         if status not in (JobStatus.OK, JobStatus.ERROR, JobStatus.TIMEOUT, JobStatus.CANCELLED):
             message = (
                 f"worker {worker.name} sent a malformed result (status {printable(status, 40)})"
@@ -334,6 +339,10 @@ class Master:
         job.ended = True
         job.client.drop_job(job.job_id)
         self.completed += 1
+        if status == JobStatus.OK:
+            job.client.done += 1
+        elif status != JobStatus.CANCELLED:
+            job.client.failed += 1
         job.client.deliver((job.job_id, status, value, error))
 
     def status(self) -> dict[str, Any]:

@@ -109,6 +109,7 @@ class ClientResponders(StatusResponders, BlobResponders):
         self.session = ClientSession(
             connection.name, self.sender.add, connection.versions, self._deliver_started
         )
+        self.session.origin = connection.origin
         self.master.add_client(self.session)
         log.info(
             "client {name} connected (python {py}, cloudpickle {cp})",
@@ -211,6 +212,8 @@ class WorkerResponders(BlobResponders):
             versions=self.connection.versions,
             deliver_take_back=self._take_back,
         )
+        self.session.origin = self.connection.origin
+        self.session.heard_at = lambda: self.connection.last_seen
         self.master.add_worker(self.session)
         return {}
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
+import sys
 from typing import Any
 
 import txaio
@@ -69,6 +71,9 @@ class MasterService(Service):
                 f.write(f"{getattr(address, 'port', '')}\n")
             os.replace(tmp, self.port_file)
         port = getattr(address, "port", None)
+        self.master.address = (
+            format_address(self.advertise, port) if port is not None else str(address)
+        )
         if self.address_file and port is not None:
             self._published = (self.advertise, port)
             write_address_file(self.address_file, *self._published)
@@ -84,9 +89,12 @@ class MasterService(Service):
         d = Deferred.fromCoroutine(self._start())
 
         def failed(failure: Any) -> None:
-            log.failure(
-                "cwtx master could not listen on {listen}", failure=failure, listen=self.listen
+            log.error(
+                "cwtx master could not listen on {listen}: {reason}",
+                listen=self.listen,
+                reason=failure.getErrorMessage(),
             )
+            exit_nonzero_at_the_end()
             self.reactor.callWhenRunning(self.reactor.stop)
 
         d.addErrback(failed)
@@ -108,3 +116,19 @@ class MasterService(Service):
                 os.unlink(self.address_file)
         except (OSError, ValueError):
             pass
+
+
+def exit_nonzero_at_the_end(code: int = 1) -> None:
+    """twistd exits 0 once its reactor stops, whatever stopped it: a master
+    that could not listen must not look like a clean stop to systemd,
+    SLURM or ``cw local``.  Last registered, this runs first at exit."""
+
+    def leave() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+    atexit.register(leave)

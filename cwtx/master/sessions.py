@@ -128,6 +128,10 @@ class ClientSession:
         self._below: list[Deferred[None]] = []
         self.assigned = 0  # its jobs that are on a worker (the others are queued)
         self.started = 0  # of those, the ones that have started
+        self.done = 0  # its jobs that ended with a value
+        self.failed = 0  # its jobs that ended with an error (timeouts, lost jobs too)
+        self.origin: dict[str, Any] = {}  # host, pid, user, as its hello said
+        self.joined_at = 0.0  # on the master's clock
 
     def add_job(self, job: Job) -> None:
         self.jobs[job.job_id] = job
@@ -238,8 +242,12 @@ class WorkerSession:
         self.functions: set[bytes] = set()  # hashes already sent to it
         self.leaving = False  # shutting down: no new tasks
         self.joined_at = 0.0  # on the master's clock
-        self.done = 0  # jobs that ended here
+        self.done = 0  # jobs that ended here with a value
+        self.failed = 0  # jobs that ended here with an error or a timeout
         self.lost = 0  # attempts that died here
+        self.origin: dict[str, Any] = {}  # host, pid, user, as its hello said
+        #: When its connection last heard from it, on the master's clock.
+        self.heard_at: Callable[[], float] = lambda: self.joined_at
 
     @property
     def resources(self) -> dict[str, float]:

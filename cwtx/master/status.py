@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cwtx import __version__
+from cwtx.wire.names import PROTOCOL_VERSION
 from cwtx.wire.status import PER_PAGE, merge
 
 if TYPE_CHECKING:
@@ -26,6 +28,10 @@ def page(master: Master, number: int, per_page: int = PER_PAGE) -> dict[str, Any
         running = sum(master.policy.started_count(w) for w in master.workers)
         out.update(
             master=master.id,
+            address=master.address,
+            version=__version__,
+            protocol=PROTOCOL_VERSION,
+            uptime=round(master.now() - master.started_at, 1),
             slots=sum(w.slots for w in master.workers),
             queued=sum(c.queued for c in master.clients),
             running=running,  # started in a slot
@@ -40,28 +46,45 @@ def page(master: Master, number: int, per_page: int = PER_PAGE) -> dict[str, Any
 
 def _worker(master: Master, w: WorkerSession) -> dict[str, Any]:
     running = master.policy.started_count(w)
+    now = master.now()
     return {
         "name": w.name,
+        **_origin(w.origin),
         "slots": w.slots,
         "running": running,
         "prefetched": len(w.running) - running,
         "resources": w.resources,
         "done": w.done,
+        "failed": w.failed,
         "lost": w.lost,
         "leaving": w.leaving,
+        "uptime": round(now - w.joined_at, 1),
+        "heard": round(max(0.0, now - w.heard_at()), 1),
     }
 
 
 def _client(master: Master, c: ClientSession) -> dict[str, Any]:
     return {
         "name": c.name,
+        **_origin(c.origin),
         "queued": c.queued,
         "running": c.started,
         "prefetched": c.assigned - c.started,
+        "done": c.done,
+        "failed": c.failed,
         "jobs": len(c.jobs),
         "share": master.policy.share(c),
         "priority": bool(master.policy.tier(c)),
         "unschedulable": master.policy.unschedulable(c),
+        "uptime": round(master.now() - c.joined_at, 1),
+    }
+
+
+def _origin(origin: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "host": origin.get("host", ""),
+        "pid": origin.get("pid", 0),
+        "user": origin.get("user", ""),
     }
 
 

@@ -44,7 +44,7 @@ class Options(usage.Options):
             "Read the master's HOST:PORT from this file, which its --address-file wrote "
             "(instead of --master); until it exists, wait and retry with backoff.",
         ],
-        ["slots", "n", 1, "Jobs to run at once, each in its own child process.", positive(int)],
+        ["slots", "s", 1, "Jobs to run at once, each in its own child process.", positive(int)],
         ["name", None, None, "Name of this worker in logs and status (default host:pid)."],
         [
             "resources",

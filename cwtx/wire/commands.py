@@ -109,6 +109,11 @@ class Hello(Command):
         (b"python", Unicode()),
         (b"cloudpickle", Unicode()),
         (b"nonce", Bytes()),  # 32 random bytes
+        # Where it runs, for status (optional: an older peer's hello still
+        # parses, and is refused for its protocol version, by name).
+        (b"host", Unicode(optional=True)),
+        (b"pid", Integer(optional=True)),
+        (b"user", Unicode(optional=True)),
     ]
     response = [
         (b"protocol", Integer()),

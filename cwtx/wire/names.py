@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 
 #: Bumped whenever what crosses the wire changes; docs/protocol.md says what it is.
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 
 #: The pickle protocol for functions, arguments and results.
 PICKLE_PROTOCOL = 5

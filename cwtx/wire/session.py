@@ -61,6 +61,7 @@ def transcript(hello: dict[str, Any], answer: dict[str, Any]) -> bytes:
     aside): bound into the keys, so that a relay that rewrites a name, a
     version or the master's id leaves the two sides with different keys."""
     said = [hello[k] for k in ("role", "name", "protocol", "python", "cloudpickle")]
+    said += [hello.get("host", ""), hello.get("pid", 0), hello.get("user", "")]
     said += [answer["protocol"], answer["master"]]
     return hashlib.sha256(json.dumps(said).encode("ascii")).digest()
 

@@ -1,6 +1,9 @@
 """Versions that each side states in its hello."""
 
+import getpass
+import os
 import platform
+import socket
 
 import cloudpickle
 
@@ -17,4 +20,14 @@ def hello_arguments(role: str, name: str) -> dict[str, object]:
         "protocol": PROTOCOL_VERSION,
         "python": PYTHON,
         "cloudpickle": CLOUDPICKLE,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "user": _user(),
     }
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return str(os.getuid())

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+import cwtx
 from cwtx._errors import ProtocolError
 from cwtx.master.master import Master
 from cwtx.master.sessions import RESULT_OVERHEAD, ClientSession, WorkerSession
@@ -557,15 +558,55 @@ def test_a_workers_status_shows_its_resources_and_whether_it_is_leaving():
     w = FakeWorker("w")
     m.add_worker(w)
     (shown,) = m.status()["workers"]
-    assert shown == {
+    assert {k: shown[k] for k in ("name", "slots", "running", "prefetched")} == {
         "name": "w",
         "slots": 1,
         "running": 0,
         "prefetched": 0,
-        "resources": {},
-        "done": 0,
+    }
+    assert (shown["resources"], shown["leaving"]) == ({}, False)
+    m.worker_leaving(w)
+    assert m.status()["workers"][0]["leaving"] is True
+
+
+def test_status_says_where_each_peer_runs_how_long_and_how_its_jobs_ended():
+    clock = [100.0]
+    m = Master(now=lambda: clock[0])
+    m.address = "node1:5494"
+    c, _ = make_client(m)
+    c.origin = {"host": "laptop", "pid": 42, "user": "ann"}
+    w = FakeWorker("w", slots=3)
+    w.origin = {"host": "node2", "pid": 7, "user": "ann"}
+    heard = [100.0]
+    w.heard_at = lambda: heard[0]
+    m.add_worker(w)
+    for i in (1, 2, 3):
+        submit(m, c, i)
+    m.dispatch()
+    m.task_result(w, w.runs[0].task, "ok", Payload.of(b"r"), "")
+    m.task_result(w, w.runs[1].task, "error", Payload.of(b""), '{"type": "ValueError"}')
+    clock[0], heard[0] = 160.0, 157.5
+    status = m.status()
+    assert (status["address"], status["uptime"], status["protocol"]) == ("node1:5494", 60.0, 6)
+    assert status["version"] == cwtx.__version__
+    (shown,) = status["workers"]
+    assert {k: shown[k] for k in ("host", "pid", "user", "done", "failed", "lost")} == {
+        "host": "node2",
+        "pid": 7,
+        "user": "ann",
+        "done": 1,
+        "failed": 1,
         "lost": 0,
-        "leaving": False,
+    }
+    assert (shown["uptime"], shown["heard"]) == (60.0, 2.5)
+    (client,) = status["clients"]
+    assert {k: client[k] for k in ("host", "pid", "user", "done", "failed", "prefetched")} == {
+        "host": "laptop",
+        "pid": 42,
+        "user": "ann",
+        "done": 1,
+        "failed": 1,
+        "prefetched": 1,
     }
 
 

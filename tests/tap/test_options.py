@@ -135,3 +135,11 @@ def test_a_worker_reads_its_masters_address_file_at_each_attempt(tmp_path):
     path.write_text("http://garbage\n")
     endpoint.connect(Factory()).addErrback(failure.append)
     assert "the master's address file" in failure[1].getErrorMessage()
+
+
+def test_the_workers_short_slots_flag_is_s_not_twistds_n():
+    """``twistd -n`` means "do not daemonize": ``cw-worker -n`` meaning
+    slots invited ``twistd cw-worker -n 4`` mistakes."""
+    assert parse(worker, "--master", "m", "-s", "4")["slots"] == 4
+    with pytest.raises(usage.UsageError):
+        parse(worker, "--master", "m", "-n", "4")

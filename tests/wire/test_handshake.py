@@ -43,7 +43,7 @@ class FakeMaster(Peer):
             AMP.ampBoxReceived(self, box)  # a master's side: commands before sealing
 
     @Hello.responder
-    def hello(self, role, name, protocol, python, cloudpickle, nonce):
+    def hello(self, role, name, protocol, python, cloudpickle, nonce, **where):
         mine = b"m" * 32
         return {
             "protocol": protocol,

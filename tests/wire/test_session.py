@@ -53,12 +53,14 @@ def test_keys_are_exactly_what_docs_protocol_md_says():
 
 
 def test_the_transcript_is_exactly_what_docs_protocol_md_says():
-    hello = {"role": "client", "name": "me", "protocol": 4, "python": "3.11.7"}
-    hello["cloudpickle"] = "3.1.1"
-    answer = {"protocol": 4, "master": "0123456789ab", "nonce": b"n", "proof": b"p"}
-    said = '["client", "me", 4, "3.11.7", "3.1.1", 4, "0123456789ab"]'
+    hello = {"role": "client", "name": "me", "protocol": 6, "python": "3.11.7"}
+    hello.update(cloudpickle="3.1.1", host="n1", pid=7, user="ann")
+    answer = {"protocol": 6, "master": "0123456789ab", "nonce": b"n", "proof": b"p"}
+    said = '["client", "me", 6, "3.11.7", "3.1.1", "n1", 7, "ann", 6, "0123456789ab"]'
     assert transcript(hello, answer) == hashlib.sha256(said.encode()).digest()
-    for key, value in [("name", "someone else"), ("python", "2.7.18"), ("cloudpickle", "?")]:
+    changed = [("name", "someone else"), ("python", "2.7.18"), ("cloudpickle", "?")]
+    changed += [("host", "n2"), ("pid", 8), ("user", "bob")]
+    for key, value in changed:
         assert transcript({**hello, key: value}, answer) != transcript(hello, answer)
     assert transcript(hello, {**answer, "master": "another"}) != transcript(hello, answer)
 
