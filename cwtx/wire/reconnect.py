@@ -12,6 +12,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import txaio
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -20,6 +21,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cwtx.wire.peer import Peer
+
+log = txaio.make_logger()
 
 
 @implementer(IStreamClientEndpoint)
@@ -39,6 +42,10 @@ class DescribedEndpoint:
 
     def _failed(self, failure: Failure) -> Failure:
         self.last_failure = failure.getErrorMessage() or type(failure.value).__name__
+        # ClientService's own line names the endpoint, not why it failed.
+        log.warn(
+            "could not connect to {where}: {why}", where=self.description, why=self.last_failure
+        )
         return failure
 
     def __repr__(self) -> str:
@@ -82,9 +89,11 @@ def reconnecting(
                 proto.transport.abortConnection()
             raise
 
+    factory = Factory.forProtocol(build)
+    factory.noisy = False  # no "Starting factory" line for every attempt
     return ClientService(
         endpoint,
-        Factory.forProtocol(build),
+        factory,
         retryPolicy=policy,
         clock=clock,
         prepareConnection=prepare_connection,
