@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 
 from cwtx.master.status import totals
@@ -44,9 +45,10 @@ class Sample:
         return asdict(self)
 
 
-class History:
+class History(Service):
     """Samples ``master`` every ``interval`` seconds on ``clock`` (a reactor,
-    or a ``task.Clock`` in tests) and keeps the last ``keep`` seconds."""
+    or a ``task.Clock`` in tests) and keeps the last ``keep`` seconds; as a
+    service, it samples while it runs."""
 
     def __init__(
         self, master: Master, clock: Any, interval: float = INTERVAL, keep: float = KEEP
@@ -68,6 +70,14 @@ class History:
     def stop(self) -> None:
         if self._loop.running:
             self._loop.stop()
+
+    def startService(self) -> None:
+        super().startService()
+        self.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.stop()
 
     def sample(self) -> Sample:
         """Take one sample (the loop calls this; tests may too)."""
