@@ -175,6 +175,12 @@ def _print_status(status: dict) -> None:
         f"{status['unschedulable']} unschedulable, {status['completed']} completed, "
         f"{len(status['clients'])} clients"
     )
+    if status.get("http"):
+        from cwtx._secret import load_secret
+        from cwtx.master.web import url
+
+        # Status never carries the token: it is made here, from our own secret.
+        print(f"dashboard: {url(status['http'], load_secret())}")
     for w in status["workers"]:
         resources = ",".join(f"{k}={describe(v)}" for k, v in sorted(w["resources"].items()))
         print(

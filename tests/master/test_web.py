@@ -221,3 +221,16 @@ def test_values_are_shown_as_text():
     assert page.cell("unschedulable", [{"jobs": 3, "why": "needs gpu=2"}]) == "3: needs gpu=2"
     assert page.cell("leaving", True) == "yes" and page.cell("leaving", False) == ""
     assert page.cell("share", 0.333333) == "0.333" and page.cell("x", None) == ""
+
+
+def test_cw_status_prints_the_dashboard_url_with_its_token(capsys):
+    from cwtx._cli import _print_status
+    from cwtx._secret import load_secret
+
+    master, _, _ = a_site()
+    _print_status(master.status())
+    assert "dashboard" not in capsys.readouterr().out  # not served: not printed
+    master.http = "http://127.0.0.1:8080/"
+    _print_status(master.status())
+    out = capsys.readouterr().out
+    assert f"dashboard: http://127.0.0.1:8080/?token={token(load_secret())}\n" in out
