@@ -23,6 +23,14 @@ class Series:
 
 
 def _number(value: float) -> str:
+    """Short enough for the axis: 0.25, 19.2, 1.8k, 12M."""
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return (
+                f"{value / size:.2g}{unit}"
+                if abs(value) < 10 * size
+                else f"{value / size:.0f}{unit}"
+            )
     return f"{value:.3g}"
 
 

@@ -234,3 +234,16 @@ def test_cw_status_prints_the_dashboard_url_with_its_token(capsys):
     _print_status(master.status())
     out = capsys.readouterr().out
     assert f"dashboard: http://127.0.0.1:8080/?token={token(load_secret())}\n" in out
+
+
+def test_chart_axis_numbers_are_short():
+    from cwtx.master.charts import _number
+
+    assert [_number(v) for v in (0.25, 19.2, 999, 1790, 12_000, 2.5e7)] == [
+        "0.25",
+        "19.2",
+        "999",
+        "1.8k",
+        "12k",
+        "25M",
+    ]
