@@ -12,13 +12,19 @@ setup(
     python_requires=">=3.11",
     # twisted.plugins is listed explicitly: it has no __init__.py, on purpose.
     packages=[*find_packages(include=["cwtx", "cwtx.*"]), "twisted.plugins"],
-    package_data={"twisted": ["plugins/cwtx_plugins.py", "plugins/cwtx_endpoints.py"]},
+    package_data={
+        "twisted": ["plugins/cwtx_plugins.py", "plugins/cwtx_endpoints.py"],
+        # The dashboard's script and style (cwtx/master/web.py serves them).
+        "cwtx.master": ["dashboard.js", "dashboard.css"],
+    },
     # cryptography: every connection is sealed with AES-GCM (cwtx/wire/session.py).
     install_requires=["twisted>=23.10", "cloudpickle>=2.0", "txaio>=23.1", "cryptography>=42"],
     extras_require={
         "test": [
             "pytest>=7", "pytest-timeout>=2.1", "pytest-randomly>=3.15", "pytest-cov>=7",
             "coverage>=7.10", "ruff", "tqdm", "hypothesis", "twisted[tls]", "cryptography",
+            # tests/e2e/test_dashboard.py drives Debian's chromium (.ci/run installs it).
+            "selenium",
         ],
         # Mutation testing of the pure modules (docs/testing.md).
         "mutation": ["mutmut>=3.3"],

@@ -163,12 +163,12 @@ def _status(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(status, indent=2))
         else:
-            print(status_text.render(status, every=args.all))
+            print(_status_text(status, every=args.all))
         return 0
     try:
         while True:  # like watch(1): redraw in place until Ctrl-C
             try:
-                text = status_text.render(_query(host, port, args.timeout), every=args.all)
+                text = _status_text(_query(host, port, args.timeout), every=args.all)
             except CwtxError as e:
                 text = f"cw: {e}"
             stamp = time.strftime("%H:%M:%S")
@@ -191,7 +191,17 @@ def _query(host: str, port: int, timeout: float) -> dict:
 
 
 def _print_status(status: dict) -> None:
-    print(status_text.render(status))
+    print(_status_text(status))
+
+
+def _status_text(status: dict, every: bool = False) -> str:
+    text = status_text.render(status, every=every)
+    if status.get("http"):
+        from cwtx.master.web import url
+
+        # Status never carries the token: it is made here, from our own secret.
+        text += f"\ndashboard: {url(status['http'], load_secret())}"
+    return text
 
 
 def parser() -> argparse.ArgumentParser:

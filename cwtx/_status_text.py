@@ -67,8 +67,6 @@ def _master_line(status: dict[str, Any]) -> str:
         parts.append(f"cwtx {status['version']}, protocol {status['protocol']}")
     if "uptime" in status:
         parts.append(f"up {_duration(status['uptime'])}")
-    if status.get("http"):
-        parts.append(f"dashboard {status['http']}")
     return ", ".join(parts)
 
 

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from itertools import count
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import txaio
 
@@ -39,6 +39,9 @@ from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.resources import MAX_SHARE, MIN_SHARE
 from cwtx.wire.resources import decode as decode_resources
 from cwtx.wire.resources import encode as encode_resources
+
+if TYPE_CHECKING:
+    from cwtx.master.history import History
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -80,6 +83,11 @@ class Master:
         self._tasks = count(1)
         self._sessions = count(1)
         self.completed = 0
+        #: Samples of the recent past (``history.History``), when something
+        #: takes them (``twistd cw-master`` does).
+        self.history: History | None = None
+        #: The dashboard's URL, when ``--http`` serves one (without its token).
+        self.http: str | None = None
 
     # -- clients --------------------------------------------------------------
 

@@ -23,6 +23,14 @@ txaio.use_twisted()
 log = txaio.make_logger()
 
 
+def write_port_file(path: str, address: Any) -> None:
+    """The TCP port of ``address`` (a listening port's host) to ``path``, whole."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{getattr(address, 'port', '')}\n")
+    os.replace(tmp, path)
+
+
 class MasterService(Service):
     """Listens, and runs the heartbeat monitor, for one :class:`Master`.
 
@@ -66,10 +74,7 @@ class MasterService(Service):
         address = self.port.getHost()
         log.info("cwtx master {id} listening on {address}", id=self.master.id, address=address)
         if self.port_file:
-            tmp = self.port_file + ".tmp"
-            with open(tmp, "w") as f:
-                f.write(f"{getattr(address, 'port', '')}\n")
-            os.replace(tmp, self.port_file)
+            write_port_file(self.port_file, address)
         port = getattr(address, "port", None)
         self.master.address = (
             format_address(self.advertise, port) if port is not None else str(address)
@@ -82,6 +87,14 @@ class MasterService(Service):
                 address=format_address(*self._published),
                 path=self.address_file,
             )
+
+    def address(self) -> str:
+        """Where it listens, as ``HOST:PORT`` ("" before it does)."""
+        if self.port is None:
+            return ""
+        bound = self.port.getHost()
+        host, port = getattr(bound, "host", None), getattr(bound, "port", None)
+        return format_address(host, port) if host and port is not None else str(bound)
 
     def startService(self) -> None:
         super().startService()

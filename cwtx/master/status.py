@@ -25,23 +25,35 @@ def page(master: Master, number: int, per_page: int = PER_PAGE) -> dict[str, Any
         "clients": [_client(master, c) for c in master.clients[start:end]],
     }
     if number == 0:
-        running = sum(master.policy.started_count(w) for w in master.workers)
         out.update(
             master=master.id,
             address=master.address,
             version=__version__,
             protocol=PROTOCOL_VERSION,
             uptime=round(master.now() - master.started_at, 1),
-            slots=sum(w.slots for w in master.workers),
-            queued=sum(c.queued for c in master.clients),
-            running=running,  # started in a slot
-            prefetched=sum(len(w.running) for w in master.workers) - running,
+            **totals(master),
             unschedulable=sum(
                 u["jobs"] for c in master.clients for u in master.policy.unschedulable(c)
             ),
-            completed=master.completed,
         )
+        history = master.history
+        out["throughput"] = history.throughput() if history is not None else 0.0
+        out["history"] = history.public() if history is not None else []
+        if master.http is not None:
+            out["http"] = master.http  # never with its token
     return out
+
+
+def totals(master: Master) -> dict[str, int]:
+    """The counts over every worker and client: one pass over each."""
+    running = sum(master.policy.started_count(w) for w in master.workers)
+    return {
+        "slots": sum(w.slots for w in master.workers),
+        "queued": sum(c.queued for c in master.clients),
+        "running": running,  # started in a slot
+        "prefetched": sum(len(w.running) for w in master.workers) - running,
+        "completed": master.completed,
+    }
 
 
 def _worker(master: Master, w: WorkerSession) -> dict[str, Any]:

@@ -10,9 +10,11 @@ from twisted.python import usage
 
 from cwtx.client.address import PORT
 from cwtx.master.connection import AUTH_TIMEOUT
+from cwtx.master.history import History
 from cwtx.master.master import DEFAULT_MAX_RETRIES, DEFAULT_PREFETCH, Master
 from cwtx.master.service import MasterService
 from cwtx.master.sessions import MAX_CLIENT_BYTES, MAX_CLIENT_JOBS
+from cwtx.master.web import DashboardService, endpoint
 from cwtx.tap.common import SECRET_HELP, StopOnSignal, default_reactor, positive, secret_option
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor
 
@@ -93,6 +95,21 @@ class Options(usage.Options):
             "(--master-file) and clients that find the master by it.",
         ],
         [
+            "http",
+            None,
+            None,
+            "Serve a dashboard on this endpoint (a port number: tcp:PORT on 127.0.0.1; a tcp "
+            "endpoint without interface= listens on 127.0.0.1 too). Off by default; its URL, "
+            "with its token, is in the log's 'cwtx dashboard at' line and in cw status "
+            "(docs/operations.md, Dashboard).",
+        ],
+        [
+            "http-port-file",
+            None,
+            None,
+            "Write the TCP port the dashboard actually bound to this file (for --http 0).",
+        ],
+        [
             "advertise",
             None,
             None,
@@ -106,6 +123,10 @@ class Options(usage.Options):
             raise usage.UsageError("--max-retries must be 0 or more")
         if self["prefetch"] < 0:
             raise usage.UsageError("--prefetch must be 0 or more")
+        if self["http"] is not None:
+            self["http"] = endpoint(self["http"])
+        elif self["http-port-file"] is not None:
+            raise usage.UsageError("--http-port-file needs --http")
         self["priority-clients"] = [
             p.strip() for p in self["priority-clients"].split(",") if p.strip()
         ]
@@ -123,7 +144,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     monitor = HeartbeatMonitor(reactor, options["heartbeat-interval"], options["heartbeat-timeout"])
     service = MultiService()
-    MasterService(
+    listener = MasterService(
         reactor,
         options["listen"],
         master,
@@ -133,6 +154,18 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         options["auth-timeout"],
         options["address-file"],
         options["advertise"],
-    ).setServiceParent(service)
+    )
+    listener.setServiceParent(service)
+    master.history = History(master, reactor)
+    master.history.setServiceParent(service)
+    if options["http"] is not None:
+        DashboardService(
+            reactor,
+            options["http"],
+            master,
+            options["secret"],
+            options["http-port-file"],
+            address=listener.address,
+        ).setServiceParent(service)
     StopOnSignal(reactor).setServiceParent(service)
     return service

@@ -26,6 +26,7 @@ def parse(module, *argv: str):
         (["--heartbeat-interval", "0"], "must be positive"),
         (["--auth-timeout", "-2"], "must be positive"),
         (["--secret-file", "/nonexistent/secret"], "cannot read the cwtx secret file"),
+        (["--http-port-file", "/tmp/p"], "--http-port-file needs --http"),
     ],
 )
 def test_bad_master_options(argv, complaint):
@@ -66,8 +67,9 @@ def test_a_worker_without_master_finds_it_as_clients_do(monkeypatch):
 def test_the_services_are_built_from_the_options():
     reactor = MemoryReactorClock()
     service = master.makeService(parse(master, "--listen", "tcp:0", "--prefetch", "0"), reactor)
-    (listener, signals) = list(service)
+    (listener, history, signals) = list(service)
     assert listener.listen == "tcp:0" and listener.master.prefetch == 0
+    assert listener.master.history is history and listener.master.http is None
     options = parse(worker, "--master", "node7:6000", "--slots", "3", "--name", "w7")
     (supervisor, _) = list(worker.makeService(options, reactor))
     assert len(supervisor.slots) == 3 and supervisor.name == "w7"
@@ -75,6 +77,40 @@ def test_the_services_are_built_from_the_options():
     connect = parse(worker, "--connect", "tcp:host=node8:port=6001")
     (supervisor, _) = list(worker.makeService(connect, reactor))
     assert repr(supervisor.endpoint) == "tcp:host=node8:port=6001"
+
+
+@pytest.mark.parametrize(
+    ("given", "endpoint"),
+    [
+        ("8080", "tcp:8080:interface=127.0.0.1"),
+        ("0", "tcp:0:interface=127.0.0.1"),
+        ("tcp:8080", "tcp:8080:interface=127.0.0.1"),
+        ("tcp:8080:interface=0.0.0.0", "tcp:8080:interface=0.0.0.0"),
+        ("tcp6:8080", "tcp6:8080:interface=\\:\\:1"),
+        ("unix:/run/cwtx-dash.sock", "unix:/run/cwtx-dash.sock"),
+    ],
+)
+def test_the_dashboard_listens_on_loopback_unless_told_otherwise(given, endpoint):
+    assert parse(master, "--http", given)["http"] == endpoint
+    assert parse(master)["http"] is None  # off by default
+
+
+def test_a_master_with_http_serves_the_dashboard_and_says_where(tmp_path):
+    reactor = MemoryReactorClock()
+    port_file = tmp_path / "http.port"
+    options = parse(
+        master, "--listen", "tcp:5999", "--http", "0", "--http-port-file", str(port_file)
+    )
+    service = master.makeService(options, reactor)
+    (listener, _, dashboard, _) = list(service)
+    service.startService()
+    port = reactor.tcpServers[-1][0]
+    assert reactor.tcpServers[-1][3] == "127.0.0.1"  # interface
+    assert port_file.read_text().strip() == str(dashboard.port.getHost().port)
+    assert listener.master.http.startswith("http://") and "token" not in listener.master.http
+    assert listener.master.status()["http"] == listener.master.http
+    service.stopService()
+    assert listener.master.http is None and port == 0
 
 
 def test_mtls_needs_client_certificate_authorities(tmp_path):
