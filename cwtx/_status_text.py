@@ -29,7 +29,7 @@ def render(status: dict[str, Any], every: bool = False) -> str:
             ("FAILED", lambda w: w.get("failed", 0)),
             ("LOST", lambda w: w["lost"]),
             ("HEARD", lambda w: _ago(w.get("heard"))),
-            ("UP", lambda w: _duration(w.get("uptime"))),
+            ("UP", lambda w: duration(w.get("uptime"))),
             ("RESOURCES", _resources),
         ],
         busy=lambda w: (w["running"], w["prefetched"]),
@@ -66,7 +66,7 @@ def _master_line(status: dict[str, Any]) -> str:
     if "version" in status:
         parts.append(f"cwtx {status['version']}, protocol {status['protocol']}")
     if "uptime" in status:
-        parts.append(f"up {_duration(status['uptime'])}")
+        parts.append(f"up {duration(status['uptime'])}")
     return ", ".join(parts)
 
 
@@ -109,7 +109,7 @@ def _resources(w: dict[str, Any]) -> str:
     return ",".join(f"{k}={describe(v)}" for k, v in sorted(w["resources"].items()))
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
     s = int(seconds)

@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.web.template import Tag, flattenString, tags
 
+from cwtx._status_text import duration
 from cwtx.master.charts import Series, chart
 
 #: Seconds between refreshes (dashboard.js; a <meta> refresh without JavaScript).
@@ -23,12 +24,31 @@ MAX_ROWS = 200
 #: What the charts span, in seconds.
 SPAN = 600.0
 
-WORKER_COLUMNS = ("name", "slots", "running", "prefetched", "resources", "done", "lost", "leaving")
+WORKER_COLUMNS = (
+    "name",
+    "host",
+    "pid",
+    "slots",
+    "running",
+    "prefetched",
+    "done",
+    "failed",
+    "lost",
+    "heard",
+    "uptime",
+    "resources",
+    "leaving",
+)
 CLIENT_COLUMNS = (
     "name",
+    "host",
+    "pid",
+    "user",
     "queued",
     "running",
     "prefetched",
+    "done",
+    "failed",
     "jobs",
     "share",
     "priority",
@@ -37,6 +57,7 @@ CLIENT_COLUMNS = (
 TOTALS = ("slots", "running", "prefetched", "queued", "unschedulable", "completed", "throughput")
 #: Page-0 keys shown elsewhere than in the totals.
 NOT_TOTALS = {"master", "pages", "http", "history", "workers", "clients"}
+NOT_TOTALS |= {"address", "version", "protocol", "uptime"}  # in the header
 
 
 def render(status: dict[str, Any], about: Sequence[tuple[str, str]], now: float) -> bytes:
@@ -168,6 +189,10 @@ def cell(key: str, value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "yes" if value else ""
+    if key == "uptime" and isinstance(value, int | float):
+        return duration(value)
+    if key == "heard" and isinstance(value, int | float):
+        return f"{value:.1f} s ago"
     if isinstance(value, float):
         return f"{value:.3g}"
     if isinstance(value, dict):

@@ -205,15 +205,17 @@ def test_ten_thousand_workers_show_the_busiest_two_hundred_and_count_the_rest():
 def test_fields_status_adds_later_show_up_after_the_known_ones():
     status = {
         "master": "m",
-        "workers": [a_worker(0, 1, host="node3", pid=123)],
+        "workers": [a_worker(0, 1, host="node3", pid=123, colour="blue")],
         "clients": [{"name": "c", "queued": 1, "user": "ann", "unschedulable": []}],
         "history": [],
         "uptime_hint": 5,
     }
     html = parsed(page.render(status, [], now=0))
-    headers = [t for t in html.text if t in {"name", "slots", "leaving", "host", "pid", "user"}]
-    assert headers[:6] == ["name", "slots", "leaving", "host", "pid", "name"]
+    wanted = {"name", "slots", "leaving", "host", "pid", "user", "colour"}
+    headers = [t for t in html.text if t in wanted]
+    assert headers[:7] == ["name", "host", "pid", "slots", "leaving", "colour", "name"]
     assert "node3" in html.text and "ann" in html.text and "uptime hint" in html.text
+    assert "blue" in html.text
 
 
 def test_values_are_shown_as_text():
