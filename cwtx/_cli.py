@@ -391,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _terminated)
+        # `cw status | head`: a closed pipe ends cw quietly, as it does cat.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         if getattr(args, "secret_file", None):
             # Checked now (one clear line if it is unusable), and passed on
