@@ -333,8 +333,8 @@ def shared_cluster(tmp_path_factory):
 
 def run_block(block: Block, tmp: Path, cluster=None) -> tuple[int, str]:
     """Run ``block`` in a fresh environment under ``tmp``; its exit code and output."""
-    home, run, work = tmp / "home", tmp / "run", tmp / "work"
-    for d in (home, run, work):
+    home, run, work, temp = tmp / "home", tmp / "run", tmp / "work", tmp / "tmp"
+    for d in (home, run, work, temp):
         d.mkdir()
     env = dict(os.environ)
     for name in ("CWTX_MASTER", "CWTX_SECRET", "CWTX_SECRET_FILE", "CWTX_CLUSTER"):
@@ -344,6 +344,7 @@ def run_block(block: Block, tmp: Path, cluster=None) -> tuple[int, str]:
     env.update(
         HOME=str(home),
         CWTX_RUN_DIR=str(run),
+        TMPDIR=str(temp),  # so the pid files of what it starts in temporary directories are found
         CWTX_SLURM_DIR=str(tmp / "slurm"),
         CWTX_LAUNCHER="local",  # cwtx.start/allocate would pick SLURM where sbatch is
         PYTHONUNBUFFERED="1",
