@@ -66,16 +66,39 @@ def load_secret(secret_file: str | os.PathLike[str] | None = None) -> bytes:
 
 
 def _create(path: Path) -> None:
+    """Write a new secret to a file of our own beside ``path``, then link it
+    there: a process starting at the same moment (a master and workers
+    started together) sees no file or a whole one, never an empty one."""
+    secret = secrets.token_hex(32) + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         _tighten(path.parent)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _write_new(tmp, secret)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: write in place
+            _write_new(path, secret)
     except FileExistsError:
-        return  # another process made it first: use theirs
+        pass  # another process made it first: use theirs
     except OSError as e:
         raise SecretError(f"cannot create the cwtx secret file {path}: {e}") from e
+    finally:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Create ``path`` (mode 0600; FileExistsError if it exists) holding ``text``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _tighten(directory: Path) -> None:

@@ -39,6 +39,46 @@ def test_secret_is_created_once_with_mode_0600(tmp_path, monkeypatch):
     assert load_secret() == first and len(first) >= 32
 
 
+def test_a_new_secret_appears_whole_and_the_first_one_made_wins(tmp_path, monkeypatch):
+    """A master and workers started at once on first use all create the
+    secret: each must see no file or a whole one (an empty one was refused
+    as 0 bytes), and all end up with the same secret."""
+    monkeypatch.delenv("CWTX_SECRET_FILE")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    path = default_secret_path()
+    real_link = os.link
+    linked = []
+
+    def link(source, target):
+        # The moment the secret appears under its name, it is all there.
+        assert len(Path(source).read_text().strip()) == 64
+        assert stat.S_IMODE(os.stat(source).st_mode) == 0o600
+        if not linked:  # another process links its own secret first
+            write_secret(path, "theirs-" + GOOD)
+        linked.append(target)
+        return real_link(source, target)
+
+    monkeypatch.setattr(os, "link", link)
+    assert load_secret() == b"theirs-" + GOOD.encode()
+    assert linked == [path]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["secret"]  # no leftovers
+
+
+def test_a_new_secret_is_written_in_place_without_hard_links(tmp_path, monkeypatch):
+    monkeypatch.delenv("CWTX_SECRET_FILE")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+    def no_link(source, target):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_link)
+    first = load_secret()
+    assert len(first) == 64 and load_secret() == first
+    path = default_secret_path()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in path.parent.iterdir()) == ["secret"]
+
+
 def test_secret_sources_in_order(tmp_path, monkeypatch):
     explicit = write_secret(tmp_path / "explicit", "explicit-" + GOOD)
     from_file = write_secret(tmp_path / "from-env-file", "file-" + GOOD)
