@@ -91,7 +91,7 @@ def _table(
 ) -> list[str]:
     if not rows:
         return []
-    shown = list(rows)
+    shown = sorted(rows, key=lambda r: r["name"])
     if len(shown) > SHOWN and not every:
         shown = sorted(shown, key=busy, reverse=True)[:SHOWN]
     cells = [[str(get(r)) for _, get in columns] for r in shown]

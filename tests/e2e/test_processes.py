@@ -305,10 +305,10 @@ def test_cw_local_start_and_stop(tmp_path):
         human = cw_status()
         assert human.returncode == 0, human.stderr
         assert (
-            ": 2 workers, 2 slots, 0 running, 0 prefetched, 0 queued, 0 unschedulable, "
-            "0 completed, 0 clients" in human.stdout
+            "\n2 workers, 2 slots: 0 running, 0 prefetched, 0 queued, 0 unschedulable; "
+            "0 completed" in human.stdout
         )
-        assert human.stdout.count("  worker local-") == 2
+        assert human.stdout.count("\n  local-") == 2
         # So do clients, with no host given.
         client = subprocess.run(
             [
