@@ -17,8 +17,10 @@ import io
 import json
 import os
 import pickle
+import select
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -68,9 +70,14 @@ Send = Callable[[list[bytes]], None]
 
 #: Bytes read from an output pipe at a time (one output message at most).
 OUTPUT_READ = 65536
-#: Seconds to wait, once a job has returned, for its output pipes to drain:
-#: a process the job started and left running may hold them open.
+#: Seconds an output thread waits for more before it sends what it read.
+OUTPUT_GATHER = 0.002
+#: Once a job has returned, its output pipes are drained; but a process
+#: the job started and left running may hold them open: then the child
+#: stops waiting after they have been idle this many seconds ...
 OUTPUT_DRAIN = 1.0
+#: ... or after this many in all.
+OUTPUT_DRAIN_MOST = 10.0
 
 
 class _Capture:
@@ -89,6 +96,7 @@ class _Capture:
         self._saved_fds: list[tuple[int, int]] = []
         self._threads: list[threading.Thread] = []
         self._streams: tuple[Any, Any] = (sys.stdout, sys.stderr)
+        self._read_at = time.monotonic()  # when an output thread last read
 
     def __enter__(self) -> None:
         _flush(sys.stdout, sys.stderr)
@@ -109,16 +117,32 @@ class _Capture:
 
     def __exit__(self, *exc: object) -> None:
         _flush(sys.stdout, sys.stderr)
+        self._read_at = time.monotonic()
         sys.stdout, sys.stderr = self._streams
         for fd, saved in self._saved_fds:  # closes the pipes' write ends
             os.dup2(saved, fd)
             os.close(saved)
+        # Until the pipes are drained (their write ends closed), unless a
+        # process the job left running holds them: then until they have
+        # been idle for OUTPUT_DRAIN seconds, and OUTPUT_DRAIN_MOST at most.
+        deadline = time.monotonic() + OUTPUT_DRAIN_MOST
         for thread in self._threads:
-            thread.join(OUTPUT_DRAIN)
+            while thread.is_alive() and time.monotonic() < deadline:
+                thread.join(0.05)
+                if time.monotonic() - self._read_at > OUTPUT_DRAIN:
+                    break
 
     def _pump(self, fd: int, header: bytes) -> None:
         try:
             while data := os.read(fd, OUTPUT_READ):
+                self._read_at = time.monotonic()
+                # A job printing fast writes many short lines: gather what
+                # follows within OUTPUT_GATHER seconds into one message.
+                while len(data) < OUTPUT_READ and select.select([fd], [], [], OUTPUT_GATHER)[0]:
+                    more = os.read(fd, OUTPUT_READ - len(data))
+                    if not more:
+                        break
+                    data += more
                 self._send([header, data])
         except OSError:
             pass
