@@ -80,6 +80,8 @@ class ClientThread:
             connect_timeout, reconnect_timeout, heartbeat_interval, heartbeat_timeout
         )
         self._options = JobOptions().replace(**job_options)
+        if forward_output:  # (a job's own option overrides it)
+            self._options = self._options.replace(forward_output=True)
         self._client: Client | None = None
         self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._cond = threading.Condition()

@@ -161,6 +161,8 @@ class ClusterExecutor(concurrent.futures.Executor):
         self._options = JobOptions().replace(**job_options)
         check_share(share)
         check_forward_output(forward_output)
+        if forward_output:  # (a job's own option overrides it)
+            self._options = self._options.replace(forward_output=True)
         connection = settings(
             connect_timeout, reconnect_timeout, heartbeat_interval, heartbeat_timeout
         )
