@@ -20,7 +20,7 @@ from typing import Any
 import txaio
 
 from cwtx._errors import ProtocolError, error_json, parse_error
-from cwtx._logs import RateLimit, printable
+from cwtx._logs import RateLimit, debugging, printable
 from cwtx.master.policy import MAX_SHAPES, FairShare, Refuse, TakeBack, mismatch_message
 from cwtx.master.sessions import (
     DEFAULT_MAX_RETRIES,
@@ -182,7 +182,8 @@ class Master:
         )
         session.add_job(job)
         self.policy.enqueue(job)
-        log.debug("job {job} of client {client} submitted", job=job_id, client=session.name)
+        if debugging(log):
+            log.debug("job {job} of client {client} submitted", job=job_id, client=session.name)
 
     @staticmethod
     def _refuse(session: ClientSession, job_id: int, kind: str, message: str) -> None:
@@ -271,13 +272,14 @@ class Master:
         if job is None or job.ended or job.started:
             return  # cancelled meanwhile, or said twice
         self.policy.started(job, self.now())
-        log.debug(
-            "job {job} of client {client} started on worker {worker}",
-            job=job.job_id,
-            client=job.client.name,
-            worker=worker.name,
-            task=task,
-        )
+        if debugging(log):
+            log.debug(
+                "job {job} of client {client} started on worker {worker}",
+                job=job.job_id,
+                client=job.client.name,
+                worker=worker.name,
+                task=task,
+            )
         job.client.started += 1
         if not job.announced:
             job.announced = True
@@ -379,25 +381,27 @@ class Master:
             error = error_json("JobLost", message, attempts=job.attempts)
             self._end(job, JobStatus.LOST, EMPTY, error)
         else:
-            log.debug(
-                "job {job} of client {client} retried after attempt {attempt} on worker "
-                "{worker}: {cause}",
-                job=job.job_id,
-                client=job.client.name,
-                worker=worker.name,
-                attempt=len(job.attempts),
-                counted=counted,
-                cause=cause,
-            )
+            if debugging(log):
+                log.debug(
+                    "job {job} of client {client} retried after attempt {attempt} on worker "
+                    "{worker}: {cause}",
+                    job=job.job_id,
+                    client=job.client.name,
+                    worker=worker.name,
+                    attempt=len(job.attempts),
+                    counted=counted,
+                    cause=cause,
+                )
             self.policy.enqueue(job, front=True)
 
     def _end(self, job: Job, status: JobStatus, value: Payload, error: str) -> None:
-        log.debug(
-            "job {job} of client {client} ended: {status}",
-            job=job.job_id,
-            client=job.client.name,
-            status=status,
-        )
+        if debugging(log):
+            log.debug(
+                "job {job} of client {client} ended: {status}",
+                job=job.job_id,
+                client=job.client.name,
+                status=status,
+            )
         job.ended = True
         job.client.drop_job(job.job_id)
         self.completed += 1
@@ -427,13 +431,14 @@ class Master:
             job.sent_at = now
             job.client.assign(job, worker)
             worker.running[job.task] = job
-            log.debug(
-                "job {job} of client {client} dispatched to worker {worker} as task {task}",
-                job=job.job_id,
-                client=job.client.name,
-                worker=worker.name,
-                task=job.task,
-            )
+            if debugging(log):
+                log.debug(
+                    "job {job} of client {client} dispatched to worker {worker} as task {task}",
+                    job=job.job_id,
+                    client=job.client.name,
+                    worker=worker.name,
+                    task=job.task,
+                )
             worker.deliver_run(job)
         for steal in self.policy.steals():
             tasks = [job.task for job in steal.jobs]

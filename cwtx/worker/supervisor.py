@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredList, succeed
 
 from cwtx._errors import error_json
-from cwtx._logs import printable
+from cwtx._logs import debugging, printable
 from cwtx._secret import load_secret
 from cwtx.wire import handshake as auth
 from cwtx.wire.batch import BatchSender
@@ -313,12 +313,13 @@ class Worker(Service):
             del self.queue[index]
             self._hold(task)
             task.started_at = self.reactor.seconds()
-            log.debug(
-                "task {task} started in worker {worker}, slot {slot}",
-                task=task.task,
-                worker=self.name,
-                slot=slot.index,
-            )
+            if debugging(log):
+                log.debug(
+                    "task {task} started in worker {worker}, slot {slot}",
+                    task=task.task,
+                    worker=self.name,
+                    slot=slot.index,
+                )
             slot.run(task)
             if not self._starts:
                 self.reactor.callLater(START_REPORT_DELAY, self._report_starts)
@@ -423,12 +424,13 @@ class Worker(Service):
             return  # abandoned when the master went away
         del self.tasks[task.task]
         seconds = self.reactor.seconds() - task.started_at if task.started_at else 0.0
-        log.debug(
-            "task {task} ended in worker {worker}: {status}",
-            task=task.task,
-            worker=self.name,
-            status=status,
-        )
+        if debugging(log):
+            log.debug(
+                "task {task} ended in worker {worker}: {status}",
+                task=task.task,
+                worker=self.name,
+                status=status,
+            )
         proto = self.connection
         if task.output_dropped and proto is not None:
             proto.output.add((task.task, OutputStream.STDERR, dropped_notice(task.output_dropped)))
