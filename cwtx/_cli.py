@@ -20,6 +20,7 @@ from cwtx.wire.resources import parse_spec
 
 
 def _local_start(args: argparse.Namespace) -> int:
+    logs = ["--log-level", args.log_level] if args.log_level else []
     cluster = local.start(
         args.workers,
         args.port,
@@ -27,8 +28,8 @@ def _local_start(args: argparse.Namespace) -> int:
         run_dir=args.run_dir or local.default_run_dir(),
         host=args.host,
         timeout=args.timeout,
-        master_args=_master_options(args),
-        worker_args=_worker_options(args),
+        master_args=_master_options(args) + logs,
+        worker_args=_worker_options(args) + logs,
     )
     print(
         f"cwtx master listening on {cluster.host}:{cluster.port} with "
@@ -217,6 +218,11 @@ def parser() -> argparse.ArgumentParser:
     start.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     start.add_argument("--run-dir", default=None, help="pid files and logs")
     start.add_argument("--timeout", type=float, default=local.START_TIMEOUT)
+    start.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warn", "error"),
+        help="what the master and workers log (debug: every job's lifecycle)",
+    )
     scheduling(start)
     secret_option(start)
     start.set_defaults(func=_local_start)

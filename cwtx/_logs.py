@@ -9,6 +9,18 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
+
+
+def debugging(log: Any) -> bool:
+    """Whether a txaio logger emits debug events now: one attribute read,
+    so a hot path skips building a debug event nobody will see (below its
+    level txaio binds ``log.debug`` to a no-op, but the call and its
+    arguments would still cost).  ``--log-level`` changes it at startup."""
+    return log._log_level in _DEBUG_LEVELS  # type: ignore[no-any-return]
+
+
+_DEBUG_LEVELS = frozenset({"debug", "trace"})
 
 
 def printable(text: object, limit: int = 120) -> str:

@@ -69,7 +69,9 @@ class FakeChildProcess:
         self.proto = proto
         self.hold = hold
         self._decoder = MessageDecoder()
-        self._child = Child()
+        #: Output messages the job's capture sent (from its threads), in order.
+        self._sent: list[list[bytes]] = []
+        self._child = Child(self._sent.append)
         self._jobs: deque[list[bytearray]] = deque()
         #: Every message the slot wrote to it: [header, arguments(, function)].
         self.messages: list[list[bytes]] = []
@@ -127,7 +129,10 @@ class FakeChildProcess:
             return
         header, *parts = self._jobs.popleft()
         reply = self._child.run(json.loads(header), parts)
-        self.proto.childDataReceived(RESULT_FD, b"".join(encode_message(reply)))
+        # What a job with forward_output printed, then its result, on one pipe.
+        sent, self._sent[:] = list(self._sent), []
+        for message in [*sent, reply]:
+            self.proto.childDataReceived(RESULT_FD, b"".join(encode_message(message)))
         if self._eof and not self._jobs:
             self._reactor.callLater(0, self.exit, 0)
 

@@ -410,6 +410,7 @@ def test_a_cancel_that_overtakes_its_job_on_the_wire_stops_it_running():
         "timeout": 0.0,
         "resources": "{}",
         "order": 0.0,
+        "forward_output": 0,
     }
     reported = []
     worker._report = lambda task, status, value, error: reported.append((task, status))
@@ -541,6 +542,7 @@ def task_record(task: int, fn: bytes = b"F" * 32, code: bytes = b"", **fields) -
         "timeout": 0.0,
         "resources": "{}",
         "order": 0.0,
+        "forward_output": 0,
         **fields,
     }
 

@@ -183,6 +183,7 @@ def evil_task(task: int = 999) -> dict[str, Any]:
         "timeout": 0.0,
         "resources": "{}",
         "order": 0.0,
+        "forward_output": 0,
     }
 
 

@@ -36,7 +36,7 @@ from zope.interface import implementer
 
 from cwtx.client import dependencies
 from cwtx.client.address import find_master
-from cwtx.client.client import CONNECT_TIMEOUT, Client
+from cwtx.client.client import CONNECT_TIMEOUT, Client, ForwardOutput
 from cwtx.client.connect import connect as _connect
 
 __all__ = ["AsyncClient", "connect"]
@@ -158,13 +158,16 @@ async def connect(
     endpoint: str | None = None,
     name: str | None = None,
     share: float = 1.0,
+    forward_output: ForwardOutput = False,
     connect_timeout: float = CONNECT_TIMEOUT,
     **settings: Any,
 ) -> AsyncClient:
     """Connect to a master from a running asyncio loop.
 
     ``name`` names this client at the master, ``share`` is its weight in
-    the fair share of slots; ``settings`` are cwtx.connect's:
+    the fair share of slots; ``forward_output`` True (or a callback,
+    called in the loop's thread) forwards what every job prints;
+    ``settings`` are cwtx.connect's:
     reconnect_timeout, heartbeat_interval, heartbeat_timeout, and default
     job options (timeout, priority, ...).
     """
@@ -179,6 +182,7 @@ async def connect(
         reactor=reactor,
         name=name,
         share=share,
+        forward_output=forward_output,
         connect_timeout=connect_timeout,
         **settings,
     )

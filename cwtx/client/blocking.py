@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 
 from cwtx.client import reactor_thread
 from cwtx.client.address import find_master
-from cwtx.client.client import Client, JobOptions
+from cwtx.client.client import Client, ForwardOutput, JobOptions
 from cwtx.client.connect import connect
 from cwtx.client.serialize import FunctionDef
 
@@ -43,12 +43,21 @@ def connect_blocking(
     settings: dict[str, Any],
     name: str | None = None,
     share: float = 1.0,
+    forward_output: ForwardOutput = False,
 ) -> Client:
     """Connect from a blocking caller; ConnectionError after connect_timeout."""
     if endpoint is None:
         host, port = find_master(host, port)
     return reactor_thread.blocking(
-        lambda: connect(host, port, endpoint=endpoint, name=name, share=share, **settings),
+        lambda: connect(
+            host,
+            port,
+            endpoint=endpoint,
+            name=name,
+            share=share,
+            forward_output=forward_output,
+            **settings,
+        ),
         timeout=settings["connect_timeout"] + 5,
     )
 

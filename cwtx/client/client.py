@@ -8,6 +8,7 @@ has not ended, under the same ids.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from itertools import count
 from typing import Any
@@ -27,8 +28,16 @@ from cwtx.client.options import JobOptions, check_share
 from cwtx.client.serialize import FunctionDef, decode_result, pickle_function
 from cwtx.wire import handshake as auth
 from cwtx.wire.batch import BatchSender
-from cwtx.wire.commands import CancelJobs, JobResults, JobsStarted, SetShare, Status, SubmitJobs
-from cwtx.wire.names import Role
+from cwtx.wire.commands import (
+    CancelJobs,
+    JobOutput,
+    JobResults,
+    JobsStarted,
+    SetShare,
+    Status,
+    SubmitJobs,
+)
+from cwtx.wire.names import OutputStream, Role
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
 from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
@@ -44,7 +53,28 @@ CONNECT_TIMEOUT = 30.0
 #: Seconds a client keeps trying to reach a lost master before failing its jobs.
 RECONNECT_TIMEOUT = 120.0
 
-__all__ = ["CONNECT_TIMEOUT", "RECONNECT_TIMEOUT", "Client", "ClientProtocol", "JobOptions"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "RECONNECT_TIMEOUT",
+    "Client",
+    "ClientProtocol",
+    "JobOptions",
+    "OutputCallback",
+]
+
+#: ``forward_output=callback``: ``callback(job_id, worker, stream, line)``
+#: for each line a job printed (``stream`` "stdout" or "stderr", ``line``
+#: without its newline), in the reactor thread.
+OutputCallback = Callable[[int, str, str, str], Any]
+#: A client's forward_output setting: False, True, or a callback.
+ForwardOutput = bool | OutputCallback
+
+
+def write_output(job: int, worker: str, stream: str, line: str) -> None:
+    """Where forwarded lines go by default: this process's sys.stdout or
+    sys.stderr, each line prefixed with the worker and the job id."""
+    out = sys.stderr if stream == OutputStream.STDERR else sys.stdout
+    out.write(f"(worker {worker}, job {job}) {line}\n")
 
 
 class _Pending:
@@ -87,6 +117,12 @@ class ClientProtocol(Peer):
             self.client._job_started(r["job"])
         return {}
 
+    @JobOutput.responder
+    def _output(self, output: list[dict[str, Any]]) -> dict[str, Any]:
+        for r in output:
+            self.client._job_output(r["job"], r["worker"], r["stream"], r["text"])
+        return {}
+
     @JobResults.responder
     def _results(self, results: list[dict[str, Any]]) -> dict[str, Any]:
         for r in results:
@@ -124,11 +160,15 @@ class Client:
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
         options: JobOptions | None = None,
         share: float = 1.0,
+        forward_output: ForwardOutput = False,
     ) -> None:
         """``endpoint`` leads to the master (its repr names it in messages);
         ``secret`` is the shared secret itself; ``share`` this client's
-        weight in the fair share of slots.  See :func:`cwtx.connect`."""
+        weight in the fair share of slots; ``forward_output`` True (or a
+        callback) forwards every job's output by default.  See
+        :func:`cwtx.connect`."""
         self.share = check_share(share)
+        self._output_to = check_forward_output(forward_output)
         self._reactor = reactor
         self.name = name
         self.endpoint = endpoint
@@ -143,6 +183,8 @@ class Client:
         self._closed = False
         self._give_up_timer: Any = None
         self._default = options or JobOptions()
+        if forward_output:
+            self._default = self._default.replace(forward_output=True)
         self._monitor = HeartbeatMonitor(reactor, heartbeat_interval, heartbeat_timeout)
         self._service = reconnecting(
             endpoint,
@@ -365,6 +407,7 @@ class Client:
             "max_retries": -1 if o.max_retries is None else o.max_retries,
             "priority": o.priority,
             "resources": o.resources,
+            "forward_output": int(o.forward_output),
         }
         code = EMPTY
         if p.fn.hash not in self._sent_functions:
@@ -388,6 +431,18 @@ class Client:
         if pending is not None and pending.on_start is not None:
             on_start, pending.on_start = pending.on_start, None
             on_start()
+
+    def _job_output(self, job_id: int, worker: str, stream: str, text: str) -> None:
+        if job_id not in self._pending:
+            return  # cancelled here
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        for line in lines:
+            try:
+                self._output_to(job_id, worker, stream, line)
+            except Exception as e:
+                log.error("cwtx: the forward_output callback failed: {e!r}", e=e)
 
     def _job_ended(self, job_id: int, status: str, value: Payload, error: str) -> None:
         pending = self._pending.pop(job_id, None)
@@ -429,6 +484,15 @@ class _OptionsView:
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Deferred[Any]:
         return self._client._submit(self._options, fn, args, kwargs)
+
+
+def check_forward_output(setting: Any) -> OutputCallback:
+    """Where a client's forwarded lines go: a callback, else write_output."""
+    if callable(setting):
+        return setting
+    if not isinstance(setting, bool):
+        raise ValueError(f"forward_output must be True, False or a callable, not {setting!r}")
+    return write_output
 
 
 #: Settings that belong to a client's connection, not to its jobs.

@@ -24,7 +24,7 @@ from cwtx.client.blocking import (
     settings,
     submit_in_reactor,
 )
-from cwtx.client.client import Client, JobOptions
+from cwtx.client.client import Client, ForwardOutput, JobOptions, check_forward_output
 from cwtx.client.connect import CONNECT_TIMEOUT, RECONNECT_TIMEOUT
 from cwtx.client.options import check_share
 from cwtx.client.serialize import pickle_arguments, pickle_function
@@ -50,7 +50,8 @@ class ClientThread:
     network.  ``wait()`` blocks until every submitted job has ended, then
     raises the first job exception (or callback exception) in the caller.
     ``name`` names this client at the master, ``share`` is its weight in
-    the fair share of slots.  At interpreter exit, jobs not ended still
+    the fair share of slots; ``forward_output`` True (or a callback)
+    forwards what every job prints.  At interpreter exit, jobs not ended still
     end and their callbacks run (an error is printed, not lost).
     """
 
@@ -63,6 +64,7 @@ class ClientThread:
         endpoint: str | None = None,
         name: str | None = None,
         share: float = 1.0,
+        forward_output: ForwardOutput = False,
         connect_timeout: float = CONNECT_TIMEOUT,
         reconnect_timeout: float = RECONNECT_TIMEOUT,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
@@ -73,10 +75,14 @@ class ClientThread:
         self.callback = callback
         self.host, self.port, self._endpoint = host, port, endpoint
         self.name, self.share = name, check_share(share)
+        self.forward_output = forward_output
+        check_forward_output(forward_output)
         self._settings = settings(
             connect_timeout, reconnect_timeout, heartbeat_interval, heartbeat_timeout, secret_file
         )
         self._options = JobOptions().replace(**job_options)
+        if forward_output:  # (a job's own option overrides it)
+            self._options = self._options.replace(forward_output=True)
         self._client: Client | None = None
         self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._cond = threading.Condition()
@@ -89,7 +95,13 @@ class ClientThread:
         if self._client is not None:
             raise RuntimeError("this ClientThread is already started")
         self._client = connect_blocking(
-            self.host, self.port, self._endpoint, self._settings, self.name, self.share
+            self.host,
+            self.port,
+            self._endpoint,
+            self._settings,
+            self.name,
+            self.share,
+            self.forward_output,
         )
         self._thread = threading.Thread(
             target=self._deliver, name="cwtx-client-callbacks", daemon=True

@@ -18,7 +18,13 @@ from zope.interface import implementer
 from cwtx._errors import AuthenticationError, ProtocolMismatch
 from cwtx._secret import load_secret, secret_source
 from cwtx.client.address import PORT, find_master, read_address_file
-from cwtx.client.client import CONNECT_TIMEOUT, RECONNECT_TIMEOUT, Client
+from cwtx.client.client import (
+    CONNECT_TIMEOUT,
+    RECONNECT_TIMEOUT,
+    Client,
+    ForwardOutput,
+    check_forward_output,
+)
 from cwtx.client.options import JobOptions, check_share
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from cwtx.wire.reconnect import DescribedEndpoint
@@ -95,6 +101,7 @@ def connect(
     name: str | None = None,
     secret_file: str | None = None,
     share: float = 1.0,
+    forward_output: ForwardOutput = False,
     **job_options: Any,
 ) -> Deferred[Client]:
     """
@@ -110,7 +117,11 @@ def connect(
     defaults for every job this client submits.  The shared secret comes
     from ``secret_file``, else as docs/security.md says.  ``name`` names
     the client in status and to ``--priority-clients``; ``share`` is its
-    weight in the fair share of slots (docs/clients.md).
+    weight in the fair share of slots (docs/clients.md).  ``forward_output``
+    True sends every job's stdout and stderr lines back here, written to
+    sys.stdout and sys.stderr with the worker and job id in front; a
+    callable ``f(job_id, worker, stream, line)`` gets them instead (in the
+    reactor thread); a job's own ``forward_output`` option overrides it.
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -118,6 +129,7 @@ def connect(
         reactor = default_reactor
     options = JobOptions().replace(**job_options)
     check_share(share)
+    check_forward_output(forward_output)
     secret = load_secret(secret_file)
     if endpoint is None:
         host, port = find_master(host, port)
@@ -136,6 +148,7 @@ def connect(
                 heartbeat_timeout=heartbeat_timeout,
                 options=options,
                 share=share,
+                forward_output=forward_output,
             )
         except AuthenticationError as e:
             raise AuthenticationError(

@@ -30,7 +30,7 @@ from cwtx.client.blocking import (
     submit_in_reactor,
 )
 from cwtx.client.chunks import ChunkRunner
-from cwtx.client.client import JobOptions, job_options
+from cwtx.client.client import ForwardOutput, JobOptions, check_forward_output, job_options
 from cwtx.client.connect import CONNECT_TIMEOUT, RECONNECT_TIMEOUT
 from cwtx.client.options import check_share
 from cwtx.client.serialize import FunctionDef, pickle_function
@@ -138,7 +138,8 @@ class ClusterExecutor(concurrent.futures.Executor):
     context manager.  ``options(...)`` gives a view that submits with job
     options (timeout, priority, max_retries, resources).  ``name`` names
     this client at the master (status, ``--priority-clients``); ``share``
-    is its weight in the master's fair share of slots.  docs/clients.md
+    is its weight in the master's fair share of slots; ``forward_output``
+    True (or a callback) forwards what every job prints.  docs/clients.md
     states the contract, and where it differs from the stdlib.
     """
 
@@ -150,6 +151,7 @@ class ClusterExecutor(concurrent.futures.Executor):
         endpoint: str | None = None,
         name: str | None = None,
         share: float = 1.0,
+        forward_output: ForwardOutput = False,
         connect_timeout: float = CONNECT_TIMEOUT,
         reconnect_timeout: float = RECONNECT_TIMEOUT,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
@@ -159,10 +161,15 @@ class ClusterExecutor(concurrent.futures.Executor):
     ) -> None:
         self._options = JobOptions().replace(**job_options)
         check_share(share)
+        check_forward_output(forward_output)
+        if forward_output:  # (a job's own option overrides it)
+            self._options = self._options.replace(forward_output=True)
         connection = settings(
             connect_timeout, reconnect_timeout, heartbeat_interval, heartbeat_timeout, secret_file
         )
-        self._client = connect_blocking(host, port, endpoint, connection, name, share)
+        self._client = connect_blocking(
+            host, port, endpoint, connection, name, share, forward_output
+        )
         self._lock = threading.Lock()
         #: Futures not done, in submission order (a dict as an ordered set).
         self._pending: dict[_JobFuture, None] = {}

@@ -1,4 +1,5 @@
-"""Per-job options (timeout, priority, retries, resources) and their validation."""
+"""Per-job options (timeout, priority, retries, resources, forward_output)
+and their validation."""
 
 from __future__ import annotations
 
@@ -32,12 +33,15 @@ def _resources(value: Any) -> str:
 
 @dataclass(frozen=True)
 class JobOptions:
-    """Per-job settings; ``max_retries=None`` means the master's default."""
+    """Per-job settings; ``max_retries=None`` means the master's default;
+    ``forward_output``: the job's stdout and stderr lines come back to the
+    client (docs/clients.md, "Forwarding output")."""
 
     timeout: float | None = None
     priority: int = 0
     max_retries: int | None = None
     resources: str = "{}"
+    forward_output: bool = False
 
     def replace(self, **changes: Any) -> JobOptions:
         """A copy with ``changes``; an unknown or bad option raises here."""
@@ -65,3 +69,5 @@ class JobOptions:
             raise ValueError(f"max_retries must be an int >= 0, not {self.max_retries!r}")
         if not isinstance(self.priority, int):
             raise ValueError(f"priority must be an int, not {self.priority!r}")
+        if not isinstance(self.forward_output, bool):
+            raise ValueError(f"forward_output must be True or False, not {self.forward_output!r}")

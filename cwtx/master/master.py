@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import txaio
 
 from cwtx._errors import ProtocolError, error_json, parse_error
-from cwtx._logs import RateLimit, printable
+from cwtx._logs import RateLimit, debugging, printable
 from cwtx.master.policy import MAX_SHAPES, FairShare, Refuse, TakeBack, mismatch_message
 from cwtx.master.sessions import (
     DEFAULT_MAX_RETRIES,
@@ -34,7 +34,7 @@ from cwtx.master.sessions import (
     WorkerSession,
 )
 from cwtx.master.status import snapshot
-from cwtx.wire.names import JobStatus, function_hash
+from cwtx.wire.names import JobStatus, OutputStream, function_hash
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.resources import MAX_SHARE, MIN_SHARE
 from cwtx.wire.resources import decode as decode_resources
@@ -45,6 +45,11 @@ if TYPE_CHECKING:
 
 txaio.use_twisted()
 log = txaio.make_logger()
+
+OUTPUT_STREAMS = frozenset(OutputStream)
+#: Characters of one TaskOutput record's text the master forwards, at most
+#: (a worker sends at most 8,192: worker.output.RECORD_TEXT).
+MAX_OUTPUT_TEXT = 8192
 
 
 class Master:
@@ -139,9 +144,11 @@ class Master:
         max_retries: int = -1,
         priority: int = 0,
         resources: str = "{}",
+        forward_output: bool = False,
     ) -> None:
         """Queue a job (``max_retries`` -1: the master's default); a bad one
-        ends at once with a clear error."""
+        ends at once with a clear error.  ``forward_output``: what it prints
+        goes to its client."""
         if job_id in session.jobs:
             log.debug("client {c} resubmitted job {j}", c=session.name, j=job_id)
             return
@@ -181,9 +188,12 @@ class Master:
             priority=priority,
             resources=shape,
             needs=needs,
+            forward_output=forward_output,
         )
         session.add_job(job)
         self.policy.enqueue(job)
+        if debugging(log):
+            log.debug("job {job} of client {client} submitted", job=job_id, client=session.name)
 
     @staticmethod
     def _refuse(session: ClientSession, job_id: int, kind: str, message: str) -> None:
@@ -204,6 +214,14 @@ class Master:
             self.policy.dequeued(job)  # the queue skips it
             return
         if job.sent:
+            log.info(
+                "job {job} of client {client} cancelled on worker {worker}: "
+                "task {task} is killed if it runs",
+                job=job.job_id,
+                client=job.client.name,
+                worker=worker.name,
+                task=job.task,
+            )
             worker.deliver_cancel(job.task)  # stays on the worker until it answers
         else:
             self._unassign(job)  # its record will be skipped
@@ -264,10 +282,27 @@ class Master:
         if job is None or job.ended or job.started:
             return  # cancelled meanwhile, or said twice
         self.policy.started(job, self.now())
+        if debugging(log):
+            log.debug(
+                "job {job} of client {client} started on worker {worker}",
+                job=job.job_id,
+                client=job.client.name,
+                worker=worker.name,
+                task=task,
+            )
         job.client.started += 1
         if not job.announced:
             job.announced = True
             job.client.deliver_started(job.job_id)
+
+    def task_output(self, worker: WorkerSession, task: int, stream: str, text: str) -> None:
+        """A worker sends lines one of its tasks printed (it bounds them)."""
+        if stream not in OUTPUT_STREAMS:
+            raise ProtocolError(f"no output stream {printable(stream, 40)}")
+        job = worker.running.get(task)
+        if job is None or job.ended or not job.forward_output:
+            return  # ended meanwhile, or not asked for
+        job.client.deliver_output((job.job_id, worker.name, stream, text[:MAX_OUTPUT_TEXT]))
 
     def _taken_back(self, decision: TakeBack, returned: list[int]) -> None:
         for job in self.policy.taken_back(decision, set(returned)):
@@ -314,12 +349,30 @@ class Master:
             cause = parse_error(error)["message"] or str(status)
             if status == JobStatus.REQUEUE and not honest:
                 cause = f"worker {worker.name} handed it back without leaving"
+            if status == JobStatus.LOST:
+                log.info(
+                    "job {job} of client {client} lost on worker {worker}: {cause}",
+                    job=job.job_id,
+                    client=job.client.name,
+                    worker=worker.name,
+                    task=task,
+                    cause=printable(cause, 500),
+                )
             self._attempt_failed(job, worker, printable(cause, 500), counted=not honest)
             return
         if status == JobStatus.OK:
             worker.done += 1
         elif status in (JobStatus.ERROR, JobStatus.TIMEOUT):
             worker.failed += 1
+        if status == JobStatus.TIMEOUT:
+            log.info(
+                "job {job} of client {client} timed out on worker {worker} and was killed",
+                job=job.job_id,
+                client=job.client.name,
+                worker=worker.name,
+                task=task,
+                timeout=job.timeout,
+            )
         if status not in (JobStatus.OK, JobStatus.ERROR, JobStatus.TIMEOUT, JobStatus.CANCELLED):
             message = (
                 f"worker {worker.name} sent a malformed result (status {printable(status, 40)})"
@@ -341,9 +394,27 @@ class Master:
             error = error_json("JobLost", message, attempts=job.attempts)
             self._end(job, JobStatus.LOST, EMPTY, error)
         else:
+            if debugging(log):
+                log.debug(
+                    "job {job} of client {client} retried after attempt {attempt} on worker "
+                    "{worker}: {cause}",
+                    job=job.job_id,
+                    client=job.client.name,
+                    worker=worker.name,
+                    attempt=len(job.attempts),
+                    counted=counted,
+                    cause=cause,
+                )
             self.policy.enqueue(job, front=True)
 
     def _end(self, job: Job, status: JobStatus, value: Payload, error: str) -> None:
+        if debugging(log):
+            log.debug(
+                "job {job} of client {client} ended: {status}",
+                job=job.job_id,
+                client=job.client.name,
+                status=status,
+            )
         job.ended = True
         job.client.drop_job(job.job_id)
         self.completed += 1
@@ -377,6 +448,14 @@ class Master:
             job.sent_at = now
             job.client.assign(job, worker)
             worker.running[job.task] = job
+            if debugging(log):
+                log.debug(
+                    "job {job} of client {client} dispatched to worker {worker} as task {task}",
+                    job=job.job_id,
+                    client=job.client.name,
+                    worker=worker.name,
+                    task=job.task,
+                )
             worker.deliver_run(job)
         for steal in self.policy.steals():
             tasks = [job.task for job in steal.jobs]

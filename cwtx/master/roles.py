@@ -14,7 +14,14 @@ import txaio
 from twisted.internet.defer import Deferred
 
 from cwtx._errors import ProtocolError
-from cwtx.master.sessions import MAX_RESOURCES, ClientSession, Job, ResultItem, WorkerSession
+from cwtx.master.sessions import (
+    MAX_RESOURCES,
+    ClientSession,
+    Job,
+    OutputItem,
+    ResultItem,
+    WorkerSession,
+)
 from cwtx.master.status import page as status_page
 from cwtx.wire.batch import BatchSender
 from cwtx.wire.commands import (
@@ -22,6 +29,7 @@ from cwtx.wire.commands import (
     CancelJobs,
     CancelTasks,
     Heartbeat,
+    JobOutput,
     JobResults,
     JobsStarted,
     LeaveWorker,
@@ -31,10 +39,11 @@ from cwtx.wire.commands import (
     Status,
     SubmitJobs,
     TakeBackTasks,
+    TaskOutput,
     TaskResults,
     TasksStarted,
 )
-from cwtx.wire.names import Role
+from cwtx.wire.names import OutputStream, Role, dropped_notice
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import Guarded
 from cwtx.wire.resources import amounts
@@ -48,6 +57,9 @@ log = txaio.make_logger()
 
 #: Start notices waiting to go to one client (see _deliver_started).
 MAX_UNSENT_STARTS = 100_000
+#: Characters of forwarded output waiting to go to one client (see
+#: _deliver_output); beyond, lines are dropped and counted.
+MAX_UNSENT_OUTPUT = 1024 * 1024
 
 #: What one batched record is encoded from: (fields, payloads), or None to skip it.
 Encoded = tuple[dict[str, Any], dict[str, Payload]]
@@ -106,8 +118,19 @@ class ClientResponders(StatusResponders, BlobResponders):
         self.started: BatchSender[int] = BatchSender(
             connection, JobsStarted, "jobs", self._encode_started
         )
+        self.output: BatchSender[OutputItem] = BatchSender(
+            connection, JobOutput, "output", self._encode_output
+        )
+        self.output_chars = 0  # of the text waiting in self.output
+        self._output_jobs: dict[int, int] = {}  # job id -> its records waiting there
+        #: Lines dropped for a client that does not take them: job id -> (worker, lines).
+        self.output_dropped: dict[int, tuple[str, int]] = {}
         self.session = ClientSession(
-            connection.name, self.sender.add, connection.versions, self._deliver_started
+            connection.name,
+            self._deliver_result,
+            connection.versions,
+            self._deliver_started,
+            self._deliver_output,
         )
         self.session.origin = connection.origin
         self.master.add_client(self.session)
@@ -135,6 +158,7 @@ class ClientResponders(StatusResponders, BlobResponders):
                 max_retries=r["max_retries"],
                 priority=r["priority"],
                 resources=r["resources"],
+                forward_output=bool(r["forward_output"]),
             )
         self.master.dispatch()
         # Flow control: a client holding too much waits for this answer, and
@@ -159,6 +183,48 @@ class ClientResponders(StatusResponders, BlobResponders):
         if len(self.started) < MAX_UNSENT_STARTS:
             self.started.add(job_id)
 
+    def _deliver_result(self, item: ResultItem) -> None:
+        """A result goes after the job's output (so the client has every
+        line before its result), and after a notice of lines dropped."""
+        job_id = item[0]
+        dropped = self.output_dropped.pop(job_id, None)
+        if dropped is not None:
+            self._queue_output(
+                (job_id, dropped[0], OutputStream.STDERR, dropped_notice(dropped[1]))
+            )
+        if job_id in self._output_jobs:
+            self.output.drained().addCallback(lambda _: self.sender.add(item))
+        else:
+            self.sender.add(item)
+
+    def _deliver_output(self, item: OutputItem) -> None:
+        """Forwarded output is bounded per client: beyond MAX_UNSENT_OUTPUT
+        characters waiting (a client slow to take them), lines are dropped,
+        and counted in a notice that goes with the job's next lines, or
+        before its result."""
+        job_id, worker, stream, text = item
+        if self.output_chars + len(text) > MAX_UNSENT_OUTPUT:
+            lines = self.output_dropped.get(job_id, (worker, 0))[1] + text.count("\n")
+            self.output_dropped[job_id] = (worker, lines)
+            return
+        dropped = self.output_dropped.pop(job_id, None)
+        if dropped is not None:
+            item = (job_id, worker, stream, dropped_notice(dropped[1]) + text)
+        self._queue_output(item)
+
+    def _queue_output(self, item: OutputItem) -> None:
+        self.output_chars += len(item[3])
+        self._output_jobs[item[0]] = self._output_jobs.get(item[0], 0) + 1
+        self.output.add(item)
+
+    def _encode_output(self, item: OutputItem) -> Encoded:
+        job_id, worker, stream, text = item
+        self.output_chars -= len(text)
+        left = self._output_jobs.pop(job_id) - 1
+        if left:
+            self._output_jobs[job_id] = left
+        return {"job": job_id, "worker": worker, "stream": stream, "text": text}, {}
+
     def _encode_started(self, job_id: int) -> Encoded | None:
         if job_id not in self.session.jobs:
             return None  # it ended already: its result says more
@@ -173,6 +239,8 @@ class ClientResponders(StatusResponders, BlobResponders):
     def lost(self, why: str) -> None:
         self.sender.stop()
         self.started.stop()
+        self.output.stop()
+        self.output_dropped.clear()
         log.info("client {name} left ({why})", name=self.connection.name, why=why)
         self.master.remove_client(self.session)
 
@@ -234,6 +302,13 @@ class WorkerResponders(BlobResponders):
         self.master.dispatch()
         return {}
 
+    @TaskOutput.responder
+    def task_output(self, output: list[dict[str, Any]]) -> dict[str, Any]:
+        session = self._registered()
+        for r in output:
+            self.master.task_output(session, r["task"], r["stream"], r["text"])
+        return {}
+
     @TasksStarted.responder
     def tasks_started(self, started: list[dict[str, Any]]) -> dict[str, Any]:
         session = self._registered()
@@ -265,6 +340,7 @@ class WorkerResponders(BlobResponders):
             "timeout": job.timeout,
             "resources": job.resources,
             "order": job.order,
+            "forward_output": int(job.forward_output),
         }
         code = EMPTY
         if job.fn.hash not in worker.functions:

@@ -77,6 +77,7 @@ class Job:
     losses: int = 0  # workers lost while it was on them, started or not
     sent_at: float = 0.0  # when the master gave it to its current worker
     announced: bool = False  # its client was told it started
+    forward_output: bool = False  # what it prints goes to its client
 
     @property
     def shape(self) -> str:
@@ -89,6 +90,8 @@ class Job:
 
 #: What the master hands a client session to send: (job id, status, value, error).
 ResultItem = tuple[int, JobStatus, Payload, str]
+#: Lines a job printed, to send its client: (job id, worker, stream, text).
+OutputItem = tuple[int, str, str, str]
 
 
 def _job_size(job: Job) -> int:
@@ -109,10 +112,13 @@ class ClientSession:
         deliver: Callable[[ResultItem], None],
         versions: tuple[str, str] = UNKNOWN_VERSIONS,
         deliver_started: Callable[[int], None] = lambda job_id: None,
+        deliver_output: Callable[[OutputItem], None] = lambda item: None,
     ) -> None:
         self.name = name
         self._deliver = deliver
         self.deliver_started = deliver_started
+        #: Hand lines a job printed to the connection (which bounds them).
+        self.deliver_output = deliver_output
         self.versions = versions  # (python, cloudpickle)
         self.number = 0  # the master's number for this session (set when added)
         self.functions: dict[bytes, Function] = {}

@@ -21,6 +21,34 @@ SECRET_HELP = (
 )
 
 
+#: What ``--log-level`` takes: cwtx logs that level and above.
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+def log_level(value: str) -> str:
+    """A coercer for ``--log-level``."""
+    if value not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, not {value}")
+    return value
+
+
+log_level.coerceDoc = "One of debug, info, warn, error."  # type: ignore[attr-defined]
+
+#: ``--log-level``, shared by cw-master and cw-worker.
+LOG_LEVEL_OPTION = [
+    "log-level",
+    None,
+    "info",
+    "What cwtx logs: debug (also every job's lifecycle: docs/operations.md), info, warn or error.",
+    log_level,
+]
+
+
+def apply_log_level(level: str) -> None:
+    """Below ``level`` cwtx's log calls are no-ops (txaio binds them so)."""
+    txaio.set_global_log_level(level)
+
+
 def secret_option(path: str | None) -> bytes:
     """The secret for ``--secret-file``; a bad one is a usage error, not a traceback."""
     try:

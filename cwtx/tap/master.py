@@ -15,7 +15,15 @@ from cwtx.master.master import DEFAULT_MAX_RETRIES, DEFAULT_PREFETCH, Master
 from cwtx.master.service import MasterService
 from cwtx.master.sessions import MAX_CLIENT_BYTES, MAX_CLIENT_JOBS
 from cwtx.master.web import DashboardService, endpoint
-from cwtx.tap.common import SECRET_HELP, StopOnSignal, default_reactor, positive, secret_option
+from cwtx.tap.common import (
+    LOG_LEVEL_OPTION,
+    SECRET_HELP,
+    StopOnSignal,
+    apply_log_level,
+    default_reactor,
+    positive,
+    secret_option,
+)
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor
 
 
@@ -60,6 +68,7 @@ class Options(usage.Options):
             "every other client's (docs/clients.md, fair share).",
         ],
         ["secret-file", None, None, SECRET_HELP],
+        LOG_LEVEL_OPTION,
         [
             "auth-timeout",
             None,
@@ -134,6 +143,7 @@ class Options(usage.Options):
 
 def makeService(options: Options, reactor: Any = None) -> IService:
     reactor = default_reactor(reactor)
+    apply_log_level(options["log-level"])
     master = Master(
         max_retries=options["max-retries"],
         prefetch=options["prefetch"],

@@ -10,7 +10,15 @@ from twisted.python import usage
 
 from cwtx.client.address import PORT, find_master, parse_master_address
 from cwtx.client.connect import AddressFileEndpoint, client_endpoint
-from cwtx.tap.common import SECRET_HELP, StopOnSignal, default_reactor, positive, secret_option
+from cwtx.tap.common import (
+    LOG_LEVEL_OPTION,
+    SECRET_HELP,
+    StopOnSignal,
+    apply_log_level,
+    default_reactor,
+    positive,
+    secret_option,
+)
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from cwtx.wire.reconnect import DescribedEndpoint
 from cwtx.wire.resources import parse_spec
@@ -68,6 +76,7 @@ class Options(usage.Options):
             positive(float),
         ],
         ["secret-file", None, None, SECRET_HELP],
+        LOG_LEVEL_OPTION,
         [
             "grace",
             None,
@@ -95,6 +104,7 @@ class Options(usage.Options):
 
 def makeService(options: Options, reactor: Any = None) -> IService:
     reactor = default_reactor(reactor)
+    apply_log_level(options["log-level"])
     if options["connect"]:
         endpoint = client_endpoint(reactor, endpoint=options["connect"])
     elif options["master-file"]:

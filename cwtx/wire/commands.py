@@ -26,7 +26,8 @@ PROTOCOL_ERRORS = {ProtocolError: b"PROTOCOL_ERROR"}
 #: A job, client to master.  ``fn`` is the sha256 of the function's
 #: environment and pickle; ``fn_env`` and ``fn_code`` are sent only the first
 #: time that hash goes over the connection.  ``max_retries`` -1: the master's
-#: default.  ``resources``: a JSON object.
+#: default.  ``resources``: a JSON object.  ``forward_output`` 1: send the
+#: job's stdout and stderr lines back to the client (``JobOutput``).
 JOB_RECORD = [
     ("job", "int"),
     ("fn", "bytes"),
@@ -39,6 +40,7 @@ JOB_RECORD = [
     ("max_retries", "int"),
     ("priority", "int"),
     ("resources", "text"),
+    ("forward_output", "int"),
 ]
 
 #: A task, master to worker: what the worker needs to run one attempt.
@@ -47,7 +49,8 @@ JOB_RECORD = [
 #: ``resources``: the job's needs, a JSON object of amounts (the worker
 #: picks the device ids).  ``order``: the worker starts the tasks it holds
 #: lowest order first (the master's fair-share order, so a task sent later
-#: may overtake tasks that wait in the worker's queue).
+#: may overtake tasks that wait in the worker's queue).  ``forward_output``
+#: 1: capture the task's stdout and stderr and send them (``TaskOutput``).
 TASK_RECORD = [
     ("task", "int"),
     ("session", "int"),
@@ -60,6 +63,7 @@ TASK_RECORD = [
     ("timeout", "float"),
     ("resources", "text"),
     ("order", "float"),
+    ("forward_output", "int"),
 ]
 
 #: A task started, worker to master: in which slot, and when (the worker's
@@ -73,6 +77,23 @@ STARTED_RECORD = [
 #: A job started, master to client (once, at its first start).
 JOB_STARTED_RECORD = [
     ("job", "int"),
+]
+
+#: Lines a task printed, worker to master: ``stream`` is a
+#: names.OutputStream, ``text`` one or more whole lines, each ending in
+#: a newline, already bounded by the worker (docs/clients.md).
+TASK_OUTPUT_RECORD = [
+    ("task", "int"),
+    ("stream", "text"),
+    ("text", "text"),
+]
+
+#: Lines a job printed, master to client, with the worker that ran it.
+JOB_OUTPUT_RECORD = [
+    ("job", "int"),
+    ("worker", "text"),
+    ("stream", "text"),
+    ("text", "text"),
 ]
 
 #: How a job ended, master to client.  ``status`` is a names.JobStatus;
@@ -221,6 +242,16 @@ class TasksStarted(Command):
     fatalErrors = PROTOCOL_ERRORS
 
 
+class TaskOutput(Command):
+    """Worker to master: a batch of lines that tasks run with
+    ``forward_output`` printed."""
+
+    arguments = [(b"output", Records(TASK_OUTPUT_RECORD))]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
 class TakeBackTasks(Command):
     """Master to worker: hand back these tasks (task ids) if they have not
     started; the answer lists those handed back, which the worker forgets
@@ -236,6 +267,15 @@ class JobsStarted(Command):
     """Master to client: a batch of jobs that have started on a worker."""
 
     arguments = [(b"jobs", Records(JOB_STARTED_RECORD))]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+class JobOutput(Command):
+    """Master to client: a batch of lines that its jobs printed."""
+
+    arguments = [(b"output", Records(JOB_OUTPUT_RECORD))]
     response = []
     errors = PROTOCOL_ERRORS
     fatalErrors = PROTOCOL_ERRORS
@@ -287,6 +327,8 @@ __all__ = [
     "TASK_RESULT_RECORD",
     "STARTED_RECORD",
     "JOB_STARTED_RECORD",
+    "TASK_OUTPUT_RECORD",
+    "JOB_OUTPUT_RECORD",
     "Hello",
     "Authenticate",
     "RegisterWorker",
@@ -298,8 +340,10 @@ __all__ = [
     "CancelTasks",
     "TaskResults",
     "TasksStarted",
+    "TaskOutput",
     "TakeBackTasks",
     "JobsStarted",
+    "JobOutput",
     "SetShare",
     "LeaveWorker",
     "Heartbeat",

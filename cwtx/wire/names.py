@@ -37,6 +37,18 @@ class JobStatus(StrEnum):
     REQUEUE = "requeue"  # a leaving worker handed it back: it runs elsewhere, no attempt counted
 
 
+class OutputStream(StrEnum):
+    """Which of a job's streams a forwarded line was printed on."""
+
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+def dropped_notice(lines: int) -> str:
+    """The line that stands for forwarded output lines dropped (a bound hit)."""
+    return f"[cwtx: {lines} line{'s' if lines != 1 else ''} dropped]\n"
+
+
 def function_hash(env: str, code: Iterable[bytes]) -> bytes:
     """A function's name on the wire: the SHA-256 of its environment (JSON),
     a zero byte, and its pickle (given in pieces).  Clients name functions

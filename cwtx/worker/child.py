@@ -13,16 +13,22 @@ is paid by the next job.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
+import select
 import sys
+import threading
+import time
 import traceback
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import cloudpickle
 
-from cwtx.wire.names import PICKLE_PROTOCOL, JobStatus
+from cwtx.wire.names import PICKLE_PROTOCOL, JobStatus, OutputStream
 from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, read_message, write_message
 
 
@@ -59,6 +65,104 @@ class _Env:
             pass
 
 
+#: What the child sends the supervisor: one message's parts.
+Send = Callable[[list[bytes]], None]
+
+#: Bytes read from an output pipe at a time (one output message at most).
+OUTPUT_READ = 65536
+#: Seconds an output thread waits for more before it sends what it read.
+OUTPUT_GATHER = 0.002
+#: Once a job has returned, its output pipes are drained; but a process
+#: the job started and left running may hold them open: then the child
+#: stops waiting after they have been idle this many seconds ...
+OUTPUT_DRAIN = 1.0
+#: ... or after this many in all.
+OUTPUT_DRAIN_MOST = 10.0
+
+
+class _Capture:
+    """
+    While a job runs with ``forward_output``: file descriptors 1 and 2 (so
+    whatever the job prints, and whatever processes it starts print) lead
+    to pipes, which threads read and send to the supervisor as output
+    messages on the result pipe, before the result itself.  ``sys.stdout``
+    and ``sys.stderr`` are line-buffered meanwhile, so lines go as they are
+    printed.  The supervisor bounds what it forwards (``worker.output``).
+    """
+
+    def __init__(self, task: int, send: Send) -> None:
+        self._task = task
+        self._send = send
+        self._saved_fds: list[tuple[int, int]] = []
+        self._threads: list[threading.Thread] = []
+        self._streams: tuple[Any, Any] = (sys.stdout, sys.stderr)
+        self._read_at = time.monotonic()  # when an output thread last read
+
+    def __enter__(self) -> None:
+        _flush(sys.stdout, sys.stderr)
+        for fd, stream in ((1, OutputStream.STDOUT), (2, OutputStream.STDERR)):
+            try:
+                saved = os.dup(fd)
+            except OSError:
+                continue  # (closed: nothing to capture)
+            read, write = os.pipe()
+            os.dup2(write, fd)
+            os.close(write)
+            self._saved_fds.append((fd, saved))
+            header = json.dumps({Header.TASK: self._task, Header.STREAM: stream}).encode()
+            thread = threading.Thread(target=self._pump, args=(read, header), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        sys.stdout, sys.stderr = _line_buffered(1), _line_buffered(2)
+
+    def __exit__(self, *exc: object) -> None:
+        _flush(sys.stdout, sys.stderr)
+        self._read_at = time.monotonic()
+        sys.stdout, sys.stderr = self._streams
+        for fd, saved in self._saved_fds:  # closes the pipes' write ends
+            os.dup2(saved, fd)
+            os.close(saved)
+        # Until the pipes are drained (their write ends closed), unless a
+        # process the job left running holds them: then until they have
+        # been idle for OUTPUT_DRAIN seconds, and OUTPUT_DRAIN_MOST at most.
+        deadline = time.monotonic() + OUTPUT_DRAIN_MOST
+        for thread in self._threads:
+            while thread.is_alive() and time.monotonic() < deadline:
+                thread.join(0.05)
+                if time.monotonic() - self._read_at > OUTPUT_DRAIN:
+                    break
+
+    def _pump(self, fd: int, header: bytes) -> None:
+        try:
+            while data := os.read(fd, OUTPUT_READ):
+                self._read_at = time.monotonic()
+                # A job printing fast writes many short lines: gather what
+                # follows within OUTPUT_GATHER seconds into one message.
+                while len(data) < OUTPUT_READ and select.select([fd], [], [], OUTPUT_GATHER)[0]:
+                    more = os.read(fd, OUTPUT_READ - len(data))
+                    if not more:
+                        break
+                    data += more
+                self._send([header, data])
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _line_buffered(fd: int) -> io.TextIOWrapper:
+    raw = io.FileIO(fd, "w", closefd=False)
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", line_buffering=True)
+
+
+def _flush(*streams: Any) -> None:
+    for stream in streams:
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
 def _failure(stage: str, exc: BaseException) -> tuple[dict[str, Any], bytes]:
     """
     An error header and, for an exception the job itself raised (stage
@@ -82,7 +186,10 @@ def _failure(stage: str, exc: BaseException) -> tuple[dict[str, Any], bytes]:
 
 
 class Child:
-    def __init__(self) -> None:
+    def __init__(self, send: Send | None = None) -> None:
+        """``send(parts)`` sends a message to the supervisor (output, from
+        the capture's threads); the result is returned by :meth:`run`."""
+        self._send = send or (lambda parts: None)
         self._functions: dict[str, Any] = {}  # hash -> unpickled callable
         self._codes: dict[str, bytes] = {}  # hash -> pickle, until it loads
 
@@ -93,7 +200,10 @@ class Child:
         if len(parts) > 1:
             self._codes[fn_hash] = bytes(parts[1])
         env = json.loads(header[Header.ENV])
-        with _Env(env, header.get(Header.VARS) or {}):
+        capture: AbstractContextManager[None] = nullcontext()
+        if header.get(Header.OUTPUT):
+            capture = _Capture(header[Header.TASK], self._send)
+        with _Env(env, header.get(Header.VARS) or {}), capture:
             reply, value = self._call(fn_hash, args_bytes)
         reply[Header.TASK] = header[Header.TASK]
         return [json.dumps(reply).encode("utf-8"), value]
@@ -164,13 +274,19 @@ def main() -> None:
     _deaf_to_interrupts()
     tasks = os.fdopen(TASK_FD, "rb", buffering=0)
     results = os.fdopen(RESULT_FD, "wb")
-    child = Child()
+    lock = threading.Lock()  # output threads and the result share the pipe
+
+    def send(parts: list[bytes]) -> None:
+        with lock:
+            write_message(results, parts)
+
+    child = Child(send)
     while True:
         message = read_message(tasks)
         if message is None:
             return
         header = json.loads(message[0])
-        write_message(results, child.run(header, message[1:]))
+        send(child.run(header, message[1:]))
 
 
 if __name__ == "__main__":

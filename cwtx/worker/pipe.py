@@ -35,6 +35,8 @@ class Header(StrEnum):
     FUNCTION = "fn"  # to the child: the function's sha256, in hex
     ENV = "env"  # to the child: the client's cwd and sys.path, JSON
     VARS = "vars"  # to the child: environment variables for this job only (resources)
+    OUTPUT = "output"  # to the child: true to capture the job's stdout and stderr
+    STREAM = "stream"  # from the child: this message is output on that stream (OutputStream)
     STATUS = "status"  # from the child: a names.JobStatus (ok or error)
     ERROR = "error"  # from the child, with error: {type, message, traceback}
 

@@ -29,9 +29,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cwtx._errors import FramingError, error_json
-from cwtx.wire.names import JobStatus
+from cwtx.wire.names import JobStatus, OutputStream
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.resources import environment
+from cwtx.worker.output import OutputLimiter
 from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, MessageDecoder, encode_message
 
 txaio.use_twisted()
@@ -101,10 +102,15 @@ class Task:
     #: What it holds while it runs: device ids (a list) or an amount, by name.
     held: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0  # when a slot took it (the reactor's clock)
+    forward_output: bool = False  # send what it prints to its client
+    output_sent: bool = False  # some of its output went to the master
+    output_dropped: int = 0  # lines dropped since (the master was slow to take them)
 
 
 #: on_result(task, status, value, error_json)
 ResultCallback = Callable[[Task, str, Payload, str], None]
+#: on_output(task, stream, text): whole lines the task printed, bounded.
+OutputCallback = Callable[[Task, OutputStream, str], None]
 
 
 class Slot(ProcessProtocol):
@@ -117,8 +123,11 @@ class Slot(ProcessProtocol):
         on_result: ResultCallback,
         on_free: Callable[[], None],
         python: str = sys.executable,
+        on_output: OutputCallback | None = None,
     ) -> None:
         self.index = index
+        self._on_output = on_output or (lambda task, stream, text: None)
+        self._output: OutputLimiter | None = None  # the current task's, if it forwards
         self._reactor: IReactorProcess = reactor
         self._clock: IReactorTime = reactor
         self._on_result = on_result
@@ -173,6 +182,9 @@ class Slot(ProcessProtocol):
         }
         if task.held:
             header[Header.VARS] = environment(task.held)
+        if task.forward_output:
+            header[Header.OUTPUT] = True
+            self._output = OutputLimiter(self._clock.seconds())
         parts: list[Any] = [json.dumps(header).encode("utf-8"), task.args]
         if task.fn not in self._known:
             parts.append(task.code)
@@ -191,8 +203,16 @@ class Slot(ProcessProtocol):
 
     def kill(self, reason: str) -> None:
         """End the running task as ``reason`` (timeout, cancelled) by killing the child."""
-        if self.current is None or self._kill_reason is not None:
+        task = self.current
+        if task is None or self._kill_reason is not None:
             return
+        log.info(
+            "slot {slot}: killing task {task}: {reason}",
+            slot=self.index,
+            task=task.task,
+            reason=reason,
+            timeout=task.timeout,
+        )
         self._kill_reason = reason
         self._signal("KILL")
 
@@ -219,20 +239,42 @@ class Slot(ProcessProtocol):
         try:
             header = json.loads(parts[0].tobytes())
             value = parts[1] if len(parts) > 1 else EMPTY
-            if task is None or header.get(Header.TASK) != task.task:
-                raise ValueError(f"result for task {header.get(Header.TASK)!r}")
-            status = JobStatus(header[Header.STATUS])
-            error = json.dumps(header[Header.ERROR]) if Header.ERROR in header else ""
+            if Header.STREAM in header:
+                stream = OutputStream(header[Header.STREAM])
+            else:
+                if task is None or header.get(Header.TASK) != task.task:
+                    raise ValueError(f"result for task {header.get(Header.TASK)!r}")
+                status = JobStatus(header[Header.STATUS])
+                error = json.dumps(header[Header.ERROR]) if Header.ERROR in header else ""
         except (ValueError, KeyError, TypeError) as e:
             log.error("slot {index}: bad result from child: {e}", index=self.index, e=e)
             self._kill_corrupt()
             return
+        if Header.STREAM in header:
+            # Output of an earlier task (a process it left running): dropped.
+            if task is not None and header.get(Header.TASK) == task.task:
+                self._child_output(task, stream, value)
+            return
         if self._kill_reason is not None:
             return  # it finished just as we killed it; processEnded reports
+        assert task is not None
         self._end_current()
         self._quick_deaths = 0
         self._on_result(task, status, value, error)
         self._on_free()
+
+    def _child_output(self, task: Task, stream: OutputStream, data: Payload) -> None:
+        if self._output is None or self._kill_reason is not None:
+            return  # a task that does not forward (or being killed): dropped
+        for text in self._output.feed(stream, data.tobytes(), self._clock.seconds()):
+            self._on_output(task, stream, text)
+
+    def _end_output(self, task: Task) -> None:
+        """The task ended: what is left of its output goes before its result."""
+        output, self._output = self._output, None
+        if output is not None:
+            for stream, text in output.close():
+                self._on_output(task, stream, text)
 
     def _kill_corrupt(self) -> None:
         """The child broke the pipe protocol: kill it, and say so."""
@@ -240,6 +282,8 @@ class Slot(ProcessProtocol):
         self._signal("KILL")
 
     def _end_current(self) -> None:
+        if self.current is not None:
+            self._end_output(self.current)
         self.current = None
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
@@ -266,6 +310,12 @@ class Slot(ProcessProtocol):
                 self._on_result(task, JobStatus.LOST, EMPTY, error_json("ChildCorrupt", cause))
             else:
                 cause = f"its child process died ({how}) while running the job"
+                log.info(
+                    "slot {slot}: task {task} lost: {cause}",
+                    slot=self.index,
+                    task=task.task,
+                    cause=cause,
+                )
                 self._on_result(task, JobStatus.LOST, EMPTY, error_json("ChildDied", cause))
         elif not self._stopping and not self._recycling:
             log.warn("slot {index}: child exited unexpectedly ({how})", index=self.index, how=how)

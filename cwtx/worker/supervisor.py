@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredList, succeed
 
 from cwtx._errors import error_json
-from cwtx._logs import printable
+from cwtx._logs import debugging, printable
 from cwtx._secret import load_secret
 from cwtx.wire import handshake as auth
 from cwtx.wire.batch import BatchSender
@@ -29,10 +29,11 @@ from cwtx.wire.commands import (
     RegisterWorker,
     RunTasks,
     TakeBackTasks,
+    TaskOutput,
     TaskResults,
     TasksStarted,
 )
-from cwtx.wire.names import JobStatus, Role, function_hash
+from cwtx.wire.names import JobStatus, OutputStream, Role, dropped_notice, function_hash
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
 from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
@@ -47,6 +48,12 @@ log = txaio.make_logger()
 Result = tuple[int, JobStatus, Payload, str, float]
 #: A task that started: (task id, slot, when).
 Started = tuple[int, int, float]
+#: Lines a task printed: (task id, stream, text).
+Output = tuple[int, OutputStream, str]
+
+#: TaskOutput records waiting to go to the master, at most (each at most
+#: output.RECORD_TEXT characters); beyond, lines are dropped (and counted).
+MAX_UNSENT_OUTPUT = 256
 
 #: Starts are reported after this many seconds, in one batch: a task that
 #: ends sooner is reported by its result alone (no-op jobs cost no more).
@@ -69,6 +76,9 @@ class WorkerProtocol(Peer):
         self.started: BatchSender[Started] = BatchSender(
             self, TasksStarted, "started", self._encode_started
         )
+        self.output: BatchSender[Output] = BatchSender(
+            self, TaskOutput, "output", self._encode_output
+        )
 
     def describe(self) -> str:
         return "master"
@@ -84,6 +94,11 @@ class WorkerProtocol(Peer):
         if task not in self.worker.tasks:
             return None  # it ended already: its result, on its way, says it ran
         return {"task": task, "slot": slot, "at": at}, {}
+
+    @staticmethod
+    def _encode_output(item: Output) -> tuple[dict[str, Any], dict[str, Payload]]:
+        task, stream, text = item
+        return {"task": task, "stream": stream, "text": text}, {}
 
     @TakeBackTasks.responder
     def _take_back(self, tasks: list[int]) -> dict[str, Any]:
@@ -105,6 +120,7 @@ class WorkerProtocol(Peer):
         super().connectionLost(reason)
         self.results.stop()
         self.started.stop()
+        self.output.stop()
         self.worker.disconnected(self)
 
 
@@ -138,7 +154,10 @@ class Worker(Service):
         self.resources = dict(resources or {})
         self.devices = {n: list(range(int(a))) for n, a in self.resources.items() if n in devices}
         self.amounts = {n: a for n, a in self.resources.items() if n not in devices}
-        self.slots = [Slot(i, reactor, self._slot_result, self.dispatch) for i in range(slots)]
+        self.slots = [
+            Slot(i, reactor, self._slot_result, self.dispatch, on_output=self._slot_output)
+            for i in range(slots)
+        ]
         self.functions: dict[bytes, tuple[str, Payload]] = {}
         #: Tasks waiting for a slot, lowest order first (then as they came).
         self.queue: list[tuple[float, int, Task]] = []
@@ -269,6 +288,7 @@ class Worker(Service):
             session=record["session"],
             order=record["order"],
             needs=needs,
+            forward_output=bool(record["forward_output"]),
         )
         self.tasks[task_id] = task
         bisect.insort(self.queue, (task.order, next(self._arrivals), task))
@@ -293,6 +313,13 @@ class Worker(Service):
             del self.queue[index]
             self._hold(task)
             task.started_at = self.reactor.seconds()
+            if debugging(log):
+                log.debug(
+                    "task {task} started in worker {worker}, slot {slot}",
+                    task=task.task,
+                    worker=self.name,
+                    slot=slot.index,
+                )
             slot.run(task)
             if not self._starts:
                 self.reactor.callLater(START_REPORT_DELAY, self._report_starts)
@@ -375,13 +402,46 @@ class Worker(Service):
                 if slot.current is task:
                     slot.kill(JobStatus.CANCELLED)
 
+    def _slot_output(self, task: Task, stream: OutputStream, text: str) -> None:
+        """Lines a task printed (bounded by its slot): to the master, unless
+        MAX_UNSENT_OUTPUT records wait already (then they are counted, and
+        a notice says so)."""
+        proto = self.connection
+        if proto is None or self.tasks.get(task.task) is not task:
+            return
+        if len(proto.output) >= MAX_UNSENT_OUTPUT:
+            task.output_dropped += text.count("\n")
+            return
+        if task.output_dropped:
+            text = dropped_notice(task.output_dropped) + text
+            task.output_dropped = 0
+        task.output_sent = True
+        proto.output.add((task.task, stream, text))
+
     def _slot_result(self, task: Task, status: JobStatus, value: Payload, error: str) -> None:
         self._release(task)
         if self.tasks.get(task.task) is not task:
             return  # abandoned when the master went away
         del self.tasks[task.task]
         seconds = self.reactor.seconds() - task.started_at if task.started_at else 0.0
-        self._report(task.task, status, value, error, seconds)
+        if debugging(log):
+            log.debug(
+                "task {task} ended in worker {worker}: {status}",
+                task=task.task,
+                worker=self.name,
+                status=status,
+            )
+        proto = self.connection
+        if task.output_dropped and proto is not None:
+            proto.output.add((task.task, OutputStream.STDERR, dropped_notice(task.output_dropped)))
+            task.output_sent = True
+        if task.output_sent and proto is not None:
+            # Its result goes once its output has reached the master, so the
+            # client sees every line a job printed before its result.
+            item = (task.task, status, value, error, seconds)
+            proto.output.drained().addCallback(lambda _: proto.results.add(item))
+        else:
+            self._report(task.task, status, value, error, seconds)
         if not self.tasks:
             idle, self._idle = self._idle, []
             for d in idle:
@@ -448,6 +508,8 @@ class Worker(Service):
             for slot in self.slots:
                 slot.kill(JobStatus.REQUEUE)
             await self._when_idle(10)
+            # (a result of a job that forwards output waits for its output)
+            await proto.output.drained().addTimeout(10, self.reactor).addErrback(lambda _: None)
             await proto.results.drained().addTimeout(10, self.reactor).addErrback(lambda _: None)
         self.monitor.stop()
         await self.service.stopService()

@@ -109,6 +109,7 @@ def job(job_id: int, fn: bytes, env: str = "", code: bytes = b"", code_blob: int
         "max_retries": -1,
         "priority": 0,
         "resources": "{}",
+        "forward_output": 0,
     }
 
 

@@ -118,6 +118,7 @@ def test_a_worker_behind_a_fake_master_runs_nothing_it_sends(master, tmp_path):
                 "timeout": 0.0,
                 "resources": "{}",
                 "order": 0.0,
+                "forward_output": 0,
             }
         ],
     )

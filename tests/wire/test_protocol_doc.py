@@ -33,6 +33,8 @@ BATCHES = {
     commands.TaskResults: "TASK_RESULT_RECORD",
     commands.TasksStarted: "STARTED_RECORD",
     commands.JobsStarted: "JOB_STARTED_RECORD",
+    commands.TaskOutput: "TASK_OUTPUT_RECORD",
+    commands.JobOutput: "JOB_OUTPUT_RECORD",
 }
 
 

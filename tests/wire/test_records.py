@@ -25,6 +25,7 @@ def test_records_round_trip_and_size_bound():
         "max_retries": -1,
         "priority": -3,
         "resources": "{}",
+        "forward_output": 0,
     }
     wire = records.toString([record, record])
     assert records.fromString(wire) == [record, record]
@@ -48,6 +49,7 @@ def test_records_reject_malformed_values():
                 "max_retries": -1,
                 "priority": 0,
                 "resources": "{}",
+                "forward_output": 0,
             }
         ]
     )
@@ -77,6 +79,7 @@ EMPTY_JOB = {
     "max_retries": 0,
     "priority": 0,
     "resources": "",
+    "forward_output": 0,
 }
 
 
