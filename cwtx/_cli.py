@@ -217,7 +217,13 @@ def parser() -> argparse.ArgumentParser:
     start.add_argument("--slots", type=int, default=1, help="slots per worker")
     start.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     start.add_argument("--run-dir", default=None, help="pid files and logs")
-    start.add_argument("--timeout", type=float, default=local.START_TIMEOUT)
+    start.add_argument(
+        "--timeout",
+        type=float,
+        default=local.START_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up (and stop what started) after this long ({local.START_TIMEOUT:g})",
+    )
     start.add_argument(
         "--log-level",
         choices=("debug", "info", "warn", "error"),

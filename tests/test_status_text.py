@@ -93,3 +93,22 @@ def test_ten_thousand_workers_show_the_busiest_first():
     assert all(row.split()[4] == "4" for row in rows)
     assert lines[4 + _status_text.SHOWN] == "  ... and 9980 more (--all shows every one)"
     assert len(_status_text.render(status(many), every=True).splitlines()) > 10_000
+
+
+def test_every_cw_option_has_help():
+    import argparse
+
+    from cwtx._cli import parser
+
+    missing = []
+
+    def walk(p: argparse.ArgumentParser, path: str) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif not action.help:
+                missing.append(f"{path} {action.option_strings or action.dest}")
+
+    walk(parser(), "cw")
+    assert missing == []
