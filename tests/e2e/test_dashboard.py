@@ -159,10 +159,11 @@ def test_the_dashboard_shows_workers_charts_and_refreshes_while_jobs_run(
             )
 
         poll("three charts with two samples or more", charted, timeout=40)
-        throughput = browser.find_element(
-            By.CSS_SELECTOR, "svg[data-chart=throughput] circle.dot"
-        ).get_attribute("cy")
-        assert float(throughput) < 120  # above the zero line: jobs were completing
+        line = browser.find_element(By.CSS_SELECTOR, "svg[data-chart=throughput] polyline")
+        heights = [float(p.split(",")[1]) for p in line.get_attribute("points").split()]
+        # Some sample above the zero line (y=120): jobs were completing.
+        # (Not the last one: the short jobs may all have ended before it.)
+        assert min(heights) < 120, heights
         shot = os.environ.get("CWTX_DASHBOARD_SCREENSHOT") or str(tmp_path / "dashboard.png")
         browser.save_screenshot(shot)
         assert Path(shot).stat().st_size > 10_000

@@ -366,7 +366,7 @@ def test_cw_slurm_add_grows_a_running_cluster_and_status_shows_it(name, tmp_path
     as_json = json.loads(cw("slurm", "status", "--name", name, "--json").stdout)
     assert len(as_json["jobs"]) == 4 and len(as_json["master"]["workers"]) == 3
     assert f"{name}: 4 RUNNING" in cw("slurm", "list").stdout
-    assert status.stdout.count("RUNNING") == 4  # the master, 1 + 2 workers
+    assert status.stdout.count(": RUNNING") == 4  # the master, 1 + 2 workers
     assert "\n3 workers, 3 slots: " in status.stdout
     assert f"--secret-file {secret}" in (slurm.cluster_dir(name) / "master.sh").read_text()
     # A GPU node: its workers offer what --resources says, the others nothing.
