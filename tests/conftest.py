@@ -52,7 +52,7 @@ import cwtx  # noqa: E402
 import tests  # noqa: E402
 from cwtx.client import reactor_thread as _reactor_thread  # noqa: E402
 from cwtx.launch.local import LocalCluster  # noqa: E402
-from cwtx.launch.procs import twistd_argv  # noqa: E402
+from cwtx.launch.procs import read_pid, twistd_argv  # noqa: E402
 
 assert Path(cwtx.__file__).resolve().parent == ROOT / "cwtx", cwtx.__file__
 
@@ -160,6 +160,15 @@ def client(cluster) -> Iterator[SyncClient]:
         yield c
     finally:
         c.close()
+
+
+def rss_mib(cluster: LocalCluster) -> float:
+    """The resident memory of a local cluster's master, in MiB."""
+    pid = read_pid(cluster.run_dir / "master.pid")
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
 
 
 def wait_until(condition, timeout: float = 30.0, what: str = "condition") -> None:

@@ -17,10 +17,10 @@ from twisted.protocols.amp import AmpBox
 import cwtx
 from cwtx._secret import load_secret
 from cwtx.client.status import authenticated
-from cwtx.launch.procs import read_pid
 from cwtx.wire.blocking_amp import BlockingAMP
 from cwtx.wire.commands import BlobChunk, Status, SubmitJobs
 from cwtx.wire.names import Role, function_hash
+from tests.conftest import rss_mib
 
 from ..conftest import SyncClient, wait_until
 
@@ -43,14 +43,6 @@ LIMITS = [
 def master(tmp_path):
     with cwtx.local.allocate(1, run_dir=tmp_path, master_args=LIMITS) as c:
         yield c
-
-
-def rss_mib(cluster) -> float:
-    pid = read_pid(cluster.run_dir / "master.pid")
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def hostile(cluster) -> BlockingAMP:

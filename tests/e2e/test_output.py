@@ -16,8 +16,8 @@ import textwrap
 import pytest
 
 import cwtx
-from cwtx.launch.procs import read_pid
 from cwtx.worker.output import OUTPUT_BURST, OUTPUT_RATE
+from tests.conftest import rss_mib
 
 from ..conftest import ROOT, wait_until
 
@@ -33,14 +33,6 @@ def cluster(tmp_path_factory):
         worker_args=["--log-level", "debug"],
     ) as c:
         yield c
-
-
-def rss_mib(cluster) -> float:
-    pid = read_pid(cluster.run_dir / "master.pid")
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def flood(megabytes):

@@ -414,14 +414,7 @@ def test_attempts_count_only_tasks_the_worker_reported_started():
 def test_dispatch_does_not_scan_workers_or_clients(monkeypatch):
     """O(log n) per job: with a thousand workers and a hundred clients, each
     dispatch looks at a bounded number of workers."""
-    calls = {"n": 0}
-    real = policy_module.compatible
-
-    def counting(a, b):
-        calls["n"] += 1
-        return real(a, b)
-
-    monkeypatch.setattr(policy_module, "compatible", counting)
+    calls = counting_compatible(monkeypatch)
     m = Master()
     clients = [client(m, f"c{i}") for i in range(100)]
     for i in range(1000):
