@@ -1,4 +1,4 @@
-"""The ``cw`` command: start and stop local and SLURM clusters, show a master's status."""
+"""cw: start and stop local and SLURM clusters, show a master's status."""
 
 from __future__ import annotations
 

@@ -110,3 +110,33 @@ def test_cancelling_a_running_job_is_logged_at_info():
     [kill] = events(logs, "killing task", LogLevel.info)
     assert (kill["task"], kill["reason"]) == (cancel["task"], "cancelled")
     d.addErrback(lambda _: None)
+
+
+def test_a_cancelled_job_ends_in_the_log_too_queued_or_running(debug):
+    cluster = MemoryCluster(workers=1, hold=True)
+    client = cluster.client(name="erin")
+    running = client.submit(abs, -1)
+    queued = client.submit(abs, -2)  # waits: one slot, no prefetch
+    cluster.report_starts()
+    with capturedLogs() as logs:
+        queued.cancel()
+        running.cancel()
+        cluster.flush()
+    ended = events(logs, "of client {client} ended", LogLevel.debug)
+    assert sorted((e["job"], e["status"]) for e in ended) == [(1, "cancelled"), (2, "cancelled")]
+    for d in (running, queued):
+        d.addErrback(lambda _: None)
+
+
+def test_a_job_taken_back_for_an_idle_worker_says_so(debug):
+    cluster = MemoryCluster(workers=1, hold=True, prefetch=2)
+    client = cluster.client(name="fay")
+    jobs = [client.submit(abs, -i) for i in range(3)]
+    cluster.report_starts()
+    with capturedLogs() as logs:
+        cluster.add_worker(name="idle", hold=True)
+        cluster.flush()
+    [taken] = events(logs, "taken back", LogLevel.debug)
+    assert (taken["client"], taken["worker"], taken["taker"]) == ("fay", "memory-0", "idle")
+    for d in jobs:
+        d.addErrback(lambda _: None)

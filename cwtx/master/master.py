@@ -208,6 +208,14 @@ class Master:
         self.dispatch()
 
     def _abandon(self, job: Job) -> None:
+        """Its client cancelled it, or left: it ends, with no result sent."""
+        if debugging(log):
+            log.debug(
+                "job {job} of client {client} ended: {status}",
+                job=job.job_id,
+                client=job.client.name,
+                status=JobStatus.CANCELLED,
+            )
         job.ended = True
         worker = job.worker
         if worker is None:
@@ -247,7 +255,11 @@ class Master:
         self.workers.append(worker)
         worker.joined_at = self.now()
         self.policy.add_worker(worker)
-        log.info("worker {w} joined with {n} slots", w=worker.name, n=worker.slots)
+        log.info(
+            "worker {w} joined with {slots}",
+            w=worker.name,
+            slots=f"{worker.slots} slot{'s' if worker.slots != 1 else ''}",
+        )
         self.dispatch()
 
     def worker_leaving(self, worker: WorkerSession) -> None:
@@ -306,6 +318,16 @@ class Master:
 
     def _taken_back(self, decision: TakeBack, returned: list[int]) -> None:
         for job in self.policy.taken_back(decision, set(returned)):
+            if debugging(log):
+                log.debug(
+                    "job {job} of client {client} taken back from worker {worker} "
+                    "(task {task} had not started) for {taker}",
+                    job=job.job_id,
+                    client=job.client.name,
+                    worker=decision.victim.name,
+                    task=job.task,
+                    taker=decision.taker.name,
+                )
             self._unassign(job)
             if not job.ended:
                 self.policy.enqueue(job, front=True)

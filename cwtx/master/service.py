@@ -76,9 +76,11 @@ class MasterService(Service):
         if self.port_file:
             write_port_file(self.port_file, address)
         port = getattr(address, "port", None)
-        self.master.address = (
-            format_address(self.advertise, port) if port is not None else str(address)
-        )
+        # Status shows where clients can reach it: the interface it listens
+        # on, or the name it advertises when it listens on all of them.
+        host = getattr(address, "host", "")
+        reach = self.advertise if host in ("", "0.0.0.0", "::") else host
+        self.master.address = format_address(reach, port) if port is not None else str(address)
         if self.address_file and port is not None:
             self._published = (self.advertise, port)
             write_address_file(self.address_file, *self._published)

@@ -54,8 +54,13 @@ HEADERS = {
 }
 
 
-def token(secret: bytes) -> str:
-    """The dashboard's token for this shared secret (128 bits, hex)."""
+def token(secret: bytes | None = None) -> str:
+    """The dashboard's token for this shared secret (default: this user's,
+    as docs/security.md says): 128 bits, hex."""
+    if secret is None:
+        from cwtx._secret import load_secret
+
+        secret = load_secret()
     return hmac.new(secret, TOKEN_LABEL, sha256).hexdigest()[:32]
 
 

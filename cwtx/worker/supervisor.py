@@ -211,11 +211,11 @@ class Worker(Service):
         self.connection = proto
         self.monitor.watch(proto)
         log.info(
-            "worker {name} registered with master {master} at {where} ({n} slots)",
+            "worker {name} registered with master {master} at {where} ({slots})",
             name=self.name,
             master=printable(reply["master"], 40),  # the master's word: escaped
             where=self.endpoint,
-            n=len(self.slots),
+            slots=f"{len(self.slots)} slot{'s' if len(self.slots) != 1 else ''}",
         )
 
     async def _join(self, proto: WorkerProtocol) -> dict[str, Any]:
@@ -499,7 +499,8 @@ class Worker(Service):
             try:
                 await proto.callRemote(LeaveWorker).addTimeout(5, self.reactor)
             except Exception as e:
-                log.warn("the master did not take our leave: {e}", e=e)
+                # Most often it is stopping too (all were signalled at once).
+                log.info("the master did not take our leave: {e}", e=e)
             while self.queue:
                 task = self.queue.pop(0)[2]
                 del self.tasks[task.task]
