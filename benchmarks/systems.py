@@ -228,8 +228,8 @@ class RayExecutor(concurrent.futures.Executor):
 
 
 ALL: list[System] = [Cwtx(), Pool(), Dask(), Ray()]
-#: The package each optional system needs.
-NEEDS = {"dask": "distributed", "ray": "ray"}
+#: The module each optional system needs, and how to install it.
+NEEDS = {"dask": ("distributed", "pip install '.[bench]'"), "ray": ("ray", "pip install ray")}
 
 
 def available(names: list[str] | None) -> list[System]:
@@ -238,9 +238,9 @@ def available(names: list[str] | None) -> list[System]:
     for system in ALL:
         if names is not None and system.name not in names:
             continue
-        module = NEEDS.get(system.name)
+        module, install = NEEDS.get(system.name, ("", ""))
         if module and importlib.util.find_spec(module) is None:
-            print(f"({system.name}: skipped, {module} is not installed: pip install '.[bench]')")
+            print(f"({system.name}: skipped, {module} is not installed: {install})")
             continue
         chosen.append(system)
     return chosen
