@@ -166,7 +166,7 @@ class Dask(System):
             ) as cluster,
             Client(cluster) as client,
         ):
-            yield Running(client.get_executor())
+            yield Running(executor(client))
 
     @contextmanager
     def serve(self, workers: int) -> Iterator[Running]:  # type: ignore[override]
@@ -193,7 +193,14 @@ class Dask(System):
         from distributed import Client
 
         with Client(address) as client:
-            yield Running(client.get_executor())
+            yield Running(executor(client))
+
+
+def executor(client: Any) -> concurrent.futures.Executor:
+    """Dask's executor, each submit a task of its own: by default
+    (``pure=True``) Dask runs equal calls (W3's, W4's, the reused data's)
+    once and shares the result."""
+    return client.get_executor(pure=False)
 
 
 class Ray(System):
