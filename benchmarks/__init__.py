@@ -1,0 +1,1 @@
+"""cwtx beside its peers: ``python benchmarks/run.py`` (docs/performance.md)."""
