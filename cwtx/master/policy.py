@@ -198,6 +198,9 @@ class FairShare:
         self._vtime = 0.0  # the pass of the latest job to start
         self._victims: set[_Worker] = set()
         self._hungry: set[_Worker] = set()
+        # Workers whose freed place a retried queue did not take (it held
+        # only cancelled jobs, went elsewhere, or no longer fitted).
+        self._redo: list[_Worker] = []
         self._changed: set[_Worker] = set()  # hungry or victims, changed since steals()
         self._ready_limit = 64  # compact the ready heap past this many entries
         self._wheap_limit = 64
@@ -322,6 +325,19 @@ class FairShare:
 
     def next(self) -> Start | Refuse | None:
         """The next decision, or None when nothing more can start now."""
+        budget = 2 * (len(self._parked) + len(self._parked_needs)) + 2
+        while True:
+            decision = self._next()
+            if decision is not None:
+                return decision
+            if not self._redo or budget <= 0:
+                self._redo.clear()
+                return None
+            budget -= 1
+            while self._redo:  # places a retry did not use: retry others
+                self._unpark(freed=self._redo.pop())
+
+    def _next(self) -> Start | Refuse | None:
         ready = self._ready
         while ready and self._free > 0:
             key, seq, q = ready[0]
@@ -332,12 +348,18 @@ class FairShare:
             if job is None:
                 heapq.heappop(ready)
                 q.entry = 0
+                if q.hint is not None:
+                    self._redo.append(q.hint)
+                    q.hint = None
                 continue
             client = q.client
             if key != client.key():
                 self._push_ready(q, replace_top=True)  # its standing moved: re-sort
                 continue
+            hint = q.hint
             worker = self._place(job, q)
+            if hint is not None and worker is not hint and hint.free > 0:
+                self._redo.append(hint)
             if worker is None:
                 heapq.heappop(ready)
                 q.entry = 0

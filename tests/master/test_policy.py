@@ -32,7 +32,7 @@ class Worker(WorkerSession):
     """A worker that records what it is sent, starts what the test says,
     and answers take-backs when the test says."""
 
-    def __init__(self, name, slots=1, prefetch=0, resources=None) -> None:
+    def __init__(self, name, slots=1, prefetch=0, resources=None, versions=("?", "?")) -> None:
         self.runs: list = []
         self.cancels: list[int] = []
         self.asked: list[tuple[list[int], Deferred]] = []
@@ -43,6 +43,7 @@ class Worker(WorkerSession):
             self.cancels.append,
             resources=resources,
             prefetch=prefetch,
+            versions=versions,
             deliver_take_back=self._take_back,
         )
 
@@ -67,8 +68,8 @@ class Worker(WorkerSession):
         m.dispatch()
 
 
-def client(m: Master, name: str) -> ClientSession:
-    session = ClientSession(name, lambda item: None)
+def client(m: Master, name: str, versions=("?", "?")) -> ClientSession:
+    session = ClientSession(name, lambda item: None, versions)
     m.add_client(session)
     m.define(session, FN, "{}", Payload.of(b"code"))
     return session
@@ -788,3 +789,39 @@ def test_a_victim_that_never_answers_does_not_keep_the_taker_from_taking_more():
     assert taker.live() == [] and len(busy.live()) == 3
     # Two wait behind busy's one slot: both asked back, for the taker's two slots.
     assert sum(len(tasks) for tasks, _answer in busy.asked) == 2
+
+
+def test_a_retry_spent_on_a_queue_of_cancelled_jobs_does_not_strand_a_fitting_job():
+    """A freed place retries a few waiting queues; one that turns out to
+    hold only cancelled jobs must not use up the retry while a job that
+    fits the idle worker waits."""
+    py = ("3.11.7", "3.0.0")
+    m = Master(prefetch=0)
+    w = Worker("w", slots=1, resources={"gpu": 1.0}, versions=py)
+    other = Worker("other", slots=1, versions=("3.12.1", "3.0.0"))  # free, not for c
+    m.add_worker(w)
+    m.add_worker(other)
+    c = client(m, "c", versions=py)
+    submit(m, c, 1)  # runs on w
+    submit(m, c, 2)  # waits for a place (no needs)
+    submit(m, c, 3, resources='{"gpu": 1}')  # waits for the gpu
+    m.cancel(c, [2])
+    w.start(m)
+    w.finish(m, w.live()[0])
+    assert c.jobs[3].worker is w
+
+
+def test_what_a_retried_queue_leaves_of_a_resource_goes_to_another_waiting_queue():
+    """The first queue retried for a freed worker takes part of its gpu; the
+    second no longer fits: a third that fits what is left runs."""
+    m = Master(prefetch=1)
+    w = Worker("w", slots=1, prefetch=1, resources={"gpu": 1.0})
+    m.add_worker(w)
+    x, y = client(m, "x"), client(m, "y")
+    submit(m, x, 1, resources='{"gpu": 1}')
+    submit(m, x, 2, resources='{"gpu": 0.5}')
+    submit(m, x, 3, resources='{"gpu": 1}')
+    submit(m, y, 1, resources='{"gpu": 0.5}')
+    w.start(m)
+    w.finish(m, w.live()[0])
+    assert y.jobs[1].worker is w
