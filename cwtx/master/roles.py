@@ -193,7 +193,7 @@ class ClientResponders(StatusResponders, BlobResponders):
                 (job_id, dropped[0], OutputStream.STDERR, dropped_notice(dropped[1]))
             )
         if job_id in self._output_jobs:
-            self.output.drained().addCallback(lambda _: self.sender.add(item))
+            self.output.flushed().addCallback(lambda _: self.sender.add(item))
         else:
             self.sender.add(item)
 

@@ -73,6 +73,12 @@ class BatchSender(Generic[T]):
         self._running = False
         self._stopped = False
         self._drained: list[Deferred[None]] = []
+        # Items are numbered as they are added; those up to _handed are in
+        # batches handed to the connection (or skipped).
+        self._added = 0
+        self._popped = 0
+        self._handed = 0
+        self._flushed: deque[tuple[int, Deferred[None]]] = deque()
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -81,6 +87,7 @@ class BatchSender(Generic[T]):
         if self._stopped:
             return
         self._queue.append(item)
+        self._added += 1
         if not self._running:
             self._running = True
             # Coalesce everything added in this turn of the event loop.
@@ -91,6 +98,7 @@ class BatchSender(Generic[T]):
         self._stopped = True
         self._queue.clear()
         self._fire_drained()
+        self._hand_up_to(self._added)
 
     def drained(self) -> Deferred[None]:
         """Fires once everything queued has been sent and acknowledged
@@ -100,6 +108,22 @@ class BatchSender(Generic[T]):
         d: Deferred[None] = Deferred()
         self._drained.append(d)
         return d
+
+    def flushed(self) -> Deferred[None]:
+        """Fires once everything queued so far is in batches handed to the
+        connection (not yet acknowledged), so that what is sent next on the
+        same connection, by any sender, arrives after it.  Unlike
+        :meth:`drained`, later additions do not hold it back."""
+        if self._stopped or self._handed >= self._added:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._flushed.append((self._added, d))
+        return d
+
+    def _hand_up_to(self, number: int) -> None:
+        self._handed = max(self._handed, number)
+        while self._flushed and self._flushed[0][0] <= self._handed:
+            self._flushed.popleft()[1].callback(None)
 
     def _fire_drained(self) -> None:
         waiting, self._drained = self._drained, []
@@ -132,6 +156,7 @@ class BatchSender(Generic[T]):
                     if batch:
                         inflight.append(self._send(batch))
                         batch, size = [], 0
+                    self._hand_up_to(self._popped)  # (skipped ones too)
                     if not inflight:
                         self._running = False
                         self._fire_drained()
@@ -139,13 +164,17 @@ class BatchSender(Generic[T]):
                     await inflight.popleft()
                     continue
                 encoded = self._encode(self._queue.popleft())
+                self._popped += 1
                 if encoded is None:
+                    if not batch:
+                        self._hand_up_to(self._popped)
                     continue
                 fields, payloads = encoded
                 for name, payload in payloads.items():
                     if payload.size > INLINE_MAX and batch:
                         # Do not hold small records back behind a long stream.
                         inflight.append(self._send(batch))
+                        self._hand_up_to(self._popped - 1)
                         batch, size = [], 0
                     inline, blob = await self._blobs.encode(payload)
                     fields[name], fields[name + "_blob"] = inline, blob
@@ -153,6 +182,7 @@ class BatchSender(Generic[T]):
 
                 if batch and size + record_size > BATCH_BYTES:
                     inflight.append(self._send(batch))
+                    self._hand_up_to(self._popped - 1)
                     batch, size = [], 0
                 batch.append(fields)
                 size += record_size

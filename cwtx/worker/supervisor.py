@@ -436,10 +436,11 @@ class Worker(Service):
             proto.output.add((task.task, OutputStream.STDERR, dropped_notice(task.output_dropped)))
             task.output_sent = True
         if task.output_sent and proto is not None:
-            # Its result goes once its output has reached the master, so the
-            # client sees every line a job printed before its result.
+            # Its result goes once its output is on its way to the master
+            # (the connection keeps order), so the client sees every line a
+            # job printed before its result; others' output does not hold it.
             item = (task.task, status, value, error, seconds)
-            proto.output.drained().addCallback(lambda _: proto.results.add(item))
+            proto.output.flushed().addCallback(lambda _: proto.results.add(item))
         else:
             self._report(task.task, status, value, error, seconds)
         if not self.tasks:

@@ -214,3 +214,29 @@ def test_a_frame_carries_exactly_one_box(sealed):
         peer.dataReceived(theirs.frame(payload))
         assert peer.whys == [NOT_ONE_BOX], payload[:20]
         assert peer.dead and peer.transport.disconnecting
+
+
+def test_flushed_fires_once_a_batch_is_handed_over_however_much_follows():
+    """A result waits for its job's output to be on its way, not for the
+    output sender to be idle: another job's endless output (each batch
+    answered a little after the next has come) must not hold it back."""
+    from cwtx.wire.batch import BatchSender
+    from cwtx.wire.commands import TaskOutput
+
+    clock = Clock()
+    peer = connected(clock)
+    sender = BatchSender(
+        peer, TaskOutput, "output", lambda i: ({"task": i, "stream": "stdout", "text": "x"}, {})
+    )
+    sender.add(1)
+    first = sender.flushed()
+    assert not first.called
+    clock.advance(0)
+    assert first.called and b"TaskOutput" in peer.transport.value()
+    for i in range(2, 50):  # more keeps coming before each answer
+        sender.add(i)
+        later = sender.flushed()
+        clock.advance(0)
+        peer.ampBoxReceived(AmpBox({b"_answer": b"%x" % (i - 1)}))  # the previous batch's
+        assert later.called, i
+        assert not sender.drained().called
