@@ -30,7 +30,7 @@ from twisted.web.server import Request, Site
 import cwtx
 from cwtx.master import page
 from cwtx.master.master import Master
-from cwtx.master.service import write_port_file
+from cwtx.master.service import exit_nonzero_at_the_end, write_port_file
 from cwtx.master.status import snapshot
 from cwtx.wire.names import PROTOCOL_VERSION
 
@@ -76,6 +76,7 @@ def endpoint(description: str) -> str:
     if description.isdigit():
         return f"tcp:{description}:interface={LOOPBACK}"
     kind, *args = description.split(":")
+    kind = kind.lower()  # Twisted reads "TCP6:" as "tcp6:"
     if kind in ("tcp", "ssl") and not any(a.startswith("interface=") for a in args):
         return f"{description}:interface={LOOPBACK}"
     if kind == "tcp6" and not any(a.startswith("interface=") for a in args):
@@ -191,8 +192,13 @@ class Page(Resource):
         super().__init__()
         self.master = master
         self.address = address
+        self.cached = Cached(master.now)
 
     def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return self.cached.get(self._render)
+
+    def _render(self) -> bytes:
         master = self.master
         status = snapshot(master)
         history = master.history
@@ -204,7 +210,6 @@ class Page(Resource):
             ("last minute", f"{history.per_minute() if history else 0} jobs completed"),
             ("updated", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())),
         ]
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
         now = history.clock.seconds() if history is not None else time.time()
         return page.render(status, about, now)
 
@@ -217,10 +222,29 @@ class StatusJSON(Resource):
     def __init__(self, master: Master) -> None:
         super().__init__()
         self.master = master
+        self.cached = Cached(master.now)
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
-        return json.dumps(snapshot(self.master), indent=1).encode()
+        return self.cached.get(lambda: json.dumps(snapshot(self.master), indent=1).encode())
+
+
+class Cached:
+    """What a page rendered, kept for ``seconds``: every open tab asks every
+    few seconds, and with 10,000 workers one rendering costs the master
+    most of a second; they share it."""
+
+    def __init__(self, now: Callable[[], float], seconds: float = 2.0) -> None:
+        self.now = now
+        self.seconds = seconds
+        self._body = b""
+        self._at = float("-inf")
+
+    def get(self, render: Callable[[], bytes]) -> bytes:
+        now = self.now()
+        if not self._at <= now < self._at + self.seconds:
+            self._body, self._at = render(), now
+        return self._body
 
 
 class Static(Resource):
@@ -252,11 +276,38 @@ def uptime(seconds: float) -> str:
     return f"{s} s"
 
 
+class BodylessRequest(Request):
+    """The dashboard reads nothing from a request: one that brings a body
+    (anyone may send one, token or not) is refused before it is read,
+    rather than buffered in a temporary file."""
+
+    refused = False
+
+    def gotLength(self, length: int | None) -> None:
+        super().gotLength(0)  # an empty buffer in memory, never a file
+        if length or self.requestHeaders.hasHeader(b"transfer-encoding"):
+            self.refused = True
+            transport = self.channel.transport
+            transport.write(
+                b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            transport.loseConnection()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if not self.refused:
+            super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if not self.refused:
+            super().requestReceived(command, path, version)
+
+
 class QuietSite(Site):
     """A Site that logs no requests (the first carries the token)."""
 
     noisy = False
     displayTracebacks = False
+    requestFactory = BodylessRequest
 
     def log(self, request: Request) -> None:
         pass
@@ -289,11 +340,12 @@ class DashboardService(Service):
         d.addCallback(self._listening)
 
         def failed(failure: Any) -> None:
-            log.failure(
-                "cwtx dashboard could not listen on {listen}",
-                failure=failure,
+            log.error(
+                "cwtx dashboard could not listen on {listen}: {reason}",
                 listen=self.description,
+                reason=failure.getErrorMessage(),
             )
+            exit_nonzero_at_the_end()
             self.reactor.callWhenRunning(self.reactor.stop)
 
         d.addErrback(failed)

@@ -62,6 +62,21 @@ def test_a_master_that_cannot_listen_exits_1_with_one_line(tmp_path, busy_port):
     assert len(started.stderr.strip().splitlines()) == 1 and "Traceback" not in started.stderr
 
 
+def test_a_master_whose_dashboard_cannot_listen_exits_1(tmp_path, busy_port):
+    log = tmp_path / "master.log"
+    master = spawn_twistd(
+        "cw-master", "--listen", "tcp:0:interface=127.0.0.1", "--http", str(busy_port), log=log
+    )
+    try:
+        assert master.wait(60) == 1
+    finally:
+        if master.poll() is None:
+            terminate(master.pid)
+    text = log.read_text()
+    assert f"cwtx dashboard could not listen on tcp:{busy_port}:interface=127.0.0.1: " in text
+    assert "Traceback" not in text
+
+
 def test_a_worker_that_cannot_join_says_where_and_why(tmp_path):
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))

@@ -9,10 +9,11 @@ import secrets
 from html.parser import HTMLParser
 
 from twisted.internet.task import Clock
+from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
 
-from cwtx.master import page
+from cwtx.master import page, web
 from cwtx.master.history import History
 from cwtx.master.master import Master
 from cwtx.master.sessions import ClientSession, WorkerSession
@@ -249,3 +250,43 @@ def test_chart_axis_numbers_are_short():
         "12k",
         "25M",
     ]
+
+
+def test_a_request_with_a_body_is_refused_before_it_is_read():
+    """Anyone can reach the port: a body (token or not) must not be
+    buffered, in memory or in a temporary file."""
+    from twisted.internet.testing import StringTransport
+
+    site = web.QuietSite(Resource())
+    for head in (b"Content-Length: 100000000", b"Transfer-Encoding: chunked"):
+        proto = site.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(b"POST /status.json HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n\r\n")
+        proto.dataReceived(b"x" * 100_000)
+        assert transport.value().startswith(b"HTTP/1.1 413 "), transport.value()[:80]
+        assert transport.disconnecting
+        channel = proto._channel
+        assert all(r.content.getvalue() == b"" for r in channel.requests)
+
+
+def test_an_endpoint_in_capitals_still_listens_on_loopback():
+    assert web.endpoint("TCP6:0").endswith("interface=\\:\\:1")
+    assert web.endpoint("TCP:8080").endswith("interface=127.0.0.1")
+
+
+def test_pages_are_rendered_at_most_once_per_two_seconds():
+    now = [0.0]
+    cached = web.Cached(lambda: now[0])
+    calls = []
+
+    def render() -> bytes:
+        calls.append(now[0])
+        return b"page %d" % len(calls)
+
+    assert cached.get(render) == b"page 1"
+    now[0] = 1.9
+    assert cached.get(render) == b"page 1"
+    now[0] = 2.0
+    assert cached.get(render) == b"page 2"
+    assert calls == [0.0, 2.0]
