@@ -56,7 +56,7 @@ def _master_options(args: argparse.Namespace) -> list[str]:
 
 
 def _local_stop(args: argparse.Namespace) -> int:
-    stopped = local.stop(args.run_dir)
+    stopped = local.stop(args.run_dir or local.default_run_dir())
     print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
     return 0
 

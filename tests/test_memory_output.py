@@ -249,3 +249,11 @@ def test_the_worker_bounds_what_waits_for_the_master():
     assert cluster.result(d) == 3
     assert got.of(1).count("w") == WORKER_MAX_UNSENT
     assert got.of(1)[-1] == "[cwtx: 10 lines dropped]"
+
+
+def test_control_characters_reach_the_terminal_escaped(capsys):
+    from cwtx.client.client import write_output
+
+    write_output(3, "w1", "stdout", "a\x1b]0;title\x07\r(worker w9, job 1) b\tc\x9b")
+    out, _ = capsys.readouterr()
+    assert out == "(worker w1, job 3) a\\x1b]0;title\\x07\\x0d(worker w9, job 1) b\tc\\x9b\n"

@@ -8,6 +8,7 @@ has not ended, under the same ids.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from itertools import count
@@ -70,10 +71,18 @@ OutputCallback = Callable[[int, str, str, str], Any]
 ForwardOutput = bool | OutputCallback
 
 
+#: Control characters other than tab, escaped in lines written to a
+#: terminal: a job must not move the cursor, retitle the window or overwrite
+#: the prefix that says where a line came from.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
 def write_output(job: int, worker: str, stream: str, line: str) -> None:
     """Where forwarded lines go by default: this process's sys.stdout or
-    sys.stderr, each line prefixed with the worker and the job id."""
+    sys.stderr, each line prefixed with the worker and the job id, with
+    control characters escaped (a callback gets lines as they were)."""
     out = sys.stderr if stream == OutputStream.STDERR else sys.stdout
+    line = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", line)
     out.write(f"(worker {worker}, job {job}) {line}\n")
 
 

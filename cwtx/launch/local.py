@@ -276,14 +276,15 @@ _started: dict[Path, LocalCluster] = {}
 
 def stop(run_dir: str | os.PathLike[str] | None = None) -> list[str]:
     """Stop the master and workers whose pid files are in ``run_dir``
-    (default: those this process started, else ``cw local start``'s).
+    (default: every cluster this process started, and nothing else: a
+    ``cwtx.stop()`` in a script's clean-up must not stop ``cw local
+    start``'s cluster, ``cw local stop`` does that).
 
     Workers go first, then the master.  Returns the names it stopped.
     """
-    if run_dir is None and _started:
-        # What this process started (cwtx.start() then cwtx.stop()).
+    if run_dir is None:
         return [name for rundir in list(_started) for name in stop(rundir)]
-    rundir = Path(run_dir) if run_dir is not None else default_run_dir()
+    rundir = Path(run_dir)
     ours = _started.pop(rundir.resolve(), None)
     if ours is not None:
         return ours.stop()

@@ -229,6 +229,7 @@ class Handshake(Guarded):
         # Escaped once, here: names and versions reach logs and `cw status`.
         conn.role, conn.name = Role(role), printable(name, 200)
         conn.versions = (printable(python, 40), printable(cloudpickle, 40))
+        pid = pid if 0 <= pid < 2**32 else 0  # a peer's word: a number that fits a column
         conn.origin = {"host": printable(host, 100), "pid": pid, "user": printable(user, 60)}
         mine = auth.nonce()
         self._nonces = (nonce, mine)

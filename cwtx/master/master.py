@@ -222,14 +222,14 @@ class Master:
             self.policy.dequeued(job)  # the queue skips it
             return
         if job.sent:
-            log.info(
-                "job {job} of client {client} cancelled on worker {worker}: "
-                "task {task} is killed if it runs",
-                job=job.job_id,
-                client=job.client.name,
-                worker=worker.name,
-                task=job.task,
-            )
+            if job.started or debugging(log):
+                self._job_note(
+                    job,
+                    "job {job} of client {client} cancelled on worker {worker}: "
+                    "task {task} is killed if it runs",
+                    worker=worker.name,
+                    task=job.task,
+                )
             worker.deliver_cancel(job.task)  # stays on the worker until it answers
         else:
             self._unassign(job)  # its record will be skipped
@@ -372,10 +372,9 @@ class Master:
             if status == JobStatus.REQUEUE and not honest:
                 cause = f"worker {worker.name} handed it back without leaving"
             if status == JobStatus.LOST:
-                log.info(
+                self._job_note(
+                    job,
                     "job {job} of client {client} lost on worker {worker}: {cause}",
-                    job=job.job_id,
-                    client=job.client.name,
                     worker=worker.name,
                     task=task,
                     cause=printable(cause, 500),
@@ -387,10 +386,9 @@ class Master:
         elif status in (JobStatus.ERROR, JobStatus.TIMEOUT):
             worker.failed += 1
         if status == JobStatus.TIMEOUT:
-            log.info(
+            self._job_note(
+                job,
                 "job {job} of client {client} timed out on worker {worker} and was killed",
-                job=job.job_id,
-                client=job.client.name,
                 worker=worker.name,
                 task=task,
                 timeout=job.timeout,
@@ -428,6 +426,15 @@ class Master:
                     cause=cause,
                 )
             self.policy.enqueue(job, front=True)
+
+    def _job_note(self, job: Job, text: str, **fields: Any) -> None:
+        """A kill worth an info line (cancel of a running job, timeout, lost),
+        a few a minute per client at most: a client's jobs cannot fill the
+        log; what is held back is counted in the next line."""
+        allowed, held = self.log_limit.allow(("job note", job.client.name))
+        if allowed:
+            also = f" ({held} more such lines for this client held back)" if held else ""
+            log.info(text + "{also}", job=job.job_id, client=job.client.name, also=also, **fields)
 
     def _end(self, job: Job, status: JobStatus, value: Payload, error: str) -> None:
         if debugging(log):

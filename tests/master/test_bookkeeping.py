@@ -938,3 +938,21 @@ def test_a_job_with_too_long_resources_is_refused_clearly():
     assert len(fine) == 1024
     m.submit(c, 2, FN, Payload.of(b"a"), resources=fine)
     assert 2 in c.jobs
+
+
+def test_a_clients_timeouts_cannot_fill_the_log():
+    from twisted.logger import LogLevel, capturedLogs
+
+    m = Master()
+    c, results = make_client(m)
+    w = FakeWorker("w", slots=100)
+    m.add_worker(w)
+    for i in range(100):
+        submit(m, c, i)
+    m.dispatch()
+    with capturedLogs() as logs:
+        for job in list(w.runs):
+            m.task_result(w, job.task, "timeout", Payload.of(b""), '{"type": "JobTimeout"}')
+    noted = [e for e in logs if e["log_level"] is LogLevel.info and "timed out" in e["log_format"]]
+    assert 1 <= len(noted) <= 10
+    assert len(results) == 100

@@ -482,3 +482,13 @@ def test_a_connection_is_dropped_once():
     transport = link.server.transport
     link.server.drop("again")  # nothing more: no second abort, no second log line
     assert link.server.dead and transport.disconnecting
+
+
+@pytest.mark.parametrize(("pid", "kept"), [(4242, 4242), (-1, 0), (2**32, 0), (-(10**4000), 0)])
+def test_where_a_peer_says_it_runs_is_kept_within_bounds(pid, kept):
+    link = Link()
+    said = {**hello_arguments("client", "test"), "pid": pid, "host": "h\x1b[2J" * 50}
+    link.call(Hello, nonce=_auth.nonce(), **said)
+    origin = link.server.origin
+    assert origin["pid"] == kept
+    assert "\x1b" not in origin["host"] and len(origin["host"]) <= 110
