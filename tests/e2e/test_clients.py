@@ -623,28 +623,6 @@ def test_examples_run(example, expect, tmp_path):
     assert not leftovers, "the example did not stop its cluster"
 
 
-def test_benchmark_script_runs_quick(tmp_path):
-    """benchmarks/run.py --quick, so the benchmark does not rot."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "run.py"),
-            "--quick",
-            "--json",
-            str(tmp_path / "figures.json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    import json
-
-    figures = json.loads((tmp_path / "figures.json").read_text())
-    assert figures["cwtx"]["throughput (jobs/s)"] > 0
-
-
 # -- odd uses of the blocking APIs ---------------------------------------------------------
 
 
