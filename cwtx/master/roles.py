@@ -123,6 +123,7 @@ class ClientResponders(StatusResponders, BlobResponders):
         )
         self.output_chars = 0  # of the text waiting in self.output
         self._output_jobs: dict[int, int] = {}  # job id -> its records waiting there
+        self._had_output: set[int] = set()  # jobs with output sent or waiting, not ended
         #: Lines dropped for a client that does not take them: job id -> (worker, lines).
         self.output_dropped: dict[int, tuple[str, int]] = {}
         self.session = ClientSession(
@@ -192,7 +193,10 @@ class ClientResponders(StatusResponders, BlobResponders):
             self._queue_output(
                 (job_id, dropped[0], OutputStream.STDERR, dropped_notice(dropped[1]))
             )
-        if job_id in self._output_jobs:
+        if job_id in self._had_output:
+            # (not only while its records wait: one may be in a batch not
+            # yet handed to the connection)
+            self._had_output.discard(job_id)
             self.output.flushed().addCallback(lambda _: self.sender.add(item))
         else:
             self.sender.add(item)
@@ -215,6 +219,7 @@ class ClientResponders(StatusResponders, BlobResponders):
     def _queue_output(self, item: OutputItem) -> None:
         self.output_chars += len(item[3])
         self._output_jobs[item[0]] = self._output_jobs.get(item[0], 0) + 1
+        self._had_output.add(item[0])
         self.output.add(item)
 
     def _encode_output(self, item: OutputItem) -> Encoded:
@@ -241,6 +246,7 @@ class ClientResponders(StatusResponders, BlobResponders):
         self.started.stop()
         self.output.stop()
         self.output_dropped.clear()
+        self._had_output.clear()
         log.info("client {name} left ({why})", name=self.connection.name, why=why)
         self.master.remove_client(self.session)
 
