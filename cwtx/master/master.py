@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 txaio.use_twisted()
 log = txaio.make_logger()
 
+#: The debug line of a job's end, whichever way it ended.
+ENDED = "job {job} of client {client} ended: {status}"
+
 OUTPUT_STREAMS = frozenset(OutputStream)
 #: Characters of one TaskOutput record's text the master forwards, at most
 #: (a worker sends at most 8,192: worker.output.RECORD_TEXT).
@@ -209,13 +212,11 @@ class Master:
 
     def _abandon(self, job: Job) -> None:
         """Its client cancelled it, or left: it ends, with no result sent."""
-        if debugging(log):
-            log.debug(
-                "job {job} of client {client} ended: {status}",
-                job=job.job_id,
-                client=job.client.name,
-                status=JobStatus.CANCELLED,
-            )
+        self._job_debug(
+            job,
+            ENDED,
+            status=JobStatus.CANCELLED,
+        )
         job.ended = True
         worker = job.worker
         if worker is None:
@@ -294,14 +295,12 @@ class Master:
         if job is None or job.ended or job.started:
             return  # cancelled meanwhile, or said twice
         self.policy.started(job, self.now())
-        if debugging(log):
-            log.debug(
-                "job {job} of client {client} started on worker {worker}",
-                job=job.job_id,
-                client=job.client.name,
-                worker=worker.name,
-                task=task,
-            )
+        self._job_debug(
+            job,
+            "job {job} of client {client} started on worker {worker}",
+            worker=worker.name,
+            task=task,
+        )
         job.client.started += 1
         if not job.announced:
             job.announced = True
@@ -318,16 +317,14 @@ class Master:
 
     def _taken_back(self, decision: TakeBack, returned: list[int]) -> None:
         for job in self.policy.taken_back(decision, set(returned)):
-            if debugging(log):
-                log.debug(
-                    "job {job} of client {client} taken back from worker {worker} "
-                    "(task {task} had not started) for {taker}",
-                    job=job.job_id,
-                    client=job.client.name,
-                    worker=decision.victim.name,
-                    task=job.task,
-                    taker=decision.taker.name,
-                )
+            self._job_debug(
+                job,
+                "job {job} of client {client} taken back from worker {worker} "
+                "(task {task} had not started) for {taker}",
+                worker=decision.victim.name,
+                task=job.task,
+                taker=decision.taker.name,
+            )
             self._unassign(job)
             if not job.ended:
                 self.policy.enqueue(job, front=True)
@@ -414,18 +411,22 @@ class Master:
             error = error_json("JobLost", message, attempts=job.attempts)
             self._end(job, JobStatus.LOST, EMPTY, error)
         else:
-            if debugging(log):
-                log.debug(
-                    "job {job} of client {client} retried after attempt {attempt} on worker "
-                    "{worker}: {cause}",
-                    job=job.job_id,
-                    client=job.client.name,
-                    worker=worker.name,
-                    attempt=len(job.attempts),
-                    counted=counted,
-                    cause=cause,
-                )
+            self._job_debug(
+                job,
+                "job {job} of client {client} retried after attempt {attempt} on worker "
+                "{worker}: {cause}",
+                worker=worker.name,
+                attempt=len(job.attempts),
+                counted=counted,
+                cause=cause,
+            )
             self.policy.enqueue(job, front=True)
+
+    def _job_debug(self, job: Job, text: str, **fields: Any) -> None:
+        """A step of a job's life, at debug level, its ids as fields (the
+        check costs one attribute read when debug is off)."""
+        if debugging(log):
+            log.debug(text, job=job.job_id, client=job.client.name, **fields)
 
     def _job_note(self, job: Job, text: str, **fields: Any) -> None:
         """A kill worth an info line (cancel of a running job, timeout, lost),
@@ -437,13 +438,11 @@ class Master:
             log.info(text + "{also}", job=job.job_id, client=job.client.name, also=also, **fields)
 
     def _end(self, job: Job, status: JobStatus, value: Payload, error: str) -> None:
-        if debugging(log):
-            log.debug(
-                "job {job} of client {client} ended: {status}",
-                job=job.job_id,
-                client=job.client.name,
-                status=status,
-            )
+        self._job_debug(
+            job,
+            ENDED,
+            status=status,
+        )
         job.ended = True
         job.client.drop_job(job.job_id)
         self.completed += 1
@@ -477,14 +476,12 @@ class Master:
             job.sent_at = now
             job.client.assign(job, worker)
             worker.running[job.task] = job
-            if debugging(log):
-                log.debug(
-                    "job {job} of client {client} dispatched to worker {worker} as task {task}",
-                    job=job.job_id,
-                    client=job.client.name,
-                    worker=worker.name,
-                    task=job.task,
-                )
+            self._job_debug(
+                job,
+                "job {job} of client {client} dispatched to worker {worker} as task {task}",
+                worker=worker.name,
+                task=job.task,
+            )
             worker.deliver_run(job)
         for steal in self.policy.steals():
             tasks = [job.task for job in steal.jobs]
