@@ -122,7 +122,6 @@ class ClientResponders(StatusResponders, BlobResponders):
             connection, JobOutput, "output", self._encode_output
         )
         self.output_chars = 0  # of the text waiting in self.output
-        self._output_jobs: dict[int, int] = {}  # job id -> its records waiting there
         self._had_output: set[int] = set()  # jobs with output sent or waiting, not ended
         #: Lines dropped for a client that does not take them: job id -> (worker, lines).
         self.output_dropped: dict[int, tuple[str, int]] = {}
@@ -218,16 +217,12 @@ class ClientResponders(StatusResponders, BlobResponders):
 
     def _queue_output(self, item: OutputItem) -> None:
         self.output_chars += len(item[3])
-        self._output_jobs[item[0]] = self._output_jobs.get(item[0], 0) + 1
         self._had_output.add(item[0])
         self.output.add(item)
 
     def _encode_output(self, item: OutputItem) -> Encoded:
         job_id, worker, stream, text = item
         self.output_chars -= len(text)
-        left = self._output_jobs.pop(job_id) - 1
-        if left:
-            self._output_jobs[job_id] = left
         return {"job": job_id, "worker": worker, "stream": stream, "text": text}, {}
 
     def _encode_started(self, job_id: int) -> Encoded | None:
