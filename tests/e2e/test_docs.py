@@ -294,6 +294,14 @@ def _leftovers(where: Path) -> list[int]:
         pid = read_pid(pidfile)
         if pid is not None and is_running(pid) and "cw" in cmdline(pid):
             left.append(pid)
+    # A block that removed its pid files (or ran a daemon in a session of
+    # its own) is still found: whatever it started runs this block's own
+    # virtualenv, whose path is in no other process's command line.
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) not in left:
+            pid = int(entry.name)
+            if pid != os.getpid() and str(where) in cmdline(pid) and is_running(pid):
+                left.append(pid)
     for pid in left:
         terminate(pid)
     return left
