@@ -9,11 +9,13 @@ attempt and starts a fresh child.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import txaio
@@ -24,6 +26,7 @@ from twisted.internet.interfaces import (
     IReactorProcess,
     IReactorTime,
 )
+from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -84,6 +87,47 @@ def _write_pieces(transport: Any, fd: int, pieces: list[Any]) -> None:
         transport.writeToChild(fd, b"".join(pieces))
         return
     writer.registerProducer(_PiecesProducer(writer, pieces), False)
+
+
+#: The size asked for the task and result pipes (Linux's default is 64 KiB;
+#: 1 MiB is what an unprivileged process may ask, fs.pipe-max-size) ...
+PIPE_SIZE = 1 << 20
+#: ... and the most read from the result pipe at once (Twisted reads 8 KiB).
+READ_SIZE = 1 << 20
+
+
+def _widen_pipes(transport: Any) -> None:
+    """
+    A payload of megabytes crosses the child's pipes in a few big writes
+    and reads, not one wake-up of each side per 64 KiB and one reactor turn
+    per 8 KiB: bigger pipes, and the result pipe read 1 MiB at a time.
+    """
+    pipes = getattr(transport, "pipes", {})
+    for fd in (TASK_FD, RESULT_FD):
+        if fd in pipes:
+            try:
+                fcntl.fcntl(pipes[fd].fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            except (OSError, AttributeError):
+                pass  # not Linux, or a lower limit: the default size works
+    reader = pipes.get(RESULT_FD)
+    if reader is not None:
+        reader.doRead = partial(_read_big, reader)
+
+
+def _read_big(reader: Any) -> Any:
+    """ProcessReader.doRead, reading up to READ_SIZE bytes at a time."""
+    try:
+        data = os.read(reader.fd, READ_SIZE)
+    except BlockingIOError:
+        return None
+    except InterruptedError:
+        return None
+    except OSError:
+        return CONNECTION_LOST
+    if not data:
+        return CONNECTION_DONE
+    reader.dataReceived(data)
+    return None
 
 
 @dataclass
@@ -169,6 +213,7 @@ class Slot(ProcessProtocol):
 
     def connectionMade(self) -> None:
         self.transport.closeStdin()
+        _widen_pipes(self.transport)
 
     def run(self, task: Task) -> None:
         """Send a task to the child, with its function if the child lacks it."""
