@@ -30,7 +30,8 @@ setup(
         "mutation": ["mutmut>=3.3"],
         "tls": ["twisted[tls]"],
         "progress": ["tqdm"],
-        "bench": ["dask[distributed]"],
+        # benchmarks/: the peers, and py-spy for benchmarks/profile.py --py-spy.
+        "bench": ["dask[distributed]", "py-spy"],
     },
     entry_points={"console_scripts": ["cw = cwtx._cli:main"]},
     classifiers=[
