@@ -19,8 +19,6 @@ network or starts a process, and nothing waits on wall-clock time::
 
 from __future__ import annotations
 
-import json
-from collections import deque
 from collections.abc import Callable, Sequence
 from itertools import count
 from typing import Any
@@ -45,7 +43,7 @@ from cwtx.master.master import Master
 from cwtx.wire.peer import HeartbeatMonitor
 from cwtx.wire.reconnect import DescribedEndpoint
 from cwtx.wire.resources import parse_spec
-from cwtx.worker.child import Child
+from cwtx.worker.child import Child, Tasks
 from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, MessageDecoder, encode_message
 from cwtx.worker.supervisor import START_REPORT_DELAY, Worker
 
@@ -69,11 +67,16 @@ class FakeChildProcess:
         self.proto = proto
         self.hold = hold
         self._decoder = MessageDecoder()
-        #: Output messages the job's capture sent (from its threads), in order.
+        #: What it says to the slot, in order: output the job's capture
+        #: sent (from its threads), skips, results.
         self._sent: list[list[bytes]] = []
         self._child = Child(self._sent.append)
-        self._jobs: deque[list[bytearray]] = deque()
-        #: Every message the slot wrote to it: [header, arguments(, function)].
+        #: The real child's bookkeeping: tasks read and not started, skips,
+        #: and each result naming the task started after it.
+        self._tasks = Tasks(self._sent.append)
+        self._current: tuple[dict[str, Any], list[bytearray]] | None = None
+        #: Every message the slot wrote to it: [header, arguments(, function)],
+        #: or a skip.
         self.messages: list[list[bytes]] = []
         self._eof = False
         self.ended = False
@@ -81,7 +84,7 @@ class FakeChildProcess:
     @property
     def running(self) -> int | None:
         """The task id of the job it is running (or holding), if any."""
-        return json.loads(self._jobs[0][0])[Header.TASK] if self._jobs else None
+        return self._current[0][Header.TASK] if self._current else None
 
     # -- IProcessTransport ------------------------------------------------------
 
@@ -91,22 +94,24 @@ class FakeChildProcess:
         for message in self._decoder.feed(data):
             parts = [bytearray(p.tobytes()) for p in message]
             self.messages.append([bytes(p) for p in parts])
-            self._jobs.append(parts)
-            self._reactor.ran.append(json.loads(parts[0])[Header.TASK])
-            if not self.hold:
-                self._reactor.callLater(0, self.finish)
+            self._tasks.take(parts)
+        if self._current is None:
+            self._start_next()
+        if self._sent:  # a skip answered
+            self._reactor.callLater(0, self._deliver)
 
     def closeChildFD(self, childFD: int) -> None:
         if childFD == TASK_FD:
             self._eof = True
-            if not self._jobs:
+            if self._current is None:
                 self._reactor.callLater(0, self.exit, 0)
 
     def signalProcess(self, signalID: Any) -> None:
         if self.ended:
             raise ProcessExitedAlready()
         signum = {"KILL": 9, "TERM": 15, "INT": 2}.get(signalID, signalID)
-        self._jobs.clear()
+        self._current = None
+        self._tasks = Tasks(self._sent.append)
         self._reactor.callLater(0, self.exit, None, signum)
 
     def closeStdin(self) -> None:
@@ -123,17 +128,32 @@ class FakeChildProcess:
 
     # -- driving it from a test ---------------------------------------------------
 
-    def finish(self) -> None:
-        """Run the oldest job it holds and send its result back."""
-        if self.ended or not self._jobs:
-            return
-        header, *parts = self._jobs.popleft()
-        reply = self._child.run(json.loads(header), parts)
-        # What a job with forward_output printed, then its result, on one pipe.
+    def _start_next(self) -> None:
+        """Start the next task it holds, as the real child does when one
+        ends (or one arrives while it is idle); the last result goes now."""
+        self._current = self._tasks.next()
+        if self._current is not None:
+            self._reactor.ran.append(self._current[0][Header.TASK])
+            if not self.hold:
+                self._reactor.callLater(0, self.finish)
+
+    def _deliver(self) -> None:
         sent, self._sent[:] = list(self._sent), []
-        for message in [*sent, reply]:
+        for message in sent:
+            if self.ended:
+                return
             self.proto.childDataReceived(RESULT_FD, b"".join(encode_message(message)))
-        if self._eof and not self._jobs:
+
+    def finish(self) -> None:
+        """Run the job it holds and send its result back (what it printed
+        first); then it starts the next it holds."""
+        if self.ended or self._current is None:
+            return
+        header, parts = self._current
+        self._tasks.finished(*self._child.run(header, parts))
+        self._start_next()
+        self._deliver()
+        if self._eof and self._current is None:
             self._reactor.callLater(0, self.exit, 0)
 
     def exit(self, code: int | None = 0, signal: int | None = None) -> None:
@@ -141,7 +161,7 @@ class FakeChildProcess:
         if self.ended:
             return
         self.ended = True
-        self._jobs.clear()
+        self._current = None
         if code == 0 and signal is None:
             reason = Failure(ProcessDone(0))
         else:

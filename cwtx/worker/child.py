@@ -1,10 +1,12 @@
 """
 A slot child: the process where user code runs (``python -m cwtx.worker.child``).
 
-It reads tasks and writes results on its own pipes (``pipe``).  Each job
-runs in the client's working directory with the client's sys.path in front;
-both are restored afterwards.  The supervisor kills and restarts this
-process to enforce timeouts and cancellation, or when a job crashes it.
+It reads tasks and writes results on its own pipes (``pipe``), running the
+tasks in the order they came; the supervisor writes the next before the
+last ends, and each result names the task started after it (:class:`Tasks`).
+Each job runs in the client's working directory with the client's sys.path
+in front; both are restored afterwards.  The supervisor kills and restarts
+this process to enforce timeouts and cancellation, or when a job crashes it.
 
 It loads the standard library and cloudpickle only (a test checks): a child
 starts after every crash, timeout or cancelled running job, and its start
@@ -22,6 +24,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -29,7 +32,7 @@ from typing import Any
 import cloudpickle
 
 from cwtx.wire.names import PICKLE_PROTOCOL, JobStatus, OutputStream
-from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, read_message, write_message
+from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, MessageReader, write_message
 
 
 class _Env:
@@ -193,8 +196,9 @@ class Child:
         self._functions: dict[str, Any] = {}  # hash -> unpickled callable
         self._codes: dict[str, bytes] = {}  # hash -> pickle, until it loads
 
-    def run(self, header: dict[str, Any], parts: list[bytearray]) -> list[bytes]:
-        """Run one task: its header and [arguments(, function)]; the result message."""
+    def run(self, header: dict[str, Any], parts: list[bytearray]) -> tuple[dict[str, Any], bytes]:
+        """Run one task: its header and [arguments(, function)]; the result's
+        header and value."""
         fn_hash = header[Header.FUNCTION]
         args_bytes = parts[0]
         if len(parts) > 1:
@@ -206,7 +210,7 @@ class Child:
         with _Env(env, header.get(Header.VARS) or {}), capture:
             reply, value = self._call(fn_hash, args_bytes)
         reply[Header.TASK] = header[Header.TASK]
-        return [json.dumps(reply).encode("utf-8"), value]
+        return reply, value
 
     def _call(self, fn_hash: str, args_bytes: bytearray) -> tuple[dict[str, Any], bytes]:
         fn = self._functions.get(fn_hash)
@@ -269,10 +273,71 @@ def _deaf_to_interrupts() -> None:
     signal.signal(signal.SIGINT, lambda signum, frame: None)
 
 
+class Tasks:
+    """
+    The tasks the child has read and not started, in order, and the result
+    it has not sent yet.  That result goes when the child knows what it
+    starts next, and names it (``next``), so the supervisor learns of the
+    start with no message of its own.  Skipped tasks are dropped, and said
+    to be.
+    """
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._waiting: deque[tuple[dict[str, Any], list[bytearray]]] = deque()
+        self._result: tuple[dict[str, Any], bytes] | None = None
+
+    def take(self, message: list[bytearray]) -> None:
+        """A message from the supervisor: a task, or a skip."""
+        header = json.loads(message[0])
+        if Header.SKIP not in header:
+            self._waiting.append((header, message[1:]))
+            return
+        task = header[Header.SKIP]
+        for waiting in self._waiting:
+            if waiting[0][Header.TASK] == task:
+                self._waiting.remove(waiting)
+                self._send([json.dumps({Header.SKIPPED: task}).encode()])
+                return
+        # (started already, or ended: the supervisor sees that it started)
+
+    def finished(self, reply: dict[str, Any], value: bytes) -> None:
+        """The running task ended: its result waits for :meth:`next`."""
+        self._result = (reply, value)
+
+    def next(self) -> tuple[dict[str, Any], list[bytearray]] | None:
+        """The task to start now, if any; sends the last result first."""
+        task = self._waiting.popleft() if self._waiting else None
+        if self._result is not None:
+            reply, value = self._result
+            self._result = None
+            if task is not None:
+                reply[Header.NEXT] = task[0][Header.TASK]
+            self._send([json.dumps(reply).encode("utf-8"), value])
+        return task
+
+
+def serve(child: Child, reader: MessageReader, tasks: Tasks) -> None:
+    """Run tasks until the supervisor closes the pipe.  Before starting
+    each, take whatever has arrived (skips included), without blocking."""
+    while True:
+        task = tasks.next()
+        if task is None:
+            messages = reader.wait()
+            if messages is None:
+                return
+            for message in messages:
+                tasks.take(message)
+            continue
+        tasks.finished(*child.run(*task))
+        del task
+        for message in reader.poll():
+            tasks.take(message)
+
+
 def main() -> None:
     _die_with_supervisor()
     _deaf_to_interrupts()
-    tasks = os.fdopen(TASK_FD, "rb", buffering=0)
     results = os.fdopen(RESULT_FD, "wb")
     lock = threading.Lock()  # output threads and the result share the pipe
 
@@ -280,13 +345,7 @@ def main() -> None:
         with lock:
             write_message(results, parts)
 
-    child = Child(send)
-    while True:
-        message = read_message(tasks)
-        if message is None:
-            return
-        header = json.loads(message[0])
-        send(child.run(header, message[1:]))
+    serve(Child(send), MessageReader.of_fd(TASK_FD), Tasks(send))
 
 
 if __name__ == "__main__":

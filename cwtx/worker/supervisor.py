@@ -155,7 +155,15 @@ class Worker(Service):
         self.devices = {n: list(range(int(a))) for n, a in self.resources.items() if n in devices}
         self.amounts = {n: a for n, a in self.resources.items() if n not in devices}
         self.slots = [
-            Slot(i, reactor, self._slot_result, self.dispatch, on_output=self._slot_output)
+            Slot(
+                i,
+                reactor,
+                self._slot_result,
+                self.dispatch,
+                on_output=self._slot_output,
+                on_started=lambda task, i=i: self._started(task, i),
+                on_unstarted=self._slot_unstarted,
+            )
             for i in range(slots)
         ]
         self.functions: dict[bytes, tuple[str, Payload]] = {}
@@ -289,13 +297,15 @@ class Worker(Service):
             order=record["order"],
             needs=needs,
             forward_output=bool(record["forward_output"]),
+            arrival=next(self._arrivals),
         )
         self.tasks[task_id] = task
-        bisect.insort(self.queue, (task.order, next(self._arrivals), task))
+        bisect.insort(self.queue, (task.order, task.arrival, task))
 
     def dispatch(self) -> None:
         """Start waiting tasks in free slots, lowest order first; a task
-        whose resources are held by running ones waits, and the next runs."""
+        whose resources are held by running ones waits, and the next runs.
+        Then write the next ones ahead into busy slots (:meth:`_write_ahead`)."""
         if self.leaving:
             return
         for slot in self.slots:
@@ -305,25 +315,44 @@ class Worker(Service):
                 continue
             index = self._next_to_start()
             if index is None:
-                return  # what waits needs resources that running tasks hold
+                break  # what waits needs resources that running tasks hold
             task = self.queue[index][2]
             if self.isolate_clients and slot.session not in (None, task.session):
                 slot.recycle()  # a fresh child first; it runs the task once up
                 continue
             del self.queue[index]
             self._hold(task)
-            task.started_at = self.reactor.seconds()
-            if debugging(log):
-                log.debug(
-                    "task {task} started in worker {worker}, slot {slot}",
-                    task=task.task,
-                    worker=self.name,
-                    slot=slot.index,
-                )
             slot.run(task)
-            if not self._starts:
-                self.reactor.callLater(START_REPORT_DELAY, self._report_starts)
-            self._starts.append((task.task, slot.index, time.time()))
+        self._write_ahead()
+
+    def _write_ahead(self) -> None:
+        """Write the tasks that would start next into busy slots' children,
+        up to each slot's room, so a slot starts its next task without a
+        round trip.  Only the first waiting task goes, and only if it needs
+        no resources (it would hold them while it waits) and, with
+        --isolate-clients, is of the session the slot runs: a task written
+        to a child is committed to it."""
+        for slot in self.slots:
+            while self.queue and slot.room > 0:
+                task = self.queue[0][2]
+                if task.needs or (self.isolate_clients and task.session != slot.session):
+                    return
+                del self.queue[0]
+                slot.run(task)
+
+    def _started(self, task: Task, slot: int) -> None:
+        """A slot's child started a task: the master hears of it soon."""
+        task.started_at = self.reactor.seconds()
+        if debugging(log):
+            log.debug(
+                "task {task} started in worker {worker}, slot {slot}",
+                task=task.task,
+                worker=self.name,
+                slot=slot,
+            )
+        if not self._starts:
+            self.reactor.callLater(START_REPORT_DELAY, self._report_starts)
+        self._starts.append((task.task, slot, time.time()))
 
     def _report_starts(self) -> None:
         starts, self._starts = self._starts, []
@@ -375,7 +404,8 @@ class Worker(Service):
 
     def take_back(self, task_ids: list[int]) -> list[int]:
         """Hand back the tasks named that wait for a slot; the master runs
-        them elsewhere.  Started (or ended) ones stay as they are."""
+        them elsewhere.  Started (or ended) ones stay as they are, and so do
+        those written ahead to a slot's child (at most PIPELINE_DEPTH a slot)."""
         wanted = set(task_ids)
         returned = [e[2].task for e in self.queue if e[2].task in wanted]
         if returned:
@@ -401,6 +431,8 @@ class Worker(Service):
             for slot in self.slots:
                 if slot.current is task:
                     slot.kill(JobStatus.CANCELLED)
+                elif slot.skip(task, JobStatus.CANCELLED):
+                    break  # it ends when the child drops it (or is killed)
 
     def _slot_output(self, task: Task, stream: OutputStream, text: str) -> None:
         """Lines a task printed (bounded by its slot): to the master, unless
@@ -417,6 +449,24 @@ class Worker(Service):
             task.output_dropped = 0
         task.output_sent = True
         proto.output.add((task.task, stream, text))
+
+    def _slot_unstarted(self, task: Task, reason: JobStatus | None) -> None:
+        """A task written ahead to a child did not start there: skipped
+        (cancelled, or handed back by a leaving worker), or its child died
+        first, and it waits for a slot again."""
+        if self.tasks.get(task.task) is not task:
+            return  # abandoned when the master went away
+        if reason is None and not self.leaving:
+            bisect.insort(self.queue, (task.order, task.arrival, task))
+            self.dispatch()
+            return
+        self._release(task)
+        del self.tasks[task.task]
+        if reason == JobStatus.CANCELLED:
+            self._end(task.task, JobStatus.CANCELLED, "cancelled")
+        else:
+            self._end(task.task, JobStatus.REQUEUE, self._leaving_message)
+        self._check_idle()
 
     def _slot_result(self, task: Task, status: JobStatus, value: Payload, error: str) -> None:
         self._release(task)
@@ -443,6 +493,9 @@ class Worker(Service):
             proto.output.flushed().addCallback(lambda _: proto.results.add(item))
         else:
             self._report(task.task, status, value, error, seconds)
+        self._check_idle()
+
+    def _check_idle(self) -> None:
         if not self.tasks:
             idle, self._idle = self._idle, []
             for d in idle:
@@ -506,6 +559,8 @@ class Worker(Service):
                 task = self.queue.pop(0)[2]
                 del self.tasks[task.task]
                 self._end(task.task, JobStatus.REQUEUE, self._leaving_message)
+            for slot in self.slots:  # and those written ahead to children
+                slot.withdraw(JobStatus.REQUEUE)
             await self._when_idle(self.grace)
             for slot in self.slots:
                 slot.kill(JobStatus.REQUEUE)

@@ -17,7 +17,7 @@ def run_in_child(fn, *args, **kwargs):
     reply, value = Child().run(
         header, [bytearray(pickle_arguments(args, kwargs)), bytearray(fd.code)]
     )
-    return json.loads(reply), value
+    return reply, value
 
 
 def test_child_runs_and_restores_cwd_and_path(tmp_path):
@@ -27,7 +27,7 @@ def test_child_runs_and_restores_cwd_and_path(tmp_path):
     )
     header = {"task": 7, "fn": fd.hash.hex(), "env": fd.env}
     reply, value = Child().run(header, [bytearray(pickle_arguments((), {})), bytearray(fd.code)])
-    assert json.loads(reply) == {"status": "ok", "task": 7}
+    assert reply == {"status": "ok", "task": 7}
     assert pickle.loads(value) == str(tmp_path)
     assert os.getcwd() == cwd and sys.path == path
 
@@ -49,7 +49,7 @@ def test_child_survives_system_exit_in_a_job():
 def test_a_function_the_child_never_received_is_a_clear_error():
     header = {"task": 3, "fn": "ab" * 32, "env": "{}"}
     reply, value = Child().run(header, [bytearray(pickle_arguments((), {}))])
-    info = json.loads(reply)
+    info = reply
     assert (
         info["status"] == "error" and "the worker has no such function" in info["error"]["message"]
     )
@@ -59,7 +59,7 @@ def test_arguments_that_do_not_unpickle_are_a_clear_error():
     fd = pickle_function(abs)
     header = {"task": 4, "fn": fd.hash.hex(), "env": fd.env}
     reply, _ = Child().run(header, [bytearray(b"not a pickle"), bytearray(fd.code)])
-    info = json.loads(reply)
+    info = reply
     assert "the arguments could not be unpickled on the worker" in info["error"]["message"]
 
 
@@ -74,6 +74,6 @@ def test_a_job_that_removes_the_childs_own_directory_does_not_break_it(tmp_path)
         reply, value = Child().run(
             header, [bytearray(pickle_arguments((), {})), bytearray(fd.code)]
         )
-        assert json.loads(reply)["status"] == "ok" and pickle.loads(value) == "gone"
+        assert reply["status"] == "ok" and pickle.loads(value) == "gone"
     finally:
         os.chdir(before)

@@ -14,10 +14,16 @@ from cwtx.worker.pipe import (
     MAX_PARTS,
     FramingError,
     MessageDecoder,
+    MessageReader,
     encode_message,
-    read_message,
     write_message,
 )
+
+
+def read_message(stream):
+    """The first message a child's reader takes from ``stream`` (None at its end)."""
+    messages = MessageReader(stream).wait()
+    return messages[0] if messages else None
 
 
 def test_decoder_handles_any_split():
@@ -125,7 +131,7 @@ def test_blocking_reads_gather_short_reads():
 @pytest.mark.parametrize("cut", [2, 6, 13, 25])
 def test_a_stream_that_ends_inside_a_message_says_so(cut):
     data = b"".join(encode_message([b"{}", b"payload bytes"]))[: -cut or None]
-    with pytest.raises(FramingError, match="stream ended (inside a message|after)"):
+    with pytest.raises(FramingError, match="stream ended inside a message"):
         read_message(io.BytesIO(data))
 
 
