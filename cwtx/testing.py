@@ -44,7 +44,14 @@ from cwtx.wire.peer import HeartbeatMonitor
 from cwtx.wire.reconnect import DescribedEndpoint
 from cwtx.wire.resources import parse_spec
 from cwtx.worker.child import Child, Tasks
-from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, MessageDecoder, encode_message
+from cwtx.worker.pipe import (
+    HAND_BACK_AFTER,
+    RESULT_FD,
+    TASK_FD,
+    Header,
+    MessageDecoder,
+    encode_message,
+)
 from cwtx.worker.supervisor import START_REPORT_DELAY, Worker
 
 __all__ = ["FakeChildProcess", "FakeProcessReactor", "MemoryCluster", "MemoryEndpoint"]
@@ -75,6 +82,10 @@ class FakeChildProcess:
         #: and each result naming the task started after it.
         self._tasks = Tasks(self._sent.append)
         self._current: tuple[dict[str, Any], list[bytearray]] | None = None
+        #: The real child's watch, on the clock: fires once the current job
+        #: has run HAND_BACK_AFTER; then tasks written ahead come back.
+        self._watch: Any = None
+        self._long = False
         #: Every message the slot wrote to it: [header, arguments(, function)],
         #: or a skip.
         self.messages: list[list[bytes]] = []
@@ -97,7 +108,9 @@ class FakeChildProcess:
             self._tasks.take(parts)
         if self._current is None:
             self._start_next()
-        if self._sent:  # a skip answered
+        elif self._long:
+            self._tasks.hand_back()
+        if self._sent:  # a skip answered, or a task handed back
             self._reactor.callLater(0, self._deliver)
 
     def closeChildFD(self, childFD: int) -> None:
@@ -110,7 +123,7 @@ class FakeChildProcess:
         if self.ended:
             raise ProcessExitedAlready()
         signum = {"KILL": 9, "TERM": 15, "INT": 2}.get(signalID, signalID)
-        self._current = None
+        self._set_current(None)
         self._tasks = Tasks(self._sent.append)
         self._reactor.callLater(0, self.exit, None, signum)
 
@@ -131,11 +144,24 @@ class FakeChildProcess:
     def _start_next(self) -> None:
         """Start the next task it holds, as the real child does when one
         ends (or one arrives while it is idle); the last result goes now."""
-        self._current = self._tasks.next()
+        self._set_current(self._tasks.next())
         if self._current is not None:
             self._reactor.ran.append(self._current[0][Header.TASK])
             if not self.hold:
                 self._reactor.callLater(0, self.finish)
+
+    def _set_current(self, task: tuple[dict[str, Any], list[bytearray]] | None) -> None:
+        if self._watch is not None and self._watch.active():
+            self._watch.cancel()
+        self._current, self._long, self._watch = task, False, None
+        if task is not None:
+            self._watch = self._reactor.callLater(HAND_BACK_AFTER, self._hand_back)
+
+    def _hand_back(self) -> None:
+        """The job has run HAND_BACK_AFTER: what waits behind it goes back."""
+        self._long = True
+        self._tasks.hand_back()
+        self._deliver()
 
     def _deliver(self) -> None:
         sent, self._sent[:] = list(self._sent), []
@@ -161,7 +187,7 @@ class FakeChildProcess:
         if self.ended:
             return
         self.ended = True
-        self._current = None
+        self._set_current(None)
         if code == 0 and signal is None:
             reason = Failure(ProcessDone(0))
         else:

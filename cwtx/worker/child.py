@@ -32,7 +32,14 @@ from typing import Any
 import cloudpickle
 
 from cwtx.wire.names import PICKLE_PROTOCOL, JobStatus, OutputStream
-from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, MessageReader, write_message
+from cwtx.worker.pipe import (
+    HAND_BACK_AFTER,
+    RESULT_FD,
+    TASK_FD,
+    Header,
+    MessageReader,
+    write_message,
+)
 
 
 class _Env:
@@ -297,9 +304,17 @@ class Tasks:
         for waiting in self._waiting:
             if waiting[0][Header.TASK] == task:
                 self._waiting.remove(waiting)
-                self._send([json.dumps({Header.SKIPPED: task}).encode()])
+                self._skipped(task)
                 return
         # (started already, or ended: the supervisor sees that it started)
+
+    def hand_back(self) -> None:
+        """Drop every task waiting, and say so: the one running is long."""
+        while self._waiting:
+            self._skipped(self._waiting.popleft()[0][Header.TASK])
+
+    def _skipped(self, task: int) -> None:
+        self._send([json.dumps({Header.SKIPPED: task}).encode()])
 
     def finished(self, reply: dict[str, Any], value: bytes) -> None:
         """The running task ended: its result waits for :meth:`next`."""
@@ -317,35 +332,82 @@ class Tasks:
         return task
 
 
-def serve(child: Child, reader: MessageReader, tasks: Tasks) -> None:
-    """Run tasks until the supervisor closes the pipe.  Before starting
-    each, take whatever has arrived (skips included), without blocking."""
-    while True:
-        task = tasks.next()
-        if task is None:
-            messages = reader.wait()
-            if messages is None:
-                return
-            for message in messages:
+class Runner:
+    """
+    The child's loop: run the tasks in order until the supervisor closes
+    the pipe; before starting each, take whatever has arrived (skips
+    included), without blocking.  Meanwhile :meth:`watch` (a thread) hands
+    back the tasks written ahead of one that runs long.
+    """
+
+    def __init__(self, child: Child, reader: MessageReader, tasks: Tasks) -> None:
+        self._child = child
+        self._reader = reader
+        self._tasks = tasks
+        # The reader and the tasks are the loop's, except while a task runs.
+        self._lock = threading.Lock()
+        self._since: float | None = None  # when the running task started
+
+    def serve(self) -> None:
+        reader, tasks = self._reader, self._tasks
+        self._lock.acquire()
+        while True:
+            task = tasks.next()
+            if task is None:
+                messages = reader.wait()
+                if messages is None:
+                    return
+                for message in messages:
+                    tasks.take(message)
+                continue
+            self._since = time.monotonic()
+            self._lock.release()
+            try:
+                reply, value = self._child.run(*task)
+            finally:
+                self._lock.acquire()
+                self._since = None
+            del task
+            tasks.finished(reply, value)
+            for message in reader.poll():
                 tasks.take(message)
-            continue
-        tasks.finished(*child.run(*task))
-        del task
-        for message in reader.poll():
-            tasks.take(message)
+
+    def watch(self, period: float = HAND_BACK_AFTER / 2) -> None:
+        """Look every ``period`` seconds (a daemon thread's loop)."""
+        while True:
+            time.sleep(period)
+            self.check(time.monotonic())
+
+    def check(self, now: float) -> None:
+        """If the running task has run HAND_BACK_AFTER seconds, hand back
+        every task written ahead of it (those that have arrived too)."""
+        since = self._since
+        if since is None or now - since < HAND_BACK_AFTER:
+            return
+        if not self._lock.acquire(blocking=False):
+            return  # (it has just ended)
+        try:
+            if self._since is not None:
+                for message in self._reader.poll():
+                    self._tasks.take(message)
+                self._tasks.hand_back()
+        finally:
+            self._lock.release()
 
 
 def main() -> None:
     _die_with_supervisor()
     _deaf_to_interrupts()
     results = os.fdopen(RESULT_FD, "wb")
-    lock = threading.Lock()  # output threads and the result share the pipe
+    lock = threading.Lock()  # output threads, the watch and the loop share the pipe
 
     def send(parts: list[bytes]) -> None:
         with lock:
             write_message(results, parts)
 
-    serve(Child(send), MessageReader.of_fd(TASK_FD), Tasks(send))
+    runner = Runner(Child(send), MessageReader.of_fd(TASK_FD), Tasks(send))
+    threading.Thread(target=runner.watch, name="cwtx-watch", daemon=True).start()
+    runner.serve()
 
 
 if __name__ == "__main__":

@@ -21,10 +21,15 @@ trip.  The child runs them in the order written.  A result's header names
 the task the child started right after it (``next``), so the supervisor
 learns of the start without a message of its own; a result without
 ``next`` means the child had nothing more when it sent it, and it starts
-the next task written as soon as that arrives.  A skip asks the child not
-to start a task it holds: before starting each task the child reads
-whatever has arrived, without blocking, drops the tasks skipped and says
-so (``skipped``); a skip for a task it has started, or ended, it ignores.
+the next task written as soon as that arrives.
+
+A task written ahead is not started yet, and the supervisor may want it
+back: a skip asks the child not to start it.  Before starting each task
+the child reads whatever has arrived, without blocking, drops the tasks
+skipped and says so (``skipped``); a skip for a task it has started, or
+ended, it ignores.  And while one task runs longer than HAND_BACK_AFTER,
+the child hands back, unasked, every task written ahead of it (``skipped``
+too), so that they can run in another slot meanwhile.
 
 The supervisor decodes incrementally (it must never block); the child reads
 with :class:`MessageReader` and writes a blocking file object.
@@ -47,6 +52,11 @@ from cwtx.wire.payload import CHUNK_SIZE, Payload
 TASK_FD = 3
 RESULT_FD = 4
 
+#: Seconds: once its task has run this long, a child hands back the tasks
+#: written ahead of it (another slot may run them meanwhile), and the
+#: supervisor writes none ahead behind it.
+HAND_BACK_AFTER = 0.5
+
 
 class Header(StrEnum):
     """The keys of a message's JSON header."""
@@ -61,7 +71,7 @@ class Header(StrEnum):
     ERROR = "error"  # from the child, with error: {type, message, traceback}
     NEXT = "next"  # from the child, in a result: the task it started right after
     SKIP = "skip"  # to the child: do not start this task (alone in its header)
-    SKIPPED = "skipped"  # from the child: it dropped this task unstarted, as asked
+    SKIPPED = "skipped"  # from the child: it dropped this task unstarted (asked, or handing back)
 
 
 _COUNT = struct.Struct("!I")

@@ -10,7 +10,9 @@ Behind the running task the slot writes up to PIPELINE_DEPTH more, which
 the child starts as soon as the one before ends: a short job does not
 wait for a round trip through the supervisor.  A task counts as started
 (its timeout armed, its start reported) when the child says it started it,
-or when it is written to an idle child.
+or when it is written to an idle child.  Tasks written ahead come back if
+they are cancelled, if the worker leaves, if the child dies, or if the
+task before them runs long (``pipe.HAND_BACK_AFTER``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,14 @@ from cwtx.wire.names import JobStatus, OutputStream
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.resources import environment
 from cwtx.worker.output import OutputLimiter
-from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, MessageDecoder, encode_message
+from cwtx.worker.pipe import (
+    HAND_BACK_AFTER,
+    RESULT_FD,
+    TASK_FD,
+    Header,
+    MessageDecoder,
+    encode_message,
+)
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -88,14 +97,12 @@ class _PiecesProducer:
         self._pieces.clear()
 
 
-#: Tasks a slot writes to its child beyond the running one.  Few: a task
-#: written to a child is committed to it, where the master cannot take it
-#: back for an idle worker.
+#: Tasks a slot writes to its child beyond the running one.  Few: the
+#: master cannot take back a task written to a child for an idle worker
+#: (the child hands it back only after HAND_BACK_AFTER).  Only behind
+#: tasks shorter than HAND_BACK_AFTER: behind a longer one a round trip
+#: costs next to nothing.
 PIPELINE_DEPTH = 1
-#: A slot writes tasks ahead only while its tasks run shorter than this
-#: (seconds): behind a longer one a round trip costs next to nothing, and a
-#: task written ahead would wait for it, where another slot could run it.
-PIPELINE_BELOW = 0.5
 
 #: A message up to this size is joined and written at once (one syscall).
 SMALL_MESSAGE = 1 << 20
@@ -180,9 +187,9 @@ ResultCallback = Callable[[Task, str, Payload, str], None]
 #: on_output(task, stream, text): whole lines the task printed, bounded.
 OutputCallback = Callable[[Task, OutputStream, str], None]
 #: on_unstarted(task, reason): a task written ahead will not run in this
-#: child: skipped as asked (reason: the status the skip gave), or its child
-#: died first (None: it should run elsewhere).
-UnstartedCallback = Callable[[Task, "JobStatus | None"], None]
+#: child: skipped as asked (reason: what :meth:`Slot.skip` was given), or
+#: handed back, or its child died first (None).
+UnstartedCallback = Callable[[Task, "str | None"], None]
 
 
 class Slot(ProcessProtocol):
@@ -215,7 +222,7 @@ class Slot(ProcessProtocol):
         self.current: Task | None = None
         #: Tasks written to the child behind the current one, not started.
         self.queued: deque[Task] = deque()
-        self._skips: dict[int, JobStatus] = {}  # task id -> why a skip was written
+        self._skips: dict[int, str] = {}  # task id -> why it is being skipped
         self._began_at = 0.0  # when the current task started
         self._last_run: float | None = None  # seconds the last task ran (None: none yet)
         self._known: set[bytes] = set()  # functions this child has
@@ -239,15 +246,15 @@ class Slot(ProcessProtocol):
     @property
     def room(self) -> int:
         """How many more tasks to write ahead, behind the running one: none
-        unless its tasks are short (PIPELINE_BELOW)."""
+        unless the last one and this one ran shorter than HAND_BACK_AFTER."""
         if (
             self.current is None
             or not self._running
             or self._stopping
             or self._kill_reason is not None
             or self._last_run is None
-            or self._last_run >= PIPELINE_BELOW
-            or self._clock.seconds() - self._began_at >= PIPELINE_BELOW
+            or self._last_run >= HAND_BACK_AFTER
+            or self._clock.seconds() - self._began_at >= HAND_BACK_AFTER
         ):
             return 0
         return PIPELINE_DEPTH - len(self.queued)
@@ -302,9 +309,8 @@ class Slot(ProcessProtocol):
         self.current = task
         self._began_at = self._clock.seconds()
         task.args = EMPTY  # it will not be sent again; the master keeps it for retries
-        reason = self._skips.pop(task.task, None)
-        if reason is not None:
-            self.kill(reason)  # its skip came too late
+        if self._skips.pop(task.task, None) == JobStatus.CANCELLED:
+            self.kill(JobStatus.CANCELLED)  # its skip came too late
             return
         if task.forward_output:
             self._output = OutputLimiter(self._began_at)
@@ -312,10 +318,11 @@ class Slot(ProcessProtocol):
             self._timer = self._clock.callLater(task.timeout, self.kill, JobStatus.TIMEOUT)
         self._on_started(task)
 
-    def skip(self, task: Task, reason: JobStatus) -> bool:
-        """Ask the child not to start a task written ahead; it ends as
-        ``reason`` once the child says it dropped it, or, if the child had
-        started it, it is killed as ``reason``.  False: not written ahead here."""
+    def skip(self, task: Task, reason: str) -> bool:
+        """Ask the child not to start a task written ahead: on_unstarted
+        gets ``reason`` once the child says it dropped it.  If the child had
+        started it, it runs on, unless ``reason`` is "cancelled": then it
+        is killed.  False: not written ahead here."""
         if task not in self.queued:
             return False
         if task.task not in self._skips:
@@ -325,7 +332,7 @@ class Slot(ProcessProtocol):
                 _write_pieces(self.transport, TASK_FD, message)
         return True
 
-    def withdraw(self, reason: JobStatus) -> None:
+    def withdraw(self, reason: str) -> None:
         """Skip every task written ahead (the worker is leaving)."""
         for task in list(self.queued):
             self.skip(task, reason)
@@ -381,7 +388,7 @@ class Slot(ProcessProtocol):
             if Header.STREAM in header:
                 stream = OutputStream(header[Header.STREAM])
             elif Header.SKIPPED in header:
-                skipped = self._written_ahead(header[Header.SKIPPED], skipping=True)
+                skipped = self._written_ahead(header[Header.SKIPPED])
             else:
                 if task is None or header.get(Header.TASK) != task.task:
                     raise ValueError(f"result for task {header.get(Header.TASK)!r}")
@@ -399,7 +406,7 @@ class Slot(ProcessProtocol):
                 self._child_output(task, stream, value)
         elif Header.SKIPPED in header:
             self.queued.remove(skipped)
-            self._on_unstarted(skipped, self._skips.pop(skipped.task))
+            self._on_unstarted(skipped, self._skips.pop(skipped.task, None))
             self._on_free()
         else:
             assert task is not None
@@ -413,12 +420,12 @@ class Slot(ProcessProtocol):
                 self._begin(self.queued.popleft())
             self._on_free()
 
-    def _written_ahead(self, task_id: object, first: bool = False, skipping: bool = False) -> Task:
-        """The task written ahead that the child names (the first of them,
-        or one being skipped), or ValueError."""
+    def _written_ahead(self, task_id: object, first: bool = False) -> Task:
+        """The task written ahead that the child names (the first of them),
+        or ValueError."""
         candidates = list(self.queued)[:1] if first else self.queued
         for task in candidates:
-            if task.task == task_id and (not skipping or task_id in self._skips):
+            if task.task == task_id:
                 return task
         raise ValueError(f"it names task {task_id!r}, not one written ahead")
 

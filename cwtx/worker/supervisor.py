@@ -16,7 +16,7 @@ from typing import Any
 import txaio
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
 
 from cwtx._errors import error_json
 from cwtx._logs import debugging, printable
@@ -58,6 +58,10 @@ MAX_UNSENT_OUTPUT = 256
 #: Starts are reported after this many seconds, in one batch: a task that
 #: ends sooner is reported by its result alone (no-op jobs cost no more).
 START_REPORT_DELAY = 0.01
+
+#: Why a slot skips a task written ahead to its child: the master takes it
+#: back (the others: cancelled, or handed back as the worker leaves).
+TAKEN_BACK = "taken back"
 
 #: Seconds a leaving worker lets its running jobs finish before it kills
 #: them and hands them back (SLURM sends SIGKILL 30 s after scancel's signal).
@@ -101,8 +105,8 @@ class WorkerProtocol(Peer):
         return {"task": task, "stream": stream, "text": text}, {}
 
     @TakeBackTasks.responder
-    def _take_back(self, tasks: list[int]) -> dict[str, Any]:
-        return {"returned": self.worker.take_back(tasks)}
+    def _take_back(self, tasks: list[int]) -> Deferred[dict[str, Any]]:
+        return self.worker.take_back(tasks).addCallback(lambda back: {"returned": back})
 
     @RunTasks.responder
     def _run_tasks(self, tasks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -179,6 +183,9 @@ class Worker(Service):
         self.isolate_clients = isolate_clients
         self._idle: list[Deferred[None]] = []
         self._starts: list[Started] = []  # to report once START_REPORT_DELAY has passed
+        #: Tasks written ahead that the master asked back: True once the
+        #: child dropped one (handed back), False if it started or ended.
+        self._taking: dict[int, Deferred[bool]] = {}
         self.connection: WorkerProtocol | None = None
         self.monitor = HeartbeatMonitor(reactor, heartbeat_interval, heartbeat_timeout)
         self.endpoint = endpoint
@@ -245,6 +252,7 @@ class Worker(Service):
             log.warn("worker {name} lost the master; dropping its tasks", name=self.name)
         self.queue.clear()
         self.tasks.clear()
+        self._settle_all_taking()
         self.cancelled_early.clear()
         self.functions.clear()
         for slot in self.slots:
@@ -342,6 +350,7 @@ class Worker(Service):
 
     def _started(self, task: Task, slot: int) -> None:
         """A slot's child started a task: the master hears of it soon."""
+        self._settle_taking(task.task, False)
         task.started_at = self.reactor.seconds()
         if debugging(log):
             log.debug(
@@ -402,17 +411,40 @@ class Worker(Service):
                 self.amounts[name] = self.amounts.get(name, 0) + held
         task.held = {}
 
-    def take_back(self, task_ids: list[int]) -> list[int]:
+    def take_back(self, task_ids: list[int]) -> Deferred[list[int]]:
         """Hand back the tasks named that wait for a slot; the master runs
-        them elsewhere.  Started (or ended) ones stay as they are, and so do
-        those written ahead to a slot's child (at most PIPELINE_DEPTH a slot)."""
+        them elsewhere.  Started (or ended) ones stay as they are.  One
+        written ahead to a slot's child is skipped there, and handed back if
+        the child drops it: then the answer waits for the child (at most
+        for the task running before it, or HAND_BACK_AFTER)."""
         wanted = set(task_ids)
         returned = [e[2].task for e in self.queue if e[2].task in wanted]
         if returned:
             self.queue = [e for e in self.queue if e[2].task not in wanted]
             for task_id in returned:
                 del self.tasks[task_id]
-        return returned
+        asked: list[Deferred[int | None]] = []
+        for slot in self.slots:
+            for task in list(slot.queued):
+                if task.task in wanted and task.task not in self._taking:
+                    d: Deferred[bool] = Deferred()
+                    self._taking[task.task] = d
+                    slot.skip(task, TAKEN_BACK)
+                    asked.append(d.addCallback(lambda back, t=task.task: t if back else None))
+        if not asked:
+            return succeed(returned)
+        answers = gatherResults(asked)
+        return answers.addCallback(lambda more: returned + [t for t in more if t is not None])
+
+    def _settle_taking(self, task_id: int, back: bool) -> None:
+        d = self._taking.pop(task_id, None)
+        if d is not None:
+            d.callback(back)
+
+    def _settle_all_taking(self) -> None:
+        taking, self._taking = self._taking, {}
+        for d in taking.values():
+            d.callback(False)
 
     def cancel(self, task_ids: list[int]) -> None:
         for task_id in task_ids:
@@ -452,10 +484,12 @@ class Worker(Service):
 
     def _slot_unstarted(self, task: Task, reason: JobStatus | None) -> None:
         """A task written ahead to a child did not start there: skipped
-        (cancelled, or handed back by a leaving worker), or its child died
-        first, and it waits for a slot again."""
+        (cancelled, or handed back by a leaving worker), or the child handed
+        it back (the task before it runs long) or died first: then it waits
+        for a slot again, here or, taken back, on another worker."""
         if self.tasks.get(task.task) is not task:
             return  # abandoned when the master went away
+        self._settle_taking(task.task, reason == TAKEN_BACK)
         if reason is None and not self.leaving:
             bisect.insort(self.queue, (task.order, task.arrival, task))
             self.dispatch()
@@ -464,7 +498,7 @@ class Worker(Service):
         del self.tasks[task.task]
         if reason == JobStatus.CANCELLED:
             self._end(task.task, JobStatus.CANCELLED, "cancelled")
-        else:
+        elif reason != TAKEN_BACK:  # (the master takes that one back: no result)
             self._end(task.task, JobStatus.REQUEUE, self._leaving_message)
         self._check_idle()
 
@@ -472,6 +506,7 @@ class Worker(Service):
         self._release(task)
         if self.tasks.get(task.task) is not task:
             return  # abandoned when the master went away
+        self._settle_taking(task.task, False)
         del self.tasks[task.task]
         seconds = self.reactor.seconds() - task.started_at if task.started_at else 0.0
         if debugging(log):
