@@ -65,7 +65,9 @@ class FakeChildProcess:
 
     It speaks the real pipe framing with the real :class:`~cwtx.worker.slot.Slot`
     and runs each job with the real child's code.  A job runs one clock tick
-    after it arrives, or, with ``hold``, only when :meth:`finish` is called.
+    after it starts, or, with ``hold``, only when :meth:`finish` is called.
+    As the real child, it reads what the slot writes (tasks written ahead,
+    skips) only between jobs, or once its job has run HAND_BACK_AFTER.
     """
 
     def __init__(self, reactor: FakeProcessReactor, proto: Any, hold: bool) -> None:
@@ -82,6 +84,8 @@ class FakeChildProcess:
         #: and each result naming the task started after it.
         self._tasks = Tasks(self._sent.append)
         self._current: tuple[dict[str, Any], list[bytearray]] | None = None
+        #: Messages written while a job runs: the child reads them later.
+        self._unread: list[list[bytearray]] = []
         #: The real child's watch, on the clock: fires once the current job
         #: has run HAND_BACK_AFTER; then tasks written ahead come back.
         self._watch: Any = None
@@ -105,13 +109,19 @@ class FakeChildProcess:
         for message in self._decoder.feed(data):
             parts = [bytearray(p.tobytes()) for p in message]
             self.messages.append([bytes(p) for p in parts])
-            self._tasks.take(parts)
+            self._unread.append(parts)
         if self._current is None:
+            self._read()
             self._start_next()
+            if self._sent:  # (a skip for a task it no longer holds: none)
+                self._reactor.callLater(0, self._deliver)
         elif self._long:
-            self._tasks.hand_back()
-        if self._sent:  # a skip answered, or a task handed back
-            self._reactor.callLater(0, self._deliver)
+            self._hand_back()
+
+    def _read(self) -> None:
+        unread, self._unread = self._unread, []
+        for parts in unread:
+            self._tasks.take(parts)
 
     def closeChildFD(self, childFD: int) -> None:
         if childFD == TASK_FD:
@@ -124,7 +134,7 @@ class FakeChildProcess:
             raise ProcessExitedAlready()
         signum = {"KILL": 9, "TERM": 15, "INT": 2}.get(signalID, signalID)
         self._set_current(None)
-        self._tasks = Tasks(self._sent.append)
+        self._tasks, self._unread = Tasks(self._sent.append), []
         self._reactor.callLater(0, self.exit, None, signum)
 
     def closeStdin(self) -> None:
@@ -158,8 +168,10 @@ class FakeChildProcess:
             self._watch = self._reactor.callLater(HAND_BACK_AFTER, self._hand_back)
 
     def _hand_back(self) -> None:
-        """The job has run HAND_BACK_AFTER: what waits behind it goes back."""
+        """The job has run HAND_BACK_AFTER: what waits behind it goes back
+        (skips answered too)."""
         self._long = True
+        self._read()
         self._tasks.hand_back()
         self._deliver()
 
@@ -177,6 +189,7 @@ class FakeChildProcess:
             return
         header, parts = self._current
         self._tasks.finished(*self._child.run(header, parts))
+        self._read()
         self._start_next()
         self._deliver()
         if self._eof and self._current is None:
