@@ -387,7 +387,7 @@ class Runner:
         if not self._lock.acquire(blocking=False):
             return  # (it has just ended)
         try:
-            if self._since is not None:
+            if self._since == since:  # (not another task, just started)
                 for message in self._reader.poll():
                     self._tasks.take(message)
                 self._tasks.hand_back()

@@ -159,6 +159,27 @@ def test_the_watch_hands_back_what_waits_behind_a_long_task_only():
     assert tasks.next() is None
 
 
+def test_the_watch_leaves_alone_a_task_that_started_as_it_looked():
+    """It saw a long task; that one ended and the next started before the
+    watch took the lock: what waits behind the new one stays."""
+    sent = []
+    tasks = Tasks(sent.append)
+    runner = Runner(Child(sent.append), ScriptedReader([], []), tasks)
+    tasks.take(task_message(4))
+    runner._since = 100.0
+    real_acquire = runner._lock.acquire
+
+    def acquire(blocking=True):
+        runner._since = 100.0 + HAND_BACK_AFTER  # the next task starts meanwhile
+        return real_acquire(blocking)
+
+    runner._lock = type(
+        "Lock", (), {"acquire": staticmethod(acquire), "release": runner._lock.release}
+    )()
+    runner.check(100.0 + HAND_BACK_AFTER)
+    assert sent == [] and tasks.next() is not None
+
+
 def test_the_watch_leaves_the_loop_alone_while_it_holds_the_lock():
     sent = []
     runner = Runner(Child(sent.append), ScriptedReader([], []), Tasks(sent.append))
