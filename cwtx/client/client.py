@@ -461,23 +461,27 @@ class Client:
         self.refs.sent.update(ref.hash for ref in new)
         proto = self._protocol
         assert proto is not None  # (a sender runs only while connected)
-        return fields, payloads, lambda: _put_data(proto, new)
+        return fields, payloads, lambda: self._put_data(proto, new)
+
+    async def _put_data(self, proto: ClientProtocol, refs: list[Ref]) -> None:
+        """Send put data ahead of the first job record that names it; one
+        the master refuses stops the client, as refused jobs do."""
+        for ref in refs:
+            sent = await proto.blobs_out.call(
+                PutData, {"data": Payload.of(ref._data)}, ref=ref.hash
+            )
+            sent.addErrback(self._refused)
 
     def _free_data(self, hashes: list[bytes]) -> None:
         """(reactor thread) The last Refs to this data, sent over this
-        connection, are gone: the master may free it.  Once what is queued
-        is on its way, so that the free follows put data streamed for a
-        job that was cancelled meanwhile."""
-        proto, sender = self._protocol, self._sender
-        if proto is None or sender is None:
+        connection, are gone: the master may free it.  (No PutData for it
+        can follow: the jobs, and the sending, that need it hold a Ref.)"""
+        proto = self._protocol
+        if proto is None:
             return  # the next connection starts with none
-
-        def send(_: Any) -> None:
-            for start in range(0, len(hashes), MAX_FREE):
-                refs = b"".join(hashes[start : start + MAX_FREE])
-                proto.callRemote(FreeData, refs=refs).addErrback(lambda _: None)
-
-        sender.flushed().addCallback(send)
+        for start in range(0, len(hashes), MAX_FREE):
+            refs = b"".join(hashes[start : start + MAX_FREE])
+            proto.callRemote(FreeData, refs=refs).addErrback(lambda _: None)
 
     def _cancel(self, job_id: int) -> None:
         # A Deferred calls its canceller only before it has fired, and a job
@@ -532,13 +536,6 @@ class Client:
             return status_merge([first, *rest])
 
         return Deferred.fromCoroutine(pages())
-
-
-async def _put_data(proto: ClientProtocol, refs: list[Ref]) -> None:
-    """Send put data ahead of the first job record that names it (the
-    master's answer is awaited: one it refuses stops the client)."""
-    for ref in refs:
-        await proto.blobs_out.call(PutData, {"data": Payload.of(ref._data)}, ref=ref.hash)
 
 
 class _OptionsView:

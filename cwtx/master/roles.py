@@ -382,7 +382,8 @@ class WorkerResponders(BlobResponders):
     async def _put_data(self, new: list[Data]) -> None:
         """Send put data the worker lacks, ahead of the task that names it."""
         for data in new:
-            await self.connection.blobs_out.call(PutData, {"data": data.data}, ref=data.hash)
+            sent = await self.connection.blobs_out.call(PutData, {"data": data.data}, ref=data.hash)
+            sent.addErrback(lambda _: None)  # (lost: the worker is gone)
 
     def _free(self, ref: bytes) -> None:
         """Tell the worker to drop put data, with the others freed in this

@@ -114,9 +114,11 @@ class BlobSender:
 
     async def call(
         self, command: type[Command], payloads: dict[str, Payload], **fields: Any
-    ) -> Any:
+    ) -> Deferred[Any]:
         """Call ``command`` with ``fields`` and, for each payload, its
-        ``<name>`` and ``<name>_blob`` arguments (big ones streamed first)."""
+        ``<name>`` and ``<name>_blob`` arguments; return once big payloads
+        are streamed and the command is sent, with its answer's Deferred
+        (so that many small calls go without a round trip each)."""
         for name, payload in payloads.items():
             fields[name], fields[name + "_blob"] = await self.encode(payload)
-        return await self._amp.callRemote(command, **fields)
+        return self._amp.callRemote(command, **fields)
