@@ -42,7 +42,7 @@ from cwtx.wire.commands import (
     Status,
     SubmitJobs,
 )
-from cwtx.wire.names import OutputStream, Role
+from cwtx.wire.names import MAX_FREE, OutputStream, Role
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
 from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
@@ -57,8 +57,6 @@ log = txaio.make_logger()
 CONNECT_TIMEOUT = 30.0
 #: Seconds a client keeps trying to reach a lost master before failing its jobs.
 RECONNECT_TIMEOUT = 120.0
-#: Hashes one FreeData command carries, at most (one AMP value).
-MAX_FREE = 60_000 // 32
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -421,7 +419,7 @@ class Client:
         """
         if self._closed:
             raise RuntimeError("this cwtx client is closed")
-        data, refs = (arguments, ()) if isinstance(arguments, bytes) else arguments
+        data, refs = arguments if isinstance(arguments, Arguments) else (arguments, ())
         self.refs.check(refs)
         job_id = next(self._ids)
         deferred: Deferred[Any] = Deferred(lambda d: self._cancel(job_id))
@@ -445,6 +443,7 @@ class Client:
             "priority": o.priority,
             "resources": o.resources,
             "forward_output": int(o.forward_output),
+            "refs": b"",
         }
         code = EMPTY
         if p.fn.hash not in self._sent_functions:
@@ -453,6 +452,8 @@ class Client:
         # The pickled arguments stay here until the job ends: a new master
         # after a restart needs them again.
         payloads = {"fn_code": code, "args": Payload.of(p.args)}
+        if not p.refs:
+            return fields, payloads
         refs = {ref.hash: ref for ref in p.refs}
         fields["refs"] = b"".join(refs)
         new = [ref for hash, ref in refs.items() if hash not in self.refs.sent]

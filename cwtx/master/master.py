@@ -196,7 +196,7 @@ class Master:
             self._refuse(session, job_id, "ProtocolError", message)
             return
         try:
-            data = self._job_data(session, job_id, refs)
+            data = self._job_data(session, job_id, refs) if refs else ()
         except ValueError as e:
             self._refuse(session, job_id, "ValueError", str(e))
             return

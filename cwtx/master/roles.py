@@ -47,7 +47,7 @@ from cwtx.wire.commands import (
     TaskResults,
     TasksStarted,
 )
-from cwtx.wire.names import HASH_SIZE, OutputStream, Role, dropped_notice, split_hashes
+from cwtx.wire.names import MAX_FREE, OutputStream, Role, dropped_notice, split_hashes
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import Guarded
 from cwtx.wire.resources import amounts
@@ -67,8 +67,6 @@ MAX_UNSENT_OUTPUT = 1024 * 1024
 
 #: What one batched record is encoded from: (fields, payloads), or None to skip it.
 Encoded = tuple[dict[str, Any], dict[str, Payload]]
-#: Hashes one FreeData command carries, at most (one AMP value).
-MAX_FREE = 60_000 // HASH_SIZE
 
 
 def _check(condition: bool, message: str) -> None:
@@ -366,13 +364,16 @@ class WorkerResponders(BlobResponders):
             "resources": job.resources,
             "order": job.order,
             "forward_output": int(job.forward_output),
-            "refs": b"".join(data.hash for data in job.data),
+            "refs": b"",
         }
         code = EMPTY
         if job.fn.hash not in worker.functions:
             worker.functions.add(job.fn.hash)
             fields["fn_env"], code = job.fn.env, job.fn.code
         payloads = {"fn_code": code, "args": job.args}
+        if not job.data:
+            return fields, payloads
+        fields["refs"] = b"".join(data.hash for data in job.data)
         new = [data for data in job.data if data.hash not in worker.data]
         if not new:
             return fields, payloads

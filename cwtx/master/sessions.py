@@ -34,8 +34,9 @@ MAX_UNANSWERED_SUBMITS = 16
 FUNCTION_OVERHEAD = 256
 #: What a result waiting to be sent costs besides its value and error text.
 RESULT_OVERHEAD = 128
-#: What put data costs besides its bytes, as counted.
-DATA_OVERHEAD = 256
+#: What put data costs besides its bytes, as counted (about what its
+#: objects take: so that a million tiny puts count for something).
+DATA_OVERHEAD = 512
 
 #: (Python, cloudpickle) of a peer that did not say (tests): matches anything.
 UNKNOWN_VERSIONS = ("?", "?")

@@ -178,13 +178,13 @@ class BatchSender(Generic[T]):
                     if not batch:
                         self._hand_up_to(self._popped)
                     continue
-                fields, payloads, *before = encoded
-                if before:
+                fields, payloads = encoded[0], encoded[1]
+                if len(encoded) > 2:  # what must go ahead of this record
                     if batch:  # (what it sends may be long: do not hold these back)
                         inflight.append(self._send(batch))
                         self._hand_up_to(self._popped - 1)
                         batch, size = [], 0
-                    await before[0]()
+                    await encoded[2]()  # type: ignore[misc]
                 for name, payload in payloads.items():
                     if payload.size > INLINE_MAX and batch:
                         # Do not hold small records back behind a long stream.

@@ -61,6 +61,8 @@ def function_hash(env: str, code: Iterable[bytes]) -> bytes:
 
 #: Bytes of one SHA-256: functions and put data are named by one.
 HASH_SIZE = 32
+#: Hashes one FreeData command carries, at most (they are one AMP value).
+MAX_FREE = 60_000 // HASH_SIZE
 
 
 def data_hash(pieces: Iterable[bytes]) -> bytes:
