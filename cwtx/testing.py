@@ -73,7 +73,8 @@ class FakeChildProcess:
         self._sent: list[list[bytes]] = []
         self._child = Child(self._sent.append)
         self._jobs: deque[list[bytearray]] = deque()
-        #: Every message the slot wrote to it: [header, arguments(, function)].
+        #: Every message the slot wrote to it: [header, arguments(, function)],
+        #: or put data to keep or forget.
         self.messages: list[list[bytes]] = []
         self._eof = False
         self.ended = False
@@ -91,6 +92,8 @@ class FakeChildProcess:
         for message in self._decoder.feed(data):
             parts = [bytearray(p.tobytes()) for p in message]
             self.messages.append([bytes(p) for p in parts])
+            if self._child.keep(json.loads(parts[0]), parts[1:]):
+                continue  # put data to keep or forget: no answer
             self._jobs.append(parts)
             self._reactor.ran.append(json.loads(parts[0])[Header.TASK])
             if not self.hold:

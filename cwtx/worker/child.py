@@ -29,6 +29,7 @@ from typing import Any
 import cloudpickle
 
 from cwtx.wire.names import PICKLE_PROTOCOL, JobStatus, OutputStream
+from cwtx.worker.data import DataCache
 from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, read_message, write_message
 
 
@@ -192,6 +193,18 @@ class Child:
         self._send = send or (lambda parts: None)
         self._functions: dict[str, Any] = {}  # hash -> unpickled callable
         self._codes: dict[str, bytes] = {}  # hash -> pickle, until it loads
+        self.data = DataCache()  # put data (cwtx.Ref) that arguments name
+
+    def keep(self, header: dict[str, Any], parts: list[bytearray]) -> bool:
+        """Handle a message about put data (keep it, or forget some), if
+        that is what it is; it has no answer.  False for a task."""
+        if Header.DATA in header:
+            self.data.keep(header[Header.DATA], parts[0])
+        elif Header.FORGET in header:
+            self.data.forget(header[Header.FORGET])
+        else:
+            return False
+        return True
 
     def run(self, header: dict[str, Any], parts: list[bytearray]) -> list[bytes]:
         """Run one task: its header and [arguments(, function)]; the result message."""
@@ -221,7 +234,8 @@ class Child:
             self._functions[fn_hash] = fn
             del self._codes[fn_hash]
         try:
-            args, kwargs = pickle.loads(args_bytes)
+            with self.data.loading():
+                args, kwargs = pickle.loads(args_bytes)
         except BaseException as e:
             return _failure("the arguments could not be unpickled on the worker", e)
         del args_bytes
@@ -286,7 +300,8 @@ def main() -> None:
         if message is None:
             return
         header = json.loads(message[0])
-        send(child.run(header, message[1:]))
+        if not child.keep(header, message[1:]):
+            send(child.run(header, message[1:]))
 
 
 if __name__ == "__main__":

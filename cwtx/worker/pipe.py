@@ -10,7 +10,9 @@ A message is a list of parts: a 4-byte part count, then for each part an
 8-byte length and the bytes.  Part 0 is a small JSON header (keys in
 :class:`Header`); the others are payloads.  A task is [header, arguments]
 plus the function's pickle the first time this child sees that function; a
-result is [header, value].  The supervisor decodes incrementally (it must
+result is [header, value].  Two messages have no answer: put data
+([header, pickle], ahead of the first task that names it) and a list of put
+data to forget ([header]).  The supervisor decodes incrementally (it must
 never block); the child reads and writes blocking file objects.
 """
 
@@ -39,6 +41,8 @@ class Header(StrEnum):
     STREAM = "stream"  # from the child: this message is output on that stream (OutputStream)
     STATUS = "status"  # from the child: a names.JobStatus (ok or error)
     ERROR = "error"  # from the child, with error: {type, message, traceback}
+    DATA = "data"  # to the child: keep the put data that follows (SHA-256 in hex); no answer
+    FORGET = "forget"  # to the child: drop these put data (SHA-256s in hex); no answer
 
 
 _COUNT = struct.Struct("!I")

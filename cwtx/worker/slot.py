@@ -147,6 +147,8 @@ class Task:
     held: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0  # when a slot took it (the reactor's clock)
     forward_output: bool = False  # send what it prints to its client
+    #: The put data its arguments name, (hash, pickle), until the child has it.
+    data: list[tuple[bytes, Payload]] = field(default_factory=list)
     output_sent: bool = False  # some of its output went to the master
     output_dropped: int = 0  # lines dropped since (the master was slow to take them)
 
@@ -179,6 +181,8 @@ class Slot(ProcessProtocol):
         self._python = python
         self.current: Task | None = None
         self._known: set[bytes] = set()  # functions this child has
+        self._data: set[bytes] = set()  # put data this child has
+        self._forgotten: list[bytes] = []  # put data it is yet to be told to drop
         self._decoder = MessageDecoder()
         self._kill_reason: str | None = None
         self._timer: IDelayedCall | None = None
@@ -198,6 +202,7 @@ class Slot(ProcessProtocol):
     def start(self) -> None:
         self._decoder = MessageDecoder()
         self._known = set()
+        self._data, self._forgotten = set(), []
         self.session = None
         self._recycling = False
         self._kill_reason = None
@@ -218,6 +223,7 @@ class Slot(ProcessProtocol):
     def run(self, task: Task) -> None:
         """Send a task to the child, with its function if the child lacks it."""
         assert self.current is None
+        self._tell_forgotten()
         self.current = task
         self.session = task.session
         header: dict[str, Any] = {
@@ -234,10 +240,43 @@ class Slot(ProcessProtocol):
         if task.fn not in self._known:
             parts.append(task.code)
             self._known.add(task.fn)
-        _write_pieces(self.transport, TASK_FD, encode_message(parts))
+        _write_pieces(self.transport, TASK_FD, self._data_messages(task) + encode_message(parts))
         task.args = EMPTY  # the pipe has it now; the master keeps it for retries
         if task.timeout and task.timeout > 0:
             self._timer = self._clock.callLater(task.timeout, self.kill, JobStatus.TIMEOUT)
+
+    def _data_messages(self, task: Task) -> list[Any]:
+        """The put data the task names that this child lacks, one message
+        each, to go just before the task (in the same write: in order)."""
+        pieces: list[Any] = []
+        for ref, data in task.data:
+            if ref not in self._data:
+                self._data.add(ref)
+                header = json.dumps({Header.DATA: ref.hex()}).encode("utf-8")
+                pieces += encode_message([header, data])
+        task.data = []
+        return pieces
+
+    def forget(self, refs: list[bytes]) -> None:
+        """This put data is freed: the child drops it now if it is idle,
+        else once its task ends."""
+        had = [ref for ref in refs if ref in self._data]
+        self._data.difference_update(had)
+        self._forgotten += had
+        if self.current is None:
+            self._tell_forgotten()
+
+    def _tell_forgotten(self) -> None:
+        # Only between tasks: a big task message may still be on its way
+        # through the pipe (a producer) while its task runs.
+        if self._forgotten and self._running and not self._stopping:
+            refs = [ref.hex() for ref in self._forgotten]
+            header = json.dumps({Header.FORGET: refs}).encode("utf-8")
+            try:
+                self.transport.writeToChild(TASK_FD, b"".join(encode_message([header])))
+            except (KeyError, OSError):
+                pass  # its pipe is gone: the child is, or soon, and a fresh one has none
+        self._forgotten = []
 
     def recycle(self) -> None:
         """Replace an idle child with a fresh one (it is not free meanwhile):
@@ -304,6 +343,7 @@ class Slot(ProcessProtocol):
             return  # it finished just as we killed it; processEnded reports
         assert task is not None
         self._end_current()
+        self._tell_forgotten()
         self._quick_deaths = 0
         self._on_result(task, status, value, error)
         self._on_free()
