@@ -120,7 +120,7 @@ def executor_workloads(
             reused = attempt(
                 "reused",
                 lambda: reused_data(
-                    ex, sizes.reused_jobs, sizes.reused_mib, sizes.reused_in_flight
+                    ex, sizes.reused_jobs, sizes.reused_mib, sizes.reused_in_flight, running.put
                 ),
             )
             for key, value in (reused or {}).items():
@@ -273,6 +273,8 @@ def main(argv: list[str] | None = None) -> None:
 def notes(chosen: list[System], sizes: Sizes, elapsed: float) -> None:
     how = "; ".join(f"{s.name}: {s.buffered_map}" for s in chosen)
     print(f"W5 map with buffersize, how: {how}")
+    put = "; ".join(f"{s.name}: {s.put_how}" for s in chosen)
+    print(f"reused data, handed over once by: {put}")
     print(
         f"reused data: at most {sizes.reused_in_flight} jobs in flight.  "
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "

@@ -31,6 +31,9 @@ from typing import Any
 
 from benchmarks import procs
 
+#: ``put(obj)``: a handle that jobs take as an argument in place of ``obj``.
+Put = Callable[[Any], Any]
+
 
 @dataclass
 class Running:
@@ -43,6 +46,8 @@ class Running:
     worker_pids: list[int] = field(default_factory=list)
     #: What a client in another process needs to connect (JSON-able).
     address: Any = None
+    #: How the system takes data once for many jobs (``put``), if it can.
+    put: Put | None = None
 
 
 class System(ABC):
@@ -50,6 +55,8 @@ class System(ABC):
     label: str  # the table's column
     #: How ``map_buffered`` bounds the jobs in flight, for the report.
     buffered_map: str = "a loop that keeps at most buffersize jobs in flight"
+    #: How the reused data is handed over once (``Running.put``), for the report.
+    put_how: str = "no way: the data goes with every job"
 
     @abstractmethod
     def start(self, workers: int) -> Iterator[Running]:
@@ -103,6 +110,7 @@ class Cwtx(System):
     name = "cwtx"
     label = "cwtx"
     buffered_map = "ClusterExecutor.map(buffersize=)"
+    put_how = "ClusterExecutor.put"
 
     @contextmanager
     def serve(self, workers: int) -> Iterator[Running]:  # type: ignore[override]
@@ -114,7 +122,7 @@ class Cwtx(System):
     @contextmanager
     def start(self, workers: int) -> Iterator[Running]:  # type: ignore[override]
         with self.serve(workers) as served, self.connect(served.address, workers) as client:
-            served.executor = client.executor
+            served.executor, served.put = client.executor, client.put
             yield served
 
     @contextmanager
@@ -123,7 +131,7 @@ class Cwtx(System):
 
         host, port = address
         with cwtx.ClusterExecutor(host, port) as ex:
-            yield Running(ex)
+            yield Running(ex, put=ex.put)
 
     def map_buffered(self, ex: Any, fn: Any, items: Iterable[Any], buffersize: int) -> Any:
         return ex.map(fn, items, buffersize=buffersize)
@@ -155,6 +163,7 @@ class Pool(System):
 class Dask(System):
     name = "dask"
     label = "dask"
+    put_how = "Client.scatter"
 
     @contextmanager
     def start(self, workers: int) -> Iterator[Running]:  # type: ignore[override]
@@ -166,7 +175,7 @@ class Dask(System):
             ) as cluster,
             Client(cluster) as client,
         ):
-            yield Running(executor(client))
+            yield Running(executor(client), put=client.scatter)
 
     @contextmanager
     def serve(self, workers: int) -> Iterator[Running]:  # type: ignore[override]
@@ -193,7 +202,7 @@ class Dask(System):
         from distributed import Client
 
         with Client(address) as client:
-            yield Running(executor(client))
+            yield Running(executor(client), put=client.scatter)
 
 
 def executor(client: Any) -> concurrent.futures.Executor:
@@ -206,6 +215,7 @@ def executor(client: Any) -> concurrent.futures.Executor:
 class Ray(System):
     name = "ray"
     label = "ray"
+    put_how = "ray.put"
     # Not exercised where ray is not installed (it is optional).
 
     @contextmanager
@@ -214,7 +224,7 @@ class Ray(System):
 
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         try:
-            yield Running(RayExecutor())
+            yield Running(RayExecutor(), put=ray.put)
         finally:
             ray.shutdown()
 

@@ -14,7 +14,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from benchmarks import jobs
-from benchmarks.systems import bounded_map
+from benchmarks.systems import Put, bounded_map
 
 MIB = 1024 * 1024
 
@@ -120,16 +120,22 @@ def w4_efficiency(ex: Executor, n: int, seconds: float, workers: int) -> float:
     return n * seconds / workers / (time.perf_counter() - start)
 
 
-def reused_data(ex: Executor, n: int, mib: int, in_flight: int) -> dict[str, float]:
+def reused_data(
+    ex: Executor, n: int, mib: int, in_flight: int, put: Put | None = None
+) -> dict[str, float]:
     """``n`` jobs that all take the same ``mib`` MiB of bytes (at most
     ``in_flight`` at a time, so a system that copies the data into every
-    job does not hold n copies); beside it, what the target compares it
+    job does not hold n copies), handed to the system once with ``put``
+    (cwtx's put, Dask's scatter, Ray's put; None: the data itself goes with
+    every job), timed from the put; beside it, what the target compares it
     to: one round trip of that data, and ``n`` no-op jobs."""
     data = os.urandom(mib * MIB)
     start = time.perf_counter()
-    for length in bounded_map(ex, jobs.size, itertools.repeat(data, n), in_flight):
+    shared = put(data) if put is not None else data
+    for length in bounded_map(ex, jobs.size, itertools.repeat(shared, n), in_flight):
         assert length == len(data)
     reused = time.perf_counter() - start
+    del shared
 
     start = time.perf_counter()
     assert len(ex.submit(jobs.echo, data).result()) == len(data)

@@ -27,6 +27,7 @@ _EXPORTS = {
     "ClientThread": "cwtx.client.client_thread",
     "randid": "cwtx.client.client_thread",
     "ClusterExecutor": "cwtx.client.executor",
+    "Ref": "cwtx.client.refs",
     "progress": "cwtx.client.progress",
     "allocate": "cwtx.launch.auto",
     "start": "cwtx.launch.auto",
@@ -70,6 +71,7 @@ __all__ = [
     "PORT",
     "ProtocolError",
     "ProtocolMismatch",
+    "Ref",
     "RemoteError",
     "RemoteTraceback",
     "SecretError",
@@ -128,4 +130,5 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from cwtx.client.executor import ClusterExecutor
     from cwtx.client.options import JobOptions
     from cwtx.client.progress import progress
+    from cwtx.client.refs import Ref
     from cwtx.launch.auto import allocate, start, stop

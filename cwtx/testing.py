@@ -82,7 +82,7 @@ class FakeChildProcess:
         self._child = Child(self._sent.append)
         #: The real child's bookkeeping: tasks read and not started, skips,
         #: and each result naming the task started after it.
-        self._tasks = Tasks(self._sent.append)
+        self._tasks = Tasks(self._sent.append, self._child.keep)
         self._current: tuple[dict[str, Any], list[bytearray]] | None = None
         #: Messages written while a job runs: the child reads them later.
         self._unread: list[list[bytearray]] = []
@@ -134,7 +134,7 @@ class FakeChildProcess:
             raise ProcessExitedAlready()
         signum = {"KILL": 9, "TERM": 15, "INT": 2}.get(signalID, signalID)
         self._set_current(None)
-        self._tasks, self._unread = Tasks(self._sent.append), []
+        self._tasks, self._unread = Tasks(self._sent.append, self._child.keep), []
         self._reactor.callLater(0, self.exit, None, signum)
 
     def closeStdin(self) -> None:

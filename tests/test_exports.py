@@ -24,6 +24,7 @@ PUBLIC = [
     "PORT",
     "ProtocolError",
     "ProtocolMismatch",
+    "Ref",
     "RemoteError",
     "RemoteTraceback",
     "SecretError",

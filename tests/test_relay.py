@@ -180,6 +180,7 @@ def evil_task(task: int = 999) -> dict[str, Any]:
         "fn_code_blob": 0,
         "args": pickle_arguments((), {}),
         "args_blob": 0,
+        "refs": b"",
         "timeout": 0.0,
         "resources": "{}",
         "order": 0.0,

@@ -38,6 +38,7 @@ from cwtx.client import dependencies
 from cwtx.client.address import find_master
 from cwtx.client.client import CONNECT_TIMEOUT, Client, ForwardOutput
 from cwtx.client.connect import connect as _connect
+from cwtx.client.refs import Ref
 
 __all__ = ["AsyncClient", "connect"]
 
@@ -143,6 +144,11 @@ class AsyncClient:
         for d in as_deferreds.values():
             d.addErrback(lambda _: None)  # ours: its failure went to the job already
         return job.asFuture(self._loop)
+
+    def put(self, obj: Any) -> Ref:
+        """Pickle ``obj`` once, for any number of jobs: a :class:`cwtx.Ref`
+        to pass them (no await: nothing is sent until a job names it)."""
+        return self.client.put(obj)
 
     async def status(self) -> dict[str, Any]:
         return await self.client.status().asFuture(self._loop)

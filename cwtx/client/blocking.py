@@ -33,6 +33,7 @@ from cwtx.client import reactor_thread
 from cwtx.client.address import find_master
 from cwtx.client.client import Client, ForwardOutput, JobOptions
 from cwtx.client.connect import connect
+from cwtx.client.refs import Arguments
 from cwtx.client.serialize import FunctionDef
 
 
@@ -83,7 +84,7 @@ def submit_in_reactor(
     client: Client,
     options: JobOptions,
     fn: FunctionDef,
-    args: bytes,
+    args: Arguments | bytes,
     on_done: Callable[[Any], None],
     on_start: Callable[[], None] | None = None,
 ) -> Any:

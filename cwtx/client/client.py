@@ -26,19 +26,23 @@ from cwtx._errors import AuthenticationError, MasterConnectionLost, ProtocolMism
 from cwtx.client import dependencies
 from cwtx.client.errors import JobCancelled
 from cwtx.client.options import JobOptions, check_share
+from cwtx.client.refs import Arguments, Ref, RefTable, scheduler
 from cwtx.client.serialize import FunctionDef, decode_result, pickle_function
 from cwtx.wire import handshake as auth
 from cwtx.wire.batch import BatchSender
+from cwtx.wire.batch import Encoded as BatchEncoded
 from cwtx.wire.commands import (
     CancelJobs,
+    FreeData,
     JobOutput,
     JobResults,
     JobsStarted,
+    PutData,
     SetShare,
     Status,
     SubmitJobs,
 )
-from cwtx.wire.names import OutputStream, Role
+from cwtx.wire.names import MAX_FREE, OutputStream, Role
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
 from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
@@ -89,7 +93,7 @@ def write_output(job: int, worker: str, stream: str, line: str) -> None:
 class _Pending:
     """A submitted job that has not ended: all it takes to send it again."""
 
-    __slots__ = ("job_id", "fn", "args", "options", "deferred", "sent", "on_start")
+    __slots__ = ("job_id", "fn", "args", "refs", "options", "deferred", "sent", "on_start")
 
     def __init__(
         self,
@@ -99,10 +103,13 @@ class _Pending:
         options: JobOptions,
         deferred: Deferred[Any],
         on_start: Callable[[], None] | None = None,
+        refs: tuple[Ref, ...] = (),
     ) -> None:
         self.job_id = job_id
         self.fn = fn
         self.args = args
+        #: The Refs its arguments name: held (alive) until it ends.
+        self.refs = refs
         self.options = options
         self.deferred = deferred
         self.sent = False
@@ -189,6 +196,9 @@ class Client:
         self._ids = count(1)
         self._pending: dict[int, _Pending] = {}
         self._sent_functions: set[bytes] = set()
+        #: What put() made, and which of it the current connection has.
+        self.refs = RefTable(scheduler(reactor))
+        self.refs.on_freed = self._free_data
         self._closed = False
         self._give_up_timer: Any = None
         self._default = options or JobOptions()
@@ -259,6 +269,7 @@ class Client:
             )
         self._protocol = proto
         self._sent_functions = set()
+        self.refs.sent = set()
         if self.share != 1.0:  # sent before the jobs below, in order
             proto.callRemote(SetShare, share=self.share).addErrback(lambda _: None)
         self._sender = BatchSender(proto, SubmitJobs, "jobs", self._encode, on_error=self._refused)
@@ -354,9 +365,23 @@ class Client:
 
         A Deferred among the arguments (or directly in a list, tuple or dict
         argument) is a dependency: the job is sent once it has fired, with
-        its result in its place (cwtx.client.dependencies).
+        its result in its place (cwtx.client.dependencies).  A Ref (from
+        :meth:`put`) anywhere among them arrives as its object.
         """
         return self._submit(self._default, fn, args, kwargs)
+
+    def put(self, obj: Any) -> Ref:
+        """Pickle ``obj`` once, for any number of jobs: a Ref to pass them.
+
+        Returns at once (an object that does not pickle raises here); the
+        data crosses the connection with the first job that names the Ref,
+        and reaches each worker once.  It is freed when the Ref is
+        dropped, and the jobs that name it have ended (docs/clients.md).
+        May be called from any thread.
+        """
+        if self._closed:
+            raise RuntimeError("this cwtx client is closed")
+        return self.refs.put(obj)
 
     def _submit(
         self, options: JobOptions, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -366,9 +391,7 @@ class Client:
         function = pickle_function(fn)
         waits_for = dependencies.find(args, kwargs, Deferred)
         if not waits_for:
-            return self.submit_pickled(
-                options, function, dependencies.pickle_arguments(args, kwargs)
-            )
+            return self.submit_pickled(options, function, dependencies.pickle_job(args, kwargs))
         held = dependencies.HeldDeferredJob(
             lambda arguments: self.submit_pickled(options, function, arguments),
             args,
@@ -382,10 +405,11 @@ class Client:
         self,
         options: JobOptions,
         function: FunctionDef,
-        arguments: bytes,
+        arguments: Arguments | bytes,
         on_start: Callable[[], None] | None = None,
     ) -> Deferred[Any]:
-        """Submit a job whose function and arguments are already pickled.
+        """Submit a job whose function and arguments are already pickled
+        (bytes, or :class:`~cwtx.client.refs.Arguments` with the Refs they name).
 
         The blocking APIs pickle in the caller's thread (so a bad argument
         raises there) and hand the bytes to the reactor thread; ``map``
@@ -395,15 +419,17 @@ class Client:
         """
         if self._closed:
             raise RuntimeError("this cwtx client is closed")
+        data, refs = arguments if isinstance(arguments, Arguments) else (arguments, ())
+        self.refs.check(refs)
         job_id = next(self._ids)
         deferred: Deferred[Any] = Deferred(lambda d: self._cancel(job_id))
-        pending = _Pending(job_id, function, arguments, options, deferred, on_start)
+        pending = _Pending(job_id, function, data, options, deferred, on_start, refs)
         self._pending[job_id] = pending
         if self._sender is not None:
             self._sender.add(pending)
         return deferred
 
-    def _encode(self, p: _Pending) -> tuple[dict[str, Any], dict[str, Payload]] | None:
+    def _encode(self, p: _Pending) -> BatchEncoded | None:
         if self._pending.get(p.job_id) is not p or p.sent:
             return None  # cancelled (or ended) before it was sent
         p.sent = True
@@ -417,6 +443,7 @@ class Client:
             "priority": o.priority,
             "resources": o.resources,
             "forward_output": int(o.forward_output),
+            "refs": b"",
         }
         code = EMPTY
         if p.fn.hash not in self._sent_functions:
@@ -424,7 +451,38 @@ class Client:
             fields["fn_env"], code = p.fn.env, Payload.of(p.fn.code)
         # The pickled arguments stay here until the job ends: a new master
         # after a restart needs them again.
-        return fields, {"fn_code": code, "args": Payload.of(p.args)}
+        payloads = {"fn_code": code, "args": Payload.of(p.args)}
+        if not p.refs:
+            return fields, payloads
+        refs = {ref.hash: ref for ref in p.refs}
+        fields["refs"] = b"".join(refs)
+        new = [ref for hash, ref in refs.items() if hash not in self.refs.sent]
+        if not new:
+            return fields, payloads
+        self.refs.sent.update(ref.hash for ref in new)
+        proto = self._protocol
+        assert proto is not None  # (a sender runs only while connected)
+        return fields, payloads, lambda: self._put_data(proto, new)
+
+    async def _put_data(self, proto: ClientProtocol, refs: list[Ref]) -> None:
+        """Send put data ahead of the first job record that names it; one
+        the master refuses stops the client, as refused jobs do."""
+        for ref in refs:
+            sent = await proto.blobs_out.call(
+                PutData, {"data": Payload.of(ref._data)}, ref=ref.hash
+            )
+            sent.addErrback(self._refused)
+
+    def _free_data(self, hashes: list[bytes]) -> None:
+        """(reactor thread) The last Refs to this data, sent over this
+        connection, are gone: the master may free it.  (No PutData for it
+        can follow: the jobs, and the sending, that need it hold a Ref.)"""
+        proto = self._protocol
+        if proto is None:
+            return  # the next connection starts with none
+        for start in range(0, len(hashes), MAX_FREE):
+            refs = b"".join(hashes[start : start + MAX_FREE])
+            proto.callRemote(FreeData, refs=refs).addErrback(lambda _: None)
 
     def _cancel(self, job_id: int) -> None:
         # A Deferred calls its canceller only before it has fired, and a job

@@ -27,7 +27,8 @@ from cwtx.client.blocking import (
 from cwtx.client.client import Client, ForwardOutput, JobOptions, check_forward_output
 from cwtx.client.connect import CONNECT_TIMEOUT, RECONNECT_TIMEOUT
 from cwtx.client.options import check_share
-from cwtx.client.serialize import pickle_arguments, pickle_function
+from cwtx.client.refs import Ref, pickle_arguments
+from cwtx.client.serialize import pickle_function
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 
 
@@ -116,6 +117,7 @@ class ClientThread:
             raise RuntimeError("call start() (or use `with`) before submit()")
         check_not_exiting()
         fn, arguments = pickle_function(func), pickle_arguments(args, kwargs)
+        client.refs.check(arguments.refs)
         with self._cond:
             self._active += 1
         reactor = reactor_thread.reactor_thread()
@@ -128,6 +130,15 @@ class ClientThread:
             lambda result: self._results.put((jobid, result)),
         )
         return jobid
+
+    def put(self, obj: Any) -> Ref:
+        """Pickle ``obj`` once, for any number of jobs: a :class:`cwtx.Ref`
+        to pass them as an argument, which each gets as the object (see
+        ClusterExecutor.put)."""
+        client = self._client
+        if client is None:
+            raise RuntimeError("call start() (or use `with`) before put()")
+        return client.put(obj)
 
     @property
     def pending(self) -> int:

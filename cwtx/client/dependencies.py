@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import io
 from collections import ChainMap
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import cloudpickle
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
 from cwtx._errors import DependencyFailed
+from cwtx.client import refs
 from cwtx.client.errors import JobCancelled
-from cwtx.wire.names import PICKLE_PROTOCOL
+from cwtx.client.refs import Arguments, RefPickler
 
 #: What a dependency may be, for either client.
 Kind = type | tuple[type, ...]
@@ -104,18 +103,22 @@ def refuse_to_pickle(cls: type) -> None:
     _REFUSED[cls] = _refuse
 
 
-class _Pickler(cloudpickle.CloudPickler):
-    """cloudpickle, refusing futures and Deferreds with a clear error."""
+class _Pickler(RefPickler):
+    """cloudpickle with Refs (``refs``), refusing futures and Deferreds
+    with a clear error."""
 
-    dispatch_table = ChainMap(_REFUSED, *cloudpickle.CloudPickler.dispatch_table.maps)
+    dispatch_table = ChainMap(_REFUSED, *RefPickler.dispatch_table.maps)
+
+
+def pickle_job(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Arguments:
+    """A job's pickled ``(args, kwargs)`` and the Refs they name; a Future
+    or Deferred left among them is a clear TypeError."""
+    return refs.pickle_arguments(args, kwargs, _Pickler)
 
 
 def pickle_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """A job's pickled ``(args, kwargs)``, as serialize.pickle_arguments,
-    but a Future or Deferred left among them is a clear TypeError."""
-    buffer = io.BytesIO()
-    _Pickler(buffer, protocol=PICKLE_PROTOCOL).dump((args, kwargs))
-    return buffer.getvalue()
+    """:func:`pickle_job`'s bytes alone."""
+    return pickle_job(args, kwargs).data
 
 
 def check_picklable(args: tuple[Any, ...], kwargs: dict[str, Any], kind: Kind) -> None:
@@ -207,7 +210,7 @@ class HeldDeferredJob:
 
     def __init__(
         self,
-        submit: Callable[[bytes], Deferred[Any]],
+        submit: Callable[[Arguments], Deferred[Any]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         dependencies: list[Deferred[Any]],
@@ -236,7 +239,7 @@ class HeldDeferredJob:
             return  # cancelled meanwhile
         (args, kwargs), self._call = self._call, None
         try:
-            job = self._submit(pickle_arguments(*substitute(args, kwargs, Deferred, values)))
+            job = self._submit(pickle_job(*substitute(args, kwargs, Deferred, values)))
         except Exception:
             self.deferred.errback(Failure())
             return

@@ -33,6 +33,7 @@ from cwtx.client.chunks import ChunkRunner
 from cwtx.client.client import ForwardOutput, JobOptions, check_forward_output, job_options
 from cwtx.client.connect import CONNECT_TIMEOUT, RECONNECT_TIMEOUT
 from cwtx.client.options import check_share
+from cwtx.client.refs import Arguments, Ref
 from cwtx.client.serialize import FunctionDef, pickle_function
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 
@@ -187,9 +188,24 @@ class ClusterExecutor(concurrent.futures.Executor):
 
         A Future among the arguments (or directly in a list, tuple or dict
         argument) is a dependency: the job is sent once it is done, with
-        its result in its place (docs/clients.md, Dependencies).
+        its result in its place (docs/clients.md, Dependencies).  A Ref
+        (from :meth:`put`) anywhere among them arrives as its object.
         """
         return self._submit(self._options, pickle_function(fn), args, kwargs)
+
+    def put(self, obj: Any) -> Ref:
+        """Pickle ``obj`` once, for any number of jobs: a :class:`cwtx.Ref`
+        to pass them as an argument, which each gets as the object.
+
+        Returns at once (an object that does not pickle raises here); the
+        data goes with the first job that names it, once per connection and
+        worker, and is freed once the Ref is dropped and the jobs that name
+        it have ended (docs/clients.md, Reused data).
+        """
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot put after shutdown")
+        return self._client.put(obj)
 
     def _submit(
         self,
@@ -206,7 +222,8 @@ class ClusterExecutor(concurrent.futures.Executor):
                 self._hold, future, options, fn, args, kwargs, waits_for
             )
             return future
-        arguments = dependencies.pickle_arguments(args, kwargs)
+        arguments = dependencies.pickle_job(args, kwargs)
+        self._client.refs.check(arguments.refs)
         future = self._new_future()
         reactor_thread.reactor_thread().callFromThread(self._start, future, options, fn, arguments)
         return future
@@ -220,7 +237,9 @@ class ClusterExecutor(concurrent.futures.Executor):
             self._pending[future] = None
         return future
 
-    def _start(self, future: _JobFuture, options: JobOptions, fn: FunctionDef, args: bytes) -> None:
+    def _start(
+        self, future: _JobFuture, options: JobOptions, fn: FunctionDef, args: Arguments
+    ) -> None:
         """(reactor thread) hand the job to the client, unless cancelled already."""
         if future.done():
             return
@@ -243,7 +262,7 @@ class ClusterExecutor(concurrent.futures.Executor):
             if future.done():
                 return  # cancelled while it waited
             try:
-                arguments = dependencies.pickle_arguments(
+                arguments = dependencies.pickle_job(
                     *dependencies.substitute(args, kwargs, Future, values)
                 )
             except Exception:

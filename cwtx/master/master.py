@@ -29,12 +29,13 @@ from cwtx.master.sessions import (
     MAX_CLIENT_JOBS,
     MAX_RESOURCES,
     ClientSession,
+    Data,
     Function,
     Job,
     WorkerSession,
 )
 from cwtx.master.status import snapshot
-from cwtx.wire.names import JobStatus, OutputStream, function_hash
+from cwtx.wire.names import JobStatus, OutputStream, data_hash, function_hash, split_hashes
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.resources import MAX_SHARE, MIN_SHARE
 from cwtx.wire.resources import decode as decode_resources
@@ -53,6 +54,8 @@ OUTPUT_STREAMS = frozenset(OutputStream)
 #: Characters of one TaskOutput record's text the master forwards, at most
 #: (a worker sends at most 8,192: worker.output.RECORD_TEXT).
 MAX_OUTPUT_TEXT = 8192
+#: Put data one job may name (its record must fit in one AMP value).
+MAX_JOB_REFS = 1000
 
 
 class Master:
@@ -104,6 +107,7 @@ class Master:
         session.max_jobs = self.max_client_jobs
         session.number = next(self._sessions)
         session.joined_at = self.now()
+        session.data_gone = self._data_gone
         self.clients.append(session)
         self.policy.add_client(session)
 
@@ -125,6 +129,7 @@ class Master:
         for job in list(session.jobs.values()):
             session.drop_job(job.job_id)
             self._abandon(job)
+        session.free_all_data()
         self.policy.remove_client(session)
         self.dispatch()
 
@@ -137,6 +142,35 @@ class Master:
             raise ProtocolError(f"function {fn.hex()[:16]}... does not match its code")
         session.add_function(Function(fn, env, code))
 
+    def put_data(self, session: ClientSession, ref: bytes, data: Payload) -> None:
+        """A client sends put data (a ``cwtx.Ref``): its hash must be its
+        content's, as workers cache it by hash across clients."""
+        held = session.data.get(ref)
+        if held is not None:
+            held.freed = False  # sent again after a free its jobs held back
+            return
+        if data_hash(data.pieces) != ref:
+            raise ProtocolError(f"put data {ref.hex()[:16]}... does not match its hash")
+        session.add_data(Data(ref, data))
+
+    def free_data(self, session: ClientSession, refs: list[bytes]) -> None:
+        """The client dropped these Refs: their data goes once no live job
+        of its names it (at once, for an honest client)."""
+        for ref in refs:
+            data = session.data.get(ref)
+            if data is not None:
+                session.free_data(data)
+
+    def _data_gone(self, data: Data) -> None:
+        """A session let go of put data: the workers that have it drop it,
+        unless another client holds the same bytes (cached by hash)."""
+        if any(data.hash in c.data for c in self.clients):
+            return
+        for worker in self.workers:
+            if data.hash in worker.data:
+                worker.data.discard(data.hash)
+                worker.deliver_free(data.hash)
+
     def submit(
         self,
         session: ClientSession,
@@ -148,10 +182,11 @@ class Master:
         priority: int = 0,
         resources: str = "{}",
         forward_output: bool = False,
+        refs: bytes = b"",
     ) -> None:
         """Queue a job (``max_retries`` -1: the master's default); a bad one
         ends at once with a clear error.  ``forward_output``: what it prints
-        goes to its client."""
+        goes to its client.  ``refs``: the put data it names (hashes, joined)."""
         if job_id in session.jobs:
             log.debug("client {c} resubmitted job {j}", c=session.name, j=job_id)
             return
@@ -159,6 +194,11 @@ class Master:
         if function is None:
             message = f"job {job_id} names function {fn.hex()}, never sent"
             self._refuse(session, job_id, "ProtocolError", message)
+            return
+        try:
+            data = self._job_data(session, job_id, refs) if refs else ()
+        except ValueError as e:
+            self._refuse(session, job_id, "ValueError", str(e))
             return
         if len(resources) > MAX_RESOURCES:
             n = len(resources)
@@ -192,11 +232,30 @@ class Master:
             resources=shape,
             needs=needs,
             forward_output=forward_output,
+            data=data,
         )
         session.add_job(job)
         self.policy.enqueue(job)
         if debugging(log):
             log.debug("job {job} of client {client} submitted", job=job_id, client=session.name)
+
+    @staticmethod
+    def _job_data(session: ClientSession, job_id: int, refs: bytes) -> tuple[Data, ...]:
+        """The put data a job names; ValueError if it names any its client
+        does not hold (never sent, or freed)."""
+        hashes = list(dict.fromkeys(split_hashes(refs)))
+        if len(hashes) > MAX_JOB_REFS:
+            raise ValueError(f"job {job_id} names {len(hashes)} put data (at most {MAX_JOB_REFS})")
+        found = []
+        for ref in hashes:
+            data = session.data.get(ref)
+            if data is None or data.freed:
+                raise ValueError(
+                    f"job {job_id} names put data {ref.hex()[:16]}... (a cwtx.Ref) "
+                    "that its client never sent, or freed"
+                )
+            found.append(data)
+        return tuple(found)
 
     @staticmethod
     def _refuse(session: ClientSession, job_id: int, kind: str, message: str) -> None:

@@ -17,6 +17,7 @@ from cwtx._errors import ProtocolError
 from cwtx.master.sessions import (
     MAX_RESOURCES,
     ClientSession,
+    Data,
     Job,
     OutputItem,
     ResultItem,
@@ -24,15 +25,18 @@ from cwtx.master.sessions import (
 )
 from cwtx.master.status import page as status_page
 from cwtx.wire.batch import BatchSender
+from cwtx.wire.batch import Encoded as BatchEncoded
 from cwtx.wire.commands import (
     BlobChunk,
     CancelJobs,
     CancelTasks,
+    FreeData,
     Heartbeat,
     JobOutput,
     JobResults,
     JobsStarted,
     LeaveWorker,
+    PutData,
     RegisterWorker,
     RunTasks,
     SetShare,
@@ -43,7 +47,7 @@ from cwtx.wire.commands import (
     TaskResults,
     TasksStarted,
 )
-from cwtx.wire.names import OutputStream, Role, dropped_notice
+from cwtx.wire.names import MAX_FREE, OutputStream, Role, dropped_notice, split_hashes
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import Guarded
 from cwtx.wire.resources import amounts
@@ -159,11 +163,27 @@ class ClientResponders(StatusResponders, BlobResponders):
                 priority=r["priority"],
                 resources=r["resources"],
                 forward_output=bool(r["forward_output"]),
+                refs=r["refs"],
             )
         self.master.dispatch()
         # Flow control: a client holding too much waits for this answer, and
         # its sender sends at most a few batches ahead of its answers.
         return self.session.when_below_limit().addCallback(lambda _: {})
+
+    @PutData.responder
+    def put_data(self, ref: bytes, data: bytes, data_blob: int) -> dict[str, Any]:
+        payload = self.connection.blobs_in.take(data, data_blob)
+        self.master.put_data(self.session, ref, payload)
+        return {}
+
+    @FreeData.responder
+    def free_data(self, refs: bytes) -> dict[str, Any]:
+        try:
+            hashes = split_hashes(refs)
+        except ValueError as e:
+            raise ProtocolError(str(e)) from None
+        self.master.free_data(self.session, hashes)
+        return {}
 
     @CancelJobs.responder
     def cancel(self, jobs: list[int]) -> dict[str, Any]:
@@ -255,6 +275,7 @@ class WorkerResponders(BlobResponders):
         self.sender: BatchSender[Job] = BatchSender(
             connection, RunTasks, "tasks", self._encode_task
         )
+        self._to_free: list[bytes] = []  # put data it is yet to be told to drop
 
     @RegisterWorker.responder
     def register(self, slots: int, resources: str) -> dict[str, Any]:
@@ -280,6 +301,7 @@ class WorkerResponders(BlobResponders):
             prefetch=self.master.prefetch,
             versions=self.connection.versions,
             deliver_take_back=self._take_back,
+            deliver_free=self._free,
         )
         self.session.origin = self.connection.origin
         self.session.heard_at = lambda: self.connection.last_seen
@@ -328,7 +350,7 @@ class WorkerResponders(BlobResponders):
         log.info("worker {name} is leaving", name=self.connection.name)
         return {}
 
-    def _encode_task(self, job: Job) -> Encoded | None:
+    def _encode_task(self, job: Job) -> BatchEncoded | None:
         worker = self.session
         if worker is None or job.ended or job.worker is not worker:
             return None  # cancelled, or moved on, before its turn came
@@ -342,12 +364,45 @@ class WorkerResponders(BlobResponders):
             "resources": job.resources,
             "order": job.order,
             "forward_output": int(job.forward_output),
+            "refs": b"",
         }
         code = EMPTY
         if job.fn.hash not in worker.functions:
             worker.functions.add(job.fn.hash)
             fields["fn_env"], code = job.fn.env, job.fn.code
-        return fields, {"fn_code": code, "args": job.args}
+        payloads = {"fn_code": code, "args": job.args}
+        if not job.data:
+            return fields, payloads
+        fields["refs"] = b"".join(data.hash for data in job.data)
+        new = [data for data in job.data if data.hash not in worker.data]
+        if not new:
+            return fields, payloads
+        worker.data.update(data.hash for data in new)
+        return fields, payloads, lambda: self._put_data(new)
+
+    async def _put_data(self, new: list[Data]) -> None:
+        """Send put data the worker lacks, ahead of the task that names it."""
+        for data in new:
+            sent = await self.connection.blobs_out.call(PutData, {"data": data.data}, ref=data.hash)
+            sent.addErrback(lambda _: None)  # (lost: the worker is gone)
+
+    def _free(self, ref: bytes) -> None:
+        """Tell the worker to drop put data, with the others freed in this
+        turn, once what is queued for it is on its way (put data streamed
+        for a task already queued must not arrive after its free)."""
+        if not self._to_free:
+            self.connection.clock.callLater(0, self._send_free)
+        self._to_free.append(ref)
+
+    def _send_free(self) -> None:
+        refs, self._to_free = self._to_free, []
+
+        def send(_: Any) -> None:
+            for start in range(0, len(refs), MAX_FREE):
+                chunk = b"".join(refs[start : start + MAX_FREE])
+                self.connection.callRemote(FreeData, refs=chunk).addErrback(lambda _: None)
+
+        self.sender.flushed().addCallback(send)
 
     def _send_cancel(self, task: int) -> None:
         # Sent after any RunTasks batch already on the wire; a record still

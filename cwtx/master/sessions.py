@@ -34,6 +34,9 @@ MAX_UNANSWERED_SUBMITS = 16
 FUNCTION_OVERHEAD = 256
 #: What a result waiting to be sent costs besides its value and error text.
 RESULT_OVERHEAD = 128
+#: What put data costs besides its bytes, as counted (about what its
+#: objects take: so that a million tiny puts count for something).
+DATA_OVERHEAD = 512
 
 #: (Python, cloudpickle) of a peer that did not say (tests): matches anything.
 UNKNOWN_VERSIONS = ("?", "?")
@@ -44,6 +47,21 @@ class Function:
     hash: bytes
     env: str
     code: Payload
+
+
+@dataclass(eq=False)
+class Data:
+    """Put data (a client's ``cwtx.Ref``), kept while its client holds the
+    Ref or a live job of its names it."""
+
+    hash: bytes
+    data: Payload
+    users: int = 0  # live jobs of its client that name it
+    freed: bool = False  # its client dropped the Ref: it goes once users is 0
+
+    @property
+    def size(self) -> int:
+        return self.data.size + DATA_OVERHEAD
 
 
 @dataclass(eq=False)
@@ -78,6 +96,7 @@ class Job:
     sent_at: float = 0.0  # when the master gave it to its current worker
     announced: bool = False  # its client was told it started
     forward_output: bool = False  # what it prints goes to its client
+    data: tuple[Data, ...] = ()  # the put data its arguments name
 
     @property
     def shape(self) -> str:
@@ -122,6 +141,12 @@ class ClientSession:
         self.versions = versions  # (python, cloudpickle)
         self.number = 0  # the master's number for this session (set when added)
         self.functions: dict[bytes, Function] = {}
+        #: Its put data, by hash; and what it counts against its limit.
+        self.data: dict[bytes, Data] = {}
+        self.data_bytes = 0
+        #: Told of put data this session no longer holds (the master drops
+        #: it at workers that have it, unless another client holds it too).
+        self.data_gone: Callable[[Data], None] = lambda data: None
         self.jobs: dict[int, Job] = {}
         self.held_bytes = 0  # argument bytes of the jobs it has not seen end
         self.function_bytes = 0  # bytes of the functions it has sent
@@ -142,6 +167,8 @@ class ClientSession:
     def add_job(self, job: Job) -> None:
         self.jobs[job.job_id] = job
         self.held_bytes += _job_size(job)
+        for data in job.data:
+            data.users += 1
 
     def drop_job(self, job_id: int) -> Job | None:
         """The job leaves this client's table (it ended, or was cancelled):
@@ -151,6 +178,11 @@ class ClientSession:
         if job is not None:
             self.held_bytes -= _job_size(job)
             job.args = EMPTY
+            for data in job.data:
+                data.users -= 1
+                if data.freed and not data.users:
+                    self._forget(data)
+            job.data = ()
             if job.worker is not None:
                 self.assigned -= 1
                 if job.started:
@@ -195,8 +227,38 @@ class ClientSession:
         self.functions[function.hash] = function
         self.function_bytes += size
 
+    def add_data(self, data: Data) -> None:
+        """Keep put data; its bytes count against the client's limit until
+        it is freed."""
+        if self.function_bytes + self.data_bytes + data.size > self.max_bytes:
+            raise ProtocolError(
+                f"this client's functions and put data would hold over {self.max_bytes} "
+                "bytes at the master"
+            )
+        self.data[data.hash] = data
+        self.data_bytes += data.size
+
+    def free_data(self, data: Data) -> None:
+        """The client dropped its Ref: the data goes now, or once no live
+        job names it."""
+        data.freed = True
+        if not data.users:
+            self._forget(data)
+
+    def free_all_data(self) -> None:
+        """The session ended."""
+        for data in list(self.data.values()):
+            self._forget(data)
+
+    def _forget(self, data: Data) -> None:
+        if self.data.get(data.hash) is data:
+            del self.data[data.hash]
+            self.data_bytes -= data.size
+            self._release()
+            self.data_gone(data)
+
     def over_limit(self) -> bool:
-        held = self.held_bytes + self.function_bytes + self.unsent_bytes
+        held = self.held_bytes + self.function_bytes + self.data_bytes + self.unsent_bytes
         return held > self.max_bytes or len(self.jobs) + self.unsent > self.max_jobs
 
     def when_below_limit(self) -> Deferred[None]:
@@ -233,6 +295,7 @@ class WorkerSession:
         prefetch: int = DEFAULT_PREFETCH,
         versions: tuple[str, str] = UNKNOWN_VERSIONS,
         deliver_take_back: Callable[[list[int]], Deferred[list[int]]] | None = None,
+        deliver_free: Callable[[bytes], None] = lambda ref: None,
     ) -> None:
         """``resources``: the amounts it offers, checked (``wire.resources``)."""
         self.name = name
@@ -244,8 +307,11 @@ class WorkerSession:
         self.deliver_cancel = deliver_cancel
         #: Ask it to hand back tasks it has not started: a Deferred of those it did.
         self.deliver_take_back = deliver_take_back or (lambda tasks: succeed([]))
+        #: Tell it to drop put data no job needs any more.
+        self.deliver_free = deliver_free
         self.running: dict[int, Job] = {}  # by task id: sent or about to be
         self.functions: set[bytes] = set()  # hashes already sent to it
+        self.data: set[bytes] = set()  # put data sent to it and not freed there
         self.leaving = False  # shutting down: no new tasks
         self.joined_at = 0.0  # on the master's clock
         self.done = 0  # jobs that ended here with a value

@@ -6,7 +6,7 @@ million round trips, and a bounded number of batches in flight.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import txaio
@@ -29,8 +29,14 @@ BATCH_BYTES = 60_000
 #: Batches sent but not yet acknowledged.
 BATCH_WINDOW = 4
 
-#: An encoder turns a queued item into (fields, payloads), or None to skip it.
-Encoder = Callable[[T], "tuple[dict[str, Any], dict[str, Payload]] | None"]
+#: What must reach the peer ahead of a record (put data it names): awaited
+#: before the record joins a batch.
+Before = Callable[[], Awaitable[Any]]
+#: An encoder turns a queued item into (fields, payloads), or None to skip
+#: it; or into (fields, payloads, before).
+Fields = dict[str, Any]
+Encoded = tuple[Fields, dict[str, Payload]] | tuple[Fields, dict[str, Payload], Before]
+Encoder = Callable[[T], "Encoded | None"]
 
 
 def _abort(amp: AMP) -> None:
@@ -45,6 +51,9 @@ class BatchSender(Generic[T]):
     Items are encoded only when their turn comes (so an item cancelled while
     queued can be skipped), large payloads are streamed just before the batch
     that names them, and at most BATCH_WINDOW batches await their answer.
+    An encoder may also return what must reach the peer before its record
+    (``before``, a coroutine function: the put data a job names), which
+    runs when the record's turn comes.
     """
 
     def __init__(
@@ -169,7 +178,13 @@ class BatchSender(Generic[T]):
                     if not batch:
                         self._hand_up_to(self._popped)
                     continue
-                fields, payloads = encoded
+                fields, payloads = encoded[0], encoded[1]
+                if len(encoded) > 2:  # what must go ahead of this record
+                    if batch:  # (what it sends may be long: do not hold these back)
+                        inflight.append(self._send(batch))
+                        self._hand_up_to(self._popped - 1)
+                        batch, size = [], 0
+                    await encoded[2]()  # type: ignore[misc]
                 for name, payload in payloads.items():
                     if payload.size > INLINE_MAX and batch:
                         # Do not hold small records back behind a long stream.

@@ -12,7 +12,7 @@ from itertools import count, islice
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.protocols.amp import AMP, MAX_VALUE_LENGTH
+from twisted.protocols.amp import AMP, MAX_VALUE_LENGTH, Command
 
 from cwtx._errors import ProtocolError
 from cwtx.wire.commands import BlobChunk
@@ -111,3 +111,14 @@ class BlobSender:
         while inflight:
             await inflight.popleft()
         return b"", blob
+
+    async def call(
+        self, command: type[Command], payloads: dict[str, Payload], **fields: Any
+    ) -> Deferred[Any]:
+        """Call ``command`` with ``fields`` and, for each payload, its
+        ``<name>`` and ``<name>_blob`` arguments; return once big payloads
+        are streamed and the command is sent, with its answer's Deferred
+        (so that many small calls go without a round trip each)."""
+        for name, payload in payloads.items():
+            fields[name], fields[name + "_blob"] = await self.encode(payload)
+        return self._amp.callRemote(command, **fields)

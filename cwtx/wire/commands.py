@@ -28,6 +28,8 @@ PROTOCOL_ERRORS = {ProtocolError: b"PROTOCOL_ERROR"}
 #: time that hash goes over the connection.  ``max_retries`` -1: the master's
 #: default.  ``resources``: a JSON object.  ``forward_output`` 1: send the
 #: job's stdout and stderr lines back to the client (``JobOutput``).
+#: ``refs``: the put data (``PutData``) its arguments name, by hash, 32
+#: bytes each, joined.
 JOB_RECORD = [
     ("job", "int"),
     ("fn", "bytes"),
@@ -36,6 +38,7 @@ JOB_RECORD = [
     ("fn_code_blob", "int"),
     ("args", "bytes"),
     ("args_blob", "int"),
+    ("refs", "bytes"),
     ("timeout", "float"),
     ("max_retries", "int"),
     ("priority", "int"),
@@ -51,6 +54,8 @@ JOB_RECORD = [
 #: lowest order first (the master's fair-share order, so a task sent later
 #: may overtake tasks that wait in the worker's queue).  ``forward_output``
 #: 1: capture the task's stdout and stderr and send them (``TaskOutput``).
+#: ``refs``: as in JOB_RECORD; the master sends each worker their data
+#: (``PutData``) before the first task there that names them.
 TASK_RECORD = [
     ("task", "int"),
     ("session", "int"),
@@ -60,6 +65,7 @@ TASK_RECORD = [
     ("fn_code_blob", "int"),
     ("args", "bytes"),
     ("args_blob", "int"),
+    ("refs", "bytes"),
     ("timeout", "float"),
     ("resources", "text"),
     ("order", "float"),
@@ -174,6 +180,32 @@ class BlobChunk(Command):
         (b"blob", Integer()),
         (b"data", Chunks()),
     ]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+class PutData(Command):
+    """Client to master, and master to worker: keep this data (a pickled
+    object that jobs' arguments name, ``cwtx.Ref``) under ``ref``, the
+    SHA-256 of its bytes.  Sent once per connection, before the first job
+    (or task) record that names it."""
+
+    arguments = [
+        (b"ref", Bytes()),
+        (b"data", Bytes()),
+        (b"data_blob", Integer()),
+    ]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
+class FreeData(Command):
+    """Client to master: it dropped the Refs to this data (hashes, 32 bytes
+    each, joined); master to worker: no job needs it any more, drop it."""
+
+    arguments = [(b"refs", Bytes())]
     response = []
     errors = PROTOCOL_ERRORS
     fatalErrors = PROTOCOL_ERRORS
@@ -333,6 +365,8 @@ __all__ = [
     "Authenticate",
     "RegisterWorker",
     "BlobChunk",
+    "PutData",
+    "FreeData",
     "SubmitJobs",
     "CancelJobs",
     "JobResults",

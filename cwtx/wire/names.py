@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 
 #: Bumped whenever what crosses the wire changes; docs/protocol.md says what it is.
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 
 #: The pickle protocol for functions, arguments and results.
 PICKLE_PROTOCOL = 5
@@ -57,3 +57,27 @@ def function_hash(env: str, code: Iterable[bytes]) -> bytes:
     for piece in code:
         digest.update(piece)
     return digest.digest()
+
+
+#: Bytes of one SHA-256: functions and put data are named by one.
+HASH_SIZE = 32
+#: Hashes one FreeData command carries, at most (they are one AMP value).
+MAX_FREE = 60_000 // HASH_SIZE
+
+
+def data_hash(pieces: Iterable[bytes]) -> bytes:
+    """Put data's name on the wire (a ``cwtx.Ref``): the SHA-256 of its
+    pickle (given in pieces).  The master and the workers check it before
+    they keep the data: they cache it by this name, across clients."""
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    return digest.digest()
+
+
+def split_hashes(joined: bytes) -> list[bytes]:
+    """The hashes a ``refs`` field or argument holds, 32 bytes each, joined;
+    ValueError if its length is not a multiple of 32."""
+    if len(joined) % HASH_SIZE:
+        raise ValueError(f"{len(joined)} bytes of hashes is not a multiple of {HASH_SIZE}")
+    return [joined[i : i + HASH_SIZE] for i in range(0, len(joined), HASH_SIZE)]

@@ -32,6 +32,7 @@ from typing import Any
 import cloudpickle
 
 from cwtx.wire.names import PICKLE_PROTOCOL, JobStatus, OutputStream
+from cwtx.worker.data import DataCache
 from cwtx.worker.pipe import (
     HAND_BACK_AFTER,
     RESULT_FD,
@@ -202,6 +203,18 @@ class Child:
         self._send = send or (lambda parts: None)
         self._functions: dict[str, Any] = {}  # hash -> unpickled callable
         self._codes: dict[str, bytes] = {}  # hash -> pickle, until it loads
+        self.data = DataCache()  # put data (cwtx.Ref) that arguments name
+
+    def keep(self, header: dict[str, Any], parts: list[bytearray]) -> bool:
+        """Handle a message about put data (keep it, or forget some), if
+        that is what it is; it has no answer.  False for a task."""
+        if Header.DATA in header:
+            self.data.keep(header[Header.DATA], parts[0])
+        elif Header.FORGET in header:
+            self.data.forget(header[Header.FORGET])
+        else:
+            return False
+        return True
 
     def run(self, header: dict[str, Any], parts: list[bytearray]) -> tuple[dict[str, Any], bytes]:
         """Run one task: its header and [arguments(, function)]; the result's
@@ -232,7 +245,8 @@ class Child:
             self._functions[fn_hash] = fn
             del self._codes[fn_hash]
         try:
-            args, kwargs = pickle.loads(args_bytes)
+            with self.data.loading():
+                args, kwargs = pickle.loads(args_bytes)
         except BaseException as e:
             return _failure("the arguments could not be unpickled on the worker", e)
         del args_bytes
@@ -280,38 +294,51 @@ def _deaf_to_interrupts() -> None:
     signal.signal(signal.SIGINT, lambda signum, frame: None)
 
 
+#: Applies a message about put data (``Child.keep``): False for a task.
+Keep = Callable[[dict[str, Any], list[bytearray]], bool]
+
+
 class Tasks:
     """
     The tasks the child has read and not started, in order, and the result
     it has not sent yet.  That result goes when the child knows what it
     starts next, and names it (``next``), so the supervisor learns of the
     start with no message of its own.  Skipped tasks are dropped, and said
-    to be.
+    to be.  Put data to keep or forget waits among the tasks, and is
+    applied in order, as the tasks before it start.
     """
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, keep: Keep = lambda header, parts: False) -> None:
         self._send = send
+        self._keep = keep
         self._waiting: deque[tuple[dict[str, Any], list[bytearray]]] = deque()
         self._result: tuple[dict[str, Any], bytes] | None = None
 
     def take(self, message: list[bytearray]) -> None:
-        """A message from the supervisor: a task, or a skip."""
+        """A message from the supervisor: a task, put data, or a skip."""
         header = json.loads(message[0])
         if Header.SKIP not in header:
             self._waiting.append((header, message[1:]))
             return
         task = header[Header.SKIP]
         for waiting in self._waiting:
-            if waiting[0][Header.TASK] == task:
+            if waiting[0].get(Header.TASK) == task:
                 self._waiting.remove(waiting)
                 self._skipped(task)
                 return
         # (started already, or ended: the supervisor sees that it started)
 
     def hand_back(self) -> None:
-        """Drop every task waiting, and say so: the one running is long."""
-        while self._waiting:
-            self._skipped(self._waiting.popleft()[0][Header.TASK])
+        """Drop every task waiting, and say so: the one running is long.
+        (Put data stays, for the loop to apply: a task may be unpickling
+        its arguments yet.)"""
+        kept: deque[tuple[dict[str, Any], list[bytearray]]] = deque()
+        for header, parts in self._waiting:
+            if Header.TASK in header:
+                self._skipped(header[Header.TASK])
+            else:
+                kept.append((header, parts))
+        self._waiting = kept
 
     def _skipped(self, task: int) -> None:
         self._send([json.dumps({Header.SKIPPED: task}).encode()])
@@ -322,7 +349,12 @@ class Tasks:
 
     def next(self) -> tuple[dict[str, Any], list[bytearray]] | None:
         """The task to start now, if any; sends the last result first."""
-        task = self._waiting.popleft() if self._waiting else None
+        task = None
+        while self._waiting:
+            header, parts = self._waiting.popleft()
+            if not self._keep(header, parts):
+                task = (header, parts)
+                break
         if self._result is not None:
             reply, value = self._result
             self._result = None
@@ -405,7 +437,8 @@ def main() -> None:
         with lock:
             write_message(results, parts)
 
-    runner = Runner(Child(send), MessageReader.of_fd(TASK_FD), Tasks(send))
+    child = Child(send)
+    runner = Runner(child, MessageReader.of_fd(TASK_FD), Tasks(send, child.keep))
     threading.Thread(target=runner.watch, name="cwtx-watch", daemon=True).start()
     runner.serve()
 

@@ -11,9 +11,13 @@ A message is a list of parts: a 4-byte part count, then for each part an
 :class:`Header`); the others are payloads.
 
 To the child: a task is [header, arguments] plus the function's pickle the
-first time this child sees that function; a skip is [{"skip": task id}].
-From the child: a result is [header, value]; output a task printed is
-[{"task", "stream"}, bytes]; a skipped task is [{"skipped": task id}].
+first time this child sees that function; a skip is [{"skip": task id}];
+put data is [{"data": hash}, pickle], ahead of the first task that names
+it; put data to forget is [{"forget": hashes}].  The last three have no
+answer, and the child applies put data in the order written, among the
+tasks it starts.  From the child: a result is [header, value]; output a
+task printed is [{"task", "stream"}, bytes]; a skipped task is
+[{"skipped": task id}].
 
 The supervisor writes a few tasks ahead (``slot.PIPELINE_DEPTH``), so the
 child starts the next one as soon as one ends, without waiting for a round
@@ -72,6 +76,8 @@ class Header(StrEnum):
     NEXT = "next"  # from the child, in a result: the task it started right after
     SKIP = "skip"  # to the child: do not start this task (alone in its header)
     SKIPPED = "skipped"  # from the child: it dropped this task unstarted (asked, or handing back)
+    DATA = "data"  # to the child: keep the put data that follows (SHA-256 in hex); no answer
+    FORGET = "forget"  # to the child: drop these put data (SHA-256s in hex); no answer
 
 
 _COUNT = struct.Struct("!I")

@@ -178,6 +178,8 @@ class Task:
     started_at: float = 0.0  # when it started in a slot (the reactor's clock)
     arrival: int = 0  # the worker's count when it came (its place among equal orders)
     forward_output: bool = False  # send what it prints to its client
+    #: The put data its arguments name, (hash, pickle), until the child has it.
+    data: list[tuple[bytes, Payload]] = field(default_factory=list)
     output_sent: bool = False  # some of its output went to the master
     output_dropped: int = 0  # lines dropped since (the master was slow to take them)
 
@@ -226,6 +228,8 @@ class Slot(ProcessProtocol):
         self._began_at = 0.0  # when the current task started
         self._last_run: float | None = None  # seconds the last task ran (None: none yet)
         self._known: set[bytes] = set()  # functions this child has
+        self._data: set[bytes] = set()  # put data this child has
+        self._forgotten: list[bytes] = []  # put data it is yet to be told to drop
         self._decoder = MessageDecoder()
         self._kill_reason: str | None = None
         self._timer: IDelayedCall | None = None
@@ -262,6 +266,7 @@ class Slot(ProcessProtocol):
     def start(self) -> None:
         self._decoder = MessageDecoder()
         self._known = set()
+        self._data, self._forgotten = set(), []
         self.session = None
         self._recycling = False
         self._kill_reason = None
@@ -281,9 +286,11 @@ class Slot(ProcessProtocol):
         _widen_pipes(self.transport)
 
     def run(self, task: Task) -> None:
-        """Send a task to the child, with its function if the child lacks
-        it: it starts at once if the child is idle, else after those before it."""
+        """Send a task to the child, with its function and the put data it
+        names if the child lacks them: it starts at once if the child is
+        idle, else after those before it."""
         assert self.free or self.room > 0
+        self._tell_forgotten()
         self.session = task.session
         header: dict[str, Any] = {
             Header.TASK: task.task,
@@ -298,7 +305,7 @@ class Slot(ProcessProtocol):
         if task.fn not in self._known:
             parts.append(task.code)
             self._known.add(task.fn)
-        _write_pieces(self.transport, TASK_FD, encode_message(parts))
+        _write_pieces(self.transport, TASK_FD, self._data_messages(task) + encode_message(parts))
         if self.current is None:
             self._begin(task)
         else:
@@ -308,7 +315,8 @@ class Slot(ProcessProtocol):
         """The child started ``task``: arm its timeout, report it."""
         self.current = task
         self._began_at = self._clock.seconds()
-        task.args = EMPTY  # it will not be sent again; the master keeps it for retries
+        # It will not be sent again; the master keeps it for retries.
+        task.args, task.data = EMPTY, []
         if self._skips.pop(task.task, None) == JobStatus.CANCELLED:
             self.kill(JobStatus.CANCELLED)  # its skip came too late
             return
@@ -336,6 +344,37 @@ class Slot(ProcessProtocol):
         """Skip every task written ahead (the worker is leaving)."""
         for task in list(self.queued):
             self.skip(task, reason)
+
+    def _data_messages(self, task: Task) -> list[Any]:
+        """The put data the task names that this child lacks, one message
+        each, to go just before the task (in the same write: in order)."""
+        pieces: list[Any] = []
+        for ref, data in task.data:
+            if ref not in self._data:
+                self._data.add(ref)
+                header = json.dumps({Header.DATA: ref.hex()}).encode("utf-8")
+                pieces += encode_message([header, data])
+        return pieces  # (task.data is kept until it starts: sent again if its child dies first)
+
+    def forget(self, refs: list[bytes]) -> None:
+        """This put data is freed: the child drops it now if it is idle,
+        else once its task ends (it applies put data in order among the
+        tasks written ahead, so none written before loses what it names)."""
+        had = [ref for ref in refs if ref in self._data]
+        self._data.difference_update(had)
+        self._forgotten += had
+        if self.current is None:
+            self._tell_forgotten()
+
+    def _tell_forgotten(self) -> None:
+        if self._forgotten and self._running and not self._stopping:
+            refs = [ref.hex() for ref in self._forgotten]
+            header = json.dumps({Header.FORGET: refs}).encode("utf-8")
+            try:  # (behind a big task message still being written, if any)
+                _write_pieces(self.transport, TASK_FD, encode_message([header]))
+            except (KeyError, OSError):
+                pass  # its pipe is gone: the child is, or soon, and a fresh one has none
+        self._forgotten = []
 
     def recycle(self) -> None:
         """Replace an idle child with a fresh one (it is not free meanwhile):
@@ -411,6 +450,7 @@ class Slot(ProcessProtocol):
         else:
             assert task is not None
             self._end_current()
+            self._tell_forgotten()
             self._quick_deaths = 0
             self._last_run = self._clock.seconds() - self._began_at
             self._on_result(task, status, value, error)

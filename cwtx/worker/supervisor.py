@@ -25,7 +25,9 @@ from cwtx.wire import handshake as auth
 from cwtx.wire.batch import BatchSender
 from cwtx.wire.commands import (
     CancelTasks,
+    FreeData,
     LeaveWorker,
+    PutData,
     RegisterWorker,
     RunTasks,
     TakeBackTasks,
@@ -33,7 +35,15 @@ from cwtx.wire.commands import (
     TaskResults,
     TasksStarted,
 )
-from cwtx.wire.names import JobStatus, OutputStream, Role, dropped_notice, function_hash
+from cwtx.wire.names import (
+    JobStatus,
+    OutputStream,
+    Role,
+    data_hash,
+    dropped_notice,
+    function_hash,
+    split_hashes,
+)
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
 from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
@@ -120,6 +130,16 @@ class WorkerProtocol(Peer):
         self.worker.cancel(tasks)
         return {}
 
+    @PutData.responder
+    def _put_data(self, ref: bytes, data: bytes, data_blob: int) -> dict[str, Any]:
+        self.worker.put_data(ref, self.blobs_in.take(data, data_blob))
+        return {}
+
+    @FreeData.responder
+    def _free_data(self, refs: bytes) -> dict[str, Any]:
+        self.worker.free_data(split_hashes(refs))
+        return {}
+
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
         self.results.stop()
@@ -171,6 +191,8 @@ class Worker(Service):
             for i in range(slots)
         ]
         self.functions: dict[bytes, tuple[str, Payload]] = {}
+        #: Put data (cwtx.Ref) the master sent, by hash, until it frees it.
+        self.data: dict[bytes, Payload] = {}
         #: Tasks waiting for a slot, lowest order first (then as they came).
         self.queue: list[tuple[float, int, Task]] = []
         self._arrivals = count()
@@ -255,6 +277,7 @@ class Worker(Service):
         self._settle_all_taking()
         self.cancelled_early.clear()
         self.functions.clear()
+        self.free_data(list(self.data))  # (a new session with the master sends it again)
         for slot in self.slots:
             slot.kill("abandoned")
 
@@ -274,8 +297,14 @@ class Worker(Service):
         try:
             code = proto.blobs_in.take(record["fn_code"], record["fn_code_blob"])
             args = proto.blobs_in.take(record["args"], record["args_blob"])
+            refs = split_hashes(record["refs"])
         except ValueError as e:
             self._end(task_id, JobStatus.ERROR, str(e), "ProtocolError")
+            return
+        missing = [ref for ref in refs if ref not in self.data]
+        if missing:
+            message = f"put data {missing[0].hex()[:16]}... was never sent"
+            self._end(task_id, JobStatus.ERROR, message, "ProtocolError")
             return
         if code.size:
             if function_hash(record["fn_env"], code.pieces) != fn:
@@ -306,9 +335,27 @@ class Worker(Service):
             needs=needs,
             forward_output=bool(record["forward_output"]),
             arrival=next(self._arrivals),
+            data=[(ref, self.data[ref]) for ref in refs],
         )
         self.tasks[task_id] = task
         bisect.insort(self.queue, (task.order, task.arrival, task))
+
+    def put_data(self, ref: bytes, data: Payload) -> None:
+        """Keep put data for the tasks that will name it, if it is what its
+        hash says (it is cached by hash, across clients); else tasks that
+        name it end with an error."""
+        if data_hash(data.pieces) != ref:
+            log.error("worker {name}: put data does not match its hash", name=self.name)
+            return
+        self.data[ref] = data
+
+    def free_data(self, refs: list[bytes]) -> None:
+        """No task will name this put data any more: drop it, here and in
+        the slots' children.  (A task queued here keeps what it names.)"""
+        for ref in refs:
+            self.data.pop(ref, None)
+        for slot in self.slots:
+            slot.forget(refs)
 
     def dispatch(self) -> None:
         """Start waiting tasks in free slots, lowest order first; a task

@@ -97,6 +97,7 @@ def job(job_id: int, fn: bytes, env: str = "", code: bytes = b"", code_blob: int
         "fn_code_blob": code_blob,
         "args": b"",
         "args_blob": 0,
+        "refs": b"",
         "timeout": 0.0,
         "max_retries": -1,
         "priority": 0,

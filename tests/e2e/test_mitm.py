@@ -115,6 +115,7 @@ def test_a_worker_behind_a_fake_master_runs_nothing_it_sends(master, tmp_path):
                 "fn_code_blob": 0,
                 "args": pickle_arguments((str(marker),), {}),
                 "args_blob": 0,
+                "refs": b"",
                 "timeout": 0.0,
                 "resources": "{}",
                 "order": 0.0,
