@@ -304,8 +304,11 @@ class Tasks:
     it has not sent yet.  That result goes when the child knows what it
     starts next, and names it (``next``), so the supervisor learns of the
     start with no message of its own.  Skipped tasks are dropped, and said
-    to be.  Put data to keep or forget waits among the tasks, and is
-    applied in order, as the tasks before it start.
+    to be, except the first task read while idle: the supervisor counts it
+    as started (it had a result without ``next``, or wrote it to an idle
+    child), so a skip read with it comes too late.  Put data to keep or
+    forget waits among the tasks, and is applied in order, as the tasks
+    before it start.
     """
 
     def __init__(self, send: Send, keep: Keep = lambda header, parts: False) -> None:
@@ -313,14 +316,20 @@ class Tasks:
         self._keep = keep
         self._waiting: deque[tuple[dict[str, Any], list[bytearray]]] = deque()
         self._result: tuple[dict[str, Any], bytes] | None = None
+        self._idle = True  # nothing waits, nothing runs: the next task read starts
+        self._committed: int | None = None  # that task, until it starts
 
     def take(self, message: list[bytearray]) -> None:
         """A message from the supervisor: a task, put data, or a skip."""
         header = json.loads(message[0])
         if Header.SKIP not in header:
             self._waiting.append((header, message[1:]))
+            if self._idle and Header.TASK in header:
+                self._idle, self._committed = False, header[Header.TASK]
             return
         task = header[Header.SKIP]
+        if task == self._committed:
+            return  # too late: the supervisor counts it as started
         for waiting in self._waiting:
             if waiting[0].get(Header.TASK) == task:
                 self._waiting.remove(waiting)
@@ -355,6 +364,7 @@ class Tasks:
             if not self._keep(header, parts):
                 task = (header, parts)
                 break
+        self._idle, self._committed = task is None, None
         if self._result is not None:
             reply, value = self._result
             self._result = None

@@ -187,3 +187,16 @@ def test_the_watch_leaves_the_loop_alone_while_it_holds_the_lock():
     runner._lock.acquire()  # the task just ended: the loop has the reader
     runner.check(1e9)
     assert sent == []
+
+
+def test_a_task_read_while_idle_starts_even_if_its_skip_came_with_it():
+    """After a result without next, the supervisor counts the next task it
+    wrote as started: the child must start it, though a skip written after
+    it (a take-back that crossed the result) arrives in the same read."""
+    sent = []
+    reader = ScriptedReader(
+        waits=[[task_message(1, abs, -1)], [task_message(2, abs, -2), skip_message(2)], None],
+        polls=[[], []],
+    )
+    Runner(Child(sent.append), reader, Tasks(sent.append)).serve()
+    assert headers(sent) == [{"status": "ok", "task": 1}, {"status": "ok", "task": 2}]
