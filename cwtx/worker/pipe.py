@@ -25,7 +25,8 @@ trip.  The child runs them in the order written.  A result's header names
 the task the child started right after it (``next``), so the supervisor
 learns of the start without a message of its own; a result without
 ``next`` means the child had nothing more when it sent it, and it starts
-the next task written as soon as that arrives.
+the next task written as soon as that arrives (whatever skip for it comes
+with it: that task counts as started).
 
 A task written ahead is not started yet, and the supervisor may want it
 back: a skip asks the child not to start it.  Before starting each task
