@@ -1,21 +1,22 @@
 """
 What the master knows of each peer and each job: a client's session (its
 functions, its queue, its live jobs, its flow-control limits), a worker's
-session (its slots and the tasks sent to it), and the jobs themselves.
-No I/O: a session is handed ``deliver`` callables by its connection.
+session (its slots and the tasks sent to it); the jobs themselves are
+``jobs``.  No I/O: a session is handed ``deliver`` callables by its connection.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
 from cwtx._errors import ProtocolError
+from cwtx.master.jobs import Job, Options, Task
 from cwtx.wire.names import JobStatus
-from cwtx.wire.payload import EMPTY, Payload
+from cwtx.wire.payload import Data, size_of
 from cwtx.wire.resources import MAX_RESOURCES as MAX_RESOURCES
 
 DEFAULT_MAX_RETRIES = 3
@@ -43,64 +44,17 @@ UNKNOWN_VERSIONS = ("?", "?")
 class Function:
     hash: bytes
     env: str
-    code: Payload
-
-
-@dataclass(eq=False)
-class Job:
-    """A client's job, from submission until it ends for the client."""
-
-    client: ClientSession
-    job_id: int
-    fn: Function
-    args: Payload
-    timeout: float = 0.0
-    max_retries: int = DEFAULT_MAX_RETRIES
-    priority: int = 0
-    resources: str = "{}"  # as sent: the canonical text of ``needs`` (its shape)
-    needs: dict[str, float] = field(default_factory=dict)
-    attempts: list[dict[str, str]] = field(default_factory=list)
-    worker: WorkerSession | None = None
-    task: int = 0  # the task id of its current attempt
-    sent: bool = False  # its RunTasks record went out to the worker
-    ended: bool = False
-    # Kept by the policy:
-    order: float = 0.0  # the worker starts its waiting tasks lowest order first
-    vstart: float = 0.0  # its client's pass when it was sent
-    started: bool = False  # this attempt's worker reported it started
-    started_at: float = 0.0
-    reclaiming: bool = False  # asked back from its worker, answer pending
-    kept: bool = False  # its worker did not hand it back, ASKS times: not asked again
-    asks: int = 0  # take-backs its worker answered without it, this attempt
-    taker: WorkerSession | None = None  # taken back for this worker: it goes there
-    reclaim_by: Any = None  # the take-back (policy.TakeBack) that asked for it
-    losses: int = 0  # workers lost while it was on them, started or not
-    sent_at: float = 0.0  # when the master gave it to its current worker
-    announced: bool = False  # its client was told it started
-    forward_output: bool = False  # what it prints goes to its client
-
-    @property
-    def shape(self) -> str:
-        return self.resources
-
-    @property
-    def queued(self) -> bool:
-        return self.worker is None and not self.ended
+    code: Data
 
 
 #: What the master hands a client session to send: (job id, status, value, error).
-ResultItem = tuple[int, JobStatus, Payload, str]
+ResultItem = tuple[int, JobStatus, Data, str]
 #: Lines a job printed, to send its client: (job id, worker, stream, text).
 OutputItem = tuple[int, str, str, str]
 
 
-def _job_size(job: Job) -> int:
-    """What a job counts for against its client's bytes."""
-    return job.args.size + len(job.resources)
-
-
 def _result_size(item: ResultItem) -> int:
-    return item[2].size + len(item[3]) + RESULT_OVERHEAD
+    return size_of(item[2]) + len(item[3]) + RESULT_OVERHEAD
 
 
 class ClientSession:
@@ -123,6 +77,9 @@ class ClientSession:
         self.number = 0  # the master's number for this session (set when added)
         self.functions: dict[bytes, Function] = {}
         self.jobs: dict[int, Job] = {}
+        #: Its jobs' options, shared by the jobs that asked for the same
+        #: (timeout, max_retries, priority, resources, forward_output).
+        self.options: dict[tuple[Any, ...], Options] = {}
         self.held_bytes = 0  # argument bytes of the jobs it has not seen end
         self.function_bytes = 0  # bytes of the functions it has sent
         # Results handed to its connection and not yet sent: a client that
@@ -141,7 +98,7 @@ class ClientSession:
 
     def add_job(self, job: Job) -> None:
         self.jobs[job.job_id] = job
-        self.held_bytes += _job_size(job)
+        self.held_bytes += size_of(job.args) + len(job.options.resources)  # (as drop_job)
 
     def drop_job(self, job_id: int) -> Job | None:
         """The job leaves this client's table (it ended, or was cancelled):
@@ -149,20 +106,21 @@ class ClientSession:
         the job (the policy skips it)."""
         job = self.jobs.pop(job_id, None)
         if job is not None:
-            self.held_bytes -= _job_size(job)
-            job.args = EMPTY
-            if job.worker is not None:
+            self.held_bytes -= size_of(job.args) + len(job.options.resources)
+            job.args = b""
+            if job.task is not None:
                 self.assigned -= 1
-                if job.started:
+                if job.task.started:
                     self.started -= 1
-            self._release()
+            if self._below:
+                self._release()
         return job
 
-    def assign(self, job: Job, worker: WorkerSession | None) -> None:
-        """Put one of this client's live jobs on a worker (None: back off it),
-        keeping count, so that ``queued`` costs nothing to ask."""
-        self.assigned += (worker is not None) - (job.worker is not None)
-        job.worker = worker
+    def assign(self, job: Job, task: Task | None) -> None:
+        """Put one of this client's live jobs on a worker as ``task`` (None:
+        back off it), keeping count, so that ``queued`` costs nothing to ask."""
+        self.assigned += (task is not None) - (job.task is not None)
+        job.task = task
 
     def deliver(self, item: ResultItem) -> None:
         """Hand a result to the connection; it counts against this client's
@@ -175,11 +133,12 @@ class ClientSession:
         """A result handed over by :meth:`deliver` has been sent."""
         self.unsent -= 1
         self.unsent_bytes -= _result_size(item)
-        self._release()
+        if self._below:
+            self._release()
 
     def _release(self) -> None:
         """Answer the SubmitJobs held back, if the client is below its limits now."""
-        if self._below and not self.over_limit():
+        if not self.over_limit():
             waiting, self._below = self._below, []
             for d in waiting:
                 d.callback(None)
@@ -187,7 +146,7 @@ class ClientSession:
     def add_function(self, function: Function) -> None:
         """Keep a client's function; its bytes count against the client's
         limit for as long as the session lasts."""
-        size = len(function.env) + function.code.size + FUNCTION_OVERHEAD
+        size = len(function.env) + size_of(function.code) + FUNCTION_OVERHEAD
         if self.function_bytes + size > self.max_bytes:
             raise ProtocolError(
                 f"this client's functions would hold over {self.max_bytes} bytes at the master"
@@ -227,7 +186,7 @@ class WorkerSession:
         self,
         name: str,
         slots: int,
-        deliver_run: Callable[[Job], None],
+        deliver_run: Callable[[Task], None],
         deliver_cancel: Callable[[int], None],
         resources: dict[str, float] | None = None,
         prefetch: int = DEFAULT_PREFETCH,
@@ -244,7 +203,7 @@ class WorkerSession:
         self.deliver_cancel = deliver_cancel
         #: Ask it to hand back tasks it has not started: a Deferred of those it did.
         self.deliver_take_back = deliver_take_back or (lambda tasks: succeed([]))
-        self.running: dict[int, Job] = {}  # by task id: sent or about to be
+        self.running: dict[int, Task] = {}  # by task id: sent or about to be
         self.functions: set[bytes] = set()  # hashes already sent to it
         self.leaving = False  # shutting down: no new tasks
         self.joined_at = 0.0  # on the master's clock

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.protocols.amp import AMP, Command
 
 from cwtx.wire.blobs import INLINE_MAX
-from cwtx.wire.payload import Payload
+from cwtx.wire.payload import Data, Payload
 
 if TYPE_CHECKING:
     from cwtx.wire.peer import Peer
@@ -30,7 +30,8 @@ BATCH_BYTES = 60_000
 BATCH_WINDOW = 4
 
 #: An encoder turns a queued item into (fields, payloads), or None to skip it.
-Encoder = Callable[[T], "tuple[dict[str, Any], dict[str, Payload]] | None"]
+#: A payload may be given as bytes.
+Encoder = Callable[[T], "tuple[dict[str, Any], dict[str, Data]] | None"]
 
 
 def _abort(amp: AMP) -> None:
@@ -171,6 +172,11 @@ class BatchSender(Generic[T]):
                     continue
                 fields, payloads = encoded
                 for name, payload in payloads.items():
+                    if type(payload) is bytes:
+                        if len(payload) <= INLINE_MAX:
+                            fields[name], fields[name + "_blob"] = payload, 0
+                            continue
+                        payload = Payload.of(payload)
                     if payload.size > INLINE_MAX and batch:
                         # Do not hold small records back behind a long stream.
                         inflight.append(self._send(batch))
