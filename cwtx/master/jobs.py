@@ -77,6 +77,7 @@ class Task:
     started: bool = False  # the worker reported it started
     started_at: float = 0.0
     # Kept by the policy, while it waits on its worker:
+    asked: bool = False  # it was asked back at least once (the fields below may be set)
     reclaiming: bool = False  # asked back from its worker, answer pending
     kept: bool = False  # its worker did not hand it back, ASKS times: not asked again
     asks: int = 0  # take-backs its worker answered without it

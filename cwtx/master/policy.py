@@ -60,7 +60,7 @@ def compatible(client: tuple[str, str], worker: tuple[str, str]) -> bool:
     """Can a worker unpickle what this client pickled?  Same Python
     major.minor and the same cloudpickle (its format is not promised to
     carry across versions).  Unknown versions (tests) match anything."""
-    if UNKNOWN_VERSIONS in (client, worker):
+    if client == worker or UNKNOWN_VERSIONS in (client, worker):
         return True
     short = [".".join(v[0].split(".")[:2]) for v in (client, worker)]
     return short[0] == short[1] and client[1] == worker[1]
@@ -455,7 +455,7 @@ class FairShare:
             return
         task.started = True
         task.started_at = now
-        if worker.waiting.pop(task, 0) is None:
+        if worker.waiting.pop(task, 0) is None and task.asked:
             self._left_waiting(task, worker)
         worker.started += 1
         self._vtime = max(self._vtime, task.vstart)
@@ -484,7 +484,7 @@ class FairShare:
                 self._rekey(client)
         if task.started:
             worker.started -= 1
-        elif worker.waiting.pop(task, 0) is None:
+        elif worker.waiting.pop(task, 0) is None and task.asked:
             self._left_waiting(task, worker)
         if not worker.leaving:
             self._free += 1
@@ -496,12 +496,13 @@ class FairShare:
                 worker.avail[name] += amount
         self._push_worker(worker)
         self._update(worker)
-        self._unpark(freed=worker)
+        if self._parked or self._parked_needs:
+            self._unpark(freed=worker)
 
     def _left_waiting(self, task: Task, worker: _Worker) -> None:
         """It no longer waits on ``worker`` (it started, or left): it stops
         counting as asked back there, as kept there, and as on its way to
-        the worker that asked for it."""
+        the worker that asked for it (only a task ever ``asked`` back can)."""
         if task.reclaiming:
             worker.reclaiming -= 1
             task.reclaiming = False
@@ -556,7 +557,7 @@ class FairShare:
                     continue
                 decision = TakeBack(victim.session, tasks, taker.session)
                 for t in tasks:
-                    t.reclaiming = True
+                    t.asked = t.reclaiming = True
                     t.reclaim_by = decision  # only its answer settles them
                 victim.reclaiming += len(tasks)
                 taker.expecting += len(tasks)
