@@ -466,11 +466,8 @@ class Master:
             log.info(text + "{also}", job=job.job_id, client=job.client.name, also=also, **fields)
 
     def _end(self, job: Job, status: JobStatus, value: Data, error: str) -> None:
-        self._job_debug(
-            job,
-            ENDED,
-            status=status,
-        )
+        if debugging(log):
+            self._job_debug(job, ENDED, status=status)
         job.ended = True
         job.client.drop_job(job.job_id)
         self.completed += 1
@@ -493,6 +490,7 @@ class Master:
         matches ends with a clear error.
         """
         now = self.now()
+        debug = debugging(log)  # (once, not per job)
         while (task := self.policy.next()) is not None:
             job = task.job
             if isinstance(task, Refuse):
@@ -504,12 +502,13 @@ class Master:
             job.client.assign(job, task)
             worker = task.worker
             worker.running[task.id] = task
-            self._job_debug(
-                job,
-                "job {job} of client {client} dispatched to worker {worker} as task {task}",
-                worker=worker.name,
-                task=task.id,
-            )
+            if debug:
+                self._job_debug(
+                    job,
+                    "job {job} of client {client} dispatched to worker {worker} as task {task}",
+                    worker=worker.name,
+                    task=task.id,
+                )
             worker.deliver_run(task)
         for steal in self.policy.steals():
             tasks = [task.id for task in steal.tasks]

@@ -54,7 +54,9 @@ OutputItem = tuple[int, str, str, str]
 
 
 def _result_size(item: ResultItem) -> int:
-    return size_of(item[2]) + len(item[3]) + RESULT_OVERHEAD
+    value = item[2]
+    size = len(value) if type(value) is bytes else value.size  # (size_of, inline: per job)
+    return size + len(item[3]) + RESULT_OVERHEAD
 
 
 class ClientSession:

@@ -61,8 +61,8 @@ Data = bytes | Payload
 
 
 def size_of(data: Data) -> int:
-    return len(data) if type(data) is bytes else data.size  # type: ignore[union-attr]
+    return len(data) if type(data) is bytes else data.size
 
 
 def pieces_of(data: Data) -> list[Any]:
-    return [data] if type(data) is bytes else data.pieces  # type: ignore[union-attr]
+    return [data] if type(data) is bytes else data.pieces
