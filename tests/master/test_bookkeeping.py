@@ -426,6 +426,24 @@ def test_a_job_keeps_the_options_it_was_submitted_with():
     )
 
 
+def test_jobs_that_ask_for_the_same_share_their_options_up_to_a_bound(monkeypatch):
+    from cwtx.master import master as master_module
+
+    monkeypatch.setattr(master_module, "MAX_SHARED_OPTIONS", 4)
+    m = Master()
+    c, _ = make_client(m)
+    submit(m, c, 1, priority=2)
+    submit(m, c, 2, priority=2)
+    submit(m, c, 3, priority=3)
+    assert c.jobs[1].options is c.jobs[2].options is not c.jobs[3].options
+    for job_id in range(4, 10):  # a client asking for ever other options
+        submit(m, c, job_id, timeout=float(job_id))
+    assert len(c.options) == 4  # kept to share: no more
+    assert [c.jobs[j].options.timeout for j in range(4, 10)] == [4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    submit(m, c, 10, timeout=-1.0)  # checked all the same
+    assert 10 not in c.jobs
+
+
 def test_a_worker_reports_why_a_job_was_lost():
     m = Master(max_retries=1)
     c, results = make_client(m)
