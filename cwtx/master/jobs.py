@@ -56,10 +56,6 @@ class Job:
     def worker(self) -> WorkerSession | None:
         return self.task.worker if self.task is not None else None
 
-    @property
-    def needs(self) -> dict[str, float]:
-        return self.options.needs
-
 
 @dataclass(eq=False, slots=True)
 class Task:

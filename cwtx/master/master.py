@@ -491,12 +491,13 @@ class Master:
         """
         now = self.now()
         debug = debugging(log)  # (once, not per job)
-        while (task := self.policy.next()) is not None:
-            job = task.job
-            if isinstance(task, Refuse):
+        while (decision := self.policy.next()) is not None:
+            job = decision.job
+            if isinstance(decision, Refuse):
                 error = error_json("VersionMismatch", mismatch_message(job.client, self.workers))
                 self._end(job, JobStatus.ERROR, b"", error)
                 continue
+            task = decision
             task.id = next(self._tasks)
             task.sent_at = now
             job.client.assign(job, task)

@@ -55,7 +55,7 @@ OutputItem = tuple[int, str, str, str]
 
 def _result_size(item: ResultItem) -> int:
     value = item[2]
-    size = len(value) if type(value) is bytes else value.size  # (size_of, inline: per job)
+    size = len(value) if type(value) is bytes else value.size  # size_of, inlined: twice a job
     return size + len(item[3]) + RESULT_OVERHEAD
 
 

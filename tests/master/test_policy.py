@@ -252,16 +252,16 @@ def test_resources_are_never_oversubscribed_and_only_fitting_workers_get_the_job
         submit(m, c, i, resources='{"gpu": 1}')
     for i in range(11, 15):
         submit(m, c, i)  # plain jobs behind them are not held up
-    assert not [j for j in cpu.runs if j.needs]
-    assert len([j for j in gpu.live() if j.needs]) == 1
-    assert sorted(j.job_id for j in cpu.runs + gpu.runs if not j.needs) == [11, 12, 13, 14]
+    assert not [j for j in cpu.runs if j.options.needs]
+    assert len([j for j in gpu.live() if j.options.needs]) == 1
+    assert sorted(j.job_id for j in cpu.runs + gpu.runs if not j.options.needs) == [11, 12, 13, 14]
     done = 0
     while done < 10:
-        (job,) = [j for j in gpu.live() if j.needs]
+        (job,) = [j for j in gpu.live() if j.options.needs]
         gpu.start(m, job)
         gpu.finish(m, job)
         done += 1
-    assert len([j for j in gpu.runs if j.needs]) == 10
+    assert len([j for j in gpu.runs if j.options.needs]) == 10
     assert m.status()["queued"] == 0
 
 
