@@ -46,7 +46,6 @@ class Job:
     losses: int = 0  # workers lost while it was on them, started or not
     announced: bool = False  # its client was told it started
     ended: bool = False
-    taker: WorkerSession | None = None  # taken back for this worker: it goes there
 
     @property
     def queued(self) -> bool:

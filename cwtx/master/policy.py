@@ -242,6 +242,8 @@ class FairShare:
         self._ready_limit = 64  # compact the ready heap past this many entries
         self._wheap_limit = 64
         self._why: dict[tuple[tuple[str, str], str], str] = {}  # unschedulable, by shape
+        #: Jobs taken back for a worker with idle slots, queued: they go to it.
+        self._takers: dict[Job, WorkerSession] = {}
 
     # -- clients -------------------------------------------------------------
 
@@ -348,6 +350,8 @@ class FairShare:
     def dequeued(self, job: Job) -> None:
         """A queued job ended (cancelled, or its client left): its queue
         skips it, and is compacted once it holds mostly such jobs."""
+        if self._takers:
+            self._takers.pop(job, None)
         client = self._clients.get(job.client)
         if client is None:
             return
@@ -578,7 +582,7 @@ class FairShare:
                 continue  # it moved on since (started, ended, lost)
             self._settle(task)
             if task.reclaiming and task.job.task is task and task.id in returned:
-                task.job.taker = decision.taker  # not back to where it waited
+                self._takers[task.job] = decision.taker  # not back to where it waited
                 back.append(task)
             elif task.reclaiming:
                 task.reclaiming = False
@@ -666,8 +670,8 @@ class FairShare:
     def _place(self, job: Job, q: _Queue) -> _Worker | None:
         """The worker with the most free places that can run ``job`` now
         (one it has not failed on, if there is one)."""
-        taker = self._workers.get(job.taker) if job.taker is not None else None
-        job.taker = None
+        session = self._takers.pop(job, None) if self._takers else None
+        taker = self._workers.get(session) if session is not None else None
         if taker is not None and taker.free > 0 and self._could_run(taker, job):
             return taker  # it was taken back for this worker
         hint, q.hint = q.hint, None
