@@ -95,8 +95,8 @@ MUTANTS = [
     (
         "a retried job requeued at the back",
         "cwtx/master/policy.py",
-        "            jobs.appendleft(job)\n",
-        "            jobs.append(job)\n",
+        "            level.appendleft(job)\n",
+        "            level.append(job)\n",
         ["tests/master/test_bookkeeping.py"],
     ),
     (

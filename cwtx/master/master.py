@@ -56,6 +56,8 @@ MAX_OUTPUT_TEXT = 8192
 #: Distinct job options a client's session keeps to share (a client that
 #: asks for more gets options of their own for the others' jobs).
 MAX_SHARED_OPTIONS = 1024
+#: The needs of a job that asks for no resources (most): one dict for all.
+NO_NEEDS: dict[str, float] = {}
 
 
 class Master:
@@ -200,7 +202,7 @@ class Master:
             self._refuse(session, job_id, "ValueError", message)
             return None
         try:
-            needs = decode_resources(resources, f"job {job_id}: resources")
+            needs = decode_resources(resources, f"job {job_id}: resources") or NO_NEEDS
         except ValueError as e:
             self._refuse(session, job_id, "ValueError", str(e))
             return None

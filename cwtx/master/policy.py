@@ -107,11 +107,13 @@ class TakeBack:
 @dataclass(eq=False)
 class _Queue:
     """One client's queued jobs that need the same resources: a FIFO per
-    priority (a job costs one pointer in it), highest priority first."""
+    priority (a job costs one pointer in it), highest priority first.  A
+    priority with one job holds the job itself: a client that gives every
+    job a priority of its own does not pay for a FIFO each."""
 
     client: _Client
     needs: dict[str, float]
-    levels: dict[int, deque[Job]] = field(default_factory=dict)  # by priority, never empty
+    levels: dict[int, Job | deque[Job]] = field(default_factory=dict)  # by priority
     order: list[int] = field(default_factory=list)  # heap of the levels' -priority
     entry: int = 0  # the sequence number of its live entry in the ready heap (0: none)
     parked: bool = False
@@ -123,9 +125,8 @@ class _Queue:
     def peek(self) -> Job | None:
         """Its next job (ended ones on the way are dropped)."""
         while self.order:
-            priority = -self.order[0]
-            jobs = self.levels[priority]
-            job = jobs[0]
+            level = self.levels[-self.order[0]]
+            job = level[0] if type(level) is deque else level
             if job.task is None and not job.ended:
                 return job
             self.stale = max(0, self.stale - 1)
@@ -135,35 +136,45 @@ class _Queue:
     def pop(self) -> None:
         """Drop its next job (the one :meth:`peek` returned)."""
         priority = -self.order[0]
-        jobs = self.levels[priority]
-        jobs.popleft()
-        if not jobs:
+        level = self.levels[priority]
+        if type(level) is deque and len(level) > 1:
+            level.popleft()
+        else:
             heapq.heappop(self.order)
             del self.levels[priority]
 
     def push(self, job: Job, front: bool) -> None:
         """Queue it last of its priority, or first (``front``)."""
         priority = job.options.priority
-        jobs = self.levels.get(priority)
-        if jobs is None:
-            jobs = self.levels[priority] = deque()
+        level = self.levels.get(priority)
+        if level is None:
+            self.levels[priority] = job
             heapq.heappush(self.order, -priority)
-        if front:
-            jobs.appendleft(job)
+        elif type(level) is not deque:
+            self.levels[priority] = deque((job, level) if front else (level, job))
+        elif front:
+            level.appendleft(job)
         else:
-            jobs.append(job)
+            level.append(job)
 
     def compact(self) -> None:
         """Drop the ended jobs it holds."""
-        for priority, jobs in list(self.levels.items()):
-            live = deque(j for j in jobs if j.task is None and not j.ended)
-            if live:
-                self.levels[priority] = live
+        for priority, level in list(self.levels.items()):
+            jobs = level if type(level) is deque else [level]
+            live = [j for j in jobs if j.task is None and not j.ended]
+            if len(live) > 1:
+                self.levels[priority] = deque(live)
+            elif live:
+                self.levels[priority] = live[0]
             else:
                 del self.levels[priority]
         self.order = [-p for p in self.levels]
         heapq.heapify(self.order)
         self.stale = 0
+
+    def jobs(self) -> list[Job]:
+        """The jobs it holds (ended ones too), in no order (tests)."""
+        return [j for v in self.levels.values() for j in (v if type(v) is deque else [v])]
 
     def clear(self) -> None:
         self.levels.clear()

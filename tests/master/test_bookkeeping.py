@@ -293,6 +293,22 @@ def test_a_retried_job_goes_back_to_the_front_of_its_queue():
     assert [j.job_id for j in w2.runs] == [1]  # before 2, 3 and 4
 
 
+def test_a_retried_job_goes_first_of_its_priority_however_many_share_it():
+    m = Master()
+    c, _ = make_client(m)
+    submit(m, c, 1, priority=2)
+    w1 = FakeWorker("w1")
+    m.add_worker(w1)
+    submit(m, c, 2, priority=2)  # alone at its priority in the queue, then not
+    submit(m, c, 3)
+    submit(m, c, 4, priority=-(10**9))
+    submit(m, c, 5, priority=10**9)
+    m.remove_worker(w1, "killed")
+    w2 = FakeWorker("w2", slots=5)
+    m.add_worker(w2)
+    assert [j.job_id for j in w2.runs] == [5, 1, 2, 3, 4]
+
+
 def test_a_requeued_job_keeps_its_place_and_counts_no_attempt():
     m = Master(max_retries=0)
     c, results = make_client(m)
@@ -899,7 +915,7 @@ def test_cancelled_queued_jobs_let_go_of_their_arguments_and_leave_the_queue():
         m.submit(c, job_id, FN, Payload.of(b"a" * 1000))
         m.cancel(c, [job_id])
     assert c.jobs == {} and c.held_bytes == 0
-    held = [job for jobs in m.policy._clients[c].queues["{}"].levels.values() for job in jobs]
+    held = m.policy._clients[c].queues["{}"].jobs()
     assert len(held) <= 2 * 65
     assert all(job.args == b"" for job in held)
     m.submit(c, 5000, FN, Payload.of(b"still queued"))  # the queue still works

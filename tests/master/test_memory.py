@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 from twisted.internet.task import Clock
 from twisted.test.iosim import connectedServerAndClient
 
@@ -27,8 +29,8 @@ SECRET = b"the master's secret, 32 bytes at least"
 ENV = '{"cwd": "/somewhere", "path": []}'
 CODE = b"a pickled function" * 10
 FN = function_hash(ENV, [CODE])
-#: Measured (CPython 3.11): ~275 bytes per queued no-op job here: its Job
-#: record (120), its 21 argument bytes (54), its id (28), its entries in the
+#: Measured (CPython 3.11): ~265 bytes per queued no-op job here: its Job
+#: record (112), its 21 argument bytes (54), its id (28), its entries in the
 #: client's table (~60 while that table grows) and in its queue (8).  It was
 #: ~815 when each job had a dataclass with a __dict__, Payloads, a heap entry.
 MAX_BYTES_PER_JOB = 360
@@ -60,7 +62,9 @@ class Client:
         return box[0]
 
 
-def no_op_jobs(first: int, n: int) -> list[list[dict[str, Any]]]:
+def no_op_jobs(
+    first: int, n: int, priority: Callable[[int], int] = lambda i: 0
+) -> list[list[dict[str, Any]]]:
     """SubmitJobs batches of ``n`` jobs as a client sends them for
     ``noop(i)``: 21 bytes of arguments, default options, the function's
     code only with the first."""
@@ -78,7 +82,7 @@ def no_op_jobs(first: int, n: int) -> list[list[dict[str, Any]]]:
             "args_blob": 0,
             "timeout": 0.0,
             "max_retries": -1,
-            "priority": 0,
+            "priority": priority(i),
             "resources": "{}",
             "forward_output": 0,
         }
@@ -90,13 +94,23 @@ def no_op_jobs(first: int, n: int) -> list[list[dict[str, Any]]]:
     return batches
 
 
-def test_a_queued_job_costs_the_master_few_bytes():
+@pytest.mark.parametrize(
+    ("priority", "bound"),
+    [
+        (lambda i: 0, MAX_BYTES_PER_JOB),
+        # A priority each (to order them, say): ~495 bytes (options, and a
+        # place in the queue's heap of priorities, each); it was ~880.
+        (lambda i: -i, 720),
+    ],
+    ids=["same options", "a priority each"],
+)
+def test_a_queued_job_costs_the_master_few_bytes(priority, bound):
     master = Master()
     client = Client(master)
-    for batch in no_op_jobs(1, 1000):  # the function, and a warm start
+    for batch in no_op_jobs(1, 1000, priority):  # the function, and a warm start
         client.call(SubmitJobs, jobs=batch)
     n = 10_000
-    batches = no_op_jobs(1001, n)
+    batches = no_op_jobs(1001, n, priority)
     gc.collect()
     tracemalloc.start()
     try:
@@ -110,4 +124,4 @@ def test_a_queued_job_costs_the_master_few_bytes():
         tracemalloc.stop()
     assert len(master.clients[0].jobs) == 1000 + n
     assert master.status()["queued"] == 1000 + n
-    assert held / n < MAX_BYTES_PER_JOB, f"{held / n:.0f} bytes per queued job"
+    assert held / n < bound, f"{held / n:.0f} bytes per queued job"
