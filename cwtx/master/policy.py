@@ -479,12 +479,11 @@ class FairShare:
     def ran(self, job: Job, seconds: float) -> None:
         """It ran ``seconds`` in its slot (the master caps the worker's figure
         at the time since it sent the task): charged to its client's pass,
-        divided by its share, so clients share slot time."""
+        divided by its share, so clients share slot time.  (Its key rises:
+        its ready queues are re-sorted when they reach the heap's top.)"""
         client = self._clients.get(job.client)
         if client is not None and seconds > 0:
             client.vpass += seconds / client.weight
-            if client.queues:
-                self._rekey(client)
 
     def released(self, task: Task) -> None:
         """The task left its worker: it ended, was lost, handed back, or
