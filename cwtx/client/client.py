@@ -442,7 +442,12 @@ class Client:
         return job_id
 
     def _add(
-        self, job_id: int, function: FunctionDef, arguments: bytes, options: JobOptions, sink: Any
+        self,
+        job_id: int,
+        function: FunctionDef,
+        arguments: bytes,
+        options: JobOptions,
+        sink: JobSink,
     ) -> None:
         pending = _Pending(job_id, function, arguments, options, sink)
         self._pending[job_id] = pending
