@@ -19,8 +19,6 @@ network or starts a process, and nothing waits on wall-clock time::
 
 from __future__ import annotations
 
-import json
-from collections import deque
 from collections.abc import Callable, Sequence
 from itertools import count
 from typing import Any
@@ -45,8 +43,15 @@ from cwtx.master.master import Master
 from cwtx.wire.peer import HeartbeatMonitor
 from cwtx.wire.reconnect import DescribedEndpoint
 from cwtx.wire.resources import parse_spec
-from cwtx.worker.child import Child
-from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, MessageDecoder, encode_message
+from cwtx.worker.child import Child, Tasks
+from cwtx.worker.pipe import (
+    HAND_BACK_AFTER,
+    RESULT_FD,
+    TASK_FD,
+    Header,
+    MessageDecoder,
+    encode_message,
+)
 from cwtx.worker.supervisor import START_REPORT_DELAY, Worker
 
 __all__ = ["FakeChildProcess", "FakeProcessReactor", "MemoryCluster", "MemoryEndpoint"]
@@ -60,7 +65,9 @@ class FakeChildProcess:
 
     It speaks the real pipe framing with the real :class:`~cwtx.worker.slot.Slot`
     and runs each job with the real child's code.  A job runs one clock tick
-    after it arrives, or, with ``hold``, only when :meth:`finish` is called.
+    after it starts, or, with ``hold``, only when :meth:`finish` is called.
+    As the real child, it reads what the slot writes (tasks written ahead,
+    skips) only between jobs, or once its job has run HAND_BACK_AFTER.
     """
 
     def __init__(self, reactor: FakeProcessReactor, proto: Any, hold: bool) -> None:
@@ -69,12 +76,22 @@ class FakeChildProcess:
         self.proto = proto
         self.hold = hold
         self._decoder = MessageDecoder()
-        #: Output messages the job's capture sent (from its threads), in order.
+        #: What it says to the slot, in order: output the job's capture
+        #: sent (from its threads), skips, results.
         self._sent: list[list[bytes]] = []
         self._child = Child(self._sent.append)
-        self._jobs: deque[list[bytearray]] = deque()
+        #: The real child's bookkeeping: tasks read and not started, skips,
+        #: and each result naming the task started after it.
+        self._tasks = Tasks(self._sent.append, self._child.keep)
+        self._current: tuple[dict[str, Any], list[bytearray]] | None = None
+        #: Messages written while a job runs: the child reads them later.
+        self._unread: list[list[bytearray]] = []
+        #: The real child's watch, on the clock: fires once the current job
+        #: has run HAND_BACK_AFTER; then tasks written ahead come back.
+        self._watch: Any = None
+        self._long = False
         #: Every message the slot wrote to it: [header, arguments(, function)],
-        #: or put data to keep or forget.
+        #: or a skip.
         self.messages: list[list[bytes]] = []
         self._eof = False
         self.ended = False
@@ -82,7 +99,7 @@ class FakeChildProcess:
     @property
     def running(self) -> int | None:
         """The task id of the job it is running (or holding), if any."""
-        return json.loads(self._jobs[0][0])[Header.TASK] if self._jobs else None
+        return self._current[0][Header.TASK] if self._current else None
 
     # -- IProcessTransport ------------------------------------------------------
 
@@ -92,24 +109,32 @@ class FakeChildProcess:
         for message in self._decoder.feed(data):
             parts = [bytearray(p.tobytes()) for p in message]
             self.messages.append([bytes(p) for p in parts])
-            if self._child.keep(json.loads(parts[0]), parts[1:]):
-                continue  # put data to keep or forget: no answer
-            self._jobs.append(parts)
-            self._reactor.ran.append(json.loads(parts[0])[Header.TASK])
-            if not self.hold:
-                self._reactor.callLater(0, self.finish)
+            self._unread.append(parts)
+        if self._current is None:
+            self._read()
+            self._start_next()
+            if self._sent:  # (a skip for a task it no longer holds: none)
+                self._reactor.callLater(0, self._deliver)
+        elif self._long:
+            self._hand_back()
+
+    def _read(self) -> None:
+        unread, self._unread = self._unread, []
+        for parts in unread:
+            self._tasks.take(parts)
 
     def closeChildFD(self, childFD: int) -> None:
         if childFD == TASK_FD:
             self._eof = True
-            if not self._jobs:
+            if self._current is None:
                 self._reactor.callLater(0, self.exit, 0)
 
     def signalProcess(self, signalID: Any) -> None:
         if self.ended:
             raise ProcessExitedAlready()
         signum = {"KILL": 9, "TERM": 15, "INT": 2}.get(signalID, signalID)
-        self._jobs.clear()
+        self._set_current(None)
+        self._tasks, self._unread = Tasks(self._sent.append, self._child.keep), []
         self._reactor.callLater(0, self.exit, None, signum)
 
     def closeStdin(self) -> None:
@@ -126,17 +151,48 @@ class FakeChildProcess:
 
     # -- driving it from a test ---------------------------------------------------
 
-    def finish(self) -> None:
-        """Run the oldest job it holds and send its result back."""
-        if self.ended or not self._jobs:
-            return
-        header, *parts = self._jobs.popleft()
-        reply = self._child.run(json.loads(header), parts)
-        # What a job with forward_output printed, then its result, on one pipe.
+    def _start_next(self) -> None:
+        """Start the next task it holds, as the real child does when one
+        ends (or one arrives while it is idle); the last result goes now."""
+        self._set_current(self._tasks.next())
+        if self._current is not None:
+            self._reactor.ran.append(self._current[0][Header.TASK])
+            if not self.hold:
+                self._reactor.callLater(0, self.finish)
+
+    def _set_current(self, task: tuple[dict[str, Any], list[bytearray]] | None) -> None:
+        if self._watch is not None and self._watch.active():
+            self._watch.cancel()
+        self._current, self._long, self._watch = task, False, None
+        if task is not None:
+            self._watch = self._reactor.callLater(HAND_BACK_AFTER, self._hand_back)
+
+    def _hand_back(self) -> None:
+        """The job has run HAND_BACK_AFTER: what waits behind it goes back
+        (skips answered too)."""
+        self._long = True
+        self._read()
+        self._tasks.hand_back()
+        self._deliver()
+
+    def _deliver(self) -> None:
         sent, self._sent[:] = list(self._sent), []
-        for message in [*sent, reply]:
+        for message in sent:
+            if self.ended:
+                return
             self.proto.childDataReceived(RESULT_FD, b"".join(encode_message(message)))
-        if self._eof and not self._jobs:
+
+    def finish(self) -> None:
+        """Run the job it holds and send its result back (what it printed
+        first); then it starts the next it holds."""
+        if self.ended or self._current is None:
+            return
+        header, parts = self._current
+        self._tasks.finished(*self._child.run(header, parts))
+        self._read()
+        self._start_next()
+        self._deliver()
+        if self._eof and self._current is None:
             self._reactor.callLater(0, self.exit, 0)
 
     def exit(self, code: int | None = 0, signal: int | None = None) -> None:
@@ -144,7 +200,7 @@ class FakeChildProcess:
         if self.ended:
             return
         self.ended = True
-        self._jobs.clear()
+        self._set_current(None)
         if code == 0 and signal is None:
             reason = Failure(ProcessDone(0))
         else:

@@ -102,15 +102,17 @@ def test_a_job_for_a_client_below_its_share_overtakes_tasks_prefetched_for_anoth
     late = newcomer.submit(abs, -100)
     cluster.flush()
     # The first hog job ends: the worker starts the next waiting hog task at
-    # once, and the freed place brings the newcomer's job, which goes to the
-    # head of the worker's queue, before the hog's two other waiting tasks.
+    # once, and writes the one after to its slot's child (PIPELINE_DEPTH),
+    # committed there; the freed place brings the newcomer's job, which goes
+    # to the head of the worker's queue, before the hog's other waiting task.
+    cluster.finish(worker)
     cluster.finish(worker)
     cluster.finish(worker)
     order = cluster.ran(worker)
-    assert len(order) == 3 and order[2] == max(order), order
+    assert len(order) == 4 and order[3] == max(order), order
     cluster.finish(worker)
     assert cluster.result(late) == 100
-    assert [d.called for d in hogs[:3]] == [True, True, False]
+    assert [d.called for d in hogs[:4]] == [True, True, True, False]
 
 
 def test_a_job_gets_the_devices_it_holds_in_its_environment():

@@ -1,10 +1,12 @@
 """
 A slot child: the process where user code runs (``python -m cwtx.worker.child``).
 
-It reads tasks and writes results on its own pipes (``pipe``).  Each job
-runs in the client's working directory with the client's sys.path in front;
-both are restored afterwards.  The supervisor kills and restarts this
-process to enforce timeouts and cancellation, or when a job crashes it.
+It reads tasks and writes results on its own pipes (``pipe``), running the
+tasks in the order they came; the supervisor writes the next before the
+last ends, and each result names the task started after it (:class:`Tasks`).
+Each job runs in the client's working directory with the client's sys.path
+in front; both are restored afterwards.  The supervisor kills and restarts
+this process to enforce timeouts and cancellation, or when a job crashes it.
 
 It loads the standard library and cloudpickle only (a test checks): a child
 starts after every crash, timeout or cancelled running job, and its start
@@ -22,6 +24,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -30,7 +33,14 @@ import cloudpickle
 
 from cwtx.wire.names import PICKLE_PROTOCOL, JobStatus, OutputStream
 from cwtx.worker.data import DataCache
-from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, read_message, write_message
+from cwtx.worker.pipe import (
+    HAND_BACK_AFTER,
+    RESULT_FD,
+    TASK_FD,
+    Header,
+    MessageReader,
+    write_message,
+)
 
 
 class _Env:
@@ -206,8 +216,9 @@ class Child:
             return False
         return True
 
-    def run(self, header: dict[str, Any], parts: list[bytearray]) -> list[bytes]:
-        """Run one task: its header and [arguments(, function)]; the result message."""
+    def run(self, header: dict[str, Any], parts: list[bytearray]) -> tuple[dict[str, Any], bytes]:
+        """Run one task: its header and [arguments(, function)]; the result's
+        header and value."""
         fn_hash = header[Header.FUNCTION]
         args_bytes = parts[0]
         if len(parts) > 1:
@@ -219,7 +230,7 @@ class Child:
         with _Env(env, header.get(Header.VARS) or {}), capture:
             reply, value = self._call(fn_hash, args_bytes)
         reply[Header.TASK] = header[Header.TASK]
-        return [json.dumps(reply).encode("utf-8"), value]
+        return reply, value
 
     def _call(self, fn_hash: str, args_bytes: bytearray) -> tuple[dict[str, Any], bytes]:
         fn = self._functions.get(fn_hash)
@@ -283,25 +294,153 @@ def _deaf_to_interrupts() -> None:
     signal.signal(signal.SIGINT, lambda signum, frame: None)
 
 
+#: Applies a message about put data (``Child.keep``): False for a task.
+Keep = Callable[[dict[str, Any], list[bytearray]], bool]
+
+
+class Tasks:
+    """
+    The tasks the child has read and not started, in order, and the result
+    it has not sent yet.  That result goes when the child knows what it
+    starts next, and names it (``next``), so the supervisor learns of the
+    start with no message of its own.  Skipped tasks are dropped, and said
+    to be.  Put data to keep or forget waits among the tasks, and is
+    applied in order, as the tasks before it start.
+    """
+
+    def __init__(self, send: Send, keep: Keep = lambda header, parts: False) -> None:
+        self._send = send
+        self._keep = keep
+        self._waiting: deque[tuple[dict[str, Any], list[bytearray]]] = deque()
+        self._result: tuple[dict[str, Any], bytes] | None = None
+
+    def take(self, message: list[bytearray]) -> None:
+        """A message from the supervisor: a task, put data, or a skip."""
+        header = json.loads(message[0])
+        if Header.SKIP not in header:
+            self._waiting.append((header, message[1:]))
+            return
+        task = header[Header.SKIP]
+        for waiting in self._waiting:
+            if waiting[0].get(Header.TASK) == task:
+                self._waiting.remove(waiting)
+                self._skipped(task)
+                return
+        # (started already, or ended: the supervisor sees that it started)
+
+    def hand_back(self) -> None:
+        """Drop every task waiting, and say so: the one running is long.
+        (Put data stays, for the loop to apply: a task may be unpickling
+        its arguments yet.)"""
+        kept: deque[tuple[dict[str, Any], list[bytearray]]] = deque()
+        for header, parts in self._waiting:
+            if Header.TASK in header:
+                self._skipped(header[Header.TASK])
+            else:
+                kept.append((header, parts))
+        self._waiting = kept
+
+    def _skipped(self, task: int) -> None:
+        self._send([json.dumps({Header.SKIPPED: task}).encode()])
+
+    def finished(self, reply: dict[str, Any], value: bytes) -> None:
+        """The running task ended: its result waits for :meth:`next`."""
+        self._result = (reply, value)
+
+    def next(self) -> tuple[dict[str, Any], list[bytearray]] | None:
+        """The task to start now, if any; sends the last result first."""
+        task = None
+        while self._waiting:
+            header, parts = self._waiting.popleft()
+            if not self._keep(header, parts):
+                task = (header, parts)
+                break
+        if self._result is not None:
+            reply, value = self._result
+            self._result = None
+            if task is not None:
+                reply[Header.NEXT] = task[0][Header.TASK]
+            self._send([json.dumps(reply).encode("utf-8"), value])
+        return task
+
+
+class Runner:
+    """
+    The child's loop: run the tasks in order until the supervisor closes
+    the pipe; before starting each, take whatever has arrived (skips
+    included), without blocking.  Meanwhile :meth:`watch` (a thread) hands
+    back the tasks written ahead of one that runs long.
+    """
+
+    def __init__(self, child: Child, reader: MessageReader, tasks: Tasks) -> None:
+        self._child = child
+        self._reader = reader
+        self._tasks = tasks
+        # The reader and the tasks are the loop's, except while a task runs.
+        self._lock = threading.Lock()
+        self._since: float | None = None  # when the running task started
+
+    def serve(self) -> None:
+        reader, tasks = self._reader, self._tasks
+        self._lock.acquire()
+        while True:
+            task = tasks.next()
+            if task is None:
+                messages = reader.wait()
+                if messages is None:
+                    return
+                for message in messages:
+                    tasks.take(message)
+                continue
+            self._since = time.monotonic()
+            self._lock.release()
+            try:
+                reply, value = self._child.run(*task)
+            finally:
+                self._lock.acquire()
+                self._since = None
+            del task
+            tasks.finished(reply, value)
+            for message in reader.poll():
+                tasks.take(message)
+
+    def watch(self, period: float = HAND_BACK_AFTER / 2) -> None:
+        """Look every ``period`` seconds (a daemon thread's loop)."""
+        while True:
+            time.sleep(period)
+            self.check(time.monotonic())
+
+    def check(self, now: float) -> None:
+        """If the running task has run HAND_BACK_AFTER seconds, hand back
+        every task written ahead of it (those that have arrived too)."""
+        since = self._since
+        if since is None or now - since < HAND_BACK_AFTER:
+            return
+        if not self._lock.acquire(blocking=False):
+            return  # (it has just ended)
+        try:
+            if self._since == since:  # (not another task, just started)
+                for message in self._reader.poll():
+                    self._tasks.take(message)
+                self._tasks.hand_back()
+        finally:
+            self._lock.release()
+
+
 def main() -> None:
     _die_with_supervisor()
     _deaf_to_interrupts()
-    tasks = os.fdopen(TASK_FD, "rb", buffering=0)
     results = os.fdopen(RESULT_FD, "wb")
-    lock = threading.Lock()  # output threads and the result share the pipe
+    lock = threading.Lock()  # output threads, the watch and the loop share the pipe
 
     def send(parts: list[bytes]) -> None:
         with lock:
             write_message(results, parts)
 
     child = Child(send)
-    while True:
-        message = read_message(tasks)
-        if message is None:
-            return
-        header = json.loads(message[0])
-        if not child.keep(header, message[1:]):
-            send(child.run(header, message[1:]))
+    runner = Runner(child, MessageReader.of_fd(TASK_FD), Tasks(send, child.keep))
+    threading.Thread(target=runner.watch, name="cwtx-watch", daemon=True).start()
+    runner.serve()
 
 
 if __name__ == "__main__":

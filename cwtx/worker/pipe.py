@@ -8,17 +8,44 @@ stdin and stdout, so whatever a job prints cannot corrupt the protocol.
 
 A message is a list of parts: a 4-byte part count, then for each part an
 8-byte length and the bytes.  Part 0 is a small JSON header (keys in
-:class:`Header`); the others are payloads.  A task is [header, arguments]
-plus the function's pickle the first time this child sees that function; a
-result is [header, value].  Two messages have no answer: put data
-([header, pickle], ahead of the first task that names it) and a list of put
-data to forget ([header]).  The supervisor decodes incrementally (it must
-never block); the child reads and writes blocking file objects.
+:class:`Header`); the others are payloads.
+
+To the child: a task is [header, arguments] plus the function's pickle the
+first time this child sees that function; a skip is [{"skip": task id}];
+put data is [{"data": hash}, pickle], ahead of the first task that names
+it; put data to forget is [{"forget": hashes}].  The last three have no
+answer, and the child applies put data in the order written, among the
+tasks it starts.  From the child: a result is [header, value]; output a
+task printed is [{"task", "stream"}, bytes]; a skipped task is
+[{"skipped": task id}].
+
+The supervisor writes a few tasks ahead (``slot.PIPELINE_DEPTH``), so the
+child starts the next one as soon as one ends, without waiting for a round
+trip.  The child runs them in the order written.  A result's header names
+the task the child started right after it (``next``), so the supervisor
+learns of the start without a message of its own; a result without
+``next`` means the child had nothing more when it sent it, and it starts
+the next task written as soon as that arrives.
+
+A task written ahead is not started yet, and the supervisor may want it
+back: a skip asks the child not to start it.  Before starting each task
+the child reads whatever has arrived, without blocking, drops the tasks
+skipped and says so (``skipped``); a skip for a task it has started, or
+ended, it ignores.  And while one task runs longer than HAND_BACK_AFTER,
+the child hands back, unasked, every task written ahead of it (``skipped``
+too), so that they can run in another slot meanwhile.
+
+The supervisor decodes incrementally (it must never block); the child reads
+with :class:`MessageReader` and writes a blocking file object.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import select
 import struct
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, BinaryIO
 
@@ -28,6 +55,11 @@ from cwtx.wire.payload import CHUNK_SIZE, Payload
 #: The child's ends of its two pipes.
 TASK_FD = 3
 RESULT_FD = 4
+
+#: Seconds: once its task has run this long, a child hands back the tasks
+#: written ahead of it (another slot may run them meanwhile), and the
+#: supervisor writes none ahead behind it.
+HAND_BACK_AFTER = 0.5
 
 
 class Header(StrEnum):
@@ -41,6 +73,9 @@ class Header(StrEnum):
     STREAM = "stream"  # from the child: this message is output on that stream (OutputStream)
     STATUS = "status"  # from the child: a names.JobStatus (ok or error)
     ERROR = "error"  # from the child, with error: {type, message, traceback}
+    NEXT = "next"  # from the child, in a result: the task it started right after
+    SKIP = "skip"  # to the child: do not start this task (alone in its header)
+    SKIPPED = "skipped"  # from the child: it dropped this task unstarted (asked, or handing back)
     DATA = "data"  # to the child: keep the put data that follows (SHA-256 in hex); no answer
     FORGET = "forget"  # to the child: drop these put data (SHA-256s in hex); no answer
 
@@ -126,40 +161,125 @@ class MessageDecoder:
             self._remaining = None
 
 
-def read_exactly(stream: BinaryIO, n: int) -> bytearray | None:
-    """Read n bytes into one buffer; None at a clean end of stream."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = stream.readinto(view[got:])  # type: ignore[attr-defined]
-        if not k:
-            if got == 0:
+class MessageReader:
+    """
+    The child's end of the task pipe: :meth:`poll` takes the messages that
+    have arrived, without blocking; :meth:`wait` blocks for at least one.
+
+    ``raw`` is a non-blocking raw stream (``read`` and ``readinto`` answer
+    None when nothing has arrived); ``ready`` blocks until it has something.
+    It reads up to ``chunk`` bytes at a time, so one read takes many small
+    messages; a part larger than that is read straight into its buffer.
+    """
+
+    def __init__(
+        self, raw: Any, ready: Callable[[], object] = lambda: None, chunk: int = 65536
+    ) -> None:
+        self._raw = raw
+        self._ready = ready
+        self._chunk = chunk
+        self._buffer = bytearray()
+        self._at = 0  # where the unparsed bytes in _buffer begin
+        self._eof = False
+        self._nparts: int | None = None  # of the message being read
+        self._parts: list[bytearray] = []
+        self._part: bytearray | None = None  # being filled
+        self._filled = 0
+
+    @classmethod
+    def of_fd(cls, fd: int) -> MessageReader:
+        """A reader of a pipe's file descriptor (made non-blocking)."""
+        os.set_blocking(fd, False)
+        raw = io.FileIO(fd, "rb", closefd=False)
+        return cls(raw, lambda: select.select([fd], [], []))
+
+    def poll(self) -> list[list[bytearray]]:
+        """The messages completed by what has arrived (a short read means
+        the pipe is empty for now)."""
+        done: list[list[bytearray]] = []
+        while not self._eof:
+            n = self._read()
+            if n is None:
+                break
+            done += self._parse()
+            if n < self._chunk:
+                break
+        return done
+
+    def wait(self) -> list[list[bytearray]] | None:
+        """At least one message, blocking as long as it takes; None at the
+        end of the stream."""
+        while True:
+            done = self._parse()
+            if done:
+                return done
+            if self._eof:
+                if self._nparts is not None or self._at < len(self._buffer):
+                    raise FramingError("stream ended inside a message")
                 return None
-            raise FramingError(f"stream ended after {got} of {n} bytes")
-        got += k
-    return buf
+            if self._read() is None:
+                self._ready()
 
+    def _read(self) -> int | None:
+        """Read once: bytes read (0 at the end), None if nothing has arrived."""
+        part = self._part
+        if part is not None and self._at == len(self._buffer):
+            left = len(part) - self._filled
+            if left >= self._chunk:  # a large part: no copy through the buffer
+                with memoryview(part) as view:
+                    n = self._raw.readinto(view[self._filled :])
+                if n is None:
+                    return None
+                self._filled += n
+                self._eof = not n
+                return n
+        data = self._raw.read(self._chunk)
+        if data is None:
+            return None
+        if self._at:
+            del self._buffer[: self._at]
+            self._at = 0
+        self._buffer += data
+        self._eof = not data
+        return len(data)
 
-def read_message(stream: BinaryIO) -> list[bytearray] | None:
-    """Blocking read of one message; None at end of stream."""
-    head = read_exactly(stream, _COUNT.size)
-    if head is None:
-        return None
-    (nparts,) = _COUNT.unpack(head)
-    if not 0 < nparts <= MAX_PARTS:
-        raise FramingError(f"message claims {nparts} parts")
-    parts = []
-    for _ in range(nparts):
-        raw = read_exactly(stream, _LENGTH.size)
-        if raw is None:
-            raise FramingError("stream ended inside a message")
-        (length,) = _LENGTH.unpack(raw)
-        part = read_exactly(stream, length) if length else bytearray()
-        if part is None:
-            raise FramingError("stream ended inside a message")
-        parts.append(part)
-    return parts
+    def _parse(self) -> list[list[bytearray]]:
+        """Every message the buffered bytes complete."""
+        done: list[list[bytearray]] = []
+        buffer = self._buffer
+        while True:
+            avail = len(buffer) - self._at
+            if self._nparts is None:
+                if avail < _COUNT.size:
+                    return done
+                (nparts,) = _COUNT.unpack_from(buffer, self._at)
+                self._at += _COUNT.size
+                if not 0 < nparts <= MAX_PARTS:
+                    raise FramingError(f"message claims {nparts} parts")
+                self._nparts = nparts
+                continue
+            part = self._part
+            if part is None:
+                if avail < _LENGTH.size:
+                    return done
+                (length,) = _LENGTH.unpack_from(buffer, self._at)
+                self._at += _LENGTH.size
+                avail -= _LENGTH.size
+                part = self._part = bytearray(length)
+                self._filled = 0
+            take = min(avail, len(part) - self._filled)
+            if take:
+                part[self._filled : self._filled + take] = buffer[self._at : self._at + take]
+                self._at += take
+                self._filled += take
+            if self._filled < len(part):
+                return done
+            self._parts.append(part)
+            self._part = None
+            if len(self._parts) == self._nparts:
+                done.append(self._parts)
+                self._parts = []
+                self._nparts = None
 
 
 def write_message(stream: BinaryIO, parts: list[bytes]) -> None:

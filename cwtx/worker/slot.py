@@ -5,6 +5,14 @@ The supervisor keeps the AMP connection and heartbeats in its own process;
 user code runs only here, so a job that holds the GIL, segfaults or calls
 os._exit cannot silence the worker.  The slot reports such a crash as a lost
 attempt and starts a fresh child.
+
+Behind the running task the slot writes up to PIPELINE_DEPTH more, which
+the child starts as soon as the one before ends: a short job does not
+wait for a round trip through the supervisor.  A task counts as started
+(its timeout armed, its start reported) when the child says it started it,
+or when it is written to an idle child.  Tasks written ahead come back if
+they are cancelled, if the worker leaves, if the child dies, or if the
+task before them runs long (``pipe.HAND_BACK_AFTER``).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import fcntl
 import json
 import os
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -36,7 +45,14 @@ from cwtx.wire.names import JobStatus, OutputStream
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.resources import environment
 from cwtx.worker.output import OutputLimiter
-from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, MessageDecoder, encode_message
+from cwtx.worker.pipe import (
+    HAND_BACK_AFTER,
+    RESULT_FD,
+    TASK_FD,
+    Header,
+    MessageDecoder,
+    encode_message,
+)
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -62,20 +78,31 @@ class _PiecesProducer:
 
     def __init__(self, writer: Any, pieces: list[Any]) -> None:
         self._writer = writer
+        self._pieces: deque[Any] = deque()
+        self.extend(pieces)
+
+    def extend(self, pieces: list[Any]) -> None:
+        """More to write once these are (messages must not interleave)."""
         # An empty piece would be written as nothing, and the pipe would
         # never ask for the next one: the write would stall for good.
-        self._pieces = (piece for piece in pieces if len(piece))
+        self._pieces.extend(piece for piece in pieces if len(piece))
 
     def resumeProducing(self) -> None:
-        piece = next(self._pieces, None)
-        if piece is None:
-            self._writer.unregisterProducer()
+        if self._pieces:
+            self._writer.write(self._pieces.popleft())
         else:
-            self._writer.write(piece)
+            self._writer.unregisterProducer()
 
     def stopProducing(self) -> None:
-        self._pieces = iter(())
+        self._pieces.clear()
 
+
+#: Tasks a slot writes to its child beyond the running one.  Few: the
+#: master cannot take back a task written to a child for an idle worker
+#: (the child hands it back only after HAND_BACK_AFTER).  Only behind
+#: tasks shorter than HAND_BACK_AFTER: behind a longer one a round trip
+#: costs next to nothing.
+PIPELINE_DEPTH = 1
 
 #: A message up to this size is joined and written at once (one syscall).
 SMALL_MESSAGE = 1 << 20
@@ -83,10 +110,13 @@ SMALL_MESSAGE = 1 << 20
 
 def _write_pieces(transport: Any, fd: int, pieces: list[Any]) -> None:
     writer = getattr(transport, "pipes", {}).get(fd)
-    if sum(len(p) for p in pieces) <= SMALL_MESSAGE or writer is None or writer.producer:
+    producer = getattr(writer, "producer", None)
+    if isinstance(producer, _PiecesProducer):
+        producer.extend(pieces)  # behind the large message it is writing
+    elif sum(len(p) for p in pieces) <= SMALL_MESSAGE or writer is None or producer:
         transport.writeToChild(fd, b"".join(pieces))
-        return
-    writer.registerProducer(_PiecesProducer(writer, pieces), False)
+    else:
+        writer.registerProducer(_PiecesProducer(writer, pieces), False)
 
 
 #: The size asked for the task and result pipes (Linux's default is 64 KiB;
@@ -145,7 +175,8 @@ class Task:
     needs: dict[str, float] = field(default_factory=dict)
     #: What it holds while it runs: device ids (a list) or an amount, by name.
     held: dict[str, Any] = field(default_factory=dict)
-    started_at: float = 0.0  # when a slot took it (the reactor's clock)
+    started_at: float = 0.0  # when it started in a slot (the reactor's clock)
+    arrival: int = 0  # the worker's count when it came (its place among equal orders)
     forward_output: bool = False  # send what it prints to its client
     #: The put data its arguments name, (hash, pickle), until the child has it.
     data: list[tuple[bytes, Payload]] = field(default_factory=list)
@@ -157,6 +188,10 @@ class Task:
 ResultCallback = Callable[[Task, str, Payload, str], None]
 #: on_output(task, stream, text): whole lines the task printed, bounded.
 OutputCallback = Callable[[Task, OutputStream, str], None]
+#: on_unstarted(task, reason): a task written ahead will not run in this
+#: child: skipped as asked (reason: what :meth:`Slot.skip` was given), or
+#: handed back, or its child died first (None).
+UnstartedCallback = Callable[[Task, "str | None"], None]
 
 
 class Slot(ProcessProtocol):
@@ -170,16 +205,28 @@ class Slot(ProcessProtocol):
         on_free: Callable[[], None],
         python: str = sys.executable,
         on_output: OutputCallback | None = None,
+        on_started: Callable[[Task], None] | None = None,
+        on_unstarted: UnstartedCallback | None = None,
     ) -> None:
+        """``on_free()``: it may take a task (idle, or room ahead);
+        ``on_started(task)``: a task started in the child."""
         self.index = index
         self._on_output = on_output or (lambda task, stream, text: None)
+        self._on_started = on_started or (lambda task: None)
+        self._on_unstarted = on_unstarted or (lambda task, reason: None)
         self._output: OutputLimiter | None = None  # the current task's, if it forwards
         self._reactor: IReactorProcess = reactor
         self._clock: IReactorTime = reactor
         self._on_result = on_result
         self._on_free = on_free
         self._python = python
+        #: The task the child runs (started), if any.
         self.current: Task | None = None
+        #: Tasks written to the child behind the current one, not started.
+        self.queued: deque[Task] = deque()
+        self._skips: dict[int, str] = {}  # task id -> why it is being skipped
+        self._began_at = 0.0  # when the current task started
+        self._last_run: float | None = None  # seconds the last task ran (None: none yet)
         self._known: set[bytes] = set()  # functions this child has
         self._data: set[bytes] = set()  # put data this child has
         self._forgotten: list[bytes] = []  # put data it is yet to be told to drop
@@ -197,7 +244,24 @@ class Slot(ProcessProtocol):
 
     @property
     def free(self) -> bool:
+        """Idle: a task written now starts at once."""
         return self._running and self.current is None and not self._stopping and not self._recycling
+
+    @property
+    def room(self) -> int:
+        """How many more tasks to write ahead, behind the running one: none
+        unless the last one and this one ran shorter than HAND_BACK_AFTER."""
+        if (
+            self.current is None
+            or not self._running
+            or self._stopping
+            or self._kill_reason is not None
+            or self._last_run is None
+            or self._last_run >= HAND_BACK_AFTER
+            or self._clock.seconds() - self._began_at >= HAND_BACK_AFTER
+        ):
+            return 0
+        return PIPELINE_DEPTH - len(self.queued)
 
     def start(self) -> None:
         self._decoder = MessageDecoder()
@@ -206,6 +270,7 @@ class Slot(ProcessProtocol):
         self.session = None
         self._recycling = False
         self._kill_reason = None
+        self._last_run = None
         self._started_at = self._clock.seconds()
         self._reactor.spawnProcess(
             self,
@@ -221,10 +286,11 @@ class Slot(ProcessProtocol):
         _widen_pipes(self.transport)
 
     def run(self, task: Task) -> None:
-        """Send a task to the child, with its function if the child lacks it."""
-        assert self.current is None
+        """Send a task to the child, with its function and the put data it
+        names if the child lacks them: it starts at once if the child is
+        idle, else after those before it."""
+        assert self.free or self.room > 0
         self._tell_forgotten()
-        self.current = task
         self.session = task.session
         header: dict[str, Any] = {
             Header.TASK: task.task,
@@ -235,15 +301,49 @@ class Slot(ProcessProtocol):
             header[Header.VARS] = environment(task.held)
         if task.forward_output:
             header[Header.OUTPUT] = True
-            self._output = OutputLimiter(self._clock.seconds())
         parts: list[Any] = [json.dumps(header).encode("utf-8"), task.args]
         if task.fn not in self._known:
             parts.append(task.code)
             self._known.add(task.fn)
         _write_pieces(self.transport, TASK_FD, self._data_messages(task) + encode_message(parts))
-        task.args = EMPTY  # the pipe has it now; the master keeps it for retries
+        if self.current is None:
+            self._begin(task)
+        else:
+            self.queued.append(task)
+
+    def _begin(self, task: Task) -> None:
+        """The child started ``task``: arm its timeout, report it."""
+        self.current = task
+        self._began_at = self._clock.seconds()
+        # It will not be sent again; the master keeps it for retries.
+        task.args, task.data = EMPTY, []
+        if self._skips.pop(task.task, None) == JobStatus.CANCELLED:
+            self.kill(JobStatus.CANCELLED)  # its skip came too late
+            return
+        if task.forward_output:
+            self._output = OutputLimiter(self._began_at)
         if task.timeout and task.timeout > 0:
             self._timer = self._clock.callLater(task.timeout, self.kill, JobStatus.TIMEOUT)
+        self._on_started(task)
+
+    def skip(self, task: Task, reason: str) -> bool:
+        """Ask the child not to start a task written ahead: on_unstarted
+        gets ``reason`` once the child says it dropped it.  If the child had
+        started it, it runs on, unless ``reason`` is "cancelled": then it
+        is killed.  False: not written ahead here."""
+        if task not in self.queued:
+            return False
+        if task.task not in self._skips:
+            self._skips[task.task] = reason
+            if self._kill_reason is None:  # (a dying child: its end settles it)
+                message = encode_message([json.dumps({Header.SKIP: task.task}).encode()])
+                _write_pieces(self.transport, TASK_FD, message)
+        return True
+
+    def withdraw(self, reason: str) -> None:
+        """Skip every task written ahead (the worker is leaving)."""
+        for task in list(self.queued):
+            self.skip(task, reason)
 
     def _data_messages(self, task: Task) -> list[Any]:
         """The put data the task names that this child lacks, one message
@@ -254,12 +354,12 @@ class Slot(ProcessProtocol):
                 self._data.add(ref)
                 header = json.dumps({Header.DATA: ref.hex()}).encode("utf-8")
                 pieces += encode_message([header, data])
-        task.data = []
-        return pieces
+        return pieces  # (task.data is kept until it starts: sent again if its child dies first)
 
     def forget(self, refs: list[bytes]) -> None:
         """This put data is freed: the child drops it now if it is idle,
-        else once its task ends."""
+        else once its task ends (it applies put data in order among the
+        tasks written ahead, so none written before loses what it names)."""
         had = [ref for ref in refs if ref in self._data]
         self._data.difference_update(had)
         self._forgotten += had
@@ -267,13 +367,11 @@ class Slot(ProcessProtocol):
             self._tell_forgotten()
 
     def _tell_forgotten(self) -> None:
-        # Only between tasks: a big task message may still be on its way
-        # through the pipe (a producer) while its task runs.
         if self._forgotten and self._running and not self._stopping:
             refs = [ref.hex() for ref in self._forgotten]
             header = json.dumps({Header.FORGET: refs}).encode("utf-8")
-            try:
-                self.transport.writeToChild(TASK_FD, b"".join(encode_message([header])))
+            try:  # (behind a big task message still being written, if any)
+                _write_pieces(self.transport, TASK_FD, encode_message([header]))
             except (KeyError, OSError):
                 pass  # its pipe is gone: the child is, or soon, and a fresh one has none
         self._forgotten = []
@@ -286,7 +384,8 @@ class Slot(ProcessProtocol):
             self._signal("KILL")
 
     def kill(self, reason: str) -> None:
-        """End the running task as ``reason`` (timeout, cancelled) by killing the child."""
+        """End the running task as ``reason`` (timeout, cancelled) by killing
+        the child; the tasks written ahead run in the next one."""
         task = self.current
         if task is None or self._kill_reason is not None:
             return
@@ -316,37 +415,59 @@ class Slot(ProcessProtocol):
             self._kill_corrupt()
             return
         for parts in messages:
-            self._child_result(parts)
+            if self._kill_reason is not None:
+                return  # it is being killed: processEnded settles everything
+            self._child_message(parts)
 
-    def _child_result(self, parts: list[Payload]) -> None:
+    def _child_message(self, parts: list[Payload]) -> None:
         task = self.current
         try:
             header = json.loads(parts[0].tobytes())
             value = parts[1] if len(parts) > 1 else EMPTY
             if Header.STREAM in header:
                 stream = OutputStream(header[Header.STREAM])
+            elif Header.SKIPPED in header:
+                skipped = self._written_ahead(header[Header.SKIPPED])
             else:
                 if task is None or header.get(Header.TASK) != task.task:
                     raise ValueError(f"result for task {header.get(Header.TASK)!r}")
                 status = JobStatus(header[Header.STATUS])
                 error = json.dumps(header[Header.ERROR]) if Header.ERROR in header else ""
+                if Header.NEXT in header:
+                    self._written_ahead(header[Header.NEXT], first=True)
         except (ValueError, KeyError, TypeError) as e:
-            log.error("slot {index}: bad result from child: {e}", index=self.index, e=e)
+            log.error("slot {index}: bad message from child: {e}", index=self.index, e=e)
             self._kill_corrupt()
             return
         if Header.STREAM in header:
             # Output of an earlier task (a process it left running): dropped.
             if task is not None and header.get(Header.TASK) == task.task:
                 self._child_output(task, stream, value)
-            return
-        if self._kill_reason is not None:
-            return  # it finished just as we killed it; processEnded reports
-        assert task is not None
-        self._end_current()
-        self._tell_forgotten()
-        self._quick_deaths = 0
-        self._on_result(task, status, value, error)
-        self._on_free()
+        elif Header.SKIPPED in header:
+            self.queued.remove(skipped)
+            self._on_unstarted(skipped, self._skips.pop(skipped.task, None))
+            self._on_free()
+        else:
+            assert task is not None
+            self._end_current()
+            self._tell_forgotten()
+            self._quick_deaths = 0
+            self._last_run = self._clock.seconds() - self._began_at
+            self._on_result(task, status, value, error)
+            if self.queued:
+                # Named by the result (next), or, if none is named, the child
+                # had nothing more: it starts this one as soon as it reads it.
+                self._begin(self.queued.popleft())
+            self._on_free()
+
+    def _written_ahead(self, task_id: object, first: bool = False) -> Task:
+        """The task written ahead that the child names (the first of them),
+        or ValueError."""
+        candidates = list(self.queued)[:1] if first else self.queued
+        for task in candidates:
+            if task.task == task_id:
+                return task
+        raise ValueError(f"it names task {task_id!r}, not one written ahead")
 
     def _child_output(self, task: Task, stream: OutputStream, data: Payload) -> None:
         if self._output is None or self._kill_reason is not None:
@@ -379,6 +500,8 @@ class Slot(ProcessProtocol):
         task = self.current
         kill_reason = self._kill_reason
         self._end_current()
+        ahead, self.queued = list(self.queued), deque()
+        skips, self._skips = self._skips, {}
         code = getattr(reason.value, "exitCode", None)
         signal = getattr(reason.value, "signal", None)
         how = f"signal {signal}" if signal else f"exit code {code}"
@@ -404,6 +527,8 @@ class Slot(ProcessProtocol):
                 self._on_result(task, JobStatus.LOST, EMPTY, error_json("ChildDied", cause))
         elif not self._stopping and not self._recycling:
             log.warn("slot {index}: child exited unexpectedly ({how})", index=self.index, how=how)
+        for waiting in ahead:  # never started: skipped, or to run elsewhere
+            self._on_unstarted(waiting, skips.get(waiting.task))
         if self._stopping:
             for callback in self._ended:
                 callback()

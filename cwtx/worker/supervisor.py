@@ -16,7 +16,7 @@ from typing import Any
 import txaio
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
 
 from cwtx._errors import error_json
 from cwtx._logs import debugging, printable
@@ -69,6 +69,10 @@ MAX_UNSENT_OUTPUT = 256
 #: ends sooner is reported by its result alone (no-op jobs cost no more).
 START_REPORT_DELAY = 0.01
 
+#: Why a slot skips a task written ahead to its child: the master takes it
+#: back (the others: cancelled, or handed back as the worker leaves).
+TAKEN_BACK = "taken back"
+
 #: Seconds a leaving worker lets its running jobs finish before it kills
 #: them and hands them back (SLURM sends SIGKILL 30 s after scancel's signal).
 GRACE = 25.0
@@ -111,8 +115,8 @@ class WorkerProtocol(Peer):
         return {"task": task, "stream": stream, "text": text}, {}
 
     @TakeBackTasks.responder
-    def _take_back(self, tasks: list[int]) -> dict[str, Any]:
-        return {"returned": self.worker.take_back(tasks)}
+    def _take_back(self, tasks: list[int]) -> Deferred[dict[str, Any]]:
+        return self.worker.take_back(tasks).addCallback(lambda back: {"returned": back})
 
     @RunTasks.responder
     def _run_tasks(self, tasks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -175,7 +179,15 @@ class Worker(Service):
         self.devices = {n: list(range(int(a))) for n, a in self.resources.items() if n in devices}
         self.amounts = {n: a for n, a in self.resources.items() if n not in devices}
         self.slots = [
-            Slot(i, reactor, self._slot_result, self.dispatch, on_output=self._slot_output)
+            Slot(
+                i,
+                reactor,
+                self._slot_result,
+                self.dispatch,
+                on_output=self._slot_output,
+                on_started=lambda task, i=i: self._started(task, i),
+                on_unstarted=self._slot_unstarted,
+            )
             for i in range(slots)
         ]
         self.functions: dict[bytes, tuple[str, Payload]] = {}
@@ -193,6 +205,9 @@ class Worker(Service):
         self.isolate_clients = isolate_clients
         self._idle: list[Deferred[None]] = []
         self._starts: list[Started] = []  # to report once START_REPORT_DELAY has passed
+        #: Tasks written ahead that the master asked back: True once the
+        #: child dropped one (handed back), False if it started or ended.
+        self._taking: dict[int, Deferred[bool]] = {}
         self.connection: WorkerProtocol | None = None
         self.monitor = HeartbeatMonitor(reactor, heartbeat_interval, heartbeat_timeout)
         self.endpoint = endpoint
@@ -259,6 +274,7 @@ class Worker(Service):
             log.warn("worker {name} lost the master; dropping its tasks", name=self.name)
         self.queue.clear()
         self.tasks.clear()
+        self._settle_all_taking()
         self.cancelled_early.clear()
         self.functions.clear()
         self.free_data(list(self.data))  # (a new session with the master sends it again)
@@ -318,10 +334,11 @@ class Worker(Service):
             order=record["order"],
             needs=needs,
             forward_output=bool(record["forward_output"]),
+            arrival=next(self._arrivals),
             data=[(ref, self.data[ref]) for ref in refs],
         )
         self.tasks[task_id] = task
-        bisect.insort(self.queue, (task.order, next(self._arrivals), task))
+        bisect.insort(self.queue, (task.order, task.arrival, task))
 
     def put_data(self, ref: bytes, data: Payload) -> None:
         """Keep put data for the tasks that will name it, if it is what its
@@ -342,7 +359,8 @@ class Worker(Service):
 
     def dispatch(self) -> None:
         """Start waiting tasks in free slots, lowest order first; a task
-        whose resources are held by running ones waits, and the next runs."""
+        whose resources are held by running ones waits, and the next runs.
+        Then write the next ones ahead into busy slots (:meth:`_write_ahead`)."""
         if self.leaving:
             return
         for slot in self.slots:
@@ -352,25 +370,45 @@ class Worker(Service):
                 continue
             index = self._next_to_start()
             if index is None:
-                return  # what waits needs resources that running tasks hold
+                break  # what waits needs resources that running tasks hold
             task = self.queue[index][2]
             if self.isolate_clients and slot.session not in (None, task.session):
                 slot.recycle()  # a fresh child first; it runs the task once up
                 continue
             del self.queue[index]
             self._hold(task)
-            task.started_at = self.reactor.seconds()
-            if debugging(log):
-                log.debug(
-                    "task {task} started in worker {worker}, slot {slot}",
-                    task=task.task,
-                    worker=self.name,
-                    slot=slot.index,
-                )
             slot.run(task)
-            if not self._starts:
-                self.reactor.callLater(START_REPORT_DELAY, self._report_starts)
-            self._starts.append((task.task, slot.index, time.time()))
+        self._write_ahead()
+
+    def _write_ahead(self) -> None:
+        """Write the tasks that would start next into busy slots' children,
+        up to each slot's room, so a slot starts its next task without a
+        round trip.  Only the first waiting task goes, and only if it needs
+        no resources (it would hold them while it waits) and, with
+        --isolate-clients, is of the session the slot runs: a task written
+        to a child is committed to it."""
+        for slot in self.slots:
+            while self.queue and slot.room > 0:
+                task = self.queue[0][2]
+                if task.needs or (self.isolate_clients and task.session != slot.session):
+                    return
+                del self.queue[0]
+                slot.run(task)
+
+    def _started(self, task: Task, slot: int) -> None:
+        """A slot's child started a task: the master hears of it soon."""
+        self._settle_taking(task.task, False)
+        task.started_at = self.reactor.seconds()
+        if debugging(log):
+            log.debug(
+                "task {task} started in worker {worker}, slot {slot}",
+                task=task.task,
+                worker=self.name,
+                slot=slot,
+            )
+        if not self._starts:
+            self.reactor.callLater(START_REPORT_DELAY, self._report_starts)
+        self._starts.append((task.task, slot, time.time()))
 
     def _report_starts(self) -> None:
         starts, self._starts = self._starts, []
@@ -420,16 +458,40 @@ class Worker(Service):
                 self.amounts[name] = self.amounts.get(name, 0) + held
         task.held = {}
 
-    def take_back(self, task_ids: list[int]) -> list[int]:
+    def take_back(self, task_ids: list[int]) -> Deferred[list[int]]:
         """Hand back the tasks named that wait for a slot; the master runs
-        them elsewhere.  Started (or ended) ones stay as they are."""
+        them elsewhere.  Started (or ended) ones stay as they are.  One
+        written ahead to a slot's child is skipped there, and handed back if
+        the child drops it: then the answer waits for the child (at most
+        for the task running before it, or HAND_BACK_AFTER)."""
         wanted = set(task_ids)
         returned = [e[2].task for e in self.queue if e[2].task in wanted]
         if returned:
             self.queue = [e for e in self.queue if e[2].task not in wanted]
             for task_id in returned:
                 del self.tasks[task_id]
-        return returned
+        asked: list[Deferred[int | None]] = []
+        for slot in self.slots:
+            for task in list(slot.queued):
+                if task.task in wanted and task.task not in self._taking:
+                    d: Deferred[bool] = Deferred()
+                    self._taking[task.task] = d
+                    slot.skip(task, TAKEN_BACK)
+                    asked.append(d.addCallback(lambda back, t=task.task: t if back else None))
+        if not asked:
+            return succeed(returned)
+        answers = gatherResults(asked)
+        return answers.addCallback(lambda more: returned + [t for t in more if t is not None])
+
+    def _settle_taking(self, task_id: int, back: bool) -> None:
+        d = self._taking.pop(task_id, None)
+        if d is not None:
+            d.callback(back)
+
+    def _settle_all_taking(self) -> None:
+        taking, self._taking = self._taking, {}
+        for d in taking.values():
+            d.callback(False)
 
     def cancel(self, task_ids: list[int]) -> None:
         for task_id in task_ids:
@@ -448,6 +510,8 @@ class Worker(Service):
             for slot in self.slots:
                 if slot.current is task:
                     slot.kill(JobStatus.CANCELLED)
+                elif slot.skip(task, JobStatus.CANCELLED):
+                    break  # it ends when the child drops it (or is killed)
 
     def _slot_output(self, task: Task, stream: OutputStream, text: str) -> None:
         """Lines a task printed (bounded by its slot): to the master, unless
@@ -465,10 +529,31 @@ class Worker(Service):
         task.output_sent = True
         proto.output.add((task.task, stream, text))
 
+    def _slot_unstarted(self, task: Task, reason: JobStatus | None) -> None:
+        """A task written ahead to a child did not start there: skipped
+        (cancelled, or handed back by a leaving worker), or the child handed
+        it back (the task before it runs long) or died first: then it waits
+        for a slot again, here or, taken back, on another worker."""
+        if self.tasks.get(task.task) is not task:
+            return  # abandoned when the master went away
+        self._settle_taking(task.task, reason == TAKEN_BACK)
+        if reason is None and not self.leaving:
+            bisect.insort(self.queue, (task.order, task.arrival, task))
+            self.dispatch()
+            return
+        self._release(task)
+        del self.tasks[task.task]
+        if reason == JobStatus.CANCELLED:
+            self._end(task.task, JobStatus.CANCELLED, "cancelled")
+        elif reason != TAKEN_BACK:  # (the master takes that one back: no result)
+            self._end(task.task, JobStatus.REQUEUE, self._leaving_message)
+        self._check_idle()
+
     def _slot_result(self, task: Task, status: JobStatus, value: Payload, error: str) -> None:
         self._release(task)
         if self.tasks.get(task.task) is not task:
             return  # abandoned when the master went away
+        self._settle_taking(task.task, False)
         del self.tasks[task.task]
         seconds = self.reactor.seconds() - task.started_at if task.started_at else 0.0
         if debugging(log):
@@ -490,6 +575,9 @@ class Worker(Service):
             proto.output.flushed().addCallback(lambda _: proto.results.add(item))
         else:
             self._report(task.task, status, value, error, seconds)
+        self._check_idle()
+
+    def _check_idle(self) -> None:
         if not self.tasks:
             idle, self._idle = self._idle, []
             for d in idle:
@@ -553,6 +641,8 @@ class Worker(Service):
                 task = self.queue.pop(0)[2]
                 del self.tasks[task.task]
                 self._end(task.task, JobStatus.REQUEUE, self._leaving_message)
+            for slot in self.slots:  # and those written ahead to children
+                slot.withdraw(JobStatus.REQUEUE)
             await self._when_idle(self.grace)
             for slot in self.slots:
                 slot.kill(JobStatus.REQUEUE)

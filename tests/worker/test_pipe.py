@@ -14,10 +14,16 @@ from cwtx.worker.pipe import (
     MAX_PARTS,
     FramingError,
     MessageDecoder,
+    MessageReader,
     encode_message,
-    read_message,
     write_message,
 )
+
+
+def read_message(stream):
+    """The first message a child's reader takes from ``stream`` (None at its end)."""
+    messages = MessageReader(stream).wait()
+    return messages[0] if messages else None
 
 
 def test_decoder_handles_any_split():
@@ -125,7 +131,7 @@ def test_blocking_reads_gather_short_reads():
 @pytest.mark.parametrize("cut", [2, 6, 13, 25])
 def test_a_stream_that_ends_inside_a_message_says_so(cut):
     data = b"".join(encode_message([b"{}", b"payload bytes"]))[: -cut or None]
-    with pytest.raises(FramingError, match="stream ended (inside a message|after)"):
+    with pytest.raises(FramingError, match="stream ended inside a message"):
         read_message(io.BytesIO(data))
 
 
@@ -140,3 +146,91 @@ def test_a_stream_that_ends_between_fields_says_it_ended_inside_a_message(keep):
     data = b"".join(encode_message([b"{}", b"payload"]))
     with pytest.raises(FramingError, match="^stream ended inside a message$"):
         read_message(io.BytesIO(data[:keep]))
+
+
+class Arrivals(io.RawIOBase):
+    """A non-blocking pipe's read end: hands out what has "arrived" so far,
+    and None (would block) when nothing has; :meth:`arrive` adds bytes."""
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+        self.closed_for_writing = False
+        self.reads = 0
+
+    def arrive(self, data: bytes) -> None:
+        self._pending += data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:
+        self.reads += 1
+        if not self._pending:
+            return 0 if self.closed_for_writing else None
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        del self._pending[:n]
+        return n
+
+
+def test_poll_takes_what_has_arrived_and_never_blocks():
+    raw = Arrivals()
+    reader = MessageReader(raw, ready=lambda: pytest.fail("poll must not wait"))
+    assert reader.poll() == []
+    one, two = [b'{"task": 1}', b"args"], [b'{"skip": 1}']
+    data = b"".join(encode_message(one) + encode_message(two))
+    raw.arrive(data[:7])
+    assert reader.poll() == []  # part of a message: kept for later
+    raw.arrive(data[7:])
+    assert reader.poll() == [[bytearray(p) for p in one], [bytearray(p) for p in two]]
+    assert reader.poll() == []
+
+
+def test_one_read_takes_many_small_messages():
+    raw = Arrivals()
+    messages = [[b'{"task": %d}' % i, b"x" * 100] for i in range(50)]
+    raw.arrive(b"".join(piece for m in messages for piece in encode_message(m)))
+    reader = MessageReader(raw)
+    assert len(reader.poll()) == 50 and raw.reads == 1
+
+
+def test_wait_blocks_until_a_whole_message_has_come():
+    raw = Arrivals()
+    message = [b"{}", os.urandom(300_000)]  # larger than a read: read in place
+    data = b"".join(encode_message(message))
+    chunks = [data[i : i + 50_000] for i in range(0, len(data), 50_000)]
+    waited = []
+
+    def ready():
+        waited.append(True)
+        raw.arrive(chunks.pop(0))
+
+    reader = MessageReader(raw, ready=ready, chunk=65536)
+    assert reader.wait() == [[bytearray(p) for p in message]]
+    assert len(waited) == len(data) // 50_000 + 1
+    raw.closed_for_writing = True
+    assert reader.wait() is None
+
+
+def test_wait_says_so_when_the_pipe_closes_inside_a_message():
+    raw = Arrivals()
+    raw.arrive(b"".join(encode_message([b"{}", b"payload"]))[:-3])
+    raw.closed_for_writing = True
+    with pytest.raises(FramingError, match="stream ended inside a message"):
+        MessageReader(raw).wait()
+
+
+def test_a_reader_of_a_real_pipe_polls_without_blocking():
+    read_end, write_end = os.pipe()
+    try:
+        reader = MessageReader.of_fd(read_end)
+        assert reader.poll() == []
+        os.write(write_end, b"".join(encode_message([b'{"task": 3}', b"a"])))
+        assert reader.wait() == [[bytearray(b'{"task": 3}'), bytearray(b"a")]]
+        os.close(write_end)
+        write_end = -1
+        assert reader.wait() is None
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)

@@ -16,8 +16,9 @@ from twisted.internet.task import Clock
 from cwtx.client.serialize import pickle_arguments, pickle_function
 from cwtx.testing import FakeProcessReactor
 from cwtx.wire.payload import Payload
-from cwtx.worker.pipe import encode_message
-from cwtx.worker.slot import RESULT_FD, Slot, Task
+from cwtx.worker import slot as slot_module
+from cwtx.worker.pipe import HAND_BACK_AFTER, TASK_FD, MessageDecoder, encode_message
+from cwtx.worker.slot import RESULT_FD, SMALL_MESSAGE, Slot, Task
 
 
 class Harness:
@@ -42,6 +43,10 @@ class Harness:
 
     def _free(self):
         self.frees += 1
+
+    def kill_timers(self):
+        """The slot's timeout timers that are armed (not the fake child's watch)."""
+        return [c for c in self.clock.getDelayedCalls() if c.func == self.slot.kill]
 
     @property
     def child(self):
@@ -120,7 +125,7 @@ def test_a_result_in_time_disarms_the_timeout():
 def test_no_timeout_means_no_timer():
     h = Harness()
     h.slot.run(h.task(1, abs, -1))
-    assert not h.clock.getDelayedCalls()
+    assert h.kill_timers() == []
 
 
 @pytest.mark.parametrize("reason", ["cancelled", "requeue"])
@@ -294,3 +299,198 @@ def test_a_large_task_is_written_piece_by_piece_even_with_empty_pieces():
         pipe.producer.resumeProducing()  # it drained: the next piece
     assert pipe.producer is None, "the write stalled"
     assert pipe.written == [b"head", b"x" * 10, b"tail"]
+
+
+# -- tasks written ahead (PIPELINE_DEPTH) ----------------------------------------
+
+
+class AheadHarness(Harness):
+    """A slot whose child ran one short task already, so that it writes
+    ahead; it records what the slot says of tasks that never started."""
+
+    def __init__(self) -> None:
+        super().__init__(hold=True)
+        self.unstarted: list[tuple[int, str | None]] = []
+        self.started: list[int] = []
+        self.slot._on_unstarted = lambda task, reason: self.unstarted.append((task.task, reason))
+        self.slot._on_started = lambda task: self.started.append(task.task)
+        self.slot.run(self.task(100, abs, -1))
+        self.child.finish()
+        self.started.clear()
+        self.results.clear()
+
+    def result_message(self, task: int, next_task: int | None = None) -> bytes:
+        header = {"task": task, "status": "ok"}
+        if next_task is not None:
+            header["next"] = next_task
+        return b"".join(encode_message([json.dumps(header).encode(), pickle.dumps(task)]))
+
+
+def test_a_slot_writes_the_next_task_before_the_first_result():
+    h = AheadHarness()
+    first, second = h.task(1, abs, -1), h.task(2, abs, -2)
+    h.slot.run(first)
+    assert h.slot.room == 1
+    h.slot.run(second)
+    assert h.slot.room == 0
+    # Both are in the child before the first result; only the first started.
+    assert [json.loads(m[0])["task"] for m in h.child.messages] == [100, 1, 2]
+    assert h.results == [] and h.started == [1] and list(h.slot.queued) == [second]
+    h.child.finish()  # its result names the second, which starts there and then
+    assert [r[0] for r in h.results] == [1] and h.started == [1, 2]
+    assert h.slot.current is second and not h.slot.queued
+    h.child.finish()
+    assert [pickle.loads(r[2]) for r in h.results] == [1, 2]
+
+
+def test_no_task_is_written_ahead_behind_a_fresh_child_or_a_long_task():
+    h = Harness(hold=True)
+    h.slot.run(h.task(1, abs, -1))
+    assert h.slot.room == 0  # a fresh child: its tasks' length is unknown
+    h.clock.advance(HAND_BACK_AFTER)
+    h.child.finish()
+    h.slot.run(h.task(2, abs, -2))
+    assert h.slot.room == 0  # the last one ran long
+    h = AheadHarness()
+    h.slot.run(h.task(3, abs, -3))
+    assert h.slot.room == 1
+    h.clock.advance(HAND_BACK_AFTER)
+    assert h.slot.room == 0  # this one runs long
+
+
+def test_a_task_written_ahead_times_out_counting_from_its_start():
+    h = AheadHarness()
+    h.slot.run(h.task(1, abs, -1))
+    h.slot.run(h.task(2, abs, -2, timeout=0.3))
+    h.clock.advance(0.4)  # longer than its timeout, but it has not started
+    assert h.results == [] and h.kill_timers() == []
+    h.child.finish()  # the first ends; the second starts now
+    h.clock.advance(0.29)
+    assert [r[1] for r in h.results] == ["ok"] and not h.child.ended
+    h.clock.advance(0.02)
+    h.clock.advance(0)
+    assert [r[1] for r in h.results] == ["ok", "timeout"]
+
+
+def test_a_cancelled_task_written_ahead_is_skipped_and_never_runs():
+    h = AheadHarness()
+    h.slot.run(h.task(1, abs, -1))
+    second = h.task(2, abs, -2)
+    h.slot.run(second)
+    assert h.slot.skip(second, "cancelled")
+    assert json.loads(h.child.messages[-1][0]) == {"skip": 2}
+    assert h.unstarted == [] and h.slot.queued  # the child reads it between tasks
+    h.child.finish()  # the child reads the skip before starting the next
+    assert h.unstarted == [(2, "cancelled")] and not h.slot.queued
+    h.clock.advance(10)
+    assert [r[0] for r in h.results] == [1] and h.reactor.ran == [100, 1]
+    assert not h.child.ended and h.slot.free
+
+
+def test_a_cancel_that_comes_after_the_task_started_kills_it_and_the_rest_come_back(
+    monkeypatch,
+):
+    """The child started the task (its result naming it is on the way)
+    before it read the skip: the task is killed as cancelled, and the task
+    written after it goes back to be run in the next child."""
+    monkeypatch.setattr(slot_module, "PIPELINE_DEPTH", 2)
+    h = AheadHarness()
+    h.slot.run(h.task(1, abs, -1))
+    second, third = h.task(2, abs, -2), h.task(3, abs, -3)
+    h.slot.run(second)
+    h.slot.run(third)
+    first_child = h.child
+    h.slot.skip(second, "cancelled")
+    # The result names it: the child started it before it read the skip.
+    h.slot.childDataReceived(RESULT_FD, h.result_message(1, next_task=2))
+    h.clock.advance(0)  # the child dies of the kill
+    assert first_child.ended
+    assert [(r[0], r[1]) for r in h.results] == [(1, "ok"), (2, "cancelled")]
+    assert "cancelled while running" in h.results[1][3]["message"]
+    assert h.unstarted == [(3, None)]  # it never started: to run again
+    assert third.args.size  # (its arguments are kept to send again)
+
+
+def test_a_child_that_dies_with_a_task_written_ahead_gives_it_back():
+    h = AheadHarness()
+    h.slot.run(h.task(1, abs, -1))
+    second = h.task(2, abs, -2)
+    h.slot.run(second)
+    h.child.exit(code=None, signal=11)
+    assert [(r[0], r[1]) for r in h.results] == [(1, "lost")]
+    assert h.unstarted == [(2, None)] and h.started == [1]
+    h.clock.advance(0)
+    assert h.slot.free and second.args.size
+    h.slot.run(second)  # into the fresh child, with its function
+    assert [len(m) for m in h.child.messages] == [3]
+    h.child.finish()
+    assert [(r[0], r[1]) for r in h.results] == [(1, "lost"), (2, "ok")]
+
+
+def test_a_result_that_names_no_next_task_starts_the_one_written_ahead():
+    """The child had read nothing more when it sent the result: the task
+    written ahead starts as soon as it reads it."""
+    h = AheadHarness()
+    h.slot.run(h.task(1, abs, -1))
+    h.slot.run(h.task(2, abs, -2, timeout=5))
+    h.slot.childDataReceived(RESULT_FD, h.result_message(1))
+    assert h.started == [1, 2] and h.slot.current.task == 2 and len(h.kill_timers()) == 1
+
+
+def test_a_result_that_names_a_task_not_written_ahead_kills_the_child():
+    h = AheadHarness()
+    h.slot.run(h.task(1, abs, -1))
+    h.slot.run(h.task(2, abs, -2))
+    child = h.child
+    h.slot.childDataReceived(RESULT_FD, h.result_message(1, next_task=7))
+    h.clock.advance(0)
+    assert child.ended
+    assert [(r[0], r[1]) for r in h.results] == [(1, "lost")]
+    assert h.unstarted == [(2, None)]
+
+
+def test_the_child_hands_back_what_waits_behind_a_long_task():
+    h = AheadHarness()
+    h.slot.run(h.task(1, abs, -1))
+    h.slot.run(h.task(2, abs, -2))
+    h.clock.advance(HAND_BACK_AFTER)
+    assert h.unstarted == [(2, None)] and not h.slot.queued
+    assert h.reactor.ran == [100, 1] and h.slot.room == 0
+
+
+def test_a_skip_written_while_a_large_task_is_written_goes_after_it():
+    """Messages never interleave on the task pipe: a skip (or a task)
+    written while a large one is still being fed waits behind it."""
+    from cwtx.worker.slot import _PiecesProducer, _write_pieces
+
+    class Writer:
+        def __init__(self):
+            self.written, self.producer = [], None
+
+        def write(self, data):
+            self.written.append(bytes(data))
+
+        def registerProducer(self, producer, streaming):
+            self.producer = producer
+
+        def unregisterProducer(self):
+            self.producer = None
+
+    class Transport:
+        def __init__(self):
+            self.pipes = {TASK_FD: Writer()}
+
+        def writeToChild(self, fd, data):
+            self.pipes[fd].write(data)
+
+    transport = Transport()
+    writer = transport.pipes[TASK_FD]
+    big = encode_message([b"{}", b"x" * (SMALL_MESSAGE + 1)])
+    _write_pieces(transport, TASK_FD, big)
+    assert isinstance(writer.producer, _PiecesProducer)
+    writer.producer.resumeProducing()  # one piece went
+    _write_pieces(transport, TASK_FD, encode_message([b'{"skip": 1}']))
+    while writer.producer is not None:
+        writer.producer.resumeProducing()
+    decoded = MessageDecoder().feed(b"".join(writer.written))
+    assert [m[0].tobytes() for m in decoded] == [b"{}", b'{"skip": 1}']
