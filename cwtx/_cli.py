@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from cwtx import _status_text as status_text
+from cwtx import logfile
 from cwtx._errors import AuthenticationError, CwtxError, ProtocolMismatch
 from cwtx._secret import load_secret
 from cwtx.client.address import PORT, find_master, parse_master_address
@@ -30,6 +31,8 @@ def _local_start(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         master_args=_master_options(args) + logs,
         worker_args=_worker_options(args) + logs,
+        log_size=args.log_size,
+        log_files=args.log_files,
     )
     print(
         f"cwtx master listening on {cluster.host}:{cluster.port} with "
@@ -93,6 +96,8 @@ def _slurm_start(args: argparse.Namespace) -> int:
         master_service_args=_master_options(args),
         worker_service_args=_worker_options(args),
         report=_say,
+        log_size=args.log_size,
+        log_files=args.log_files,
     )
     print(
         f"cwtx cluster {cluster.name!r}: master on {cluster.host}:{cluster.port}, "
@@ -205,6 +210,37 @@ def _status_text(status: dict, every: bool = False) -> str:
     return text
 
 
+def _argument(check: Any) -> Any:
+    """An argparse type from a check that raises ValueError."""
+
+    def convert(value: str) -> Any:
+        try:
+            return check(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = check.__name__
+    return convert
+
+
+def log_options(parser: argparse.ArgumentParser) -> None:
+    """How much log each process it starts may keep (cwtx.logfile)."""
+    parser.add_argument(
+        "--log-size",
+        type=_argument(logfile.log_size),
+        default=logfile.DEFAULT_SIZE,
+        metavar="SIZE",
+        help="rotate each process's log at this size (bytes, or 10M; default 10M)",
+    )
+    parser.add_argument(
+        "--log-files",
+        type=_argument(logfile.log_files),
+        default=logfile.DEFAULT_FILES,
+        metavar="N",
+        help=f"rotated log files kept per process ({logfile.DEFAULT_FILES})",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="cw", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -230,6 +266,7 @@ def parser() -> argparse.ArgumentParser:
         help="what the master and workers log (debug: every job's lifecycle)",
     )
     scheduling(start)
+    log_options(start)
     secret_option(start)
     start.set_defaults(func=_local_start)
     stop = loc_sub.add_parser("stop", help="stop what `cw local start` started")
@@ -320,6 +357,7 @@ def _slurm_parser(sub: Any) -> None:
         "-p", "--port", type=int, default=0, help="the master's port (default 0: any free port)"
     )
     scheduling(start)
+    log_options(start)
     secret_option(start)
     waited(start, "the jobs")
     start.set_defaults(func=_slurm_start)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cwtx import logfile
 from cwtx._errors import LaunchError
 from cwtx.client import address
 from cwtx.client.address import PORT, read_address_file_quietly, write_address_file
@@ -56,13 +57,15 @@ def own_run_dir(port: int) -> Path:
 
 
 def twistd_command(plugin: str, name: str, run_dir: Path, *args: str) -> list[str]:
+    """twistd in the foreground, its pid in the run directory; it logs
+    where :func:`_spawn`'s environment says (``cwtx.logfile``: bounded)."""
     return [
         *twistd_argv(),
         "-n",
         "--pidfile",
         str(run_dir / f"{name}.pid"),
-        "--logfile",
-        str(run_dir / f"{name}.log"),
+        "--logger",
+        "cwtx.logfile.observer",
         plugin,
         *args,
     ]
@@ -79,6 +82,9 @@ class LocalCluster:
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
     slots: int = 1
     worker_args: Sequence[str] = ()
+    #: Each process's log rotates at this size, with this many rotated files kept.
+    log_size: int = logfile.DEFAULT_SIZE
+    log_files: int = logfile.DEFAULT_FILES
 
     def status(self) -> dict[str, object]:
         return query_status(self.host, self.port)
@@ -105,6 +111,7 @@ class LocalCluster:
             _spawn(
                 self.run_dir,
                 f"worker-{i}",
+                self._log(f"worker-{i}"),
                 twistd_command(
                     "cw-worker",
                     f"worker-{i}",
@@ -121,6 +128,9 @@ class LocalCluster:
             )
         )
         return name
+
+    def _log(self, name: str) -> logfile.LogSettings:
+        return logfile.LogSettings(str(self.run_dir / f"{name}.log"), self.log_size, self.log_files)
 
     def worker_pid(self, name: str) -> int | None:
         """The pid of worker ``local-N`` (from its pid file), if it runs."""
@@ -158,7 +168,9 @@ def _child_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([here, *paths])}
 
 
-def _spawn(run_dir: Path, name: str, command: Sequence[str]) -> subprocess.Popen[bytes]:
+def _spawn(
+    run_dir: Path, name: str, log: logfile.LogSettings, command: Sequence[str]
+) -> subprocess.Popen[bytes]:
     out = open(run_dir / f"{name}.out", "ab")
     try:
         return subprocess.Popen(
@@ -168,7 +180,7 @@ def _spawn(run_dir: Path, name: str, command: Sequence[str]) -> subprocess.Popen
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
-            env=_child_environment(),
+            env={**_child_environment(), **log.environment()},
         )
 
     finally:
@@ -229,6 +241,8 @@ def start(
     timeout: float = START_TIMEOUT,
     master_args: Sequence[str] = (),
     worker_args: Sequence[str] = (),
+    log_size: int | str = logfile.DEFAULT_SIZE,
+    log_files: int = logfile.DEFAULT_FILES,
 ) -> LocalCluster:
     """
     Start a master and ``nworkers`` workers on this machine.
@@ -237,7 +251,9 @@ def start(
     LaunchError (and stops what it started) after ``timeout`` seconds.  Use
     ``port=0`` for any free port (read it from the result's ``port``).
     Without ``run_dir`` it gets a directory of its own, by port (see
-    :func:`own_run_dir`), beside ``cw local start``'s.
+    :func:`own_run_dir`), beside ``cw local start``'s.  Each process logs
+    to ``NAME.log`` there, rotated at ``log_size`` (bytes, or ``10M``) with
+    ``log_files`` rotated files kept (``cwtx.logfile``).
     """
     if nworkers < 0:
         raise ValueError(f"nworkers must be 0 or more, not {nworkers}")
@@ -252,9 +268,11 @@ def start(
     port_file = rundir / "master.port"
     port_file.unlink(missing_ok=True)
     listen = ["--listen", f"tcp:{port}:interface={host}", "--port-file", str(port_file)]
+    size, files = logfile.log_size(log_size), logfile.log_files(log_files)
     command = twistd_command("cw-master", "master", rundir, *listen, *master_args)
-    master = _spawn(rundir, "master", command)
-    cluster = LocalCluster(host, port, rundir, 0, [master], slots, tuple(worker_args))
+    master_log = logfile.LogSettings(str(rundir / "master.log"), size, files)
+    master = _spawn(rundir, "master", master_log, command)
+    cluster = LocalCluster(host, port, rundir, 0, [master], slots, tuple(worker_args), size, files)
     try:
         deadline = time.monotonic() + timeout
         cluster.port = _wait_for_port(master, port_file, rundir, timeout)

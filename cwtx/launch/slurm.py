@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cwtx import logfile
 from cwtx._errors import LaunchError
 from cwtx._secret import load_secret, secret_source
 from cwtx.client import address
@@ -161,6 +162,8 @@ def start(
     secret_file: str | os.PathLike[str] | None = None,
     grace: float = GRACE,
     report: Report = _quiet,
+    log_size: int | str = logfile.DEFAULT_SIZE,
+    log_files: int = logfile.DEFAULT_FILES,
 ) -> SlurmCluster:
     """
     Submit a master and ``nworkers`` workers (one job array) as SLURM jobs.
@@ -172,7 +175,8 @@ def start(
     options (``master_options``/``worker_options``: the seed's names for
     them); ``*_service_args`` are extra ``cw-master``/``cw-worker`` options.
     ``port=0`` lets the master take any free port.  ``report`` hears what it
-    is waiting for.
+    is waiting for.  Each process's log rotates at ``log_size`` (bytes, or
+    ``10M``), with ``log_files`` rotated files kept (``cwtx.logfile``).
     """
     if nworkers < 0:
         raise ValueError(f"nworkers must be 0 or more, not {nworkers}")
@@ -195,6 +199,7 @@ def start(
         + extra_options(worker_options, "worker_options"),
         master_service_args, worker_service_args, docker_image, docker_args,
         timeout, secret_file, grace, report,
+        (logfile.log_size(log_size), logfile.log_files(log_files)),
     )  # fmt: skip
 
 
@@ -222,6 +227,7 @@ def _start(
     secret_file: str | os.PathLike[str] | None,
     grace: float,
     report: Report,
+    logs: tuple[int, int],
 ) -> SlurmCluster:
     """Submit under the cluster's lock (so that two starts of one name, or
     a stop meanwhile, see each other's jobs), then wait without it (so that
@@ -230,7 +236,7 @@ def _start(
     with locked(directory, report, create=True):
         setup = _prepare(
             cluster, nworkers, slots, partition, time, account, extra_worker,
-            worker_service_args, docker_image, docker_args, secret_file, grace,
+            worker_service_args, docker_image, docker_args, secret_file, grace, logs,
         )  # fmt: skip
         deadline = clock() + timeout
         submitted: list[str] = []
@@ -275,6 +281,7 @@ def _prepare(
     docker_args: str,
     secret_file: str | os.PathLike[str] | None,
     grace: float,
+    logs: tuple[int, int],
 ) -> Setup:
     """Refuse a name already running; make its directory afresh, with how
     its workers are started."""
@@ -297,6 +304,8 @@ def _prepare(
         time=time,
         account=account,
         extra_worker_options=tuple(worker_service_args),
+        log_size=logs[0],
+        log_files=logs[1],
     )
     docker = Docker(docker_image, docker_args) if docker_image else None
     setup = Setup(settings, slots, grace, extra_worker, docker)

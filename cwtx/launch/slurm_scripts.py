@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cwtx
+from cwtx import logfile
 
 #: Cluster names: they go into SLURM job names, file names and shell words.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -61,6 +62,10 @@ class ScriptSettings:
     time: str | None = None
     account: str | None = None
     extra_worker_options: Sequence[str] = field(default_factory=tuple)
+    #: Each process's log rotates at this size (bytes), with this many
+    #: rotated files kept (cwtx.logfile).
+    log_size: int = logfile.DEFAULT_SIZE
+    log_files: int = logfile.DEFAULT_FILES
 
     def __post_init__(self) -> None:
         for option in ("partition", "time", "account"):
@@ -89,11 +94,21 @@ def _header(s: ScriptSettings, role: str, options: list[tuple[str, object]]) -> 
     ]
 
 
+def _log_variables(s: ScriptSettings) -> list[str]:
+    """How much log each process keeps (``cwtx.logfile``): whole numbers."""
+    return [
+        f"{logfile.SIZE_VARIABLE}={int(s.log_size)}",
+        f"{logfile.FILES_VARIABLE}={int(s.log_files)}",
+    ]
+
+
 def _environment(s: ScriptSettings) -> list[str]:
+    logs = ["export " + " ".join(_log_variables(s))]
     if not s.pythonpath:
-        return []
+        return logs
     # The master and workers run the cwtx of the program that started them.
-    return [f'export PYTHONPATH={shlex.quote(s.pythonpath)}"${{PYTHONPATH:+:$PYTHONPATH}}"']
+    path = f'export PYTHONPATH={shlex.quote(s.pythonpath)}"${{PYTHONPATH:+:$PYTHONPATH}}"'
+    return [path, *logs]
 
 
 def _secret(s: ScriptSettings) -> list[str]:
@@ -180,6 +195,7 @@ def worker_script(
             f"--cpus={slots}",  # what SLURM gave the job, and no more
             # A secret in the environment goes in by name, never in the script.
             *([] if s.secret_file else ["--env=CWTX_SECRET"]),
+            *(f"--env={variable}" for variable in _log_variables(s)),
             # As words, quoted: nothing in them is run by the job's shell.
             *([shlex.join(shlex.split(docker.args))] if docker.args.strip() else []),
             shlex.quote(docker.image),

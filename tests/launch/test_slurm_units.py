@@ -48,6 +48,9 @@ COMMENT = (
     "see docs/slurm.md.\n"
 )
 PYTHONPATH = 'export PYTHONPATH=/opt/src"${PYTHONPATH:+:$PYTHONPATH}"\n'
+# How much log each process keeps (cwtx.logfile), the defaults.
+LOGS = "export CWTX_LOG_SIZE=10485760 CWTX_LOG_FILES=5\n"
+DOCKER_LOGS = "--env=CWTX_LOG_SIZE=10485760 --env=CWTX_LOG_FILES=5"
 TASK = "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
 WORKER_OPTIONS = (
     f'-m cwtx.worker --logfile /shared/state/big/worker-"{TASK}".log '
@@ -67,6 +70,7 @@ def test_the_master_script_execs_the_master_which_publishes_its_node_and_port():
         + "#SBATCH --output=/shared/state/big/master.out\n"
         + COMMENT.format(role="master")
         + PYTHONPATH
+        + LOGS
         + "exec /opt/py/bin/python -m cwtx.master --logfile /shared/state/big/master.log "
         "--listen tcp:0 --address-file /shared/state/big/master.address "
         '--advertise "${SLURMD_NODENAME:-$(hostname)}" '
@@ -80,6 +84,7 @@ def test_the_worker_script_execs_the_worker_so_slurms_signals_reach_it():
         + WORKER_DIRECTIVES
         + COMMENT.format(role="workers")
         + PYTHONPATH
+        + LOGS
         + "exec /opt/py/bin/python "
         + WORKER_OPTIONS
     )
@@ -92,8 +97,8 @@ def test_a_docker_worker_runs_the_images_python_with_init_host_network_and_our_u
         + WORKER_DIRECTIVES
         + COMMENT.format(role="workers")
         + "exec docker run --rm --interactive --init --network=host "
-        f'--name="cwtx-big-{TASK}" --user="$(id -u):$(id -g)" --cpus=4 -v /shared:/shared '
-        "me/cwtx:1 " + WORKER_OPTIONS
+        f'--name="cwtx-big-{TASK}" --user="$(id -u):$(id -g)" --cpus=4 {DOCKER_LOGS} '
+        "-v /shared:/shared me/cwtx:1 " + WORKER_OPTIONS
     )
 
 
@@ -101,7 +106,7 @@ def test_a_docker_worker_gets_a_secret_from_the_environment_by_name_only():
     from dataclasses import replace
 
     script = worker_script(replace(SETTINGS, secret_file=None), 1, 25.0, Docker("img"))
-    assert " --env=CWTX_SECRET img -m cwtx.worker " in script
+    assert f" --env=CWTX_SECRET {DOCKER_LOGS} img -m cwtx.worker " in script
     assert "--secret-file" not in script
 
 
@@ -302,25 +307,17 @@ def test_the_seeds_module_names_exist():
         cwtx.client.Nope  # noqa: B018
 
 
-def test_python_m_cwtx_worker_is_twistd_in_the_foreground():
-    assert twistd_arguments(["--master", "h"], "cw-worker") == [
-        "twistd",
-        "-n",
-        "--pidfile=",
-        "--logfile",
+def test_python_m_cwtx_worker_is_twistd_in_the_foreground_with_a_bounded_log():
+    twistd = ["twistd", "-n", "--pidfile=", "--logger", "cwtx.logfile.observer"]
+    assert twistd_arguments(["--master", "h"], "cw-worker") == (
+        [*twistd, "cw-worker", "--master", "h"],
         "-",
-        "cw-worker",
-        "--master",
-        "h",
-    ]
-    assert twistd_arguments(["--logfile", "/l", "-n", "2"], "cw-worker")[3:] == [
-        "--logfile",
+    )
+    assert twistd_arguments(["--logfile", "/l", "-n", "2"], "cw-worker") == (
+        [*twistd, "cw-worker", "-n", "2"],
         "/l",
-        "cw-worker",
-        "-n",
-        "2",
-    ]
-    assert twistd_arguments(["--logfile=/l"], "cw-master")[3:] == ["--logfile=/l", "cw-master"]
+    )
+    assert twistd_arguments(["--logfile=/l"], "cw-master") == ([*twistd, "cw-master"], "/l")
 
 
 @pytest.mark.e2e
@@ -357,7 +354,8 @@ def test_cw_slurm_list_with_no_clusters_says_where_it_looked(monkeypatch, tmp_pa
 def test_docker_args_are_words_in_the_script_never_run_by_its_shell():
     script = worker_script(SETTINGS, 1, 25.0, Docker("img", "-e X=$(touch /tmp/p) -v `id`:/a;b"))
     # As the user's shell would have split them, each word quoted.
-    assert " --cpus=1 -e 'X=$(touch' '/tmp/p)' -v '`id`:/a;b' img -m cwtx.worker " in script
+    words = "-e 'X=$(touch' '/tmp/p)' -v '`id`:/a;b'"
+    assert f" --cpus=1 {DOCKER_LOGS} {words} img -m cwtx.worker " in script
 
 
 @pytest.mark.parametrize(
