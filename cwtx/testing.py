@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import count
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import (
@@ -44,9 +44,11 @@ from cwtx.wire.peer import HeartbeatMonitor
 from cwtx.wire.reconnect import DescribedEndpoint
 from cwtx.wire.resources import parse_spec
 from cwtx.worker.child import Child, Tasks
-from cwtx.worker.limits import Limits
 from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, MessageDecoder, encode_message
 from cwtx.worker.supervisor import START_REPORT_DELAY, Worker
+
+if TYPE_CHECKING:
+    from cwtx.worker.limits import Limits
 
 __all__ = ["FakeChildProcess", "FakeProcessReactor", "MemoryCluster", "MemoryEndpoint"]
 
