@@ -249,6 +249,7 @@ class ChildLimits:
         self.proc = proc or Proc()
         self._slots: Sequence[Slot] = ()
         self._jobs: dict[int, int] = {}  # slot index -> jobs its child started
+        self._killing: dict[int, int] = {}  # slot index -> the pid it killed (until it dies)
         self._loop: Any = None
         #: Jobs killed (or whose allocation failed) over the memory limit.
         self.killed = 0
@@ -283,7 +284,7 @@ class ChildLimits:
         limit = self.limits.memory
         for slot in self._slots:
             pid = _pid(slot)
-            if slot.current is None or pid is None:
+            if slot.current is None or pid is None or self._killing.get(slot.index) == pid:
                 continue
             used = self.proc.rss(pid)
             if used is None or used <= limit:
@@ -304,6 +305,7 @@ class ChildLimits:
                 peak=size_text(peak),
             )
             self.killed += 1
+            self._killing[slot.index] = pid
             slot.kill(JobStatus.MEMORY, self._error(message, peak))
 
     def _error(self, message: str, peak: int, traceback: str = "") -> str:

@@ -78,8 +78,12 @@ def test_a_job_over_the_limit_is_killed_with_the_limit_and_its_peak():
     h.slot.run(h.task(1, abs, 0))
     first = h.child
     h.use(250 * MiB, peak=262 * MiB)
-    h.clock.advance(POLL_INTERVAL)
-    h.clock.advance(0)  # it dies of the kill
+    first.signalProcess = lambda signal: kills.append(signal)
+    kills: list[str] = []
+    for _ in range(3):  # (a child slow to die is killed once)
+        h.clock.advance(POLL_INTERVAL)
+    assert kills == ["KILL"] and h.limits.killed == 1
+    first.exit(code=None, signal=9)
     assert first.ended
     ((task, status, value, error),) = h.results
     assert (task, status, value) == (1, "memory", b"")
