@@ -361,3 +361,31 @@ def test_sizes_read_as_people_write_them():
     assert [size_text(n) for n in (4 << 30, 4.3 * (1 << 30), 200 * MiB, 1000 * MiB, 512)] == [
         "4 GiB", "4.3 GiB", "200 MiB", "1000 MiB", "512 B",
     ]  # fmt: skip
+
+
+def test_the_real_proc_reads_this_process_and_caps_it():
+    """/proc and prlimit, on this very process (its cap put back after)."""
+    import os
+    import resource
+
+    from cwtx.worker.limits import Proc
+
+    proc, pid = Proc(), os.getpid()
+    rss, peak = proc.rss(pid), proc.peak(pid)
+    assert rss is not None and peak is not None and 1 * MiB < rss <= peak
+    assert proc.rss(2**22 + 1) is None and proc.peak(2**22 + 1) is None  # (above pid_max)
+    before = resource.getrlimit(resource.RLIMIT_DATA)
+    try:
+        proc.cap_data(pid, 1 << 50)
+        hard = before[1]
+        expected = 1 << 50 if hard == resource.RLIM_INFINITY else min(1 << 50, hard)
+        assert resource.getrlimit(resource.RLIMIT_DATA) == (expected, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, before)
+
+
+def test_stopping_the_poll_ends_it():
+    h = Harness(Limits(memory=200 * MiB))
+    assert h.clock.getDelayedCalls()
+    h.limits.stop()
+    assert not h.clock.getDelayedCalls()
