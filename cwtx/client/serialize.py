@@ -18,6 +18,7 @@ import cloudpickle
 
 from cwtx._errors import (
     JobLost,
+    JobMemoryError,
     JobTimeout,
     RemoteError,
     RemoteTraceback,
@@ -100,6 +101,19 @@ def decode_result(status: str, value: bytes, error: str) -> tuple[bool, Any]:
         )
 
 
+def _memory_error(info: dict[str, Any]) -> JobMemoryError:
+    """The job went over its worker's memory limit: the error names the
+    limit and the peak (bytes, also as attributes), and carries the job's
+    traceback when an allocation failed in it."""
+    sizes = [info.get(k) for k in ("limit", "peak")]
+    limit, peak = (n if isinstance(n, int) and not isinstance(n, bool) else None for n in sizes)
+    exc = JobMemoryError(info["message"], limit, peak)
+    if info["traceback"]:
+        exc.remote_traceback = info["traceback"]  # type: ignore[attr-defined]
+        exc.__cause__ = RemoteTraceback(info["traceback"])
+    return exc
+
+
 def _decode_result(status: str, value: bytes, error: str) -> tuple[bool, Any]:
     if status == "ok":
         try:
@@ -115,6 +129,8 @@ def _decode_result(status: str, value: bytes, error: str) -> tuple[bool, Any]:
         return False, JobTimeout(info["message"])
     if status == "cancelled":
         return False, JobCancelled(info["message"])
+    if status == "memory":
+        return False, _memory_error(info)
     exc: BaseException | None = None
     if value:
         try:

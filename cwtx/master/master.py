@@ -51,6 +51,10 @@ log = txaio.make_logger()
 ENDED = "job {job} of client {client} ended: {status}"
 
 OUTPUT_STREAMS = frozenset(OutputStream)
+#: The statuses of a worker's result that end a job (lost and requeue retry it).
+ENDINGS = frozenset(
+    {JobStatus.OK, JobStatus.ERROR, JobStatus.TIMEOUT, JobStatus.CANCELLED, JobStatus.MEMORY}
+)
 #: Characters of one TaskOutput record's text the master forwards, at most
 #: (a worker sends at most 8,192: worker.output.RECORD_TEXT).
 MAX_OUTPUT_TEXT = 8192
@@ -467,7 +471,7 @@ class Master:
             return
         if status == JobStatus.OK:
             worker.done += 1
-        elif status in (JobStatus.ERROR, JobStatus.TIMEOUT):
+        elif status in (JobStatus.ERROR, JobStatus.TIMEOUT, JobStatus.MEMORY):
             worker.failed += 1
         if status == JobStatus.TIMEOUT:
             self._job_note(
@@ -477,7 +481,14 @@ class Master:
                 task=task_id,
                 timeout=job.options.timeout,
             )
-        if status not in (JobStatus.OK, JobStatus.ERROR, JobStatus.TIMEOUT, JobStatus.CANCELLED):
+        elif status == JobStatus.MEMORY:  # (like an error: it would fail again)
+            self._job_note(
+                job,
+                "job {job} of client {client} went over the memory limit of worker {worker}",
+                worker=worker.name,
+                task=task,
+            )
+        if status not in ENDINGS:
             message = (
                 f"worker {worker.name} sent a malformed result (status {printable(status, 40)})"
             )

@@ -118,7 +118,7 @@ class ClientSession:
         self.assigned = 0  # its jobs that are on a worker (the others are queued)
         self.started = 0  # of those, the ones that have started
         self.done = 0  # its jobs that ended with a value
-        self.failed = 0  # its jobs that ended with an error (timeouts, lost jobs too)
+        self.failed = 0  # its jobs that ended with an error (timeouts, memory, lost jobs too)
         self.origin: dict[str, Any] = {}  # host, pid, user, as its hello said
         self.joined_at = 0.0  # on the master's clock
 
@@ -275,7 +275,7 @@ class WorkerSession:
         self.leaving = False  # shutting down: no new tasks
         self.joined_at = 0.0  # on the master's clock
         self.done = 0  # jobs that ended here with a value
-        self.failed = 0  # jobs that ended here with an error or a timeout
+        self.failed = 0  # jobs that ended here with an error, a timeout or over memory
         self.lost = 0  # attempts that died here
         self.origin: dict[str, Any] = {}  # host, pid, user, as its hello said
         #: When its connection last heard from it, on the master's clock.
