@@ -9,7 +9,8 @@ Systems (``--systems``, default all installed): cwtx, pool
 (ProcessPoolExecutor), dask (distributed.LocalCluster), ray (optional);
 ``pip install '.[bench]'`` installs the peers.  Each gets ``--workers``
 (default 2) worker processes.  Workloads (``--only``): startup, W1, W2,
-W3, W4, reused, W5, scale; docs/performance.md explains each figure.
+W3, W4, reused, W5 (or either half: W5once, W5map), scale;
+docs/performance.md explains each figure.
 Prints one table: each system's figure, cwtx's ratio to each peer, and
 the issue's targets, met or not.
 """
@@ -51,6 +52,8 @@ from benchmarks.workloads import (  # noqa: E402
 )
 
 WORKLOADS = ["startup", "W1", "W2", "W3", "W4", "reused", "W5", "scale"]
+#: W5's two halves, each on its own (``W5`` runs both).
+W5_PARTS = {"W5once": "once", "W5map": "map"}
 #: Systems W5 leaves out unless --w5-all: at its ~450 jobs/s, 1,000,000
 #: jobs would take Dask over half an hour.
 W5_SLOW = {"dask"}
@@ -128,11 +131,18 @@ def executor_workloads(
 
 
 def memory_workloads(
-    system: System, sizes: Sizes, workers: int, figures: Figures, timeout: float
+    system: System,
+    sizes: Sizes,
+    workers: int,
+    figures: Figures,
+    timeout: float,
+    modes: frozenset[str] = frozenset({"once", "map"}),
 ) -> None:
-    """W5 both ways, each on a fresh system and a fresh client process."""
+    """W5 both ways (or ``modes``), each on a fresh system and a fresh client process."""
     runs = {"once": (sizes.w5_at_once, 0), "map": (sizes.w5_map, sizes.w5_buffersize)}
     for mode, (n, buffersize) in runs.items():
+        if mode not in modes:
+            continue
         result = attempt(f"W5 {mode}", w5, system, mode, n, buffersize, workers, timeout)
         for key in ("client_mib", "master_mib", "workers_mib", "seconds"):
             say(figures, f"W5 {mode} {key}", system, (result or {}).get(key))
@@ -221,13 +231,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--quick", action="store_true", help="small sizes (under a minute)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", help=f"workloads, comma-separated, of {','.join(WORKLOADS)}")
+    parser.add_argument(
+        "--only", help=f"workloads, comma-separated, of {','.join(WORKLOADS + list(W5_PARTS))}"
+    )
     parser.add_argument("--systems", help="systems, comma-separated, of cwtx,pool,dask,ray")
     parser.add_argument("--w5-all", action="store_true", help="run W5 on dask too (slow)")
     parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args(argv)
     args.only = set(args.only.split(",")) if args.only else set(WORKLOADS)
-    unknown = args.only - set(WORKLOADS)
+    unknown = args.only - set(WORKLOADS) - set(W5_PARTS)
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     args.systems = args.systems.split(",") if args.systems else None
@@ -250,11 +262,12 @@ def main(argv: list[str] | None = None) -> None:
                     executor_workloads,
                     *(system, sizes, args.workers, args.only, figures),
                 )
-            if "W5" in args.only:
+            modes = frozenset(mode for name, mode in W5_PARTS.items() if {name, "W5"} & args.only)
+            if modes:
                 if system.name in W5_SLOW and not args.w5_all:
                     print(f"  (W5 skipped for {system.name}: too slow; --w5-all runs it)")
                 else:
-                    memory_workloads(system, sizes, args.workers, figures, timeout=3600)
+                    memory_workloads(system, sizes, args.workers, figures, 3600, modes)
         if "scale" in args.only and any(s.name == "cwtx" for s in chosen):
             print("scale (cwtx):", flush=True)
             scale_workload(

@@ -61,6 +61,21 @@ class JobTimeout(CwtxError):
     """The job ran longer than its ``timeout`` and was killed."""
 
 
+class JobMemoryError(CwtxError, MemoryError):
+    """The job went over its worker's memory limit per slot (``twistd
+    cw-worker --memory-limit``) and was killed, or an allocation past the
+    limit failed.  ``limit`` and ``peak``: bytes (None if the worker did not
+    say); the message names both.  Not retried: it would fail again."""
+
+    def __init__(self, message: str, limit: int | None = None, peak: int | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.peak = peak
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.args[0], self.limit, self.peak)
+
+
 class DependencyFailed(CwtxError):
     """A job's argument was another job (a Future or Deferred) that failed
     or was cancelled, so this job was never sent.  ``error`` (also the

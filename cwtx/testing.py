@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import count
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import (
@@ -53,6 +53,9 @@ from cwtx.worker.pipe import (
     encode_message,
 )
 from cwtx.worker.supervisor import START_REPORT_DELAY, Worker
+
+if TYPE_CHECKING:
+    from cwtx.worker.limits import Limits
 
 __all__ = ["FakeChildProcess", "FakeProcessReactor", "MemoryCluster", "MemoryEndpoint"]
 
@@ -235,6 +238,26 @@ class FakeProcessReactor:
         return child
 
 
+class FakeMemory:
+    """The memory of fake children, by pid, as a worker's limits read it
+    (``worker.limits.proc``, a :class:`cwtx.worker.limits.Proc`): what a
+    test sets.  A child it was told nothing of uses none."""
+
+    def __init__(self) -> None:
+        self.resident: dict[int, int] = {}  # pid -> RSS, bytes
+        self.peaks: dict[int, int] = {}  # pid -> VmHWM, if more than its RSS
+        self.caps: dict[int, int] = {}  # pid -> its RLIMIT_DATA, as the worker set it
+
+    def rss(self, pid: int) -> int | None:
+        return self.resident.get(pid, 0)
+
+    def peak(self, pid: int) -> int | None:
+        return max(self.peaks.get(pid, 0), self.resident.get(pid, 0))
+
+    def cap_data(self, pid: int, size: int) -> None:
+        self.caps[pid] = size
+
+
 @implementer(IStreamClientEndpoint)
 class MemoryEndpoint:
     """An endpoint whose connections reach a MemoryCluster's master in memory."""
@@ -305,9 +328,12 @@ class MemoryCluster:
         hold: bool = False,
         isolate_clients: bool = False,
         resources: str = "",
+        limits: Limits | None = None,
     ) -> Worker:
         """Connect and register a worker whose slot children are fakes.
-        ``resources`` as ``cw-worker --resources`` takes them (``gpu=2,mem=64G``).
+        ``resources`` as ``cw-worker --resources`` takes them (``gpu=2,mem=64G``);
+        ``limits`` on its children's memory (they use what its
+        ``worker.limits.proc``, a :class:`FakeMemory`, says).
 
         If its connection is lost it reconnects, as a real worker does,
         unless ``refuse_workers`` is set; :meth:`kill` ends it for good.
@@ -325,7 +351,9 @@ class MemoryCluster:
             isolate_clients=isolate_clients,
             resources=amounts,
             devices=devices,
+            limits=limits,
         )
+        worker.limits.proc = FakeMemory()
         worker.startService()
         self.flush()
         if worker.connection is None:

@@ -95,8 +95,8 @@ MUTANTS = [
     (
         "a retried job requeued at the back",
         "cwtx/master/policy.py",
-        "seq = -next(self._seq) if front else next(self._seq)",
-        "seq = next(self._seq)",
+        "            level.appendleft(job)\n",
+        "            level.append(job)\n",
         ["tests/master/test_bookkeeping.py"],
     ),
     (
@@ -116,8 +116,8 @@ MUTANTS = [
     (
         "priority ignored",
         "cwtx/master/policy.py",
-        "heapq.heappush(q.heap, (-job.priority, seq, job))",
-        "heapq.heappush(q.heap, (0, seq, job))",
+        "priority = job.options.priority",
+        "priority = 0",
         [
             "tests/master/test_bookkeeping.py",
             "tests/e2e/test_clients.py::test_priority_orders_the_queue_at_the_master",
@@ -192,8 +192,8 @@ MUTANTS = [
     (
         "resources oversubscribed",
         "cwtx/master/policy.py",
-        "            and fits(job.needs, w.avail)\n",
-        "            and fits(job.needs, w.session.amounts)\n",
+        "            and fits(job.options.needs, w.avail)\n",
+        "            and fits(job.options.needs, w.session.amounts)\n",
         ["tests/master/test_policy.py"],
     ),
     (

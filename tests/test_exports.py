@@ -17,6 +17,7 @@ PUBLIC = [
     "DependencyFailed",
     "JobCancelled",
     "JobLost",
+    "JobMemoryError",
     "JobOptions",
     "JobTimeout",
     "LaunchError",
@@ -97,12 +98,13 @@ def test_public_modules_export_what_they_say(module, names):
 def test_every_error_is_a_cwtx_error_and_keeps_its_stdlib_kind():
     errors = [getattr(cwtx, n) for n in PUBLIC]
     errors = [e for e in errors if isinstance(e, type) and issubclass(e, BaseException)]
-    assert len(errors) == 13
+    assert len(errors) == 14
     assert all(issubclass(e, cwtx.CwtxError) for e in errors)
     assert issubclass(cwtx.MasterConnectionLost, ConnectionError)
     assert issubclass(cwtx.AuthenticationError, ConnectionError)
     assert issubclass(cwtx.ProtocolMismatch, ConnectionError)
     assert issubclass(cwtx.ProtocolError, ValueError)
+    assert issubclass(cwtx.JobMemoryError, MemoryError)
     from twisted.internet.defer import CancelledError
 
     from cwtx._errors import FramingError

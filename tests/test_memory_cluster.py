@@ -661,7 +661,7 @@ def test_option_views_chain():
     d = view.submit(abs, -3)
     cluster.flush()
     job = next(iter(cluster.master.clients[0].jobs.values()))
-    assert (job.priority, job.timeout) == (2, 5.0)
+    assert (job.options.priority, job.options.timeout) == (2, 5.0)
     cluster.finish()
     assert cluster.result(d) == 3
 

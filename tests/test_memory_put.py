@@ -462,7 +462,9 @@ def test_a_free_does_not_overtake_data_still_streaming_to_a_worker():
         cluster.pump(client)
         cluster.clock.advance(0)
     (job,) = cluster.master.clients[0].jobs.values()
-    assert job.sent  # its data is on its way to the worker, not there yet
+    assert (
+        job.task is not None and job.task.sent
+    )  # its data is on its way to the worker, not there yet
     assert not worker.data
     d.cancel()
     del ref

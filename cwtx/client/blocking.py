@@ -6,7 +6,9 @@ reactor thread, and finishing their jobs before the interpreter exits.
 Both drive a Deferred :class:`~cwtx.Client` in cwtx's one reactor thread per
 process (see ``reactor_thread``).  They pickle in the calling thread, so an
 unpicklable function or argument raises right there, and hand only bytes to
-the reactor thread.
+the reactor thread (``reactor_thread.call_soon``: many jobs per wake-up of
+that thread), where ``Client.submit_to`` takes them with no Deferred per
+job: the executor's Future, or a ClientThread's job record, hears the end.
 
 At exit, as the standard library's executors do, the interpreter waits for
 every job a live blocking client has not ended (and for its callbacks):
@@ -24,17 +26,12 @@ import sys
 import threading
 import traceback
 import weakref
-from collections.abc import Callable
 from typing import Any, Protocol
-
-from twisted.python.failure import Failure
 
 from cwtx.client import reactor_thread
 from cwtx.client.address import find_master
-from cwtx.client.client import Client, ForwardOutput, JobOptions
+from cwtx.client.client import Client, ForwardOutput
 from cwtx.client.connect import connect
-from cwtx.client.refs import Arguments
-from cwtx.client.serialize import FunctionDef
 
 
 def connect_blocking(
@@ -78,25 +75,6 @@ def settings(
         "heartbeat_timeout": heartbeat_timeout,
         "secret_file": secret_file,
     }
-
-
-def submit_in_reactor(
-    client: Client,
-    options: JobOptions,
-    fn: FunctionDef,
-    args: Arguments | bytes,
-    on_done: Callable[[Any], None],
-    on_start: Callable[[], None] | None = None,
-) -> Any:
-    """(reactor thread) submit, and call ``on_done(result or Failure)``;
-    ``on_start()`` when the master reports the job started."""
-    try:
-        d = client.submit_pickled(options, fn, args, on_start=on_start)
-    except Exception:
-        on_done(Failure())
-        return None
-    d.addBoth(on_done)
-    return d
 
 
 # -- the interpreter exits -------------------------------------------------------------------

@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Callable
 from itertools import count
-from typing import Any
+from typing import Any, Protocol
 
 import txaio
 from twisted.internet import defer
@@ -64,6 +64,7 @@ __all__ = [
     "Client",
     "ClientProtocol",
     "JobOptions",
+    "JobSink",
     "OutputCallback",
 ]
 
@@ -90,10 +91,47 @@ def write_output(job: int, worker: str, stream: str, line: str) -> None:
     out.write(f"(worker {worker}, job {job}) {line}\n")
 
 
-class _Pending:
-    """A submitted job that has not ended: all it takes to send it again."""
+class JobSink(Protocol):
+    """Where a submitted job reports (reactor thread).  The blocking
+    clients' own objects are sinks, so a job costs no Deferred there."""
 
-    __slots__ = ("job_id", "fn", "args", "refs", "options", "deferred", "sent", "on_start")
+    def job_started(self) -> None:
+        """The master first reported the job started (perhaps never, for a
+        job that ends very fast)."""
+
+    def job_ended(self, result: Any) -> None:
+        """The job ended, once: its result, or a Failure."""
+
+
+class _DeferredJob:
+    """The sink of a job submitted through the Deferred API."""
+
+    __slots__ = ("deferred", "on_start")
+
+    def __init__(self, deferred: Deferred[Any], on_start: Callable[[], None] | None) -> None:
+        self.deferred = deferred
+        self.on_start = on_start
+
+    def job_started(self) -> None:
+        if self.on_start is not None:
+            on_start, self.on_start = self.on_start, None
+            on_start()
+
+    def job_ended(self, result: Any) -> None:
+        if isinstance(result, Failure):
+            self.deferred.errback(result)
+        else:
+            self.deferred.callback(result)
+
+
+class _Pending:
+    """A submitted job that has not ended: all it takes to send it again.
+
+    The pickled arguments stay until the job ends, not only until they are
+    sent: after a reconnection a new master needs them again.
+    """
+
+    __slots__ = ("job_id", "fn", "args", "refs", "options", "sink", "sent")
 
     def __init__(
         self,
@@ -101,8 +139,7 @@ class _Pending:
         fn: FunctionDef,
         args: bytes,
         options: JobOptions,
-        deferred: Deferred[Any],
-        on_start: Callable[[], None] | None = None,
+        sink: JobSink,
         refs: tuple[Ref, ...] = (),
     ) -> None:
         self.job_id = job_id
@@ -111,10 +148,8 @@ class _Pending:
         #: The Refs its arguments name: held (alive) until it ends.
         self.refs = refs
         self.options = options
-        self.deferred = deferred
+        self.sink = sink
         self.sent = False
-        #: Called once, when the master first reports the job started.
-        self.on_start = on_start
 
 
 class ClientProtocol(Peer):
@@ -325,7 +360,7 @@ class Client:
     def _fail_all(self, why: str) -> None:
         pending, self._pending = self._pending, {}
         for p in pending.values():
-            p.deferred.errback(MasterConnectionLost(f"job {p.job_id} did not end: {why}"))
+            p.sink.job_ended(Failure(MasterConnectionLost(f"job {p.job_id} did not end: {why}")))
 
     @property
     def connected(self) -> bool:
@@ -411,23 +446,51 @@ class Client:
         """Submit a job whose function and arguments are already pickled
         (bytes, or :class:`~cwtx.client.refs.Arguments` with the Refs they name).
 
-        The blocking APIs pickle in the caller's thread (so a bad argument
-        raises there) and hand the bytes to the reactor thread; ``map``
-        pickles its function once for all its jobs.  ``on_start()`` is
-        called (reactor thread) when a worker first reports the job started;
-        it may not be called at all for a job that ends very fast.
+        ``map`` pickles its function once for all its jobs.  ``on_start()``
+        is called (reactor thread) when a worker first reports the job
+        started; it may not be called at all for a job that ends very fast.
         """
         if self._closed:
             raise RuntimeError("this cwtx client is closed")
         data, refs = arguments if isinstance(arguments, Arguments) else (arguments, ())
         self.refs.check(refs)
         job_id = next(self._ids)
-        deferred: Deferred[Any] = Deferred(lambda d: self._cancel(job_id))
-        pending = _Pending(job_id, function, data, options, deferred, on_start, refs)
+        deferred: Deferred[Any] = Deferred(lambda d: self.cancel_job(job_id))
+        self._add(job_id, function, data, options, _DeferredJob(deferred, on_start), refs)
+        return deferred
+
+    def submit_to(
+        self,
+        sink: JobSink,
+        options: JobOptions,
+        function: FunctionDef,
+        arguments: Arguments | bytes,
+    ) -> int:
+        """Submit a pickled job that reports to ``sink``; its job id, for
+        :meth:`cancel_job`.  The blocking clients pickle in the caller's
+        thread (so a bad argument raises there) and submit here, in the
+        reactor thread, with no Deferred per job."""
+        if self._closed:
+            raise RuntimeError("this cwtx client is closed")
+        data, refs = arguments if isinstance(arguments, Arguments) else (arguments, ())
+        self.refs.check(refs)
+        job_id = next(self._ids)
+        self._add(job_id, function, data, options, sink, refs)
+        return job_id
+
+    def _add(
+        self,
+        job_id: int,
+        function: FunctionDef,
+        arguments: bytes,
+        options: JobOptions,
+        sink: JobSink,
+        refs: tuple[Ref, ...] = (),
+    ) -> None:
+        pending = _Pending(job_id, function, arguments, options, sink, refs)
         self._pending[job_id] = pending
         if self._sender is not None:
             self._sender.add(pending)
-        return deferred
 
     def _encode(self, p: _Pending) -> BatchEncoded | None:
         if self._pending.get(p.job_id) is not p or p.sent:
@@ -484,20 +547,22 @@ class Client:
             refs = b"".join(hashes[start : start + MAX_FREE])
             proto.callRemote(FreeData, refs=refs).addErrback(lambda _: None)
 
-    def _cancel(self, job_id: int) -> None:
-        # A Deferred calls its canceller only before it has fired, and a job
-        # leaves _pending only as its Deferred fires: it is still here.
-        pending = self._pending.pop(job_id)
+    def cancel_job(self, job_id: int) -> bool:
+        """Cancel a job that has not ended: it ends with JobCancelled, and
+        the master drops it (or kills it, if it runs).  False if it had ended."""
+        pending = self._pending.pop(job_id, None)
+        if pending is None:
+            return False
         proto = self._protocol
         if pending.sent and proto is not None and not proto.dead:
             proto.callRemote(CancelJobs, jobs=[job_id]).addErrback(lambda _: None)
-        pending.deferred.errback(JobCancelled(f"job {job_id} was cancelled"))
+        pending.sink.job_ended(Failure(JobCancelled(f"job {job_id} was cancelled")))
+        return True
 
     def _job_started(self, job_id: int) -> None:
         pending = self._pending.get(job_id)
-        if pending is not None and pending.on_start is not None:
-            on_start, pending.on_start = pending.on_start, None
-            on_start()
+        if pending is not None:
+            pending.sink.job_started()
 
     def _job_output(self, job_id: int, worker: str, stream: str, text: str) -> None:
         if job_id not in self._pending:
@@ -517,10 +582,7 @@ class Client:
             self.ignored_results += 1  # cancelled here already, or a duplicate
             return
         ok, result = decode_result(status, value.tobytes(), error)
-        if ok:
-            pending.deferred.callback(result)
-        else:
-            pending.deferred.errback(Failure(result))
+        pending.sink.job_ended(result if ok else Failure(result))
 
     def status(self) -> Deferred[dict[str, Any]]:
         """The master's state: workers, slots, queued and running jobs."""

@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from cwtx.client import reactor_thread
@@ -22,13 +23,12 @@ from cwtx.client.blocking import (
     connect_blocking,
     finish_at_exit,
     settings,
-    submit_in_reactor,
 )
 from cwtx.client.client import Client, ForwardOutput, JobOptions, check_forward_output
 from cwtx.client.connect import CONNECT_TIMEOUT, RECONNECT_TIMEOUT
 from cwtx.client.options import check_share
-from cwtx.client.refs import Ref, pickle_arguments
-from cwtx.client.serialize import pickle_function
+from cwtx.client.refs import Arguments, Ref, pickle_arguments
+from cwtx.client.serialize import FunctionDef, pickle_function
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 
 
@@ -38,6 +38,22 @@ def randid() -> int:
 
 
 _STOP = object()
+
+
+class _Job:
+    """A ClientThread job, as the client's sink for it (reactor thread)."""
+
+    __slots__ = ("jobid", "owner")
+
+    def __init__(self, jobid: Any, owner: ClientThread) -> None:
+        self.jobid = jobid
+        self.owner = owner
+
+    def job_started(self) -> None:
+        pass
+
+    def job_ended(self, result: Any) -> None:
+        self.owner._ended(self.jobid, result)
 
 
 class ClientThread:
@@ -85,7 +101,10 @@ class ClientThread:
         if forward_output:  # (a job's own option overrides it)
             self._options = self._options.replace(forward_output=True)
         self._client: Client | None = None
+        #: Lists of (jobid, result or Failure) for the callback thread, or _STOP.
         self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: Results of this turn of the reactor loop, handed over together.
+        self._ended_now: list[tuple[Any, Any]] = []
         self._cond = threading.Condition()
         self._active = 0
         self._error: BaseException | None = None
@@ -120,15 +139,7 @@ class ClientThread:
         client.refs.check(arguments.refs)
         with self._cond:
             self._active += 1
-        reactor = reactor_thread.reactor_thread()
-        reactor.callFromThread(
-            submit_in_reactor,
-            client,
-            self._options,
-            fn,
-            arguments,
-            lambda result: self._results.put((jobid, result)),
-        )
+        reactor_thread.call_soon(self._start, client, _Job(jobid, self), fn, arguments)
         return jobid
 
     def put(self, obj: Any) -> Ref:
@@ -140,6 +151,25 @@ class ClientThread:
             raise RuntimeError("call start() (or use `with`) before put()")
         return client.put(obj)
 
+    def _start(self, client: Client, job: _Job, fn: FunctionDef, arguments: Arguments) -> None:
+        """(reactor thread) hand the job to the client."""
+        try:
+            client.submit_to(job, self._options, fn, arguments)
+        except Exception:
+            job.job_ended(Failure())  # the client was closed
+
+    def _ended(self, jobid: Any, result: Any) -> None:
+        """(reactor thread) a job ended: its callback runs in the callback
+        thread, woken once for the jobs that end in one turn of the loop."""
+        if not self._ended_now:
+            reactor_thread.reactor_thread().callLater(0, self._hand_over)
+        self._ended_now.append((jobid, result))
+
+    def _hand_over(self) -> None:
+        ended, self._ended_now = self._ended_now, []
+        if ended:
+            self._results.put(ended)
+
     @property
     def pending(self) -> int:
         """Jobs submitted whose callback has not run yet."""
@@ -148,23 +178,28 @@ class ClientThread:
 
     def _deliver(self) -> None:
         while True:
-            item = self._results.get()
-            if item is _STOP:
+            ended = self._results.get()
+            if ended is _STOP:
                 return
-            jobid, result = item
-            error: BaseException | None = None
-            if isinstance(result, Failure):
-                error = result.value
-            else:
-                try:
-                    self.callback(jobid, result)
-                except BaseException as e:  # reported by wait(), not lost
-                    error = e
-            with self._cond:
-                if error is not None and self._error is None:
-                    self._error = error
-                self._active -= 1
-                self._cond.notify_all()
+            ended.reverse()
+            while ended:  # (popped: no result outlives its callback here)
+                self._deliver_one(*ended.pop())
+
+    def _deliver_one(self, jobid: Any, result: Any) -> None:
+        error: BaseException | None = None
+        if isinstance(result, Failure):
+            error = result.value
+        else:
+            try:
+                self.callback(jobid, result)
+            except BaseException as e:  # reported by wait(), not lost
+                error = e
+        with self._cond:
+            if error is not None and self._error is None:
+                self._error = error
+            self._active -= 1
+            if not self._active:
+                self._cond.notify_all()  # (only wait() waits, for none left)
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until every submitted job has ended; raise the first error.
@@ -187,11 +222,16 @@ class ClientThread:
         """Disconnect; jobs not yet ended fail (and wait() will raise)."""
         client, self._client = self._client, None
         if client is not None:
-            reactor_thread.blocking(client.close, timeout=30)
+            reactor_thread.blocking(self._close, client, timeout=30)
         if self._thread is not None:
             self._results.put(_STOP)
             self._thread.join(timeout=30)
             self._thread = None
+
+    def _close(self, client: Client) -> Deferred[None]:
+        """(reactor thread) close the client; the jobs it failed reach the
+        callback thread before stop() stops it."""
+        return client.close().addCallback(lambda _: self._hand_over())
 
     # -- the interpreter exits (cwtx.client.blocking) --------------------------------------
 

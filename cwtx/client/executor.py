@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures._base import CANCELLED, PENDING
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.python.failure import Failure
 
@@ -27,7 +27,6 @@ from cwtx.client.blocking import (
     connect_blocking,
     finish_at_exit,
     settings,
-    submit_in_reactor,
 )
 from cwtx.client.chunks import ChunkRunner
 from cwtx.client.client import ForwardOutput, JobOptions, check_forward_output, job_options
@@ -40,21 +39,37 @@ from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 Future = concurrent.futures.Future
 
 
+class _Owner(Protocol):
+    """What a _JobFuture asks of its executor."""
+
+    def _forget(self, future: _JobFuture) -> None:
+        """The future is done and its done-callbacks ran."""
+
+    def _cancel_job(self, job: int) -> None:
+        """(reactor thread) cancel the job at the client (and the master)."""
+
+
 class _JobFuture(Future):  # type: ignore[type-arg]
-    """A Future for one cwtx job.
+    """A Future for one cwtx job, and the client's sink for its job.
 
     ``running()`` once the master reports the job started; ``cancel()`` then
     returns False, as the stdlib's does.  ``kill()`` stops the job whatever
-    its state.  ``on_end(future)`` runs once the future is done and its
-    done-callbacks ran (the executor's bookkeeping: shutdown(wait=True) and
-    the interpreter's exit wait for callbacks too).
+    its state.  Its owner's ``_forget(future)`` runs once the future is done
+    and its done-callbacks ran (the executor's bookkeeping:
+    shutdown(wait=True) and the interpreter's exit wait for callbacks too).
     """
 
-    def __init__(self, on_end: Callable[[_JobFuture], None]) -> None:
+    def __init__(self, owner: _Owner) -> None:
         super().__init__()
-        self._on_end = on_end
-        #: The job's Deferred in the client, once submitted (reactor thread).
-        self._deferred: Any = None
+        # The stdlib's Condition keeps its waiters in a deque, whose first
+        # block alone is 624 bytes: most of a Future's memory, for a list
+        # that is nearly always empty.  A list serves every use Condition
+        # makes of it (append, remove, [0], len, clear): 200,000 pending
+        # futures are then 130 MiB smaller.
+        self._condition._waiters = []  # type: ignore[attr-defined]
+        self._owner = owner
+        #: The job's id in the client while it runs there (reactor thread).
+        self._job: int | None = None
 
     def cancel(self) -> bool:
         """Cancel the job if it has not started: a queued job is dropped at
@@ -62,8 +77,8 @@ class _JobFuture(Future):  # type: ignore[type-arg]
         if not super().cancel():
             return False
         self._notify_cancelled()
-        reactor_thread.reactor_thread().callFromThread(self._cancel_job)
-        self._on_end(self)
+        reactor_thread.call_soon(self._drop_job)
+        self._owner._forget(self)
         return True
 
     def kill(self) -> bool:
@@ -84,15 +99,17 @@ class _JobFuture(Future):  # type: ignore[type-arg]
 
     def _kill_job(self) -> bool:
         """(reactor thread) cancel the running job at the master, which kills it."""
-        if self.done() or self._deferred is None:
+        job = self._job
+        if self.done() or job is None:
             return False
-        self._deferred.cancel()  # the client fails it with JobCancelled: _settle
+        self._owner._cancel_job(job)  # the client ends it with JobCancelled: job_ended
         return True
 
-    def _cancel_job(self) -> None:
+    def _drop_job(self) -> None:
         """(reactor thread) after cancel(): drop the job at the master."""
-        if self._deferred is not None:
-            self._deferred.cancel()
+        job = self._job
+        if job is not None:
+            self._owner._cancel_job(job)
 
     def _notify_cancelled(self) -> None:
         """Wake wait() and as_completed() on this cancelled future.
@@ -103,28 +120,28 @@ class _JobFuture(Future):  # type: ignore[type-arg]
             if self._state == CANCELLED:
                 self.set_running_or_notify_cancel()
 
-    def _started(self) -> None:
+    def job_started(self) -> None:
         """(reactor thread) the master reports the job started on a worker."""
         with self._condition:
             if self._state not in (PENDING, CANCELLED):
                 return
             running = self.set_running_or_notify_cancel()
         if not running:
-            self._cancel_job()  # cancelled just now: the master kills it
+            self._drop_job()  # cancelled just now: the master kills it
 
-    def _settle(self, result: Any) -> None:
-        """(reactor thread) the job ended (or never could be sent)."""
-        self._deferred = None
-        if not self.done():
-            try:
-                if isinstance(result, Failure):
-                    self.set_exception(result.value)
-                else:
-                    self.set_result(result)
-            except concurrent.futures.InvalidStateError:
-                pass  # cancelled from another thread just now
+    def job_ended(self, result: Any) -> None:
+        """(reactor thread) the job ended (or never could be sent):
+        its result, or a Failure."""
+        self._job = None
+        try:
+            if isinstance(result, Failure):
+                self.set_exception(result.value)
+            else:
+                self.set_result(result)
+        except concurrent.futures.InvalidStateError:
+            pass  # cancelled (from another thread, perhaps just now)
         del result
-        self._on_end(self)
+        self._owner._forget(self)
 
 
 dependencies.refuse_to_pickle(_JobFuture)
@@ -218,19 +235,17 @@ class ClusterExecutor(concurrent.futures.Executor):
         if waits_for:
             dependencies.check_picklable(args, kwargs, Future)
             future = self._new_future()
-            reactor_thread.reactor_thread().callFromThread(
-                self._hold, future, options, fn, args, kwargs, waits_for
-            )
+            reactor_thread.call_soon(self._hold, future, options, fn, args, kwargs, waits_for)
             return future
         arguments = dependencies.pickle_job(args, kwargs)
         self._client.refs.check(arguments.refs)
         future = self._new_future()
-        reactor_thread.reactor_thread().callFromThread(self._start, future, options, fn, arguments)
+        reactor_thread.call_soon(self._start, future, options, fn, arguments)
         return future
 
     def _new_future(self) -> _JobFuture:
         check_not_exiting()
-        future = _JobFuture(self._forget)
+        future = _JobFuture(self)
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -243,9 +258,13 @@ class ClusterExecutor(concurrent.futures.Executor):
         """(reactor thread) hand the job to the client, unless cancelled already."""
         if future.done():
             return
-        future._deferred = submit_in_reactor(
-            self._client, options, fn, args, future._settle, on_start=future._started
-        )
+        try:
+            future._job = self._client.submit_to(future, options, fn, args)
+        except Exception:
+            future.job_ended(Failure())  # the client was closed
+
+    def _cancel_job(self, job: int) -> None:
+        self._client.cancel_job(job)
 
     def _hold(
         self,
@@ -266,12 +285,12 @@ class ClusterExecutor(concurrent.futures.Executor):
                     *dependencies.substitute(args, kwargs, Future, values)
                 )
             except Exception:
-                future._settle(Failure())
+                future.job_ended(Failure())
                 return
             self._start(future, options, fn, arguments)
 
         def failed(error: BaseException) -> None:
-            future._settle(Failure(error))
+            future.job_ended(Failure(error))
 
         reactor = reactor_thread.reactor_thread()
         dependencies.wait_for(waits_for, dependencies.watch_future(reactor), ready, failed)
@@ -290,7 +309,7 @@ class ClusterExecutor(concurrent.futures.Executor):
             self._close()
 
     def _close(self) -> None:
-        reactor_thread.reactor_thread().callFromThread(self._client.close)
+        reactor_thread.call_soon(self._client.close)
 
     def map(
         self,
@@ -384,7 +403,7 @@ class ClusterExecutor(concurrent.futures.Executor):
                 future.cancel()
         if kill_running:
             running = [f for f in pending if not f.done()]
-            reactor_thread.reactor_thread().callFromThread(_kill_all, running)
+            reactor_thread.call_soon(_kill_all, running)
         with self._lock:
             close = not self._pending and not self._closed
             self._closed = self._closed or close

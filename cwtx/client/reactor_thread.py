@@ -19,15 +19,18 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.python.failure import Failure
 
+from cwtx.client.handoff import Handoff
+
 T = TypeVar("T")
 
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
+_handoff: Handoff | None = None
 
 
 def reactor_thread() -> Any:
     """The global reactor, running in a daemon thread started on first use."""
-    global _thread
+    global _thread, _handoff
     from twisted.internet import reactor
 
     with _lock:
@@ -43,9 +46,23 @@ def reactor_thread() -> Any:
                 name="cwtx-reactor",
                 daemon=True,
             )
+            _handoff = Handoff(reactor)
             _thread.start()
             atexit.register(_stop_reactor)
     return reactor
+
+
+def call_soon(f: Callable[..., Any], *args: Any) -> None:
+    """Run ``f(*args)`` in the reactor thread, after every call made
+    through here before it (in the reactor thread's order, not the
+    caller's: the caller does not wait).  Many calls cost one wake-up of
+    the reactor: the blocking clients hand every job over this way."""
+    handoff = _handoff
+    if handoff is None:
+        reactor_thread()
+        handoff = _handoff
+        assert handoff is not None
+    handoff(f, *args)
 
 
 def in_reactor_thread() -> bool:
@@ -62,7 +79,6 @@ def _stop_reactor() -> None:
 
 def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
     """Run ``fn`` in the reactor thread; a Future of its (awaited) result."""
-    reactor = reactor_thread()
     future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
     def run() -> None:
@@ -79,7 +95,7 @@ def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> concurrent.future
 
         d.addBoth(done)
 
-    reactor.callFromThread(run)
+    call_soon(run)
     return future
 
 

@@ -116,7 +116,7 @@ class MasterConnection(Peer):
     def dataReceived(self, data: bytes) -> None:
         if self.dead:
             return
-        if not self.authenticated:
+        if self.responders is None:  # not authenticated
             if self._received == 0 and data.startswith(OLD_AMP_HELLO):
                 return self._refuse_old_protocol(data)
             self._received += len(data)
@@ -128,7 +128,7 @@ class MasterConnection(Peer):
     def ampBoxReceived(self, box: Any) -> None:
         if self.dead or self.refused_box(box):
             return
-        if not self.authenticated and box.get(b"_command") not in HANDSHAKE:
+        if self.responders is None and box.get(b"_command") not in HANDSHAKE:
             what = box.get(b"_command", b"an answer")[:40]
             return self.drop(f"sent {what!r} before authenticating")
         self.last_seen = self.clock.seconds()

@@ -21,6 +21,7 @@ import txaio
 
 from cwtx._errors import ProtocolError, error_json, parse_error
 from cwtx._logs import RateLimit, debugging, printable
+from cwtx.master.jobs import Job, Options
 from cwtx.master.policy import MAX_SHAPES, FairShare, Refuse, TakeBack, mismatch_message
 from cwtx.master.sessions import (
     DEFAULT_MAX_RETRIES,
@@ -29,14 +30,13 @@ from cwtx.master.sessions import (
     MAX_CLIENT_JOBS,
     MAX_RESOURCES,
     ClientSession,
-    Data,
     Function,
-    Job,
+    HeldData,
     WorkerSession,
 )
 from cwtx.master.status import snapshot
 from cwtx.wire.names import JobStatus, OutputStream, data_hash, function_hash, split_hashes
-from cwtx.wire.payload import EMPTY, Payload
+from cwtx.wire.payload import Data, Payload, pieces_of
 from cwtx.wire.resources import MAX_SHARE, MIN_SHARE
 from cwtx.wire.resources import decode as decode_resources
 from cwtx.wire.resources import encode as encode_resources
@@ -51,11 +51,20 @@ log = txaio.make_logger()
 ENDED = "job {job} of client {client} ended: {status}"
 
 OUTPUT_STREAMS = frozenset(OutputStream)
+#: The statuses of a worker's result that end a job (lost and requeue retry it).
+ENDINGS = frozenset(
+    {JobStatus.OK, JobStatus.ERROR, JobStatus.TIMEOUT, JobStatus.CANCELLED, JobStatus.MEMORY}
+)
 #: Characters of one TaskOutput record's text the master forwards, at most
 #: (a worker sends at most 8,192: worker.output.RECORD_TEXT).
 MAX_OUTPUT_TEXT = 8192
 #: Put data one job may name (its record must fit in one AMP value).
 MAX_JOB_REFS = 1000
+#: Distinct job options a client's session keeps to share (a client that
+#: asks for more gets options of their own for the others' jobs).
+MAX_SHARED_OPTIONS = 1024
+#: The needs of a job that asks for no resources (most): one dict for all.
+NO_NEEDS: dict[str, float] = {}
 
 
 class Master:
@@ -133,12 +142,12 @@ class Master:
         self.policy.remove_client(session)
         self.dispatch()
 
-    def define(self, session: ClientSession, fn: bytes, env: str, code: Payload) -> None:
+    def define(self, session: ClientSession, fn: bytes, env: str, code: Data) -> None:
         """A client sends a function: its hash must be its content's, so that
         no client can pass its code off as another's."""
         if fn in session.functions:
             return
-        if function_hash(env, code.pieces) != fn:
+        if function_hash(env, pieces_of(code)) != fn:
             raise ProtocolError(f"function {fn.hex()[:16]}... does not match its code")
         session.add_function(Function(fn, env, code))
 
@@ -151,7 +160,7 @@ class Master:
             return
         if data_hash(data.pieces) != ref:
             raise ProtocolError(f"put data {ref.hex()[:16]}... does not match its hash")
-        session.add_data(Data(ref, data))
+        session.add_data(HeldData(ref, data))
 
     def free_data(self, session: ClientSession, refs: list[bytes]) -> None:
         """The client dropped these Refs: their data goes once no live job
@@ -161,7 +170,7 @@ class Master:
             if data is not None:
                 session.free_data(data)
 
-    def _data_gone(self, data: Data) -> None:
+    def _data_gone(self, data: HeldData) -> None:
         """A session let go of put data: the workers that have it drop it,
         unless another client holds the same bytes (cached by hash)."""
         if any(data.hash in c.data for c in self.clients):
@@ -176,7 +185,7 @@ class Master:
         session: ClientSession,
         job_id: int,
         fn: bytes,
-        args: Payload,
+        args: Data,
         timeout: float = 0.0,
         max_retries: int = -1,
         priority: int = 0,
@@ -200,47 +209,64 @@ class Master:
         except ValueError as e:
             self._refuse(session, job_id, "ValueError", str(e))
             return
-        if len(resources) > MAX_RESOURCES:
-            n = len(resources)
-            message = f"job {job_id}: resources of {n} characters (at most {MAX_RESOURCES})"
-            self._refuse(session, job_id, "ValueError", message)
-            return
-        try:
-            needs = decode_resources(resources, f"job {job_id}: resources")
-        except ValueError as e:
-            self._refuse(session, job_id, "ValueError", str(e))
-            return
-        shape = encode_resources(needs) if needs else "{}"
-        if needs and not self.policy.has_room_for(session, shape):
+        key = (timeout, max_retries, priority, resources, forward_output)
+        options = session.options.get(key)
+        if options is None:
+            options = self._options(session, job_id, *key)
+            if options is None:
+                return  # refused
+        if options.needs and not self.policy.has_room_for(session, options.resources):
             message = (
                 f"job {job_id}: this client already waits on {MAX_SHAPES} different "
                 "resource requests; use fewer distinct ones"
             )
             self._refuse(session, job_id, "ValueError", message)
             return
-        if timeout < 0 or timeout != timeout:
-            self._refuse(session, job_id, "ValueError", f"job {job_id}: timeout must be 0 or more")
-            return
-        job = Job(
-            session,
-            job_id,
-            function,
-            args,
-            timeout=timeout,
-            max_retries=self.max_retries if max_retries < 0 else max_retries,
-            priority=priority,
-            resources=shape,
-            needs=needs,
-            forward_output=forward_output,
-            data=data,
-        )
+        job = Job(session, job_id, function, args, options, data=data)
         session.add_job(job)
         self.policy.enqueue(job)
         if debugging(log):
             log.debug("job {job} of client {client} submitted", job=job_id, client=session.name)
 
+    def _options(
+        self,
+        session: ClientSession,
+        job_id: int,
+        timeout: float,
+        max_retries: int,
+        priority: int,
+        resources: str,
+        forward_output: bool,
+    ) -> Options | None:
+        """A job's options, checked, and kept to share with the client's
+        next jobs that ask for the same; None if refused."""
+        if len(resources) > MAX_RESOURCES:
+            n = len(resources)
+            message = f"job {job_id}: resources of {n} characters (at most {MAX_RESOURCES})"
+            self._refuse(session, job_id, "ValueError", message)
+            return None
+        try:
+            needs = decode_resources(resources, f"job {job_id}: resources") or NO_NEEDS
+        except ValueError as e:
+            self._refuse(session, job_id, "ValueError", str(e))
+            return None
+        if timeout < 0 or timeout != timeout:
+            self._refuse(session, job_id, "ValueError", f"job {job_id}: timeout must be 0 or more")
+            return None
+        options = Options(
+            timeout=timeout,
+            max_retries=self.max_retries if max_retries < 0 else max_retries,
+            priority=priority,
+            resources=encode_resources(needs) if needs else "{}",
+            needs=needs,
+            forward_output=forward_output,
+        )
+        if len(session.options) < MAX_SHARED_OPTIONS:
+            session.options[(timeout, max_retries, priority, resources, forward_output)] = options
+        return options
+
     @staticmethod
-    def _job_data(session: ClientSession, job_id: int, refs: bytes) -> tuple[Data, ...]:
+    def _job_data(session: ClientSession, job_id: int, refs: bytes) -> tuple[HeldData, ...]:
         """The put data a job names; ValueError if it names any its client
         does not hold (never sent, or freed)."""
         hashes = list(dict.fromkeys(split_hashes(refs)))
@@ -259,7 +285,7 @@ class Master:
 
     @staticmethod
     def _refuse(session: ClientSession, job_id: int, kind: str, message: str) -> None:
-        session.deliver((job_id, JobStatus.ERROR, EMPTY, error_json(kind, message)))
+        session.deliver((job_id, JobStatus.ERROR, b"", error_json(kind, message)))
 
     def cancel(self, session: ClientSession, job_ids: list[int]) -> None:
         """The client gave up on these jobs; it expects no answer."""
@@ -277,37 +303,37 @@ class Master:
             status=JobStatus.CANCELLED,
         )
         job.ended = True
-        worker = job.worker
-        if worker is None:
+        task = job.task
+        if task is None:
             self.policy.dequeued(job)  # the queue skips it
             return
-        if job.sent:
-            if job.started or debugging(log):
+        if task.sent:
+            if task.started or debugging(log):
                 self._job_note(
                     job,
                     "job {job} of client {client} cancelled on worker {worker}: "
                     "task {task} is killed if it runs",
-                    worker=worker.name,
-                    task=job.task,
+                    worker=task.worker.name,
+                    task=task.id,
                 )
-            worker.deliver_cancel(job.task)  # stays on the worker until it answers
+            task.worker.deliver_cancel(task.id)  # stays on the worker until it answers
         else:
             self._unassign(job)  # its record will be skipped
 
     def _unassign(self, job: Job) -> None:
         """The job leaves its worker."""
-        worker = job.worker
-        if worker is None:
+        task = job.task
+        if task is None:
             return
-        if job.started and job.client.jobs.get(job.job_id) is job:
+        live = job.client.jobs.get(job.job_id) is job
+        if task.started and live:
             job.client.started -= 1  # (a dropped job's was taken off then)
-        self.policy.released(job)
-        worker.running.pop(job.task, None)
-        if job.client.jobs.get(job.job_id) is job:
+        self.policy.released(task)
+        task.worker.running.pop(task.id, None)
+        if live:
             job.client.assign(job, None)
         else:
-            job.worker = None
-        job.sent = False
+            job.task = None
 
     # -- workers --------------------------------------------------------------
 
@@ -334,54 +360,58 @@ class Master:
             return
         self.workers.remove(worker)
         log.info("worker {w} left: {cause}", w=worker.name, cause=cause)
-        for _task, job in sorted(worker.running.items()):
-            started = job.started
+        for _, task in sorted(worker.running.items()):
+            job = task.job
+            started = task.started
             self._unassign(job)
             if not job.ended:
                 # A job that kills its worker before its start is reported
                 # would never count an attempt: past this many lost workers
                 # it counts anyway, so it cannot take down every worker.
                 job.losses += 1
-                suspect = job.losses > 2 * (job.max_retries + 1)
+                suspect = job.losses > 2 * (job.options.max_retries + 1)
                 self._attempt_failed(job, worker, cause, counted=started or suspect)
         worker.running = {}
         self.policy.remove_worker(worker)
         self.dispatch()
 
-    def task_started(self, worker: WorkerSession, task: int) -> None:
+    def task_started(self, worker: WorkerSession, task_id: int) -> None:
         """A worker says one of its tasks started in a slot."""
-        job = worker.running.get(task)
-        if job is None or job.ended or job.started:
+        task = worker.running.get(task_id)
+        if task is None or task.job.ended or task.started:
             return  # cancelled meanwhile, or said twice
-        self.policy.started(job, self.now())
+        job = task.job
+        self.policy.started(task, self.now())
         self._job_debug(
             job,
             "job {job} of client {client} started on worker {worker}",
             worker=worker.name,
-            task=task,
+            task=task_id,
         )
         job.client.started += 1
         if not job.announced:
             job.announced = True
             job.client.deliver_started(job.job_id)
 
-    def task_output(self, worker: WorkerSession, task: int, stream: str, text: str) -> None:
+    def task_output(self, worker: WorkerSession, task_id: int, stream: str, text: str) -> None:
         """A worker sends lines one of its tasks printed (it bounds them)."""
         if stream not in OUTPUT_STREAMS:
             raise ProtocolError(f"no output stream {printable(stream, 40)}")
-        job = worker.running.get(task)
-        if job is None or job.ended or not job.forward_output:
+        task = worker.running.get(task_id)
+        job = task.job if task is not None else None
+        if job is None or job.ended or not job.options.forward_output:
             return  # ended meanwhile, or not asked for
         job.client.deliver_output((job.job_id, worker.name, stream, text[:MAX_OUTPUT_TEXT]))
 
     def _taken_back(self, decision: TakeBack, returned: list[int]) -> None:
-        for job in self.policy.taken_back(decision, set(returned)):
+        for task in self.policy.taken_back(decision, set(returned)):
+            job = task.job
             self._job_debug(
                 job,
                 "job {job} of client {client} taken back from worker {worker} "
                 "(task {task} had not started) for {taker}",
                 worker=decision.victim.name,
-                task=job.task,
+                task=task.id,
                 taker=decision.taker.name,
             )
             self._unassign(job)
@@ -392,27 +422,29 @@ class Master:
     def task_result(
         self,
         worker: WorkerSession,
-        task: int,
+        task_id: int,
         status: str,
-        value: Payload,
+        value: Data,
         error: str,
         seconds: float = 0.0,
     ) -> None:
         """A worker says how one of its tasks ended, and how long it ran."""
-        job = worker.running.get(task)
-        if job is None:
+        task = worker.running.get(task_id)
+        if task is None:
             allowed, held = self.log_limit.allow(("unknown task", worker.name))
             if allowed:
                 log.warn(
                     "ignoring a result for task {t}, which worker {w} was not given{also}",
-                    t=task,
+                    t=task_id,
                     w=worker.name[:60],  # escaped as it arrived
                     also=f" ({held} more held back)" if held else "",
                 )
             return
+        job = task.job
         # A worker's word, capped by what the master saw (a lying or skewed
         # clock cannot charge a client more than the time since it sent it).
-        self.policy.ran(job, min(seconds, self.now() - job.sent_at))
+        if seconds > 0:
+            self.policy.ran(job, min(seconds, self.now() - task.sent_at))
         self._unassign(job)
         if job.ended:
             return  # cancelled, or its client left
@@ -432,43 +464,51 @@ class Master:
                     job,
                     "job {job} of client {client} lost on worker {worker}: {cause}",
                     worker=worker.name,
-                    task=task,
+                    task=task_id,
                     cause=printable(cause, 500),
                 )
             self._attempt_failed(job, worker, printable(cause, 500), counted=not honest)
             return
         if status == JobStatus.OK:
             worker.done += 1
-        elif status in (JobStatus.ERROR, JobStatus.TIMEOUT):
+        elif status in (JobStatus.ERROR, JobStatus.TIMEOUT, JobStatus.MEMORY):
             worker.failed += 1
         if status == JobStatus.TIMEOUT:
             self._job_note(
                 job,
                 "job {job} of client {client} timed out on worker {worker} and was killed",
                 worker=worker.name,
-                task=task,
-                timeout=job.timeout,
+                task=task_id,
+                timeout=job.options.timeout,
             )
-        if status not in (JobStatus.OK, JobStatus.ERROR, JobStatus.TIMEOUT, JobStatus.CANCELLED):
+        elif status == JobStatus.MEMORY:  # (like an error: it would fail again)
+            self._job_note(
+                job,
+                "job {job} of client {client} went over the memory limit of worker {worker}",
+                worker=worker.name,
+                task=task,
+            )
+        if status not in ENDINGS:
             message = (
                 f"worker {worker.name} sent a malformed result (status {printable(status, 40)})"
             )
-            self._end(job, JobStatus.ERROR, EMPTY, error_json("ProtocolError", message))
+            self._end(job, JobStatus.ERROR, b"", error_json("ProtocolError", message))
             return
         self._end(job, JobStatus(status), value, error)
 
     def _attempt_failed(self, job: Job, worker: WorkerSession, cause: str, counted: bool) -> None:
         """An attempt ended without a result (the job is off its worker)."""
         if counted:
-            job.attempts.append({"worker": worker.name, "cause": cause})
-        if len(job.attempts) > job.max_retries:
+            job.attempts = [*job.attempts, {"worker": worker.name, "cause": cause}]
+        max_retries = job.options.max_retries
+        if len(job.attempts) > max_retries:
             lines = "; ".join(f"{a['worker']}: {a['cause']}" for a in job.attempts)
             message = (
                 f"job {job.job_id} was lost {len(job.attempts)} times "
-                f"(max_retries={job.max_retries}): {lines}"
+                f"(max_retries={max_retries}): {lines}"
             )
-            error = error_json("JobLost", message, attempts=job.attempts)
-            self._end(job, JobStatus.LOST, EMPTY, error)
+            error = error_json("JobLost", message, attempts=list(job.attempts))
+            self._end(job, JobStatus.LOST, b"", error)
         else:
             self._job_debug(
                 job,
@@ -496,12 +536,9 @@ class Master:
             also = f" ({held} more such lines for this client held back)" if held else ""
             log.info(text + "{also}", job=job.job_id, client=job.client.name, also=also, **fields)
 
-    def _end(self, job: Job, status: JobStatus, value: Payload, error: str) -> None:
-        self._job_debug(
-            job,
-            ENDED,
-            status=status,
-        )
+    def _end(self, job: Job, status: JobStatus, value: Data, error: str) -> None:
+        if debugging(log):
+            self._job_debug(job, ENDED, status=status)
         job.ended = True
         job.client.drop_job(job.job_id)
         self.completed += 1
@@ -524,26 +561,29 @@ class Master:
         matches ends with a clear error.
         """
         now = self.now()
+        debug = debugging(log)  # (once, not per job)
         while (decision := self.policy.next()) is not None:
             job = decision.job
             if isinstance(decision, Refuse):
                 error = error_json("VersionMismatch", mismatch_message(job.client, self.workers))
-                self._end(job, JobStatus.ERROR, EMPTY, error)
+                self._end(job, JobStatus.ERROR, b"", error)
                 continue
-            worker = decision.worker
-            job.task = next(self._tasks)
-            job.sent_at = now
-            job.client.assign(job, worker)
-            worker.running[job.task] = job
-            self._job_debug(
-                job,
-                "job {job} of client {client} dispatched to worker {worker} as task {task}",
-                worker=worker.name,
-                task=job.task,
-            )
-            worker.deliver_run(job)
+            task = decision
+            task.id = next(self._tasks)
+            task.sent_at = now
+            job.client.assign(job, task)
+            worker = task.worker
+            worker.running[task.id] = task
+            if debug:
+                self._job_debug(
+                    job,
+                    "job {job} of client {client} dispatched to worker {worker} as task {task}",
+                    worker=worker.name,
+                    task=task.id,
+                )
+            worker.deliver_run(task)
         for steal in self.policy.steals():
-            tasks = [job.task for job in steal.jobs]
+            tasks = [task.id for task in steal.tasks]
             d = steal.victim.deliver_take_back(tasks)
             d.addCallbacks(
                 lambda returned, steal=steal: self._taken_back(steal, returned),

@@ -3,7 +3,8 @@ The scheduling policy: which queued job goes to which worker, and which
 prefetched tasks to take back.  One pure object (:class:`FairShare`): no
 reactor, no I/O.  The master feeds it events (a job queued, assigned,
 started, released; workers and clients come and go) and acts on what it
-decides (:class:`Start`, :class:`Refuse`, :class:`TakeBack`).
+decides (a :class:`~cwtx.master.jobs.Task` to send, :class:`Refuse`,
+:class:`TakeBack`).
 
 * **Fair share of slots**: the next free place goes to the client with the
   fewest tasks on workers for its share (``SetShare``, default 1).  Ties go
@@ -23,20 +24,22 @@ decides (:class:`Start`, :class:`Refuse`, :class:`TakeBack`).
   queues takes back tasks prefetched to a worker whose slots are all busy.
 
 Cost: dispatching a job is O(log n) (heaps of queues and of workers, with
-lazy deletion); a job that asks for resources scans the workers that have
-the rarest resource it asks for.
+lazy deletion; a queue is a FIFO per priority); a job that asks for
+resources scans the workers that have the rarest resource it asks for.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from itertools import count
 from typing import Any
 
-from cwtx.master.sessions import UNKNOWN_VERSIONS, ClientSession, Job, WorkerSession
+from cwtx.master.jobs import Job, Task
+from cwtx.master.sessions import UNKNOWN_VERSIONS, ClientSession, WorkerSession
 from cwtx.wire.resources import describe
 
 #: What sending a job charges its client's pass (its run time is charged
@@ -57,7 +60,7 @@ def compatible(client: tuple[str, str], worker: tuple[str, str]) -> bool:
     """Can a worker unpickle what this client pickled?  Same Python
     major.minor and the same cloudpickle (its format is not promised to
     carry across versions).  Unknown versions (tests) match anything."""
-    if UNKNOWN_VERSIONS in (client, worker):
+    if client == worker or UNKNOWN_VERSIONS in (client, worker):
         return True
     short = [".".join(v[0].split(".")[:2]) for v in (client, worker)]
     return short[0] == short[1] and client[1] == worker[1]
@@ -85,14 +88,6 @@ def describe_needs(needs: dict[str, float]) -> str:
 
 
 @dataclass
-class Start:
-    """Run ``job`` on ``worker`` (the policy has counted it there)."""
-
-    job: Job
-    worker: WorkerSession
-
-
-@dataclass
 class Refuse:
     """No registered worker can ever run ``job`` (versions): end it."""
 
@@ -105,29 +100,85 @@ class TakeBack:
     for ``taker`` (which has idle slots); then call :meth:`FairShare.taken_back`."""
 
     victim: WorkerSession
-    jobs: list[Job]
+    tasks: list[Task]
     taker: WorkerSession
 
 
 @dataclass(eq=False)
 class _Queue:
-    """One client's queued jobs that need the same resources."""
+    """One client's queued jobs that need the same resources: a FIFO per
+    priority (a job costs one pointer in it), highest priority first.  A
+    priority with one job holds the job itself: a client that gives every
+    job a priority of its own does not pay for a FIFO each."""
 
     client: _Client
     needs: dict[str, float]
-    heap: list[tuple[int, int, Job]] = field(default_factory=list)
+    levels: dict[int, Job | deque[Job]] = field(default_factory=dict)  # by priority
+    order: list[int] = field(default_factory=list)  # heap of the levels' -priority
     entry: int = 0  # the sequence number of its live entry in the ready heap (0: none)
     parked: bool = False
     why: str = ""  # unschedulable: why no connected worker can ever run it
     hint: _Worker | None = None  # retried for a place freed on this worker
-    stale: int = 0  # ended jobs its heap still holds
-    count: int = 0  # jobs queued in it (its heap holds ended ones too)
+    stale: int = 0  # ended jobs it still holds
+    count: int = 0  # jobs queued in it (it holds ended ones too)
 
     def peek(self) -> Job | None:
-        while self.heap and not self.heap[0][2].queued:
-            heapq.heappop(self.heap)
+        """Its next job (ended ones on the way are dropped)."""
+        while self.order:
+            level = self.levels[-self.order[0]]
+            job = level[0] if type(level) is deque else level
+            if job.task is None and not job.ended:
+                return job
             self.stale = max(0, self.stale - 1)
-        return self.heap[0][2] if self.heap else None
+            self.pop()
+        return None
+
+    def pop(self) -> None:
+        """Drop its next job (the one :meth:`peek` returned)."""
+        priority = -self.order[0]
+        level = self.levels[priority]
+        if type(level) is deque and len(level) > 1:
+            level.popleft()
+        else:
+            heapq.heappop(self.order)
+            del self.levels[priority]
+
+    def push(self, job: Job, front: bool) -> None:
+        """Queue it last of its priority, or first (``front``)."""
+        priority = job.options.priority
+        level = self.levels.get(priority)
+        if level is None:
+            self.levels[priority] = job
+            heapq.heappush(self.order, -priority)
+        elif type(level) is not deque:
+            self.levels[priority] = deque((job, level) if front else (level, job))
+        elif front:
+            level.appendleft(job)
+        else:
+            level.append(job)
+
+    def compact(self) -> None:
+        """Drop the ended jobs it holds."""
+        for priority, level in list(self.levels.items()):
+            jobs = level if type(level) is deque else [level]
+            live = [j for j in jobs if j.task is None and not j.ended]
+            if len(live) > 1:
+                self.levels[priority] = deque(live)
+            elif live:
+                self.levels[priority] = live[0]
+            else:
+                del self.levels[priority]
+        self.order = [-p for p in self.levels]
+        heapq.heapify(self.order)
+        self.stale = 0
+
+    def jobs(self) -> list[Job]:
+        """The jobs it holds (ended ones too), in no order (tests)."""
+        return [j for v in self.levels.values() for j in (v if type(v) is deque else [v])]
+
+    def clear(self) -> None:
+        self.levels.clear()
+        self.order.clear()
 
 
 @dataclass(eq=False)
@@ -154,17 +205,14 @@ class _Worker:
     kept: int = 0  # of its waiting tasks, those it would not hand back
     expecting: int = 0  # tasks being taken back elsewhere for it
     avail: dict[str, float] = field(default_factory=dict)
-    waiting: dict[Job, None] = field(default_factory=dict)  # unstarted, oldest first
+    waiting: dict[Task, None] = field(default_factory=dict)  # unstarted, oldest first
     entry: int = 0
     slots: int = 0
     capacity: int = 0  # slots plus prefetch
     leaving: bool = False
-
-    @property
-    def free(self) -> int:
-        """How many more tasks it may be sent (its slots, plus prefetch):
-        it is sent a task only while this is above 0."""
-        return 0 if self.leaving else self.capacity - self.load
+    #: How many more tasks it may be sent (its capacity less its load; 0
+    #: once it is leaving): it is sent a task only while this is above 0.
+    free: int = 0
 
     @property
     def idle(self) -> int:
@@ -205,6 +253,8 @@ class FairShare:
         self._ready_limit = 64  # compact the ready heap past this many entries
         self._wheap_limit = 64
         self._why: dict[tuple[tuple[str, str], str], str] = {}  # unschedulable, by shape
+        #: Jobs taken back for a worker with idle slots, queued: they go to it.
+        self._takers: dict[Job, WorkerSession] = {}
 
     # -- clients -------------------------------------------------------------
 
@@ -220,7 +270,7 @@ class FairShare:
             self._parked_needs = [q for q in self._parked_needs if q.client is not client]
             self._stuck = [q for q in self._stuck if q.client is not client]
             for q in client.queues.values():
-                q.heap.clear()
+                q.clear()
 
     def set_share(self, session: ClientSession, share: float) -> None:
         if not share > 0:
@@ -246,6 +296,7 @@ class FairShare:
             slots=session.slots,
             capacity=session.capacity,
             leaving=session.leaving,
+            free=0 if session.leaving else session.capacity,
         )
         self._workers[session] = w
         self._free += w.free
@@ -268,6 +319,7 @@ class FairShare:
         w = self._workers[session]
         self._free -= w.free
         session.leaving = w.leaving = True
+        w.free = 0
         self._update(w)
 
     @property
@@ -283,16 +335,15 @@ class FairShare:
     def enqueue(self, job: Job, front: bool = False) -> None:
         """Queue a job (``front``: first of its priority, as a retried one)."""
         client = self._clients[job.client]
-        key = job.shape
-        q = client.queues.get(key)
+        options = job.options
+        q = client.queues.get(options.resources)
         if q is None:
-            q = client.queues[key] = _Queue(client, job.needs)
+            q = client.queues[options.resources] = _Queue(client, options.needs)
         if client.queued == 0:
             client.vpass = max(client.vpass, self._vtime)  # no banked credit
         client.queued += 1
         q.count += 1
-        seq = -next(self._seq) if front else next(self._seq)
-        heapq.heappush(q.heap, (-job.priority, seq, job))
+        q.push(job, front)
         if not q.parked and not q.entry:
             self._push_ready(q)
 
@@ -301,8 +352,8 @@ class FairShare:
         client = self._clients.get(session)
         if client is None or shape in client.queues:
             return True
-        live = [k for k, q in client.queues.items() if q.heap]
-        for k in [k for k, q in client.queues.items() if not q.heap and not q.entry]:
+        live = [k for k, q in client.queues.items() if q.levels]
+        for k in [k for k, q in client.queues.items() if not q.levels and not q.entry]:
             if not client.queues[k].parked:
                 del client.queues[k]  # empty: forget it
         return len(live) < MAX_SHAPES
@@ -310,21 +361,22 @@ class FairShare:
     def dequeued(self, job: Job) -> None:
         """A queued job ended (cancelled, or its client left): its queue
         skips it, and is compacted once it holds mostly such jobs."""
+        if self._takers:
+            self._takers.pop(job, None)
         client = self._clients.get(job.client)
         if client is None:
             return
         client.queued -= 1
-        q = client.queues.get(job.shape)
+        q = client.queues.get(job.options.resources)
         if q is not None:
             q.count -= 1
             q.stale += 1
-            if q.stale > 64 and 2 * q.stale > len(q.heap):
-                q.heap = [e for e in q.heap if e[2].queued]
-                heapq.heapify(q.heap)
-                q.stale = 0
+            if q.stale > 64 and q.stale > q.count:
+                q.compact()
 
-    def next(self) -> Start | Refuse | None:
-        """The next decision, or None when nothing more can start now."""
+    def next(self) -> Task | Refuse | None:
+        """The next decision: a task to send (the policy has counted it on
+        its worker), a job to refuse, or None when nothing more can start now."""
         budget = 2 * (len(self._parked) + len(self._parked_needs)) + 2
         while True:
             decision = self._next()
@@ -337,7 +389,7 @@ class FairShare:
             while self._redo:  # places a retry did not use: retry others
                 self._unpark(freed=self._redo.pop())
 
-    def _next(self) -> Start | Refuse | None:
+    def _next(self) -> Task | Refuse | None:
         ready = self._ready
         while ready and self._free > 0:
             key, seq, q = ready[0]
@@ -367,7 +419,7 @@ class FairShare:
                     compatible(client.session.versions, w.versions) for w in self._workers
                 ):
                     self._pop(q)
-                    if q.heap:
+                    if q.count:
                         self._push_ready(q)  # its next job is refused too, in turn
                     return Refuse(job)
                 q.why = self._unschedulable(job)
@@ -380,104 +432,106 @@ class FairShare:
                     self._parked.append(q)
                 continue
             self._pop(q)
-            self._assign(job, worker, client)
-            if q.heap:
+            task = self._assign(job, worker, client)
+            if q.count:
                 self._push_ready(q, replace_top=True)
             else:
                 heapq.heappop(ready)
                 q.entry = 0
-            return Start(job, worker.session)
+            return task
         return None
 
-    def _pop(self, q: _Queue) -> None:
-        heapq.heappop(q.heap)
+    @staticmethod
+    def _pop(q: _Queue) -> None:
+        q.pop()
         q.client.queued -= 1
         q.count -= 1
 
-    def _assign(self, job: Job, worker: _Worker, client: _Client) -> None:
-        job.vstart = client.vpass
-        job.order = client.vpass - client.tier * TIER_OFFSET
+    def _assign(self, job: Job, worker: _Worker, client: _Client) -> Task:
+        task = Task(job, worker.session, client.vpass - client.tier * TIER_OFFSET, client.vpass)
         client.vpass += SEND_COST / client.weight
         client.load += 1
         self._free -= 1  # it had room: it was chosen
         worker.load += 1
-        for name, amount in job.needs.items():
-            worker.avail[name] -= amount
-        job.started = False
-        job.reclaiming = job.kept = False
-        job.reclaim_by = None
-        job.asks = 0
-        worker.waiting[job] = None
+        worker.free -= 1
+        needs = job.options.needs
+        if needs:
+            for name, amount in needs.items():
+                worker.avail[name] -= amount
+        worker.waiting[task] = None
         self._push_worker(worker, replace_top=True)
         self._update(worker)
+        return task
 
-    def started(self, job: Job, now: float) -> None:
-        """Its worker reports it started (once per attempt)."""
-        worker = self._workers.get(job.worker) if job.worker is not None else None
-        if worker is None or job.started:
+    def started(self, task: Task, now: float) -> None:
+        """Its worker reports it started (once)."""
+        worker = self._workers.get(task.worker)
+        if worker is None or task.started:
             return
-        job.started = True
-        job.started_at = now
-        if worker.waiting.pop(job, 0) is None:
-            self._left_waiting(job, worker)
+        task.started = True
+        task.started_at = now
+        if worker.waiting.pop(task, 0) is None and task.asked:
+            self._left_waiting(task, worker)
         worker.started += 1
-        self._vtime = max(self._vtime, job.vstart)
+        self._vtime = max(self._vtime, task.vstart)
         self._update(worker)
 
     def ran(self, job: Job, seconds: float) -> None:
         """It ran ``seconds`` in its slot (the master caps the worker's figure
         at the time since it sent the task): charged to its client's pass,
-        divided by its share, so clients share slot time."""
+        divided by its share, so clients share slot time.  (Its key rises:
+        its ready queues are re-sorted when they reach the heap's top.)"""
         client = self._clients.get(job.client)
         if client is not None and seconds > 0:
             client.vpass += seconds / client.weight
-            if client.queues:
-                self._rekey(client)
 
-    def released(self, job: Job) -> None:
-        """The job left its worker: it ended, was lost, handed back, or
-        cancelled.  Call before clearing ``job.worker``."""
-        worker = self._workers.get(job.worker) if job.worker is not None else None
+    def released(self, task: Task) -> None:
+        """The task left its worker: it ended, was lost, handed back, or
+        cancelled."""
+        worker = self._workers.get(task.worker)
         if worker is None:
             return
-        client = self._clients.get(job.client)
+        client = self._clients.get(task.job.client)
         if client is not None:
             client.load -= 1
             if len(self._clients) > 1:
                 self._rekey(client)
-        if job.started:
+        if task.started:
             worker.started -= 1
-        elif worker.waiting.pop(job, 0) is None:
-            self._left_waiting(job, worker)
-        job.started = False
+        elif worker.waiting.pop(task, 0) is None and task.asked:
+            self._left_waiting(task, worker)
         if not worker.leaving:
             self._free += 1
+            worker.free += 1
         worker.load -= 1
-        for name, amount in job.needs.items():
-            worker.avail[name] += amount
+        needs = task.job.options.needs
+        if needs:
+            for name, amount in needs.items():
+                worker.avail[name] += amount
         self._push_worker(worker)
         self._update(worker)
-        self._unpark(freed=worker)
+        if self._parked or self._parked_needs:
+            self._unpark(freed=worker)
 
-    def _left_waiting(self, job: Job, worker: _Worker) -> None:
+    def _left_waiting(self, task: Task, worker: _Worker) -> None:
         """It no longer waits on ``worker`` (it started, or left): it stops
         counting as asked back there, as kept there, and as on its way to
-        the worker that asked for it."""
-        if job.reclaiming:
+        the worker that asked for it (only a task ever ``asked`` back can)."""
+        if task.reclaiming:
             worker.reclaiming -= 1
-            job.reclaiming = False
-        if job.kept:
+            task.reclaiming = False
+        if task.kept:
             worker.kept -= 1
-            job.kept = False
-        self._settle(job)
+            task.kept = False
+        self._settle(task)
 
-    def _settle(self, job: Job) -> None:
+    def _settle(self, task: Task) -> None:
         """Its take-back, if any, no longer brings it to the taker (a worker
         that never answers cannot pin the taker's idle slots this way)."""
-        decision = job.reclaim_by
+        decision = task.reclaim_by
         if decision is None:
             return
-        job.reclaim_by = None
+        task.reclaim_by = None
         taker = self._workers.get(decision.taker)
         if taker is not None:
             taker.expecting -= 1
@@ -508,19 +562,19 @@ class FairShare:
                 need = min(taker.idle, victim.excess)
                 if need <= 0:
                     continue
-                jobs = [
-                    j
-                    for j in reversed(victim.waiting)
-                    if not j.reclaiming and not j.kept and self._could_run(taker, j)
+                tasks = [
+                    t
+                    for t in reversed(victim.waiting)
+                    if not t.reclaiming and not t.kept and self._could_run(taker, t.job)
                 ][:need]
-                if not jobs:
+                if not tasks:
                     continue
-                decision = TakeBack(victim.session, jobs, taker.session)
-                for j in jobs:
-                    j.reclaiming = True
-                    j.reclaim_by = decision  # only its answer settles them
-                victim.reclaiming += len(jobs)
-                taker.expecting += len(jobs)
+                decision = TakeBack(victim.session, tasks, taker.session)
+                for t in tasks:
+                    t.asked = t.reclaiming = True
+                    t.reclaim_by = decision  # only its answer settles them
+                victim.reclaiming += len(tasks)
+                taker.expecting += len(tasks)
                 self._update(victim)
                 self._update(taker)
                 out.append(decision)
@@ -528,36 +582,38 @@ class FairShare:
                     break
         return out
 
-    def taken_back(self, decision: TakeBack, returned: set[int]) -> list[Job]:
+    def taken_back(self, decision: TakeBack, returned: set[int]) -> list[Task]:
         """The victim answered: ``returned`` are the task ids it handed
-        back.  Those jobs leave it (the master requeues them at the front);
-        the others started, or ended, there as usual."""
+        back.  Those tasks leave it (the master requeues their jobs at the
+        front); the others started, or ended, there as usual."""
         back = []
-        for job in decision.jobs:
-            if job.reclaim_by is not decision:
+        for task in decision.tasks:
+            if task.reclaim_by is not decision:
                 continue  # it moved on since (started, ended, lost)
-            self._settle(job)
-            if job.reclaiming and job.worker is decision.victim and job.task in returned:
-                job.taker = decision.taker  # not back to where it waited
-                back.append(job)
-            elif job.reclaiming:
-                job.reclaiming = False
+            self._settle(task)
+            if task.reclaiming and task.job.task is task and task.id in returned:
+                self._takers[task.job] = decision.taker  # not back to where it waited
+                back.append(task)
+            elif task.reclaiming:
+                task.reclaiming = False
                 # It started (its report is on its way), or its record had
                 # not reached the worker yet (sent after the take-back):
                 # asked again, up to ASKS times in all.
-                job.asks += 1
+                task.asks += 1
                 victim = self._workers.get(decision.victim)
                 if victim is not None:
                     victim.reclaiming -= 1
-                    if job.asks >= ASKS:
-                        job.kept = True
+                    if task.asks >= ASKS:
+                        task.kept = True
                         victim.kept += 1
                     self._update(victim)
         return back
 
     def _could_run(self, w: _Worker, job: Job) -> bool:
         """Could ``w`` start ``job`` now: its versions, and resources it has free."""
-        return compatible(job.client.versions, w.session.versions) and fits(job.needs, w.avail)
+        return compatible(job.client.versions, w.session.versions) and fits(
+            job.options.needs, w.avail
+        )
 
     def _update(self, w: _Worker) -> None:
         """Keep the sets of workers with idle slots and with waiting tasks."""
@@ -624,8 +680,8 @@ class FairShare:
     def _place(self, job: Job, q: _Queue) -> _Worker | None:
         """The worker with the most free places that can run ``job`` now
         (one it has not failed on, if there is one)."""
-        taker = self._workers.get(job.taker) if job.taker is not None else None
-        job.taker = None
+        session = self._takers.pop(job, None) if self._takers else None
+        taker = self._workers.get(session) if session is not None else None
         if taker is not None and taker.free > 0 and self._could_run(taker, job):
             return taker  # it was taken back for this worker
         hint, q.hint = q.hint, None
@@ -637,10 +693,10 @@ class FairShare:
             and not any(a["worker"] == hint.session.name for a in job.attempts)
         ):
             return hint  # the place it was retried for
-        if job.needs:
+        if job.options.needs:
             return self._place_with_resources(job)
         versions = job.client.versions
-        failed = {a["worker"] for a in job.attempts}
+        failed = {a["worker"] for a in job.attempts} if job.attempts else ()
         aside: list[_Worker] = []
         chosen = None
         while self._wheap:
@@ -675,7 +731,7 @@ class FairShare:
             w
             for w in self._workers.values()
             if w.free > 0
-            and fits(job.needs, w.avail)
+            and fits(job.options.needs, w.avail)
             and compatible(job.client.versions, w.session.versions)
         ]
         if not candidates:
@@ -686,24 +742,25 @@ class FairShare:
     def _unschedulable(self, job: Job) -> str:
         """Why no connected worker could ever run ``job`` ("" if one could,
         once it has room)."""
-        if not job.needs or not self._workers:
+        if not job.options.needs or not self._workers:
             return ""
-        key = (job.client.versions, job.shape)
+        key = (job.client.versions, job.options.resources)
         why = self._why.get(key)
         if why is None:
             why = self._why[key] = self._why_not(job)
         return why
 
     def _why_not(self, job: Job) -> str:
+        needs = job.options.needs
         able = [w for w in self._workers if compatible(job.client.versions, w.versions)]
-        if any(fits(job.needs, w.amounts) for w in able):
+        if any(fits(needs, w.amounts) for w in able):
             return ""
-        short = [n for n in sorted(job.needs) if not any(w.amounts.get(n) for w in able)]
+        short = [n for n in sorted(needs) if not any(w.amounts.get(n) for w in able)]
         if short:
-            return f"needs {describe_needs(job.needs)}; no connected worker has {', '.join(short)}"
-        most = {n: max(w.amounts.get(n, 0) for w in able) for n in job.needs}
+            return f"needs {describe_needs(needs)}; no connected worker has {', '.join(short)}"
+        most = {n: max(w.amounts.get(n, 0) for w in able) for n in needs}
         return (
-            f"needs {describe_needs(job.needs)}; no connected worker has that much "
+            f"needs {describe_needs(needs)}; no connected worker has that much "
             f"(the most any has: {describe_needs(most)})"
         )
 

@@ -14,11 +14,11 @@ import txaio
 from twisted.internet.defer import Deferred
 
 from cwtx._errors import ProtocolError
+from cwtx.master.jobs import Task
 from cwtx.master.sessions import (
     MAX_RESOURCES,
     ClientSession,
-    Data,
-    Job,
+    HeldData,
     OutputItem,
     ResultItem,
     WorkerSession,
@@ -48,7 +48,7 @@ from cwtx.wire.commands import (
     TasksStarted,
 )
 from cwtx.wire.names import MAX_FREE, OutputStream, Role, dropped_notice, split_hashes
-from cwtx.wire.payload import EMPTY, Payload
+from cwtx.wire.payload import Data
 from cwtx.wire.peer import Guarded
 from cwtx.wire.resources import amounts
 from cwtx.wire.status import pieces as status_pieces
@@ -66,7 +66,7 @@ MAX_UNSENT_STARTS = 100_000
 MAX_UNSENT_OUTPUT = 1024 * 1024
 
 #: What one batched record is encoded from: (fields, payloads), or None to skip it.
-Encoded = tuple[dict[str, Any], dict[str, Payload]]
+Encoded = tuple[dict[str, Any], dict[str, Data]]
 
 
 def _check(condition: bool, message: str) -> None:
@@ -149,10 +149,12 @@ class ClientResponders(StatusResponders, BlobResponders):
     def submit(self, jobs: list[dict[str, Any]]) -> Deferred[dict[str, Any]]:
         blobs = self.connection.blobs_in
         for r in jobs:
-            code = blobs.take(r["fn_code"], r["fn_code_blob"])
-            args = blobs.take(r["args"], r["args_blob"])
-            if code.size:
-                self.master.define(self.session, r["fn"], r["fn_env"], code)
+            if r["fn_code"] or r["fn_code_blob"]:
+                code = blobs.take(r["fn_code"], r["fn_code_blob"])
+                if code.size:
+                    self.master.define(self.session, r["fn"], r["fn_env"], code)
+            # Inline arguments are kept as the bytes they came in.
+            args = blobs.take(r["args"], r["args_blob"]) if r["args_blob"] else r["args"]
             self.master.submit(
                 self.session,
                 r["job"],
@@ -272,7 +274,7 @@ class WorkerResponders(BlobResponders):
     def __init__(self, connection: MasterConnection) -> None:
         super().__init__(connection)
         self.session: WorkerSession | None = None
-        self.sender: BatchSender[Job] = BatchSender(
+        self.sender: BatchSender[Task] = BatchSender(
             connection, RunTasks, "tasks", self._encode_task
         )
         self._to_free: list[bytes] = []  # put data it is yet to be told to drop
@@ -318,7 +320,7 @@ class WorkerResponders(BlobResponders):
         session = self._registered()
         blobs = self.connection.blobs_in
         for r in results:
-            value = blobs.take(r["value"], r["value_blob"])
+            value = blobs.take(r["value"], r["value_blob"]) if r["value_blob"] else r["value"]
             self.master.task_result(
                 session, r["task"], r["status"], value, r["error"], r["seconds"]
             )
@@ -350,23 +352,25 @@ class WorkerResponders(BlobResponders):
         log.info("worker {name} is leaving", name=self.connection.name)
         return {}
 
-    def _encode_task(self, job: Job) -> BatchEncoded | None:
+    def _encode_task(self, task: Task) -> BatchEncoded | None:
         worker = self.session
-        if worker is None or job.ended or job.worker is not worker:
+        job = task.job
+        if worker is None or job.ended or job.task is not task:
             return None  # cancelled, or moved on, before its turn came
-        job.sent = True
+        task.sent = True
+        options = job.options
         fields: dict[str, Any] = {
-            "task": job.task,
+            "task": task.id,
             "session": job.client.number,
             "fn": job.fn.hash,
             "fn_env": "",
-            "timeout": job.timeout,
-            "resources": job.resources,
-            "order": job.order,
-            "forward_output": int(job.forward_output),
+            "timeout": options.timeout,
+            "resources": options.resources,
+            "order": task.order,
+            "forward_output": int(options.forward_output),
             "refs": b"",
         }
-        code = EMPTY
+        code: Data = b""
         if job.fn.hash not in worker.functions:
             worker.functions.add(job.fn.hash)
             fields["fn_env"], code = job.fn.env, job.fn.code
@@ -380,7 +384,7 @@ class WorkerResponders(BlobResponders):
         worker.data.update(data.hash for data in new)
         return fields, payloads, lambda: self._put_data(new)
 
-    async def _put_data(self, new: list[Data]) -> None:
+    async def _put_data(self, new: list[HeldData]) -> None:
         """Send put data the worker lacks, ahead of the task that names it."""
         for data in new:
             sent = await self.connection.blobs_out.call(PutData, {"data": data.data}, ref=data.hash)

@@ -1,21 +1,22 @@
 """
 What the master knows of each peer and each job: a client's session (its
 functions, its queue, its live jobs, its flow-control limits), a worker's
-session (its slots and the tasks sent to it), and the jobs themselves.
-No I/O: a session is handed ``deliver`` callables by its connection.
+session (its slots and the tasks sent to it); the jobs themselves are
+``jobs``.  No I/O: a session is handed ``deliver`` callables by its connection.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
 from cwtx._errors import ProtocolError
+from cwtx.master.jobs import Job, Options, Task
 from cwtx.wire.names import JobStatus
-from cwtx.wire.payload import EMPTY, Payload
+from cwtx.wire.payload import Data, Payload, size_of
 from cwtx.wire.resources import MAX_RESOURCES as MAX_RESOURCES
 
 DEFAULT_MAX_RETRIES = 3
@@ -46,11 +47,11 @@ UNKNOWN_VERSIONS = ("?", "?")
 class Function:
     hash: bytes
     env: str
-    code: Payload
+    code: Data
 
 
 @dataclass(eq=False)
-class Data:
+class HeldData:
     """Put data (a client's ``cwtx.Ref``), kept while its client holds the
     Ref or a live job of its names it."""
 
@@ -64,62 +65,16 @@ class Data:
         return self.data.size + DATA_OVERHEAD
 
 
-@dataclass(eq=False)
-class Job:
-    """A client's job, from submission until it ends for the client."""
-
-    client: ClientSession
-    job_id: int
-    fn: Function
-    args: Payload
-    timeout: float = 0.0
-    max_retries: int = DEFAULT_MAX_RETRIES
-    priority: int = 0
-    resources: str = "{}"  # as sent: the canonical text of ``needs`` (its shape)
-    needs: dict[str, float] = field(default_factory=dict)
-    attempts: list[dict[str, str]] = field(default_factory=list)
-    worker: WorkerSession | None = None
-    task: int = 0  # the task id of its current attempt
-    sent: bool = False  # its RunTasks record went out to the worker
-    ended: bool = False
-    # Kept by the policy:
-    order: float = 0.0  # the worker starts its waiting tasks lowest order first
-    vstart: float = 0.0  # its client's pass when it was sent
-    started: bool = False  # this attempt's worker reported it started
-    started_at: float = 0.0
-    reclaiming: bool = False  # asked back from its worker, answer pending
-    kept: bool = False  # its worker did not hand it back, ASKS times: not asked again
-    asks: int = 0  # take-backs its worker answered without it, this attempt
-    taker: WorkerSession | None = None  # taken back for this worker: it goes there
-    reclaim_by: Any = None  # the take-back (policy.TakeBack) that asked for it
-    losses: int = 0  # workers lost while it was on them, started or not
-    sent_at: float = 0.0  # when the master gave it to its current worker
-    announced: bool = False  # its client was told it started
-    forward_output: bool = False  # what it prints goes to its client
-    data: tuple[Data, ...] = ()  # the put data its arguments name
-
-    @property
-    def shape(self) -> str:
-        return self.resources
-
-    @property
-    def queued(self) -> bool:
-        return self.worker is None and not self.ended
-
-
 #: What the master hands a client session to send: (job id, status, value, error).
-ResultItem = tuple[int, JobStatus, Payload, str]
+ResultItem = tuple[int, JobStatus, Data, str]
 #: Lines a job printed, to send its client: (job id, worker, stream, text).
 OutputItem = tuple[int, str, str, str]
 
 
-def _job_size(job: Job) -> int:
-    """What a job counts for against its client's bytes."""
-    return job.args.size + len(job.resources)
-
-
 def _result_size(item: ResultItem) -> int:
-    return item[2].size + len(item[3]) + RESULT_OVERHEAD
+    value = item[2]
+    size = len(value) if type(value) is bytes else value.size  # size_of, inlined: twice a job
+    return size + len(item[3]) + RESULT_OVERHEAD
 
 
 class ClientSession:
@@ -142,12 +97,15 @@ class ClientSession:
         self.number = 0  # the master's number for this session (set when added)
         self.functions: dict[bytes, Function] = {}
         #: Its put data, by hash; and what it counts against its limit.
-        self.data: dict[bytes, Data] = {}
+        self.data: dict[bytes, HeldData] = {}
         self.data_bytes = 0
         #: Told of put data this session no longer holds (the master drops
         #: it at workers that have it, unless another client holds it too).
-        self.data_gone: Callable[[Data], None] = lambda data: None
+        self.data_gone: Callable[[HeldData], None] = lambda data: None
         self.jobs: dict[int, Job] = {}
+        #: Its jobs' options, shared by the jobs that asked for the same
+        #: (timeout, max_retries, priority, resources, forward_output).
+        self.options: dict[tuple[Any, ...], Options] = {}
         self.held_bytes = 0  # argument bytes of the jobs it has not seen end
         self.function_bytes = 0  # bytes of the functions it has sent
         # Results handed to its connection and not yet sent: a client that
@@ -160,13 +118,13 @@ class ClientSession:
         self.assigned = 0  # its jobs that are on a worker (the others are queued)
         self.started = 0  # of those, the ones that have started
         self.done = 0  # its jobs that ended with a value
-        self.failed = 0  # its jobs that ended with an error (timeouts, lost jobs too)
+        self.failed = 0  # its jobs that ended with an error (timeouts, memory, lost jobs too)
         self.origin: dict[str, Any] = {}  # host, pid, user, as its hello said
         self.joined_at = 0.0  # on the master's clock
 
     def add_job(self, job: Job) -> None:
         self.jobs[job.job_id] = job
-        self.held_bytes += _job_size(job)
+        self.held_bytes += size_of(job.args) + len(job.options.resources)  # (as drop_job)
         for data in job.data:
             data.users += 1
 
@@ -176,25 +134,26 @@ class ClientSession:
         the job (the policy skips it)."""
         job = self.jobs.pop(job_id, None)
         if job is not None:
-            self.held_bytes -= _job_size(job)
-            job.args = EMPTY
+            self.held_bytes -= size_of(job.args) + len(job.options.resources)
+            job.args = b""
             for data in job.data:
                 data.users -= 1
                 if data.freed and not data.users:
                     self._forget(data)
             job.data = ()
-            if job.worker is not None:
+            if job.task is not None:
                 self.assigned -= 1
-                if job.started:
+                if job.task.started:
                     self.started -= 1
-            self._release()
+            if self._below:
+                self._release()
         return job
 
-    def assign(self, job: Job, worker: WorkerSession | None) -> None:
-        """Put one of this client's live jobs on a worker (None: back off it),
-        keeping count, so that ``queued`` costs nothing to ask."""
-        self.assigned += (worker is not None) - (job.worker is not None)
-        job.worker = worker
+    def assign(self, job: Job, task: Task | None) -> None:
+        """Put one of this client's live jobs on a worker as ``task`` (None:
+        back off it), keeping count, so that ``queued`` costs nothing to ask."""
+        self.assigned += (task is not None) - (job.task is not None)
+        job.task = task
 
     def deliver(self, item: ResultItem) -> None:
         """Hand a result to the connection; it counts against this client's
@@ -207,11 +166,12 @@ class ClientSession:
         """A result handed over by :meth:`deliver` has been sent."""
         self.unsent -= 1
         self.unsent_bytes -= _result_size(item)
-        self._release()
+        if self._below:
+            self._release()
 
     def _release(self) -> None:
         """Answer the SubmitJobs held back, if the client is below its limits now."""
-        if self._below and not self.over_limit():
+        if not self.over_limit():
             waiting, self._below = self._below, []
             for d in waiting:
                 d.callback(None)
@@ -219,7 +179,7 @@ class ClientSession:
     def add_function(self, function: Function) -> None:
         """Keep a client's function; its bytes count against the client's
         limit for as long as the session lasts."""
-        size = len(function.env) + function.code.size + FUNCTION_OVERHEAD
+        size = len(function.env) + size_of(function.code) + FUNCTION_OVERHEAD
         if self.function_bytes + size > self.max_bytes:
             raise ProtocolError(
                 f"this client's functions would hold over {self.max_bytes} bytes at the master"
@@ -227,7 +187,7 @@ class ClientSession:
         self.functions[function.hash] = function
         self.function_bytes += size
 
-    def add_data(self, data: Data) -> None:
+    def add_data(self, data: HeldData) -> None:
         """Keep put data; its bytes count against the client's limit until
         it is freed."""
         if self.function_bytes + self.data_bytes + data.size > self.max_bytes:
@@ -238,7 +198,7 @@ class ClientSession:
         self.data[data.hash] = data
         self.data_bytes += data.size
 
-    def free_data(self, data: Data) -> None:
+    def free_data(self, data: HeldData) -> None:
         """The client dropped its Ref: the data goes now, or once no live
         job names it."""
         data.freed = True
@@ -250,7 +210,7 @@ class ClientSession:
         for data in list(self.data.values()):
             self._forget(data)
 
-    def _forget(self, data: Data) -> None:
+    def _forget(self, data: HeldData) -> None:
         if self.data.get(data.hash) is data:
             del self.data[data.hash]
             self.data_bytes -= data.size
@@ -289,7 +249,7 @@ class WorkerSession:
         self,
         name: str,
         slots: int,
-        deliver_run: Callable[[Job], None],
+        deliver_run: Callable[[Task], None],
         deliver_cancel: Callable[[int], None],
         resources: dict[str, float] | None = None,
         prefetch: int = DEFAULT_PREFETCH,
@@ -309,13 +269,13 @@ class WorkerSession:
         self.deliver_take_back = deliver_take_back or (lambda tasks: succeed([]))
         #: Tell it to drop put data no job needs any more.
         self.deliver_free = deliver_free
-        self.running: dict[int, Job] = {}  # by task id: sent or about to be
+        self.running: dict[int, Task] = {}  # by task id: sent or about to be
         self.functions: set[bytes] = set()  # hashes already sent to it
         self.data: set[bytes] = set()  # put data sent to it and not freed there
         self.leaving = False  # shutting down: no new tasks
         self.joined_at = 0.0  # on the master's clock
         self.done = 0  # jobs that ended here with a value
-        self.failed = 0  # jobs that ended here with an error or a timeout
+        self.failed = 0  # jobs that ended here with an error, a timeout or over memory
         self.lost = 0  # attempts that died here
         self.origin: dict[str, Any] = {}  # host, pid, user, as its hello said
         #: When its connection last heard from it, on the master's clock.

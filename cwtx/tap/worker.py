@@ -22,7 +22,15 @@ from cwtx.tap.common import (
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from cwtx.wire.reconnect import DescribedEndpoint
 from cwtx.wire.resources import parse_spec
+from cwtx.worker.limits import Limits, parse_size
 from cwtx.worker.supervisor import GRACE, Worker
+
+
+def _jobs_per_child(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must be 0 (no limit) or more, not {value}")
+    return number
 
 
 class Options(usage.Options):
@@ -84,6 +92,28 @@ class Options(usage.Options):
             "On SIGINT/SIGTERM, seconds to let running jobs finish before handing them back.",
             float,
         ],
+        [
+            "memory-limit",
+            None,
+            "0",
+            "Resident memory each slot's job may use: a size (4G, 512MiB) or a fraction "
+            "of this node's memory (0.25; of its cgroup's limit if less); a job over it "
+            "is killed and ends with cwtx.JobMemoryError. 0: no limit.",
+        ],
+        [
+            "max-jobs-per-child",
+            None,
+            0,
+            "Replace a slot's child after it has run this many jobs (0: never).",
+            _jobs_per_child,
+        ],
+        [
+            "max-child-memory",
+            None,
+            "0",
+            "Replace a slot's child between jobs once its resident memory after a job "
+            "is over this size (4G, 512MiB, or a fraction of the node's; 0: never).",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -98,6 +128,14 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--master: {e}")
         try:
             self["resources"], self["devices"] = parse_spec(self["resources"])
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+        try:
+            self["limits"] = Limits(
+                memory=parse_size(self["memory-limit"], "--memory-limit"),
+                jobs_per_child=self["max-jobs-per-child"],
+                child_memory=parse_size(self["max-child-memory"], "--max-child-memory"),
+            )
         except ValueError as e:
             raise usage.UsageError(str(e))
 
@@ -128,6 +166,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         grace=options["grace"],
         secret=options["secret"],
         isolate_clients=bool(options["isolate-clients"]),
+        limits=options["limits"],
     ).setServiceParent(service)
     StopOnSignal(reactor).setServiceParent(service)
     return service

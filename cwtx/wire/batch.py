@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.protocols.amp import AMP, Command
 
 from cwtx.wire.blobs import INLINE_MAX
-from cwtx.wire.payload import Payload
+from cwtx.wire.payload import Data, Payload
 
 if TYPE_CHECKING:
     from cwtx.wire.peer import Peer
@@ -33,9 +33,9 @@ BATCH_WINDOW = 4
 #: before the record joins a batch.
 Before = Callable[[], Awaitable[Any]]
 #: An encoder turns a queued item into (fields, payloads), or None to skip
-#: it; or into (fields, payloads, before).
+#: it; or into (fields, payloads, before).  A payload may be given as bytes.
 Fields = dict[str, Any]
-Encoded = tuple[Fields, dict[str, Payload]] | tuple[Fields, dict[str, Payload], Before]
+Encoded = tuple[Fields, dict[str, Data]] | tuple[Fields, dict[str, Data], Before]
 Encoder = Callable[[T], "Encoded | None"]
 
 
@@ -186,6 +186,11 @@ class BatchSender(Generic[T]):
                         batch, size = [], 0
                     await encoded[2]()  # type: ignore[misc]
                 for name, payload in payloads.items():
+                    if type(payload) is bytes:
+                        if len(payload) <= INLINE_MAX:
+                            fields[name], fields[name + "_blob"] = payload, 0
+                            continue
+                        payload = Payload.of(payload)
                     if payload.size > INLINE_MAX and batch:
                         # Do not hold small records back behind a long stream.
                         inflight.append(self._send(batch))

@@ -34,6 +34,7 @@ class JobStatus(StrEnum):
     LOST = "lost"  # its process died under it: an attempt, retried up to max_retries
     TIMEOUT = "timeout"  # it ran over its timeout and was killed
     CANCELLED = "cancelled"  # cancelled before it ended
+    MEMORY = "memory"  # over its worker's memory limit: killed (or an allocation failed)
     REQUEUE = "requeue"  # a leaving worker handed it back: it runs elsewhere, no attempt counted
 
 

@@ -23,7 +23,7 @@ class Payload:
 
     def __init__(self, pieces: list[bytes] | None = None) -> None:
         self.pieces: list[Any] = pieces if pieces is not None else []
-        self.size = sum(len(p) for p in self.pieces)
+        self.size = sum(map(len, self.pieces))
 
     @classmethod
     def of(cls, data: bytes | bytearray | memoryview) -> Payload:
@@ -54,3 +54,15 @@ class Payload:
 
 
 EMPTY = Payload.of(b"")
+
+#: A payload as a process may keep it: small ones (inline in their record)
+#: as plain bytes, which cost far less to hold than a Payload and its list.
+Data = bytes | Payload
+
+
+def size_of(data: Data) -> int:
+    return len(data) if type(data) is bytes else data.size
+
+
+def pieces_of(data: Data) -> list[Any]:
+    return [data] if type(data) is bytes else data.pieces

@@ -12,6 +12,8 @@ unpack.  The schema is declared in the command, like any AMP argument.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from twisted.protocols.amp import Argument
@@ -23,6 +25,16 @@ _KINDS = {"int": "q", "float": "d", "bytes": "I", "text": "I"}
 
 class RecordError(ProtocolError):
     """A Records value that does not match its schema."""
+
+
+def _getter(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A record's values of these fields, as a tuple, in one call."""
+    if len(names) > 1:
+        return itemgetter(*names)
+    if names:
+        name = names[0]
+        return lambda record: (record[name],)
+    return lambda record: ()
 
 
 class Records(Argument):
@@ -42,6 +54,11 @@ class Records(Argument):
         self._struct = struct.Struct(
             "!" + "".join(_KINDS[k] for _, k in self._fixed + self._variable)
         )
+        self._fixed_names = [n for n, _ in self._fixed]
+        self._get_fixed = _getter(self._fixed_names)
+        self._get_variable = _getter([n for n, _ in self._variable])
+        #: Which of the variable fields are text (encoded on the way out).
+        self._texts = [i for i, (_, k) in enumerate(self._variable) if k == "text"]
 
     def record_size(self, record: dict[str, Any]) -> int:
         """Bytes this record takes on the wire (an upper bound for text)."""
@@ -54,12 +71,14 @@ class Records(Argument):
     def toString(self, inObject: list[dict[str, Any]]) -> bytes:
         out: list[bytes] = []
         pack = self._struct.pack
+        get_fixed, get_variable, texts = self._get_fixed, self._get_variable, self._texts
         for record in inObject:
-            variable = []
-            for name, kind in self._variable:
-                value = record[name]
-                variable.append(value.encode("utf-8") if kind == "text" else value)
-            out.append(pack(*[record[n] for n, _ in self._fixed], *map(len, variable)))
+            variable: Any = get_variable(record)
+            if texts:
+                variable = list(variable)
+                for i in texts:
+                    variable[i] = variable[i].encode("utf-8")
+            out.append(pack(*get_fixed(record), *map(len, variable)))
             out.extend(variable)
         return b"".join(out)
 
@@ -69,13 +88,14 @@ class Records(Argument):
         offset, end = 0, len(inString)
         unpack = self._struct.unpack_from
         head = self._struct.size
-        nfixed = len(self._fixed)
+        names = self._fixed_names
+        nfixed = len(names)
         while offset < end:
             if end - offset < head:
                 raise RecordError(f"truncated record at byte {offset}")
             values = unpack(view, offset)
             offset += head
-            record = dict(zip([n for n, _ in self._fixed], values[:nfixed], strict=True))
+            record = dict(zip(names, values[:nfixed], strict=True))
             for (name, kind), length in zip(self._variable, values[nfixed:], strict=True):
                 if offset + length > end:
                     raise RecordError(f"field {name!r} runs past the end of the value")

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import txaio
 from twisted.internet import error as net_error
@@ -53,6 +53,9 @@ from cwtx.worker.pipe import (
     MessageDecoder,
     encode_message,
 )
+
+if TYPE_CHECKING:
+    from cwtx.worker.limits import ChildLimits
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -241,6 +244,10 @@ class Slot(ProcessProtocol):
         #: The client session whose task this child last ran (None: a fresh child).
         self.session: int | None = None
         self._recycling = False
+        #: The worker's memory limits and recycling (worker.limits), if any.
+        self.limits: ChildLimits | None = None
+        self._retiring: str | None = None  # why the child goes once idle
+        self._kill_error: str | None = None  # the error a kill reports, if not KILL_MESSAGES'
 
     @property
     def free(self) -> bool:
@@ -256,6 +263,7 @@ class Slot(ProcessProtocol):
             or not self._running
             or self._stopping
             or self._kill_reason is not None
+            or self._retiring is not None
             or self._last_run is None
             or self._last_run >= HAND_BACK_AFTER
             or self._clock.seconds() - self._began_at >= HAND_BACK_AFTER
@@ -270,6 +278,7 @@ class Slot(ProcessProtocol):
         self.session = None
         self._recycling = False
         self._kill_reason = None
+        self._kill_error = self._retiring = None
         self._last_run = None
         self._started_at = self._clock.seconds()
         self._reactor.spawnProcess(
@@ -280,6 +289,8 @@ class Slot(ProcessProtocol):
             childFDs={0: "w", 1: 1, 2: 2, TASK_FD: "w", RESULT_FD: "r"},
         )
         self._running = True
+        if self.limits is not None:
+            self.limits.spawned(self)
 
     def connectionMade(self) -> None:
         self.transport.closeStdin()
@@ -324,6 +335,8 @@ class Slot(ProcessProtocol):
             self._output = OutputLimiter(self._began_at)
         if task.timeout and task.timeout > 0:
             self._timer = self._clock.callLater(task.timeout, self.kill, JobStatus.TIMEOUT)
+        if self.limits is not None:
+            self.limits.began(self)
         self._on_started(task)
 
     def skip(self, task: Task, reason: str) -> bool:
@@ -383,9 +396,27 @@ class Slot(ProcessProtocol):
             self._recycling = True
             self._signal("KILL")
 
-    def kill(self, reason: str) -> None:
-        """End the running task as ``reason`` (timeout, cancelled) by killing
-        the child; the tasks written ahead run in the next one."""
+    def retire(self, why: str) -> None:
+        """Replace the child once it is idle, after the task it runs (and
+        any it started after): write nothing more ahead to it."""
+        self._retiring = why
+        self._retire_if_idle()
+
+    def _retire_if_idle(self) -> None:
+        if self._retiring is not None and self.current is None and not self.queued:
+            if self._running and not self._recycling:
+                log.info(
+                    "slot {slot}: replacing its child (pid {pid}): {why}",
+                    slot=self.index,
+                    pid=getattr(self.transport, "pid", None),
+                    why=self._retiring,
+                )
+            self.recycle()
+
+    def kill(self, reason: str, error: str | None = None) -> None:
+        """End the running task as ``reason`` (timeout, cancelled, memory)
+        by killing the child, reporting ``error`` (else KILL_MESSAGES');
+        the tasks written ahead run in the next one."""
         task = self.current
         if task is None or self._kill_reason is not None:
             return
@@ -397,6 +428,7 @@ class Slot(ProcessProtocol):
             timeout=task.timeout,
         )
         self._kill_reason = reason
+        self._kill_error = error
         self._signal("KILL")
 
     def _signal(self, name: str) -> None:
@@ -453,11 +485,14 @@ class Slot(ProcessProtocol):
             self._tell_forgotten()
             self._quick_deaths = 0
             self._last_run = self._clock.seconds() - self._began_at
+            if self.limits is not None:
+                status, value, error = self.limits.ended(self, task, status, value, error)
             self._on_result(task, status, value, error)
             if self.queued:
                 # Named by the result (next), or, if none is named, the child
                 # had nothing more: it starts this one as soon as it reads it.
                 self._begin(self.queued.popleft())
+            self._retire_if_idle()
             self._on_free()
 
     def _written_ahead(self, task_id: object, first: bool = False) -> Task:
@@ -498,7 +533,7 @@ class Slot(ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         self._running = False
         task = self.current
-        kill_reason = self._kill_reason
+        kill_reason, kill_error = self._kill_reason, self._kill_error
         self._end_current()
         ahead, self.queued = list(self.queued), deque()
         skips, self._skips = self._skips, {}
@@ -506,7 +541,9 @@ class Slot(ProcessProtocol):
         signal = getattr(reason.value, "signal", None)
         how = f"signal {signal}" if signal else f"exit code {code}"
         if task is not None:
-            if kill_reason in KILL_MESSAGES:
+            if kill_reason is not None and kill_error is not None:
+                self._on_result(task, JobStatus(kill_reason), EMPTY, kill_error)
+            elif kill_reason in KILL_MESSAGES:
                 message = KILL_MESSAGES[kill_reason].format(timeout=task.timeout)
                 status = JobStatus(kill_reason)
                 self._on_result(task, status, EMPTY, error_json(status, message))

@@ -49,6 +49,7 @@ from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonit
 from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
 from cwtx.wire.resources import decode as decode_resources
 from cwtx.wire.tls import tls_failure
+from cwtx.worker.limits import ChildLimits, Limits
 from cwtx.worker.slot import Slot, Task
 
 txaio.use_twisted()
@@ -164,12 +165,15 @@ class Worker(Service):
         grace: float = GRACE,
         secret: bytes | None = None,
         isolate_clients: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         """``endpoint`` leads to the master (cwtx.testing gives one in
         memory); ``reactor`` provides time, and spawnProcess for the slot
         children (cwtx.testing gives a fake one).  ``resources``: amounts
         offered, by name; those named in ``devices`` are that many devices,
-        numbered from 0, whose ids the jobs holding them are told."""
+        numbered from 0, whose ids the jobs holding them are told.
+        ``limits``: on the slots' memory, and when their children are
+        replaced (worker.limits)."""
         if slots < 1:
             raise ValueError(f"a worker needs at least one slot, not {slots}")
         self.reactor = reactor
@@ -190,6 +194,8 @@ class Worker(Service):
             )
             for i in range(slots)
         ]
+        self.limits = ChildLimits(reactor, limits or Limits(), self.name)
+        self.limits.attach(self.slots)
         self.functions: dict[bytes, tuple[str, Payload]] = {}
         #: Put data (cwtx.Ref) the master sent, by hash, until it frees it.
         self.data: dict[bytes, Payload] = {}
@@ -608,6 +614,7 @@ class Worker(Service):
         super().startService()
         for slot in self.slots:
             slot.start()
+        self.limits.start()
         self.monitor.start()
         self.service.startService()
 
@@ -651,6 +658,7 @@ class Worker(Service):
             await proto.output.drained().addTimeout(10, self.reactor).addErrback(lambda _: None)
             await proto.results.drained().addTimeout(10, self.reactor).addErrback(lambda _: None)
         self.monitor.stop()
+        self.limits.stop()
         await self.service.stopService()
         waits = []
         for slot in self.slots:

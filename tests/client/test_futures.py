@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import threading
+import time
 
 import pytest
-from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 import cwtx
@@ -19,12 +19,12 @@ from cwtx.client.executor import _JobFuture
 
 
 class Calls:
-    """A stand-in for the reactor: callFromThread queues, run() runs."""
+    """A stand-in for the reactor thread: call_soon queues, run() runs."""
 
     def __init__(self) -> None:
         self.queued: list = []
 
-    def callFromThread(self, f, *args):
+    def call_soon(self, f, *args):
         self.queued.append((f, args))
 
     def run(self) -> None:
@@ -36,55 +36,59 @@ class Calls:
 @pytest.fixture
 def reactor(monkeypatch):
     calls = Calls()
-    monkeypatch.setattr(reactor_thread, "reactor_thread", lambda: calls)
+    monkeypatch.setattr(reactor_thread, "call_soon", calls.call_soon)
     monkeypatch.setattr(reactor_thread, "in_reactor_thread", lambda: True)
     return calls
 
 
-class Job:
-    """A submitted job's Deferred, as the Client makes it."""
+class Owner:
+    """The executor as a _JobFuture sees it, with the client's cancel."""
 
     def __init__(self) -> None:
+        self.ended: list = []
         self.cancels = 0
-        self.deferred: Deferred = Deferred(self._cancel)
+        self.futures: dict = {}
 
-    def _cancel(self, d: Deferred) -> None:
+    def _forget(self, future) -> None:
+        self.ended.append(future)
+
+    def _cancel_job(self, job: int) -> None:
+        # As Client.cancel_job: the job ends with JobCancelled.
         self.cancels += 1
-        d.errback(cwtx.JobCancelled("job 1 was cancelled"))
+        self.futures.pop(job).job_ended(Failure(cwtx.JobCancelled(f"job {job} was cancelled")))
 
 
-def submitted(ended: list | None = None) -> tuple[_JobFuture, Job]:
-    future = _JobFuture((ended if ended is not None else []).append)
-    job = Job()
-    future._deferred = job.deferred
-    job.deferred.addBoth(future._settle)
-    return future, job
+def submitted() -> tuple[_JobFuture, Owner]:
+    """A future whose job the client has taken (job id 1)."""
+    owner = Owner()
+    future = _JobFuture(owner)
+    future._job = 1
+    owner.futures[1] = future
+    return future, owner
 
 
 def test_pending_running_finished(reactor):
-    ended: list = []
-    future, job = submitted(ended)
+    future, owner = submitted()
     assert not future.running()
-    future._started()
+    future.job_started()
     assert future.running() and not future.done()
-    future._started()  # a second report changes nothing
+    future.job_started()  # a second report changes nothing
     assert future.running()
-    job.deferred.callback(42)
+    future.job_ended(42)
     assert future.result(0) == 42 and not future.running()
-    assert ended == [future] and future._deferred is None
+    assert owner.ended == [future] and future._job is None
 
 
 def test_cancel_is_refused_once_running_as_in_the_stdlib(reactor):
-    future, job = submitted()
-    future._started()
+    future, owner = submitted()
+    future.job_started()
     assert future.cancel() is False
     reactor.run()
-    assert job.cancels == 0 and future.running()
+    assert owner.cancels == 0 and future.running()
 
 
 def test_cancel_before_start_cancels_the_job_and_wakes_waiters(reactor):
-    ended: list = []
-    future, job = submitted(ended)
+    future, owner = submitted()
     woke = {}
     waiter = threading.Thread(target=lambda: woke.update(r=cf.wait([future], timeout=10)))
     waiter.start()
@@ -92,49 +96,69 @@ def test_cancel_before_start_cancels_the_job_and_wakes_waiters(reactor):
     waiter.join(10)
     assert woke["r"].done == {future}
     reactor.run()
-    assert job.cancels == 1 and ended[0] is future
+    assert owner.cancels == 1 and owner.ended[0] is future
     assert list(cf.as_completed([future], timeout=0)) == [future]
 
 
 def test_a_start_reported_after_a_cancel_cancels_the_job(reactor):
-    future, job = submitted()
+    future, owner = submitted()
     assert cf.Future.cancel(future)  # the stdlib's cancel only: as if racing with the report
-    future._started()
-    assert future.cancelled() and job.cancels == 1
+    future.job_started()
+    assert future.cancelled() and owner.cancels == 1
     assert cf.wait([future], timeout=0).done == {future}
 
 
 def test_kill_a_running_job_ends_it_with_job_cancelled(reactor):
-    future, job = submitted()
-    future._started()
+    future, owner = submitted()
+    future.job_started()
     assert future.kill() is True
-    assert job.cancels == 1 and not future.cancelled()
+    assert owner.cancels == 1 and not future.cancelled()
     assert isinstance(future.exception(0), cwtx.JobCancelled)
     assert future.kill() is False
 
 
 def test_kill_a_pending_job_is_a_cancel(reactor):
-    future, job = submitted()
+    future, owner = submitted()
     assert future.kill() is True and future.cancelled()
     reactor.run()
-    assert job.cancels == 1
+    assert owner.cancels == 1
 
 
 def test_a_failure_settles_the_future_with_its_exception(reactor):
-    future, job = submitted()
-    job.deferred.errback(Failure(KeyError("k")))
+    future, owner = submitted()
+    future.job_ended(Failure(KeyError("k")))
     assert isinstance(future.exception(0), KeyError)
 
 
 def test_a_result_after_a_cancel_is_dropped(reactor):
-    ended: list = []
-    future, job = submitted(ended)
+    future, owner = submitted()
     future.cancel()
-    future._settle(1)  # the result crossed the cancel on the wire
-    assert future.cancelled() and ended == [future, future]
+    future.job_ended(1)  # the result crossed the cancel on the wire
+    assert future.cancelled() and owner.ended == [future, future]
 
 
-def test_the_deferred_keeps_no_result(reactor):
-    future, job = submitted()
-    job.deferred.callback(object())
-    assert job.deferred.result is None
+def test_a_job_the_client_could_not_take_fails_its_future(reactor):
+    future, owner = submitted()
+    future._job = None  # never taken: the client was closed
+    try:
+        raise RuntimeError("this cwtx client is closed")
+    except RuntimeError:
+        future.job_ended(Failure())
+    assert isinstance(future.exception(0), RuntimeError) and owner.ended == [future]
+    assert future.kill() is False and owner.cancels == 0
+
+
+def test_a_thread_waiting_on_the_future_wakes_when_the_job_ends(reactor):
+    # (the Future's Condition keeps its waiters in a list, not a deque)
+    future, owner = submitted()
+    assert future._condition._waiters == []
+    got: list = []
+    waiter = threading.Thread(target=lambda: got.append(future.result(30)))
+    waiter.start()
+    deadline = time.monotonic() + 30
+    while not future._condition._waiters and time.monotonic() < deadline:
+        pass  # until the thread waits
+    assert len(future._condition._waiters) == 1
+    future.job_ended(42)
+    waiter.join(30)
+    assert got == [42] and future._condition._waiters == []

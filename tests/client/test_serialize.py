@@ -9,6 +9,7 @@ import pytest
 
 import cwtx
 from cwtx._errors import error_json
+from cwtx.client import serialize
 from cwtx.client.serialize import decode_result, pickle_function
 
 
@@ -64,6 +65,25 @@ def test_the_function_key_is_its_content_and_environment():
     a, b = pickle_function(abs, env="{}"), pickle_function(abs, env=json.dumps({"cwd": "/x"}))
     assert a.hash != b.hash and a.code == b.code
     assert pickle_function(abs, env="{}").hash == a.hash
+
+
+def test_a_function_submitted_again_is_one_object_while_a_job_holds_it():
+    a = pickle_function(abs)
+    assert pickle_function(abs) is a  # hashed once, held in memory once
+    assert pickle_function(len) is not a
+    factor = 2
+    closure = pickle_function(lambda x: x * factor)
+    factor = 3
+    assert pickle_function(lambda x: x * factor).code != closure.code  # by content
+
+
+def test_the_environment_follows_the_working_directory_and_sys_path(tmp_path, monkeypatch):
+    env = serialize.current_env()
+    assert serialize.current_env() is env  # not written again for each job
+    monkeypatch.chdir(tmp_path)
+    assert json.loads(serialize.current_env())["cwd"] == str(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    assert json.loads(pickle_function(abs).env)["path"][0] == str(tmp_path / "lib")
 
 
 @pytest.mark.parametrize(

@@ -650,21 +650,20 @@ def test_a_blocking_call_from_the_reactor_thread_is_refused():
 
 
 def test_a_job_the_client_cannot_take_fails_its_future(cluster):
-    from twisted.python.failure import Failure
+    # The connection closed under the blocking client (as if its master
+    # refused its jobs): a job handed to it fails, it is never left waiting.
+    ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
+    _reactor_thread.blocking(ex._client.close)
+    assert isinstance(ex.submit(abs, -1).exception(30), RuntimeError)
+    ex.shutdown(wait=True)
 
-    from cwtx.client.blocking import submit_in_reactor
-    from cwtx.client.options import JobOptions
-    from cwtx.client.serialize import pickle_arguments, pickle_function
-
-    client = _reactor_thread.blocking(cwtx.connect, cluster.host, cluster.port)
-    _reactor_thread.blocking(client.close)
-    outcome = []
-    fn, args = pickle_function(abs), pickle_arguments((-1,), {})
-    _reactor_thread.blocking(
-        lambda: submit_in_reactor(client, JobOptions(), fn, args, outcome.append) and None
-    )
-    (failure,) = outcome
-    assert isinstance(failure, Failure) and failure.check(RuntimeError)
+    client = cwtx.ClientThread(lambda jobid, result: None, cluster.host, cluster.port)
+    client.start()
+    _reactor_thread.blocking(client._client.close)
+    client.submit(1, abs, -1)
+    with pytest.raises(RuntimeError, match="closed"):
+        client.wait(30)
+    client.stop()
 
 
 def test_a_master_error_nobody_declared_is_a_connection_error(cluster):

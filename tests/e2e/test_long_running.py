@@ -1,6 +1,7 @@
 """
 A cluster that runs for weeks (issue 15), on real processes: what cwtx
-itself writes stays bounded.
+itself writes stays bounded; a job that eats memory is killed, and
+children that leak are replaced.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 
 import cwtx
 from cwtx.launch.procs import terminate
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, gated, runs, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -75,3 +76,101 @@ def test_a_bad_log_setting_is_one_line(tmp_path):
     assert done.returncode == 2
     assert "argument --log-size: log size: 'lots' is not an amount" in done.stderr
     assert not list(Path(tmp_path).glob("*.pid"))
+
+
+MiB = 1 << 20
+
+
+def hog(pid_file):
+    """Allocate (and touch) 10 MiB at a time, for ever."""
+    import os
+
+    with open(pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    held = []
+    while True:
+        held.append(bytearray(b"\1") * (10 << 20))
+
+
+def ask_for(size):
+    """One allocation of ``size`` bytes (zeroed: touched), refused at once past
+    the backstop; without it, the poll would kill the job as it zeroes them."""
+    return len(bytearray(size))
+
+
+def test_a_job_over_the_memory_limit_is_killed_and_the_other_slot_goes_on(tmp_path):
+    gate, ran, pid_file = tmp_path / "gate", tmp_path / "ran", tmp_path / "hog.pid"
+    with cwtx.local.allocate(
+        1,
+        run_dir=tmp_path,
+        slots=2,
+        worker_args=["--memory-limit", "200M"],
+    ) as cluster:
+        with cwtx.ClusterExecutor(cluster.host, cluster.port) as ex:
+            other = ex.submit(gated, str(gate), "other", runs=str(ran))
+            wait_until(lambda: runs(ran), what="the other slot's job to start")
+            eater = ex.submit(hog, str(pid_file))
+            with pytest.raises(cwtx.JobMemoryError) as e:
+                eater.result(timeout=60)
+            assert isinstance(e.value, MemoryError)
+            assert e.value.limit == 200 * MiB
+            assert 200 * MiB < e.value.peak < 2048 * MiB
+            assert "over the memory limit of 200 MiB per slot" in str(e.value)
+            assert "(peak " in str(e.value) and "it was killed" in str(e.value)
+            # The other slot is busy: the next job runs in the first, afresh.
+            pid = ex.submit(os.getpid).result(timeout=60)
+            assert pid not in (int(pid_file.read_text()), runs(ran)[0])
+            # One allocation past the backstop fails in the job: memory too.
+            with pytest.raises(cwtx.JobMemoryError, match="an allocation failed") as e:
+                ex.submit(ask_for, 1536 * MiB).result(timeout=60)
+            assert "ask_for" in e.value.remote_traceback
+            gate.touch()
+            assert other.result(timeout=60) == "other"
+            assert len(runs(ran)) == 1  # it ran once, never killed
+            assert ex.submit(abs, -1).result(timeout=60) == 1
+    assert "memory limit 200 MiB per slot" in (tmp_path / "worker-0.log").read_text()
+
+
+def pid_of(_):
+    import os
+
+    return os.getpid()
+
+
+def test_max_jobs_per_child_replaces_the_child_after_so_many_jobs(tmp_path):
+    with cwtx.local.allocate(
+        1, run_dir=tmp_path, worker_args=["--max-jobs-per-child", "3"]
+    ) as cluster:
+        with cwtx.ClusterExecutor(cluster.host, cluster.port) as ex:
+            # All at once: the worker writes tasks ahead to its child.
+            pids = list(ex.map(pid_of, range(7), chunksize=1, timeout=60))
+    assert len(set(pids)) == 3, pids
+    assert pids[:3] == [pids[0]] * 3 and pids[3:6] == [pids[3]] * 3 and pids[6] != pids[3]
+    log = (tmp_path / "worker-0.log").read_text()
+    assert "it ran 3 jobs (--max-jobs-per-child 3)" in log
+
+
+_LEAKED: list = []
+
+
+def leak():
+    """Keep 40 MiB more at each call, as a leaky library would."""
+    import os
+
+    _LEAKED.append(bytearray(b"\1") * (40 << 20))
+    return os.getpid(), len(_LEAKED)
+
+
+def test_max_child_memory_replaces_a_leaking_child_between_jobs(tmp_path):
+    with cwtx.local.allocate(
+        1, run_dir=tmp_path, worker_args=["--max-child-memory", "100M"]
+    ) as cluster:
+        with cwtx.ClusterExecutor(cluster.host, cluster.port) as ex:
+            ends = [ex.submit(leak).result(timeout=60) for _ in range(6)]
+    pids = [pid for pid, _ in ends]
+    assert len(set(pids)) >= 2, ends
+    for pid in set(pids):  # each child counts its leaks from 1, up to 3 at most
+        counts = [n for p, n in ends if p == pid]
+        assert counts == list(range(1, len(counts) + 1)) and len(counts) <= 3, ends
+    log = (tmp_path / "worker-0.log").read_text()
+    assert "(--max-child-memory 100 MiB)" in log

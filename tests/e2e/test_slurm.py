@@ -472,7 +472,9 @@ def test_docker_workers_run_the_generated_command_and_leave_on_sigint(name, tmp_
     d = cluster.directory
     assert argv == [
         "run", "--rm", "--interactive", "--init", "--network=host", f"--name=cwtx-{name}-{task}",
-        f"--user={os.getuid()}:{os.getgid()}", "--cpus=1", "-v", "/shared:/shared", "me/cwtx:1",
+        f"--user={os.getuid()}:{os.getgid()}", "--cpus=1",
+        "--env=CWTX_LOG_SIZE=10485760", "--env=CWTX_LOG_FILES=5",  # (cwtx.logfile's defaults)
+        "-v", "/shared:/shared", "me/cwtx:1",
         "-m", "cwtx.worker", "--logfile", f"{d}/worker-{task}.log",
         "--master-file", f"{d}/master.address", "--slots", "1", "--name", f"slurm-{task}",
         "--grace", "25", "--secret-file", os.environ["CWTX_SECRET_FILE"],

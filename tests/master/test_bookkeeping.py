@@ -23,15 +23,15 @@ class FakeWorker(WorkerSession):
         self.cancels: list[int] = []
         super().__init__(name, slots, self._run, self.cancels.append, prefetch=prefetch)
 
-    def _run(self, job) -> None:
-        job.sent = True  # as the protocol's encoder does when it sends the record
-        self.runs.append(job)
+    def _run(self, task) -> None:
+        task.sent = True  # as the protocol's encoder does when it sends the record
+        self.runs.append(task.job)
 
     def start(self, master: Master, *jobs) -> None:
         """Report these jobs (default: all sent and not ended) started, as
         the worker does when a slot takes one."""
         for job in jobs or [j for j in self.runs if j.worker is self]:
-            master.task_started(self, job.task)
+            master.task_started(self, job.task.id)
 
 
 def make_client(master: Master, name: str = "c") -> tuple[ClientSession, list]:
@@ -94,7 +94,7 @@ def test_result_goes_to_its_client_and_frees_the_slot():
     w = FakeWorker("w", slots=1)
     m.add_worker(w)
     assert [j.job_id for j in w.runs] == [1]
-    m.task_result(w, w.runs[0].task, "ok", Payload.of(b"r1"), "")
+    m.task_result(w, w.runs[0].task.id, "ok", Payload.of(b"r1"), "")
     m.dispatch()
     assert results[0][:2] == (1, "ok") and results[0][2].tobytes() == b"r1"
     assert [j.job_id for j in w.runs] == [1, 2]
@@ -139,9 +139,9 @@ def test_cancel_running_job_asks_the_worker_and_keeps_the_slot_until_it_answers(
     w = FakeWorker("w", slots=1)
     m.add_worker(w)
     m.cancel(c, [1])
-    assert w.cancels == [w.runs[0].task]
+    assert w.cancels == [w.runs[0].task.id]
     assert len(w.runs) == 1  # slot still busy until the worker answers
-    m.task_result(w, w.runs[0].task, "cancelled", Payload.of(b""), "")
+    m.task_result(w, w.runs[0].task.id, "cancelled", Payload.of(b""), "")
     m.dispatch()
     assert [j.job_id for j in w.runs] == [1, 2]
     assert results == []  # the client already ended job 1 itself
@@ -156,9 +156,9 @@ def test_client_gone_drops_queued_and_cancels_running():
     w = FakeWorker("w", slots=1)
     m.add_worker(w)
     m.remove_client(a)
-    assert w.cancels == [w.runs[0].task]
+    assert w.cancels == [w.runs[0].task.id]
     submit(m, b, 1)
-    m.task_result(w, w.runs[0].task, "cancelled", Payload.of(b""), "")
+    m.task_result(w, w.runs[0].task.id, "cancelled", Payload.of(b""), "")
     m.dispatch()
     assert [(j.client.name, j.job_id) for j in w.runs] == [("a", 1), ("b", 1)]
     assert m.status()["queued"] == 0
@@ -200,7 +200,7 @@ def test_retry_prefers_a_worker_that_has_not_failed_it():
     assert w1.runs and w1.runs[0].job_id == 1
     m.task_result(
         w1,
-        w1.runs[0].task,
+        w1.runs[0].task.id,
         "lost",
         Payload.of(b""),
         json.dumps({"message": "child died (signal 11)"}),
@@ -237,7 +237,7 @@ def test_late_result_from_a_removed_worker_is_ignored():
     submit(m, c, 1)
     w1 = FakeWorker("w1")
     m.add_worker(w1)
-    task = w1.runs[0].task
+    task = w1.runs[0].task.id
     m.remove_worker(w1, "dead")
     m.task_result(w1, task, "ok", Payload.of(b"late"), "")
     assert results == []
@@ -293,6 +293,22 @@ def test_a_retried_job_goes_back_to_the_front_of_its_queue():
     assert [j.job_id for j in w2.runs] == [1]  # before 2, 3 and 4
 
 
+def test_a_retried_job_goes_first_of_its_priority_however_many_share_it():
+    m = Master()
+    c, _ = make_client(m)
+    submit(m, c, 1, priority=2)
+    w1 = FakeWorker("w1")
+    m.add_worker(w1)
+    submit(m, c, 2, priority=2)  # alone at its priority in the queue, then not
+    submit(m, c, 3)
+    submit(m, c, 4, priority=-(10**9))
+    submit(m, c, 5, priority=10**9)
+    m.remove_worker(w1, "killed")
+    w2 = FakeWorker("w2", slots=5)
+    m.add_worker(w2)
+    assert [j.job_id for j in w2.runs] == [5, 1, 2, 3, 4]
+
+
 def test_a_requeued_job_keeps_its_place_and_counts_no_attempt():
     m = Master(max_retries=0)
     c, results = make_client(m)
@@ -301,7 +317,7 @@ def test_a_requeued_job_keeps_its_place_and_counts_no_attempt():
     w1 = FakeWorker("w1")
     m.add_worker(w1)
     m.worker_leaving(w1)  # a worker says it leaves before it hands tasks back
-    m.task_result(w1, w1.runs[0].task, "requeue", Payload.of(b""), "")
+    m.task_result(w1, w1.runs[0].task.id, "requeue", Payload.of(b""), "")
     w2 = FakeWorker("w2")
     m.add_worker(w2)
     assert [j.job_id for j in w2.runs] == [1]
@@ -316,10 +332,10 @@ def test_a_task_handed_back_by_a_worker_that_is_not_leaving_counts_an_attempt():
     submit(m, c, 1)
     w1 = FakeWorker("w1")
     m.add_worker(w1)
-    m.task_result(w1, w1.runs[0].task, "requeue", Payload.of(b""), "")
+    m.task_result(w1, w1.runs[0].task.id, "requeue", Payload.of(b""), "")
     m.dispatch()
     assert [j.job_id for j in w1.runs] == [1, 1]  # retried (nowhere else to go)
-    m.task_result(w1, w1.runs[1].task, "requeue", Payload.of(b""), "")
+    m.task_result(w1, w1.runs[1].task.id, "requeue", Payload.of(b""), "")
     assert [r[1] for r in results] == ["lost"]
     assert "worker w1 handed it back without leaving" in results[0][3]
     assert (w1.done, w1.lost) == (0, 2)
@@ -411,7 +427,7 @@ def test_a_job_keeps_the_options_it_was_submitted_with():
     c, _ = make_client(m)
     submit(m, c, 1)
     submit(m, c, 2, timeout=2.5, priority=7, max_retries=1, resources='{"gpu": 1}')
-    first, second = c.jobs[1], c.jobs[2]
+    first, second = c.jobs[1].options, c.jobs[2].options
     assert (first.timeout, first.priority, first.max_retries, first.resources) == (
         0.0,
         0,
@@ -426,15 +442,33 @@ def test_a_job_keeps_the_options_it_was_submitted_with():
     )
 
 
+def test_jobs_that_ask_for_the_same_share_their_options_up_to_a_bound(monkeypatch):
+    from cwtx.master import master as master_module
+
+    monkeypatch.setattr(master_module, "MAX_SHARED_OPTIONS", 4)
+    m = Master()
+    c, _ = make_client(m)
+    submit(m, c, 1, priority=2)
+    submit(m, c, 2, priority=2)
+    submit(m, c, 3, priority=3)
+    assert c.jobs[1].options is c.jobs[2].options is not c.jobs[3].options
+    for job_id in range(4, 10):  # a client asking for ever other options
+        submit(m, c, job_id, timeout=float(job_id))
+    assert len(c.options) == 4  # kept to share: no more
+    assert [c.jobs[j].options.timeout for j in range(4, 10)] == [4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    submit(m, c, 10, timeout=-1.0)  # checked all the same
+    assert 10 not in c.jobs
+
+
 def test_a_worker_reports_why_a_job_was_lost():
     m = Master(max_retries=1)
     c, results = make_client(m)
     submit(m, c, 1)
     w = FakeWorker("w")
     m.add_worker(w)
-    m.task_result(w, w.runs[0].task, "lost", Payload.of(b""), json.dumps({"message": "segv"}))
+    m.task_result(w, w.runs[0].task.id, "lost", Payload.of(b""), json.dumps({"message": "segv"}))
     m.dispatch()
-    m.task_result(w, w.runs[1].task, "lost", Payload.of(b""), "")  # no reason given
+    m.task_result(w, w.runs[1].task.id, "lost", Payload.of(b""), "")  # no reason given
     attempts = json.loads(results[0][3])["attempts"]
     assert attempts == [{"worker": "w", "cause": "segv"}, {"worker": "w", "cause": "lost"}]
 
@@ -583,8 +617,8 @@ def test_status_says_where_each_peer_runs_how_long_and_how_its_jobs_ended():
     for i in (1, 2, 3):
         submit(m, c, i)
     m.dispatch()
-    m.task_result(w, w.runs[0].task, "ok", Payload.of(b"r"), "")
-    m.task_result(w, w.runs[1].task, "error", Payload.of(b""), '{"type": "ValueError"}')
+    m.task_result(w, w.runs[0].task.id, "ok", Payload.of(b"r"), "")
+    m.task_result(w, w.runs[1].task.id, "error", Payload.of(b""), '{"type": "ValueError"}')
     clock[0], heard[0] = 160.0, 157.5
     status = m.status()
     assert (status["address"], status["uptime"]) == ("node1:5494", 60.0)
@@ -679,7 +713,7 @@ def test_a_malformed_lost_result_still_retries_the_job():
     submit(m, c, 1)
     w1, w2 = FakeWorker("w1"), FakeWorker("w2")
     m.add_worker(w1)
-    m.task_result(w1, w1.runs[0].task, "lost", Payload.of(b""), "not json {")
+    m.task_result(w1, w1.runs[0].task.id, "lost", Payload.of(b""), "not json {")
     m.add_worker(w2)
     assert [j.job_id for j in w2.runs] == [1]  # retried, not orphaned
     assert c.jobs[1].attempts == [{"worker": "w1", "cause": "not json {"}]
@@ -691,7 +725,7 @@ def test_a_lost_result_nested_too_deep_to_read_still_retries_the_job():
     submit(m, c, 1)
     w1, w2 = FakeWorker("w1"), FakeWorker("w2")
     m.add_worker(w1)
-    m.task_result(w1, w1.runs[0].task, "lost", Payload.of(b""), "[" * 5000 + "]" * 5000)
+    m.task_result(w1, w1.runs[0].task.id, "lost", Payload.of(b""), "[" * 5000 + "]" * 5000)
     m.add_worker(w2)
     assert [j.job_id for j in w2.runs] == [1]  # retried, not orphaned
     assert c.jobs[1].attempts[0]["cause"].startswith("[[[")
@@ -703,7 +737,7 @@ def test_a_result_with_an_unknown_status_ends_the_job_clearly():
     submit(m, c, 1)
     w = FakeWorker("w")
     m.add_worker(w)
-    m.task_result(w, w.runs[0].task, "exploded", Payload.of(b"x"), "")
+    m.task_result(w, w.runs[0].task.id, "exploded", Payload.of(b"x"), "")
     (job_id, status, _, error) = results[0]
     assert (job_id, status) == (1, "error")
     assert "sent a malformed result (status exploded)" in json.loads(error)["message"]
@@ -777,9 +811,9 @@ def test_a_malformed_result_ends_the_job_as_a_protocol_error_with_no_value():
     submit(m, c, 1)
     w = FakeWorker("w")
     m.add_worker(w)
-    m.task_result(w, w.runs[0].task, "\x1b[31m" + "s" * 100, Payload.of(b"x"), "")
+    m.task_result(w, w.runs[0].task.id, "\x1b[31m" + "s" * 100, Payload.of(b"x"), "")
     (_, status, value, error) = results[0]
-    assert status == "error" and value.size == 0
+    assert status == "error" and value == b""
     error = json.loads(error)
     assert error["type"] == "ProtocolError"
     shown = "\\x1b[31m" + "s" * 32 + "..."  # escaped, cut to 40 characters
@@ -793,7 +827,7 @@ def test_a_lost_tasks_cause_is_escaped_and_cut_short():
     w = FakeWorker("w")
     m.add_worker(w)
     cause = "\r" + "c" * 1000
-    m.task_result(w, w.runs[0].task, "lost", Payload.of(b""), json.dumps({"message": cause}))
+    m.task_result(w, w.runs[0].task.id, "lost", Payload.of(b""), json.dumps({"message": cause}))
     (attempt,) = c.jobs[1].attempts
     assert attempt["cause"] == "\\r" + "c" * 498 + "..."
 
@@ -852,7 +886,7 @@ def test_results_not_yet_sent_count_against_the_clients_limits():
         m.submit(c, job_id, b"?" * 32, Payload.of(b"x"))
     assert len(results) == 3 and c.jobs == {}
     assert c.unsent == 3 and c.over_limit()
-    size = results[0][2].size + len(results[0][3]) + RESULT_OVERHEAD
+    size = len(results[0][2]) + len(results[0][3]) + RESULT_OVERHEAD
     assert c.unsent_bytes == 3 * size
     held = c.when_below_limit()
     assert not held.called  # SubmitJobs answered only once results have gone
@@ -882,9 +916,9 @@ def test_cancelled_queued_jobs_let_go_of_their_arguments_and_leave_the_queue():
         m.submit(c, job_id, FN, Payload.of(b"a" * 1000))
         m.cancel(c, [job_id])
     assert c.jobs == {} and c.held_bytes == 0
-    heap = m.policy._clients[c].queues["{}"].heap
-    assert len(heap) <= 2 * 65
-    assert all(entry[2].args.size == 0 for entry in heap)
+    held = m.policy._clients[c].queues["{}"].jobs()
+    assert len(held) <= 2 * 65
+    assert all(job.args == b"" for job in held)
     m.submit(c, 5000, FN, Payload.of(b"still queued"))  # the queue still works
     w = FakeWorker("w")
     m.add_worker(w)
@@ -908,9 +942,9 @@ def test_the_queued_count_is_kept_right_through_every_transition():
     m.add_worker(w1)
     agrees()
     assert c.queued == 6
-    m.task_result(w1, w1.runs[0].task, "ok", Payload.of(b"r"), "")  # ends
+    m.task_result(w1, w1.runs[0].task.id, "ok", Payload.of(b"r"), "")  # ends
     agrees()
-    m.task_result(w1, w1.runs[1].task, "lost", EMPTY, "")  # retried: back in the queue
+    m.task_result(w1, w1.runs[1].task.id, "lost", EMPTY, "")  # retried: back in the queue
     agrees()
     m.dispatch()  # as the worker's connection does after results
     agrees()
@@ -953,7 +987,7 @@ def test_a_clients_timeouts_cannot_fill_the_log():
     m.dispatch()
     with capturedLogs() as logs:
         for job in list(w.runs):
-            m.task_result(w, job.task, "timeout", Payload.of(b""), '{"type": "JobTimeout"}')
+            m.task_result(w, job.task.id, "timeout", Payload.of(b""), '{"type": "JobTimeout"}')
     noted = [e for e in logs if e["log_level"] is LogLevel.info and "timed out" in e["log_format"]]
     assert 1 <= len(noted) <= 10
     assert len(results) == 100

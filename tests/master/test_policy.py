@@ -47,9 +47,9 @@ class Worker(WorkerSession):
             deliver_take_back=self._take_back,
         )
 
-    def _run(self, job) -> None:
-        job.sent = True
-        self.runs.append(job)
+    def _run(self, task) -> None:
+        task.sent = True
+        self.runs.append(task.job)
 
     def _take_back(self, tasks):
         d: Deferred = Deferred()
@@ -61,10 +61,10 @@ class Worker(WorkerSession):
 
     def start(self, m: Master, *jobs) -> None:
         for job in jobs or self.live():
-            m.task_started(self, job.task)
+            m.task_started(self, job.task.id)
 
     def finish(self, m: Master, job) -> None:
-        m.task_result(self, job.task, "ok", Payload.of(b"r"), "")
+        m.task_result(self, job.task.id, "ok", Payload.of(b"r"), "")
         m.dispatch()
 
 
@@ -144,8 +144,8 @@ def test_slot_time_not_job_count_is_shared():
     ends: list[tuple[float, object]] = []
     for _ in range(1500):  # both clients have jobs left throughout
         for job in w.live():
-            if not job.started:
-                m.task_started(w, job.task)
+            if not job.task.started:
+                m.task_started(w, job.task.id)
                 started[job.client.name] += 1
                 ends.append((now.t + (10.0 if job.client is long_ else 1.0), job))
         ends.sort(key=lambda e: e[0])
@@ -200,8 +200,8 @@ def test_a_later_job_for_a_client_below_its_share_overtakes_prefetched_ones():
     now.t += 1
     w.finish(m, first[0])  # the worker starts first[2] itself; b's job is sent
     (b_job,) = [j for j in w.live() if j.client is b]
-    waiting_a = [j for j in w.live() if j.client is a and not j.started and j is not first[2]]
-    assert waiting_a and all(b_job.order < j.order for j in waiting_a)
+    waiting_a = [j for j in w.live() if j.client is a and not j.task.started and j is not first[2]]
+    assert waiting_a and all(b_job.task.order < j.task.order for j in waiting_a)
 
 
 def test_priority_clients_go_before_all_others():
@@ -213,7 +213,7 @@ def test_priority_clients_go_before_all_others():
     w = Worker("w", slots=5)
     m.add_worker(w)
     assert [j.client.name for j in w.runs] == ["urgent-1"] * 5
-    assert all(j.order < -1e11 for j in w.runs)  # and first at the worker too
+    assert all(j.task.order < -1e11 for j in w.runs)  # and first at the worker too
     statuses = {c["name"]: c["priority"] for c in m.status()["clients"]}
     assert statuses == {"normal": False, "urgent-1": True}
 
@@ -252,16 +252,16 @@ def test_resources_are_never_oversubscribed_and_only_fitting_workers_get_the_job
         submit(m, c, i, resources='{"gpu": 1}')
     for i in range(11, 15):
         submit(m, c, i)  # plain jobs behind them are not held up
-    assert not [j for j in cpu.runs if j.needs]
-    assert len([j for j in gpu.live() if j.needs]) == 1
-    assert sorted(j.job_id for j in cpu.runs + gpu.runs if not j.needs) == [11, 12, 13, 14]
+    assert not [j for j in cpu.runs if j.options.needs]
+    assert len([j for j in gpu.live() if j.options.needs]) == 1
+    assert sorted(j.job_id for j in cpu.runs + gpu.runs if not j.options.needs) == [11, 12, 13, 14]
     done = 0
     while done < 10:
-        (job,) = [j for j in gpu.live() if j.needs]
+        (job,) = [j for j in gpu.live() if j.options.needs]
         gpu.start(m, job)
         gpu.finish(m, job)
         done += 1
-    assert len([j for j in gpu.runs if j.needs]) == 10
+    assert len([j for j in gpu.runs if j.options.needs]) == 10
     assert m.status()["queued"] == 0
 
 
@@ -329,7 +329,7 @@ def test_an_idle_worker_takes_back_tasks_waiting_behind_a_busy_slot():
     w2 = Worker("w2", slots=1, prefetch=4)
     m.add_worker(w2)
     (tasks, answer), *_ = w1.asked
-    assert tasks == [w1.runs[4].task]  # the newest waiting task, for w2's one slot
+    assert tasks == [w1.runs[4].task.id]  # the newest waiting task, for w2's one slot
     answer.callback(tasks)
     assert [j.job_id for j in w2.live()] == [5]
     # w2 runs it and is idle again: it takes the next one.
@@ -338,7 +338,7 @@ def test_an_idle_worker_takes_back_tasks_waiting_behind_a_busy_slot():
     tasks, answer = w1.asked[1]
     answer.callback(tasks)
     assert [j.job_id for j in w2.live()] == [4]
-    assert long_job.worker is w1 and long_job.attempts == []
+    assert long_job.worker is w1 and not long_job.attempts
 
 
 def test_a_task_that_started_before_the_take_back_stays():
@@ -359,7 +359,7 @@ def test_a_task_that_started_before_the_take_back_stays():
         answered += 1
     assert len(w1.asked) == 2 * policy_module.ASKS
     assert w2.live() == [] and len(w1.live()) == 3
-    assert not any(j.reclaiming for j in w1.runs)
+    assert not any(j.task.reclaiming for j in w1.runs if j.task)
     assert m.policy._workers[w1].reclaiming == 0
 
 
@@ -440,7 +440,7 @@ def test_started_and_prefetched_are_counted_per_client_and_worker():
     assert (status["running"], status["prefetched"], status["queued"]) == (1, 2, 1)
     shown = status["clients"][0]
     assert (shown["running"], shown["prefetched"], shown["queued"]) == (1, 2, 1)
-    m.task_started(w, w.runs[0].task)  # said twice: counted once
+    m.task_started(w, w.runs[0].task.id)  # said twice: counted once
     assert m.status()["running"] == 1
 
 
@@ -470,7 +470,7 @@ def test_a_cancelled_running_job_leaves_the_clients_counts_at_once():
     (shown,) = m.status()["clients"]
     assert (shown["running"], shown["prefetched"], shown["queued"]) == (0, 0, 0)
     assert m.status()["running"] == 1  # the worker's slot is busy until it answers
-    m.task_result(w, w.runs[0].task, "cancelled", Payload.of(b""), "")
+    m.task_result(w, w.runs[0].task.id, "cancelled", Payload.of(b""), "")
     (shown,) = m.status()["clients"]
     assert (shown["running"], shown["prefetched"]) == (0, 0)
     assert m.status()["running"] == 0
@@ -490,13 +490,13 @@ def test_slot_time_is_shared_with_prefetch_as_workers_order_their_queue():
         submit(m, short, i)
     busy = {"long": 0.0, "short": 0.0}
     while now.t < 400:
-        waiting = [j for j in w.live() if not j.started]
-        job = min(waiting, key=lambda j: j.order)  # as the worker picks
-        m.task_started(w, job.task)
+        waiting = [j for j in w.live() if not j.task.started]
+        job = min(waiting, key=lambda j: j.task.order)  # as the worker picks
+        m.task_started(w, job.task.id)
         seconds = 10.0 if job.client is long_ else 1.0
         now.t += seconds
         busy[job.client.name] += seconds
-        m.task_result(w, job.task, "ok", Payload.of(b"r"), "", seconds)
+        m.task_result(w, job.task.id, "ok", Payload.of(b"r"), "", seconds)
         m.dispatch()
     share = busy["short"] / (busy["short"] + busy["long"])
     assert 0.4 < share < 0.6, busy
@@ -579,7 +579,7 @@ def test_a_worker_takes_back_only_jobs_it_has_the_resources_free_for():
     other = Worker("other", slots=1, resources={"gpu": 1.0})
     m.add_worker(other)
     (tasks, _answer), *_ = busy.asked  # this one has its gpu free
-    assert tasks == [busy.runs[1].task]
+    assert tasks == [busy.runs[1].task.id]
 
 
 def test_a_workers_run_time_is_capped_by_what_the_master_saw():
@@ -591,7 +591,7 @@ def test_a_workers_run_time_is_capped_by_what_the_master_saw():
     submit(m, c, 1)
     before = m.policy._clients[c].vpass
     now.t += 2.0
-    m.task_result(w, w.runs[0].task, "ok", Payload.of(b"r"), "", 999_999_999.0)
+    m.task_result(w, w.runs[0].task.id, "ok", Payload.of(b"r"), "", 999_999_999.0)
     assert m.policy._clients[c].vpass - before <= 2.0 + 1e-3
 
 
@@ -612,18 +612,18 @@ def test_one_long_job_is_charged_once_not_for_the_jobs_after_it():
     b_before_a = 0.0
     seen_long = False
     while now.t < 20_000:
-        waiting = [j for j in w.live() if not j.started]
-        job = min(waiting, key=lambda j: j.order)
-        m.task_started(w, job.task)
+        waiting = [j for j in w.live() if not j.task.started]
+        job = min(waiting, key=lambda j: j.task.order)
+        m.task_started(w, job.task.id)
         seconds = 3600.0 if (job.client is a and job.job_id == 0) else 1.0
         if job.client is a:
-            if job.order > 1000:
+            if job.task.order > 1000:
                 break  # A's first job sent after the long one was charged
             seen_long = seen_long or job.job_id == 0
         elif seen_long:
             b_before_a += seconds
         now.t += seconds
-        m.task_result(w, job.task, "ok", Payload.of(b"r"), "", seconds)
+        m.task_result(w, job.task.id, "ok", Payload.of(b"r"), "", seconds)
         m.dispatch()
     assert 3000 < b_before_a < 4300, b_before_a
 
@@ -660,7 +660,7 @@ def test_a_late_answer_to_an_old_take_back_does_not_settle_a_newer_one():
     put(6)
     w2.start(m)
     m.worker_leaving(v)
-    m.task_result(v, j.task, "requeue", Payload.of(b""), "")
+    m.task_result(v, j.task.id, "requeue", Payload.of(b""), "")
     m.dispatch()
     assert j.worker is w2
     for x in [x for x in t.live() if x.job_id in (3, 4, 5)]:
