@@ -22,6 +22,7 @@ import pytest
 
 import cwtx
 from cwtx.launch.procs import terminate
+from cwtx.wire.names import PROTOCOL_VERSION
 from tests.conftest import ROOT, spawn_twistd, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -237,7 +238,7 @@ def test_cw_status_shows_where_everything_runs(four_workers, tmp_path):
     print(shown.stdout)  # for the record (pytest -s)
     lines = shown.stdout.splitlines()
     assert lines[0].startswith(f"master {data['master']}, at ")
-    assert f"cwtx {cwtx.__version__}, protocol 6, up " in lines[0]
+    assert f"cwtx {cwtx.__version__}, protocol {PROTOCOL_VERSION}, up " in lines[0]
     assert lines[1].startswith("4 workers, 8 slots: 6 running, 0 prefetched, 0 queued")
     assert "workers (4):" in lines and "clients (2):" in lines
     header = next(line for line in lines if line.strip().startswith("NAME  "))
