@@ -251,7 +251,7 @@ def test_cw_status_shows_where_everything_runs(four_workers, tmp_path):
     # JSON: the documented schema (docs/operations.md).
     for key in ("master", "address", "version", "protocol", "uptime", "slots", "queued"):
         assert key in data
-    assert data["protocol"] == 6 and data["running"] == 6
+    assert data["protocol"] == PROTOCOL_VERSION and data["running"] == 6
     for w in data["workers"]:
         assert {"name", "host", "pid", "slots", "running", "prefetched", "heard", "uptime"} <= set(
             w
