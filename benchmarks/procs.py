@@ -31,10 +31,15 @@ def rss_mib(pid: int) -> float:
     return _status_kib(pid, "VmRSS") / 1024
 
 
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time the process has used, seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS  # utime, stime
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    return sum(cpu_times(pid))
 
 
 def _parents() -> dict[int, int]:

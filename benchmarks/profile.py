@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import jobs, procs  # noqa: E402
 from benchmarks.run import throwaway_environment  # noqa: E402
-from benchmarks.systems import Cwtx  # noqa: E402
+from benchmarks.systems import Cwtx, Running  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -55,13 +55,11 @@ class Usage:
 
     @classmethod
     def of(cls, pid: int) -> Usage:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         switches = 0
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
                 switches += int(line.split()[1])
-        ticks = procs.CLOCK_TICKS
-        return cls(int(fields[11]) / ticks, int(fields[12]) / ticks, switches)
+        return cls(*procs.cpu_times(pid), switches)
 
     def __sub__(self, other: Usage) -> Usage:
         return Usage(
@@ -69,10 +67,12 @@ class Usage:
         )
 
 
-def processes(running: object) -> dict[str, int]:
-    """The cluster's processes by role: client, master, supervisors, children."""
-    found = {"client": os.getpid(), "master": running.master_pid}  # type: ignore[attr-defined]
-    for i, root in enumerate(running.worker_pids):  # type: ignore[attr-defined]
+def processes(running: Running) -> dict[str, int]:
+    """The cluster's processes by role, now: client (this process),
+    master, supervisors, slot children (replaced after a crash)."""
+    assert running.master_pid is not None
+    found = {"client": os.getpid(), "master": running.master_pid}
+    for i, root in enumerate(running.worker_pids):
         found[f"worker {i}"] = root
         for j, child in enumerate(p for p in procs.tree(root) if p != root):
             found[f"worker {i} child {j}"] = child

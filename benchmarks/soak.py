@@ -36,7 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import procs  # noqa: E402
+from benchmarks.profile import processes  # noqa: E402
 from benchmarks.run import throwaway_environment  # noqa: E402
+from benchmarks.systems import cluster_processes  # noqa: E402
 
 CAPTURED = 16 * 1024
 
@@ -47,21 +49,8 @@ def closure(i: int) -> Callable[[], int]:
     return lambda: len(data) + i
 
 
-def processes(cluster: Any) -> dict[str, int]:
-    """The cluster's processes by role, now (children are replaced on a crash)."""
-    run = Path(cluster.run_dir)
-    found = {"client": os.getpid(), "master": int((run / "master.pid").read_text())}
-    for pidfile in sorted(run.glob("worker-*.pid")):
-        worker = int(pidfile.read_text())
-        name = pidfile.stem
-        found[name] = worker
-        for i, child in enumerate(p for p in procs.tree(worker) if p != worker):
-            found[f"{name} child {i}"] = child
-    return found
-
-
 def report(cluster: Any, done: int, base: dict[str, float], started: float) -> dict[str, float]:
-    now = {role: procs.rss_mib(pid) for role, pid in processes(cluster).items()}
+    now = {role: procs.rss_mib(pid) for role, pid in processes(cluster_processes(cluster)).items()}
     if not base:
         base.update(now)
     parts = [f"{role} {mib:.0f} ({mib - base.get(role, mib):+.0f})" for role, mib in now.items()]
