@@ -180,7 +180,10 @@ def main(argv: list[str] | None = None) -> None:
           f"{total.switches / units:>9.2f}")  # fmt: skip
     cores = os.cpu_count() or 1
     floor = (total.user + total.system) / units
-    print(f"CPU-bound ceiling on {cores} cores: {cores / floor:,.0f} {rate}")
+    if floor:
+        print(f"CPU-bound ceiling on {cores} cores: {cores / floor:,.0f} {rate}")
+    else:  # under one clock tick of CPU in all (/proc counts in ticks)
+        print(f"CPU-bound ceiling on {cores} cores: too few jobs to tell (use more --jobs)")
     if args.py_spy:
         for role in pids:
             path = args.py_spy / f"{role.replace(' ', '-')}.txt"
