@@ -111,7 +111,7 @@ class LocalCluster:
             _spawn(
                 self.run_dir,
                 f"worker-{i}",
-                self._log(f"worker-{i}"),
+                (self.log_size, self.log_files),
                 twistd_command(
                     "cw-worker",
                     f"worker-{i}",
@@ -128,9 +128,6 @@ class LocalCluster:
             )
         )
         return name
-
-    def _log(self, name: str) -> logfile.LogSettings:
-        return logfile.LogSettings(str(self.run_dir / f"{name}.log"), self.log_size, self.log_files)
 
     def worker_pid(self, name: str) -> int | None:
         """The pid of worker ``local-N`` (from its pid file), if it runs."""
@@ -169,8 +166,12 @@ def _child_environment() -> dict[str, str]:
 
 
 def _spawn(
-    run_dir: Path, name: str, log: logfile.LogSettings, command: Sequence[str]
+    run_dir: Path, name: str, log_bounds: tuple[int, int], command: Sequence[str]
 ) -> subprocess.Popen[bytes]:
+    """Start ``command`` as ``name``: its output to ``NAME.out``, its log
+    to ``NAME.log`` in the run directory, rotated at ``log_bounds``' size
+    with so many rotated files kept (cwtx.logfile)."""
+    log = logfile.LogSettings(str(run_dir / f"{name}.log"), *log_bounds)
     out = open(run_dir / f"{name}.out", "ab")
     try:
         return subprocess.Popen(
@@ -270,8 +271,7 @@ def start(
     listen = ["--listen", f"tcp:{port}:interface={host}", "--port-file", str(port_file)]
     size, files = logfile.log_size(log_size), logfile.log_files(log_files)
     command = twistd_command("cw-master", "master", rundir, *listen, *master_args)
-    master_log = logfile.LogSettings(str(rundir / "master.log"), size, files)
-    master = _spawn(rundir, "master", master_log, command)
+    master = _spawn(rundir, "master", (size, files), command)
     cluster = LocalCluster(host, port, rundir, 0, [master], slots, tuple(worker_args), size, files)
     try:
         deadline = time.monotonic() + timeout
