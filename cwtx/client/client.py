@@ -450,14 +450,9 @@ class Client:
         is called (reactor thread) when a worker first reports the job
         started; it may not be called at all for a job that ends very fast.
         """
-        if self._closed:
-            raise RuntimeError("this cwtx client is closed")
-        data, refs = arguments if isinstance(arguments, Arguments) else (arguments, ())
-        self.refs.check(refs)
-        job_id = next(self._ids)
-        deferred: Deferred[Any] = Deferred(lambda d: self.cancel_job(job_id))
-        self._add(job_id, function, data, options, _DeferredJob(deferred, on_start), refs)
-        return deferred
+        sink = _DeferredJob(Deferred(lambda d: self.cancel_job(job_id)), on_start)
+        job_id = self.submit_to(sink, options, function, arguments)
+        return sink.deferred
 
     def submit_to(
         self,
@@ -475,22 +470,11 @@ class Client:
         data, refs = arguments if isinstance(arguments, Arguments) else (arguments, ())
         self.refs.check(refs)
         job_id = next(self._ids)
-        self._add(job_id, function, data, options, sink, refs)
-        return job_id
-
-    def _add(
-        self,
-        job_id: int,
-        function: FunctionDef,
-        arguments: bytes,
-        options: JobOptions,
-        sink: JobSink,
-        refs: tuple[Ref, ...] = (),
-    ) -> None:
-        pending = _Pending(job_id, function, arguments, options, sink, refs)
+        pending = _Pending(job_id, function, data, options, sink, refs)
         self._pending[job_id] = pending
         if self._sender is not None:
             self._sender.add(pending)
+        return job_id
 
     def _encode(self, p: _Pending) -> BatchEncoded | None:
         if self._pending.get(p.job_id) is not p or p.sent:
