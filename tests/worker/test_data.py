@@ -21,6 +21,7 @@ from cwtx.worker.child import Child, Tasks
 from cwtx.worker.data import DataCache, load
 from cwtx.worker.pipe import RESULT_FD, TASK_FD, Header, MessageDecoder, encode_message
 from cwtx.worker.slot import Slot, Task
+from tests.worker.task_pipe import Transport
 
 TABLE = RefTable(lambda f: None)
 
@@ -183,29 +184,6 @@ def test_a_task_written_ahead_keeps_its_data_for_the_next_child_if_this_one_dies
 
 def test_a_forget_goes_behind_a_large_task_still_being_written():
     from cwtx.worker.slot import SMALL_MESSAGE, _PiecesProducer
-
-    class Writer:
-        def __init__(self):
-            self.written, self.producer = [], None
-
-        def write(self, data):
-            self.written.append(bytes(data))
-
-        def registerProducer(self, producer, streaming):
-            self.producer = producer
-
-        def unregisterProducer(self):
-            self.producer = None
-
-    class Transport:
-        def __init__(self):
-            self.pipes = {TASK_FD: Writer()}
-
-        def writeToChild(self, fd, data):
-            self.pipes[fd].write(data)
-
-        def closeStdin(self):
-            pass
 
     class Reactor:
         def __init__(self):

@@ -19,6 +19,7 @@ from cwtx.wire.payload import Payload
 from cwtx.worker import slot as slot_module
 from cwtx.worker.pipe import HAND_BACK_AFTER, TASK_FD, MessageDecoder, encode_message
 from cwtx.worker.slot import RESULT_FD, SMALL_MESSAGE, Slot, Task
+from tests.worker.task_pipe import Transport
 
 
 class Harness:
@@ -462,26 +463,6 @@ def test_a_skip_written_while_a_large_task_is_written_goes_after_it():
     """Messages never interleave on the task pipe: a skip (or a task)
     written while a large one is still being fed waits behind it."""
     from cwtx.worker.slot import _PiecesProducer, _write_pieces
-
-    class Writer:
-        def __init__(self):
-            self.written, self.producer = [], None
-
-        def write(self, data):
-            self.written.append(bytes(data))
-
-        def registerProducer(self, producer, streaming):
-            self.producer = producer
-
-        def unregisterProducer(self):
-            self.producer = None
-
-    class Transport:
-        def __init__(self):
-            self.pipes = {TASK_FD: Writer()}
-
-        def writeToChild(self, fd, data):
-            self.pipes[fd].write(data)
 
     transport = Transport()
     writer = transport.pipes[TASK_FD]
