@@ -17,7 +17,8 @@ come from the environment:
 * ``CWTX_LOG_SIZE``: rotate when the file reaches this size (bytes, or
   ``10M``, ``1G``; default 10 MiB);
 * ``CWTX_LOG_FILES``: rotated files kept beside it (``FILE.1`` the newest;
-  default 5).  At most ``(CWTX_LOG_FILES + 1) × CWTX_LOG_SIZE`` on disk.
+  default 5).  About ``(CWTX_LOG_FILES + 1) × CWTX_LOG_SIZE`` on disk (a
+  file rotates after the line that takes it past the size).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ FILE_VARIABLE = "CWTX_LOG_FILE"
 SIZE_VARIABLE = "CWTX_LOG_SIZE"
 FILES_VARIABLE = "CWTX_LOG_FILES"
 
-#: The defaults: at most 60 MiB of log per process.
+#: The defaults: about 60 MiB of log per process.
 DEFAULT_SIZE = 10 * 1024 * 1024
 DEFAULT_FILES = 5
 #: Smaller rotations would mostly rotate.
