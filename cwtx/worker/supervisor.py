@@ -70,10 +70,6 @@ MAX_UNSENT_OUTPUT = 256
 #: ends sooner is reported by its result alone (no-op jobs cost no more).
 START_REPORT_DELAY = 0.01
 
-#: Why a slot skips a task written ahead to its child: the master takes it
-#: back (the others: cancelled, or handed back as the worker leaves).
-TAKEN_BACK = "taken back"
-
 #: Seconds a leaving worker lets its running jobs finish before it kills
 #: them and hands them back (SLURM sends SIGKILL 30 s after scancel's signal).
 GRACE = 25.0
@@ -466,10 +462,10 @@ class Worker(Service):
 
     def take_back(self, task_ids: list[int]) -> Deferred[list[int]]:
         """Hand back the tasks named that wait for a slot; the master runs
-        them elsewhere.  Started (or ended) ones stay as they are.  One
-        written ahead to a slot's child is skipped there, and handed back if
-        the child drops it: then the answer waits for the child (at most
-        for the task running before it, or HAND_BACK_AFTER)."""
+        them elsewhere.  Started (or ended) ones stay as they are.  For one
+        written ahead to a slot's child the answer waits: it starts there
+        when the task before it ends (not handed back: it was next anyway),
+        or, if that one runs HAND_BACK_AFTER, the child hands it back."""
         wanted = set(task_ids)
         returned = [e[2].task for e in self.queue if e[2].task in wanted]
         if returned:
@@ -482,7 +478,6 @@ class Worker(Service):
                 if task.task in wanted and task.task not in self._taking:
                     d: Deferred[bool] = Deferred()
                     self._taking[task.task] = d
-                    slot.skip(task, TAKEN_BACK)
                     asked.append(d.addCallback(lambda back, t=task.task: t if back else None))
         if not asked:
             return succeed(returned)
@@ -539,11 +534,13 @@ class Worker(Service):
         """A task written ahead to a child did not start there: skipped
         (cancelled, or handed back by a leaving worker), or the child handed
         it back (the task before it runs long) or died first: then it waits
-        for a slot again, here or, taken back, on another worker."""
+        for a slot again, here, or on another worker if the master asked
+        for it back meanwhile."""
         if self.tasks.get(task.task) is not task:
             return  # abandoned when the master went away
-        self._settle_taking(task.task, reason == TAKEN_BACK)
-        if reason is None and not self.leaving:
+        taken = reason is None and task.task in self._taking
+        self._settle_taking(task.task, taken)
+        if reason is None and not taken and not self.leaving:
             bisect.insort(self.queue, (task.order, task.arrival, task))
             self.dispatch()
             return
@@ -551,7 +548,7 @@ class Worker(Service):
         del self.tasks[task.task]
         if reason == JobStatus.CANCELLED:
             self._end(task.task, JobStatus.CANCELLED, "cancelled")
-        elif reason != TAKEN_BACK:  # (the master takes that one back: no result)
+        elif not taken:  # (one the master takes back has no result)
             self._end(task.task, JobStatus.REQUEUE, self._leaving_message)
         self._check_idle()
 

@@ -147,6 +147,26 @@ def test_an_idle_worker_takes_back_a_task_written_ahead_of_a_long_job():
     assert len(cluster.ran(busy)) == 2  # the warm-up and the long one
 
 
+def test_a_take_back_of_a_task_written_ahead_of_a_short_job_leaves_it_to_run_there():
+    """It was next anyway: the answer waits until it starts (not handed
+    back), and nothing is dropped for the idle worker to wait on."""
+    cluster = MemoryCluster(workers=0, prefetch=4)
+    busy = cluster.add_worker(name="busy", hold=True)
+    client = cluster.client()
+    warm(cluster, busy, client)
+    ds = [client.submit(abs, -i) for i in (1, 2, 3)]
+    cluster.flush()
+    ahead = busy.slots[0].queued[0].task
+    idle = cluster.add_worker(name="idle")
+    cluster.flush()
+    assert cluster.result(ds[2]) == 3  # it waited in the busy one's queue
+    assert [json.loads(m[0]).get("skip") for m in cluster.child(busy).messages][-1] is None
+    cluster.finish(busy)  # the short job ends: the one written ahead starts
+    assert cluster.ran(busy)[-1] == ahead and len(cluster.ran(idle)) == 1
+    cluster.finish(busy)
+    assert [cluster.result(d) for d in ds[:2]] == [1, 2]
+
+
 def test_a_task_handed_back_behind_a_long_job_runs_in_another_slot():
     cluster = MemoryCluster(workers=0, prefetch=1)
     worker = cluster.add_worker(slots=2, hold=True)

@@ -477,15 +477,16 @@ def test_a_skip_written_while_a_large_task_is_written_goes_after_it():
     assert [m[0].tobytes() for m in decoded] == [b"{}", b'{"skip": 1}']
 
 
-def test_a_take_back_skip_that_crosses_a_result_without_next_lets_the_task_run():
+def test_a_skip_that_crosses_a_result_without_next_lets_the_task_run():
     """The child had nothing more when it sent the result; it starts the
     task written ahead as it reads it, skip or not (the child's rule): the
-    slot counts it as started, and it runs."""
+    slot counts it as started, and, not cancelled, it runs (here: handed
+    back by a leaving worker)."""
     h = AheadHarness()
     h.slot.run(h.task(1, abs, -1))
     second = h.task(2, abs, -2)
     h.slot.run(second)
-    h.slot.skip(second, "taken back")
+    h.slot.skip(second, "requeue")
     h.slot.childDataReceived(RESULT_FD, h.result_message(1))  # no next: it crossed the skip
     assert h.slot.current is second and h.started == [1, 2] and h.unstarted == []
     assert not h.child.ended
