@@ -581,7 +581,7 @@ def test_a_worker_runs_and_caches_no_code_that_does_not_hash_to_its_name():
     assert "does not match its code" in seen[0][2] and "was never sent" in seen[1][2]
     worker.accept(worker.connection, task_record(3, fn, code=real))
     worker.accept(worker.connection, task_record(4, fn, code=cloudpickle.dumps(pow)))
-    assert worker.functions[fn][1].pieces == [real]  # the real one stays
+    assert worker.functions.get(fn)[1].pieces == [real]  # the real one stays
     assert [(t, s) for t, s, _ in seen[2:]] == [(4, "error")]
     worker.dispatch()
     assert cluster.ran(worker) == [3]

@@ -16,13 +16,13 @@ from typing import Any, Protocol
 
 import txaio
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.error import ConnectionLost as ConnectionLostError
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from cwtx._errors import AuthenticationError, MasterConnectionLost, ProtocolMismatch
+from cwtx._errors import AuthenticationError, MasterConnectionLost, ProtocolError, ProtocolMismatch
 from cwtx.client import dependencies
 from cwtx.client.errors import JobCancelled
 from cwtx.client.options import JobOptions, check_share
@@ -33,6 +33,7 @@ from cwtx.wire.batch import BatchSender
 from cwtx.wire.batch import Encoded as BatchEncoded
 from cwtx.wire.commands import (
     CancelJobs,
+    DropFunctions,
     FreeData,
     JobOutput,
     JobResults,
@@ -42,7 +43,7 @@ from cwtx.wire.commands import (
     Status,
     SubmitJobs,
 )
-from cwtx.wire.names import MAX_FREE, OutputStream, Role
+from cwtx.wire.names import MAX_FREE, OutputStream, Role, split_hashes
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
 from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
@@ -173,6 +174,14 @@ class ClientProtocol(Peer):
         for r in output:
             self.client._job_output(r["job"], r["worker"], r["stream"], r["text"])
         return {}
+
+    @DropFunctions.responder
+    def _drop_functions(self, fns: bytes) -> Deferred[dict[str, Any]]:
+        try:
+            hashes = split_hashes(fns)
+        except ValueError as e:
+            raise ProtocolError(str(e)) from None
+        return self.client._functions_dropped(self, hashes).addCallback(lambda _: {})
 
     @JobResults.responder
     def _results(self, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -519,6 +528,16 @@ class Client:
                 PutData, {"data": Payload.of(ref._data)}, ref=ref.hash
             )
             sent.addErrback(self._refused)
+
+    def _functions_dropped(self, proto: ClientProtocol, hashes: list[bytes]) -> Deferred[None]:
+        """The master dropped these functions: the next job that names one
+        sends its code again.  The answer waits until the job records
+        already queued (which may name them without code) are on their way,
+        so that they reach the master before it lets go of the code."""
+        if proto is not self._protocol or self._sender is None:
+            return succeed(None)  # (an old connection: the new one starts with none)
+        self._sent_functions.difference_update(hashes)
+        return self._sender.flushed()
 
     def _free_data(self, hashes: list[bytes]) -> None:
         """(reactor thread) The last Refs to this data, sent over this

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from functools import partial
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ import txaio
 
 from cwtx._errors import ProtocolError, error_json, parse_error
 from cwtx._logs import RateLimit, debugging, printable
+from cwtx.master.functions import DEFAULT_FUNCTION_CACHE, IdleFunctions
 from cwtx.master.jobs import Job, Options
 from cwtx.master.policy import MAX_SHAPES, FairShare, Refuse, TakeBack, mismatch_message
 from cwtx.master.sessions import (
@@ -67,6 +69,10 @@ MAX_SHARED_OPTIONS = 1024
 NO_NEEDS: dict[str, float] = {}
 
 
+def _ignore(function: Function) -> None:
+    pass
+
+
 class Master:
     """Routes jobs from clients to workers and results back."""
 
@@ -78,21 +84,28 @@ class Master:
         max_client_jobs: int = MAX_CLIENT_JOBS,
         priority_clients: Iterable[str] = (),
         now: Callable[[], float] = time.monotonic,
+        function_cache: int = DEFAULT_FUNCTION_CACHE,
     ) -> None:
         """``max_client_bytes`` and ``max_client_jobs``: what one client's
         unfinished jobs (and functions) may hold before it waits (flow
         control).  ``priority_clients``: name patterns of clients whose jobs
-        go before all others.  ``now``: the clock run times are measured on."""
+        go before all others.  ``now``: the clock run times are measured on.
+        ``function_cache``: bytes of functions that no live job names kept
+        (across clients) so that their clients need not send them again."""
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
         if prefetch < 0:
             raise ValueError(f"prefetch must be 0 or more, not {prefetch}")
+        if function_cache < 0:
+            raise ValueError(f"function_cache must be 0 or more, not {function_cache}")
         self.id = uuid.uuid4().hex[:12]
         self.max_retries = max_retries
         self.prefetch = prefetch
         self.max_client_bytes = max_client_bytes
         self.max_client_jobs = max_client_jobs
         self.clients: list[ClientSession] = []
+        #: Functions no live job names, kept up to ``function_cache`` bytes.
+        self.idle_functions = IdleFunctions(function_cache, ClientSession.drop_function)
         self.workers: list[WorkerSession] = []
         self.policy = FairShare(priority_clients)
         self.now = now
@@ -117,6 +130,8 @@ class Master:
         session.number = next(self._sessions)
         session.joined_at = self.now()
         session.data_gone = self._data_gone
+        session.function_idle = partial(self.idle_functions.add, session)
+        session.function_used = self.idle_functions.used
         self.clients.append(session)
         self.policy.add_client(session)
 
@@ -135,9 +150,11 @@ class Master:
         if session not in self.clients:
             return
         self.clients.remove(session)
+        session.function_idle = _ignore  # (its functions go with it, not into the cache)
         for job in list(session.jobs.values()):
             session.drop_job(job.job_id)
             self._abandon(job)
+        self.idle_functions.forget_session(session)
         session.free_all_data()
         self.policy.remove_client(session)
         self.dispatch()
@@ -145,7 +162,9 @@ class Master:
     def define(self, session: ClientSession, fn: bytes, env: str, code: Data) -> None:
         """A client sends a function: its hash must be its content's, so that
         no client can pass its code off as another's."""
-        if fn in session.functions:
+        known = session.functions.get(fn)
+        if known is not None:
+            known.dropping = 0  # sent again: the client counts on the master having it
             return
         if function_hash(env, pieces_of(code)) != fn:
             raise ProtocolError(f"function {fn.hex()[:16]}... does not match its code")

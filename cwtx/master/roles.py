@@ -30,6 +30,7 @@ from cwtx.wire.commands import (
     BlobChunk,
     CancelJobs,
     CancelTasks,
+    DropFunctions,
     FreeData,
     Heartbeat,
     JobOutput,
@@ -137,6 +138,8 @@ class ClientResponders(StatusResponders, BlobResponders):
             self._deliver_output,
         )
         self.session.origin = connection.origin
+        self.session.deliver_drop = self._drop_function
+        self._to_drop: list[tuple[bytes, Deferred[None]]] = []  # DropFunctions to send
         self.master.add_client(self.session)
         log.info(
             "client {name} connected (python {py}, cloudpickle {cp})",
@@ -242,6 +245,25 @@ class ClientResponders(StatusResponders, BlobResponders):
         self._had_output.add(item[0])
         self.output.add(item)
 
+    def _drop_function(self, fn: bytes) -> Deferred[None]:
+        """Tell the client the master drops a function, with the others of
+        this turn: the Deferred fires at its answer (never, if it leaves)."""
+        if not self._to_drop:
+            self.connection.clock.callLater(0, self._send_drops)
+        d: Deferred[None] = Deferred()
+        self._to_drop.append((fn, d))
+        return d
+
+    def _send_drops(self) -> None:
+        drops, self._to_drop = self._to_drop, []
+        for start in range(0, len(drops), MAX_FREE):
+            chunk = drops[start : start + MAX_FREE]
+            fns = b"".join(fn for fn, _ in chunk)
+            sent = self.connection.callRemote(DropFunctions, fns=fns)
+            sent.addCallbacks(
+                lambda _, chunk=chunk: [d.callback(None) for _, d in chunk], lambda _: None
+            )
+
     def _encode_output(self, item: OutputItem) -> Encoded:
         job_id, worker, stream, text = item
         self.output_chars -= len(text)
@@ -309,6 +331,18 @@ class WorkerResponders(BlobResponders):
         self.session.heard_at = lambda: self.connection.last_seen
         self.master.add_worker(self.session)
         return {}
+
+    @DropFunctions.responder
+    def drop_functions(self, fns: bytes) -> Deferred[dict[str, Any]]:
+        """The worker dropped these functions: the next task there that
+        names one carries its code.  Answered once the tasks queued for it
+        (which may name them without code) are on their way."""
+        session = self._registered()
+        try:
+            session.functions.difference_update(split_hashes(fns))
+        except ValueError as e:
+            raise ProtocolError(str(e)) from None
+        return self.sender.flushed().addCallback(lambda _: {})
 
     def _registered(self) -> WorkerSession:
         _check(self.session is not None, "a worker must register first")

@@ -14,6 +14,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 
 from cwtx._errors import ProtocolError
+from cwtx.master.functions import FUNCTION_OVERHEAD as FUNCTION_OVERHEAD
+from cwtx.master.functions import Function
 from cwtx.master.jobs import Job, Options, Task
 from cwtx.wire.names import JobStatus
 from cwtx.wire.payload import Data, Payload, size_of
@@ -31,8 +33,6 @@ MAX_CLIENT_JOBS = 1_000_000
 #: sends at most a few batches ahead of its answers; one that sends more
 #: ignores flow control, and is closed.
 MAX_UNANSWERED_SUBMITS = 16
-#: What a function costs besides its code and environment, as counted.
-FUNCTION_OVERHEAD = 256
 #: What a result waiting to be sent costs besides its value and error text.
 RESULT_OVERHEAD = 128
 #: What put data costs besides its bytes, as counted (about what its
@@ -41,13 +41,6 @@ DATA_OVERHEAD = 512
 
 #: (Python, cloudpickle) of a peer that did not say (tests): matches anything.
 UNKNOWN_VERSIONS = ("?", "?")
-
-
-@dataclass(eq=False)
-class Function:
-    hash: bytes
-    env: str
-    code: Data
 
 
 @dataclass(eq=False)
@@ -95,7 +88,17 @@ class ClientSession:
         self.deliver_output = deliver_output
         self.versions = versions  # (python, cloudpickle)
         self.number = 0  # the master's number for this session (set when added)
+        #: Its functions that a live job names, or idle in the master's
+        #: cache (``functions``), by hash.
         self.functions: dict[bytes, Function] = {}
+        #: Told when no live job names a function any more, and when one does
+        #: again (the master's cache of idle functions).
+        self.function_idle: Callable[[Function], None] = lambda function: None
+        self.function_used: Callable[[Function], None] = lambda function: None
+        #: Tell the client the master drops this function: a Deferred that
+        #: fires once the client has answered (set by its connection).
+        self.deliver_drop: Callable[[bytes], Deferred[None]] = lambda fn: succeed(None)
+        self._drops = 0  # DropFunctions said so far: each dropping function has its number
         #: Its put data, by hash; and what it counts against its limit.
         self.data: dict[bytes, HeldData] = {}
         self.data_bytes = 0
@@ -125,6 +128,11 @@ class ClientSession:
     def add_job(self, job: Job) -> None:
         self.jobs[job.job_id] = job
         self.held_bytes += size_of(job.args) + len(job.options.resources)  # (as drop_job)
+        function = job.fn
+        function.users += 1
+        if function.users == 1:
+            function.dropping = 0  # (the client's next records may still omit its code)
+            self.function_used(function)
         for data in job.data:
             data.users += 1
 
@@ -136,6 +144,10 @@ class ClientSession:
         if job is not None:
             self.held_bytes -= size_of(job.args) + len(job.options.resources)
             job.args = b""
+            function = job.fn
+            function.users -= 1
+            if not function.users:
+                self.function_idle(function)
             for data in job.data:
                 data.users -= 1
                 if data.freed and not data.users:
@@ -178,14 +190,29 @@ class ClientSession:
 
     def add_function(self, function: Function) -> None:
         """Keep a client's function; its bytes count against the client's
-        limit for as long as the session lasts."""
-        size = len(function.env) + size_of(function.code) + FUNCTION_OVERHEAD
+        limit until it is dropped."""
+        size = function.size
         if self.function_bytes + size > self.max_bytes:
             raise ProtocolError(
                 f"this client's functions would hold over {self.max_bytes} bytes at the master"
             )
         self.functions[function.hash] = function
         self.function_bytes += size
+
+    def drop_function(self, function: Function) -> None:
+        """The master's cache let go of this idle function: the client is
+        told, and it goes once the client answers, unless meanwhile a job
+        named it again or the client sent its code again."""
+        self._drops += 1
+        function.dropping = number = self._drops
+        self.deliver_drop(function.hash).addCallback(lambda _: self._dropped(function, number))
+
+    def _dropped(self, function: Function, number: int) -> None:
+        if function.dropping == number and self.functions.get(function.hash) is function:
+            del self.functions[function.hash]
+            self.function_bytes -= function.size
+            if self._below:
+                self._release()
 
     def add_data(self, data: HeldData) -> None:
         """Keep put data; its bytes count against the client's limit until

@@ -11,6 +11,7 @@ from twisted.application.service import Service
 from twisted.python import usage
 
 from cwtx._secret import SecretError, load_secret
+from cwtx.wire.resources import amount
 
 txaio.use_twisted()
 log = txaio.make_logger()
@@ -68,6 +69,14 @@ def positive(kind: type) -> Any:
 
     coerce.coerceDoc = "Must be positive."  # type: ignore[attr-defined]
     return coerce
+
+
+def cache_size(value: str) -> int:
+    """A coercer for cache sizes: bytes, or ``32M``, ``1G`` (powers of 1024)."""
+    return int(amount(value, "a cache size"))
+
+
+cache_size.coerceDoc = "Bytes, or a size such as 32M or 1G."  # type: ignore[attr-defined]
 
 
 class StopOnSignal(Service):

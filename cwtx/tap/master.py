@@ -10,6 +10,7 @@ from twisted.python import usage
 
 from cwtx.client.address import PORT
 from cwtx.master.connection import AUTH_TIMEOUT
+from cwtx.master.functions import DEFAULT_FUNCTION_CACHE
 from cwtx.master.history import History
 from cwtx.master.master import DEFAULT_MAX_RETRIES, DEFAULT_PREFETCH, Master
 from cwtx.master.service import MasterService
@@ -20,6 +21,7 @@ from cwtx.tap.common import (
     SECRET_HELP,
     StopOnSignal,
     apply_log_level,
+    cache_size,
     default_reactor,
     positive,
     secret_option,
@@ -91,6 +93,16 @@ class Options(usage.Options):
             positive(int),
         ],
         [
+            "function-cache",
+            None,
+            DEFAULT_FUNCTION_CACHE,
+            "Bytes of functions (code and environment) kept here, across clients, once "
+            "no job needs them, so that a client's next job of one need not send it "
+            "again; the least recently used beyond are dropped (the client sends one "
+            "again when it needs it). A size: 32M, 1G.",
+            cache_size,
+        ],
+        [
             "port-file",
             None,
             None,
@@ -151,6 +163,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         max_client_jobs=options["max-client-jobs"],
         priority_clients=options["priority-clients"],
         now=reactor.seconds,
+        function_cache=options["function-cache"],
     )
     monitor = HeartbeatMonitor(reactor, options["heartbeat-interval"], options["heartbeat-timeout"])
     service = MultiService()

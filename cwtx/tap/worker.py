@@ -15,6 +15,7 @@ from cwtx.tap.common import (
     SECRET_HELP,
     StopOnSignal,
     apply_log_level,
+    cache_size,
     default_reactor,
     positive,
     secret_option,
@@ -22,6 +23,7 @@ from cwtx.tap.common import (
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from cwtx.wire.reconnect import DescribedEndpoint
 from cwtx.wire.resources import parse_spec
+from cwtx.worker.functions import DEFAULT_FUNCTION_CACHE
 from cwtx.worker.limits import Limits, parse_size
 from cwtx.worker.supervisor import GRACE, Worker
 
@@ -108,6 +110,15 @@ class Options(usage.Options):
             _jobs_per_child,
         ],
         [
+            "function-cache",
+            None,
+            DEFAULT_FUNCTION_CACHE,
+            "Bytes of functions (their pickles) this worker keeps, and each slot's "
+            "child too; the least recently used beyond are dropped, and the master "
+            "sends one again when a job needs it. A size: 32M, 1G.",
+            cache_size,
+        ],
+        [
             "max-child-memory",
             None,
             "0",
@@ -167,6 +178,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         secret=options["secret"],
         isolate_clients=bool(options["isolate-clients"]),
         limits=options["limits"],
+        function_cache=options["function-cache"],
     ).setServiceParent(service)
     StopOnSignal(reactor).setServiceParent(service)
     return service

@@ -211,6 +211,19 @@ class FreeData(Command):
     fatalErrors = PROTOCOL_ERRORS
 
 
+class DropFunctions(Command):
+    """Master to client, and worker to master: the sender dropped these
+    functions (hashes, 32 bytes each, joined) from its cache; send their
+    code again with the next record that names one.  The sender keeps them
+    until the answer, which comes after every record the receiver had
+    queued for it (those may still name them without code)."""
+
+    arguments = [(b"fns", Bytes())]
+    response = []
+    errors = PROTOCOL_ERRORS
+    fatalErrors = PROTOCOL_ERRORS
+
+
 class SubmitJobs(Command):
     """Client to master: a batch of new jobs."""
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 
 #: Bumped whenever what crosses the wire changes; docs/protocol.md says what it is.
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 
 #: The pickle protocol for functions, arguments and results.
 PICKLE_PROTOCOL = 5
@@ -62,7 +62,7 @@ def function_hash(env: str, code: Iterable[bytes]) -> bytes:
 
 #: Bytes of one SHA-256: functions and put data are named by one.
 HASH_SIZE = 32
-#: Hashes one FreeData command carries, at most (they are one AMP value).
+#: Hashes one FreeData or DropFunctions command carries, at most (they are one AMP value).
 MAX_FREE = 60_000 // HASH_SIZE
 
 

@@ -206,12 +206,19 @@ class Child:
         self.data = DataCache()  # put data (cwtx.Ref) that arguments name
 
     def keep(self, header: dict[str, Any], parts: list[bytearray]) -> bool:
-        """Handle a message about put data (keep it, or forget some), if
-        that is what it is; it has no answer.  False for a task."""
+        """Handle a message about put data (keep it, or forget some) or
+        functions (drop some, or keep the code a task not started brought),
+        if that is what it is; it has no answer.  False for a task."""
         if Header.DATA in header:
             self.data.keep(header[Header.DATA], parts[0])
         elif Header.FORGET in header:
             self.data.forget(header[Header.FORGET])
+        elif Header.DROP in header:
+            for fn_hash in header[Header.DROP]:
+                self._functions.pop(fn_hash, None)
+                self._codes.pop(fn_hash, None)
+        elif Header.LEARN in header:
+            self._learn(header[Header.LEARN], parts[0])
         else:
             return False
         return True
@@ -222,7 +229,7 @@ class Child:
         fn_hash = header[Header.FUNCTION]
         args_bytes = parts[0]
         if len(parts) > 1:
-            self._codes[fn_hash] = bytes(parts[1])
+            self._learn(fn_hash, parts[1])
         env = json.loads(header[Header.ENV])
         capture: AbstractContextManager[None] = nullcontext()
         if header.get(Header.OUTPUT):
@@ -231,6 +238,11 @@ class Child:
             reply, value = self._call(fn_hash, args_bytes)
         reply[Header.TASK] = header[Header.TASK]
         return reply, value
+
+    def _learn(self, fn_hash: str, code: bytearray) -> None:
+        """A function's code came (with a task): it is unpickled when first run."""
+        self._functions.pop(fn_hash, None)
+        self._codes[fn_hash] = bytes(code)
 
     def _call(self, fn_hash: str, args_bytes: bytearray) -> tuple[dict[str, Any], bytes]:
         fn = self._functions.get(fn_hash)
@@ -294,6 +306,8 @@ def _deaf_to_interrupts() -> None:
     signal.signal(signal.SIGINT, lambda signum, frame: None)
 
 
+#: A message read from the supervisor: its header and its other parts.
+Message = tuple[dict[str, Any], list[bytearray]]
 #: Applies a message about put data (``Child.keep``): False for a task.
 Keep = Callable[[dict[str, Any], list[bytearray]], bool]
 
@@ -307,14 +321,15 @@ class Tasks:
     to be, except the first task read while idle: the supervisor counts it
     as started (it had a result without ``next``, or wrote it to an idle
     child), so a skip read with it comes too late.  Put data to keep or
-    forget waits among the tasks, and is applied in order, as the tasks
-    before it start.
+    forget, and functions to drop, wait among the tasks, and are applied
+    in order, as the tasks before them start; a task dropped unstarted
+    leaves its function code in its place.
     """
 
     def __init__(self, send: Send, keep: Keep = lambda header, parts: False) -> None:
         self._send = send
         self._keep = keep
-        self._waiting: deque[tuple[dict[str, Any], list[bytearray]]] = deque()
+        self._waiting: deque[Message] = deque()
         self._result: tuple[dict[str, Any], bytes] | None = None
         self._idle = True  # nothing waits, nothing runs: the next task read starts
         self._committed: int | None = None  # that task, until it starts
@@ -330,9 +345,13 @@ class Tasks:
         task = header[Header.SKIP]
         if task == self._committed:
             return  # too late: the supervisor counts it as started
-        for waiting in self._waiting:
+        for i, waiting in enumerate(self._waiting):
             if waiting[0].get(Header.TASK) == task:
-                self._waiting.remove(waiting)
+                left = self._unstarted(waiting)
+                if left is None:
+                    del self._waiting[i]
+                else:
+                    self._waiting[i] = left
                 self._skipped(task)
                 return
         # (started already, or ended: the supervisor sees that it started)
@@ -341,13 +360,21 @@ class Tasks:
         """Drop every task waiting, and say so: the one running is long.
         (Put data stays, for the loop to apply: a task may be unpickling
         its arguments yet.)"""
-        kept: deque[tuple[dict[str, Any], list[bytearray]]] = deque()
-        for header, parts in self._waiting:
-            if Header.TASK in header:
-                self._skipped(header[Header.TASK])
-            else:
-                kept.append((header, parts))
-        self._waiting = kept
+        handed = [h[Header.TASK] for h, _ in self._waiting if Header.TASK in h]
+        kept = (self._unstarted(m) if Header.TASK in m[0] else m for m in self._waiting)
+        self._waiting = deque(m for m in kept if m is not None)
+        for task in handed:
+            self._skipped(task)
+
+    @staticmethod
+    def _unstarted(message: Message) -> Message | None:
+        """What stays of a task dropped unstarted: the function code it
+        brought, if any, kept in its place (the supervisor counts on the
+        child having it, and on drops coming after it)."""
+        header, parts = message
+        if len(parts) > 1:
+            return {Header.LEARN: header[Header.FUNCTION]}, [parts[1]]
+        return None
 
     def _skipped(self, task: int) -> None:
         self._send([json.dumps({Header.SKIPPED: task}).encode()])
@@ -361,9 +388,10 @@ class Tasks:
         task = None
         while self._waiting:
             header, parts = self._waiting.popleft()
-            if not self._keep(header, parts):
+            if Header.TASK in header:
                 task = (header, parts)
                 break
+            self._keep(header, parts)
         self._idle, self._committed = task is None, None
         if self._result is not None:
             reply, value = self._result

@@ -79,6 +79,10 @@ class Header(StrEnum):
     SKIPPED = "skipped"  # from the child: it dropped this task unstarted (asked, or handing back)
     DATA = "data"  # to the child: keep the put data that follows (SHA-256 in hex); no answer
     FORGET = "forget"  # to the child: drop these put data (SHA-256s in hex); no answer
+    DROP = "drop"  # to the child: drop these functions (SHA-256s in hex); no answer
+    #: (the child's own, never on the pipe: the function code a task it
+    #: did not start brought, kept in its place among the messages)
+    LEARN = "learn"
 
 
 _COUNT = struct.Struct("!I")

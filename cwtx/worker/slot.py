@@ -41,9 +41,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cwtx._errors import FramingError, error_json
+from cwtx._lru import SizedLRU
 from cwtx.wire.names import JobStatus, OutputStream
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.resources import environment
+from cwtx.worker.functions import DEFAULT_FUNCTION_CACHE, function_size
 from cwtx.worker.output import OutputLimiter
 from cwtx.worker.pipe import (
     HAND_BACK_AFTER,
@@ -230,7 +232,9 @@ class Slot(ProcessProtocol):
         self._skips: dict[int, str] = {}  # task id -> why it is being skipped
         self._began_at = 0.0  # when the current task started
         self._last_run: float | None = None  # seconds the last task ran (None: none yet)
-        self._known: set[bytes] = set()  # functions this child has
+        #: Bytes of functions its child keeps (the least recently used beyond go).
+        self.function_cache = DEFAULT_FUNCTION_CACHE
+        self._known: SizedLRU[bytes, bool] = SizedLRU(self.function_cache)  # what the child has
         self._data: set[bytes] = set()  # put data this child has
         self._forgotten: list[bytes] = []  # put data it is yet to be told to drop
         self._decoder = MessageDecoder()
@@ -273,7 +277,7 @@ class Slot(ProcessProtocol):
 
     def start(self) -> None:
         self._decoder = MessageDecoder()
-        self._known = set()
+        self._known = SizedLRU(self.function_cache)
         self._data, self._forgotten = set(), []
         self.session = None
         self._recycling = False
@@ -313,10 +317,14 @@ class Slot(ProcessProtocol):
         if task.forward_output:
             header[Header.OUTPUT] = True
         parts: list[Any] = [json.dumps(header).encode("utf-8"), task.args]
-        if task.fn not in self._known:
+        pieces = self._data_messages(task)
+        if not self._known.get(task.fn):
             parts.append(task.code)
-            self._known.add(task.fn)
-        _write_pieces(self.transport, TASK_FD, self._data_messages(task) + encode_message(parts))
+            size = function_size(task.env, task.code)
+            dropped = [fn.hex() for fn, _ in self._known.put(task.fn, True, size)]
+            if dropped:  # (applied by the child once the tasks before this one start)
+                pieces += encode_message([json.dumps({Header.DROP: dropped}).encode("utf-8")])
+        _write_pieces(self.transport, TASK_FD, pieces + encode_message(parts))
         if self.current is None:
             self._begin(task)
         else:

@@ -25,6 +25,7 @@ from cwtx.wire import handshake as auth
 from cwtx.wire.batch import BatchSender
 from cwtx.wire.commands import (
     CancelTasks,
+    DropFunctions,
     FreeData,
     LeaveWorker,
     PutData,
@@ -49,6 +50,7 @@ from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonit
 from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
 from cwtx.wire.resources import decode as decode_resources
 from cwtx.wire.tls import tls_failure
+from cwtx.worker.functions import DEFAULT_FUNCTION_CACHE, Functions
 from cwtx.worker.limits import ChildLimits, Limits
 from cwtx.worker.slot import Slot, Task
 
@@ -162,6 +164,7 @@ class Worker(Service):
         secret: bytes | None = None,
         isolate_clients: bool = False,
         limits: Limits | None = None,
+        function_cache: int = DEFAULT_FUNCTION_CACHE,
     ) -> None:
         """``endpoint`` leads to the master (cwtx.testing gives one in
         memory); ``reactor`` provides time, and spawnProcess for the slot
@@ -169,7 +172,8 @@ class Worker(Service):
         offered, by name; those named in ``devices`` are that many devices,
         numbered from 0, whose ids the jobs holding them are told.
         ``limits``: on the slots' memory, and when their children are
-        replaced (worker.limits)."""
+        replaced (worker.limits).  ``function_cache``: bytes of functions
+        kept here, and in each slot's child (worker.functions)."""
         if slots < 1:
             raise ValueError(f"a worker needs at least one slot, not {slots}")
         self.reactor = reactor
@@ -192,7 +196,9 @@ class Worker(Service):
         ]
         self.limits = ChildLimits(reactor, limits or Limits(), self.name)
         self.limits.attach(self.slots)
-        self.functions: dict[bytes, tuple[str, Payload]] = {}
+        self.functions = Functions(function_cache, reactor, self._tell_dropped)
+        for slot in self.slots:
+            slot.function_cache = function_cache
         #: Put data (cwtx.Ref) the master sent, by hash, until it frees it.
         self.data: dict[bytes, Payload] = {}
         #: Tasks waiting for a slot, lowest order first (then as they came).
@@ -264,6 +270,12 @@ class Worker(Service):
         )
         return reply
 
+    def _tell_dropped(self, fns: bytes) -> Deferred[Any]:
+        """Tell the master these functions were dropped here (worker.functions)."""
+        if self.connection is None:
+            return defer.fail(ConnectionError("no master"))
+        return self.connection.callRemote(DropFunctions, fns=fns)
+
     def disconnected(self, proto: WorkerProtocol) -> None:
         """The master is gone: what it gave us will be retried elsewhere."""
         self.monitor.unwatch(proto)
@@ -313,7 +325,7 @@ class Worker(Service):
                 message = f"function {fn.hex()[:16]}... does not match its code"
                 self._end(task_id, JobStatus.ERROR, message, "ProtocolError")
                 return
-            self.functions[fn] = (record["fn_env"], code)
+            self.functions.learn(fn, record["fn_env"], code)
         known = self.functions.get(fn)
         if known is None:
             message = f"function {fn.hex()} was never sent"
