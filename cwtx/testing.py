@@ -39,11 +39,13 @@ from zope.interface import implementer
 from cwtx.client.client import Client
 from cwtx.client.connect import connect_to
 from cwtx.master.connection import MasterConnection
+from cwtx.master.functions import DEFAULT_FUNCTION_CACHE as MASTER_FUNCTION_CACHE
 from cwtx.master.master import Master
 from cwtx.wire.peer import HeartbeatMonitor
 from cwtx.wire.reconnect import DescribedEndpoint
 from cwtx.wire.resources import parse_spec
 from cwtx.worker.child import Child, Tasks
+from cwtx.worker.functions import DEFAULT_FUNCTION_CACHE as WORKER_FUNCTION_CACHE
 from cwtx.worker.pipe import (
     HAND_BACK_AFTER,
     RESULT_FD,
@@ -287,8 +289,10 @@ class MemoryCluster:
         prefetch: int = 0,
         secret: bytes = b"cwtx.testing MemoryCluster secret",
         priority_clients: Sequence[str] = (),
+        function_cache: int = MASTER_FUNCTION_CACHE,
     ) -> None:
-        """``hold=True``: every job stays running until :meth:`finish`."""
+        """``hold=True``: every job stays running until :meth:`finish`.
+        ``function_cache``: the master's (``cw-master --function-cache``)."""
         self.secret = secret
         self.clock = clock if clock is not None else Clock()
         self.master = Master(
@@ -296,6 +300,7 @@ class MemoryCluster:
             prefetch=prefetch,
             priority_clients=priority_clients,
             now=self.clock.seconds,
+            function_cache=function_cache,
         )
         self.monitor = HeartbeatMonitor(self.clock)
         self.monitor.start()
@@ -329,11 +334,13 @@ class MemoryCluster:
         isolate_clients: bool = False,
         resources: str = "",
         limits: Limits | None = None,
+        function_cache: int = WORKER_FUNCTION_CACHE,
     ) -> Worker:
         """Connect and register a worker whose slot children are fakes.
         ``resources`` as ``cw-worker --resources`` takes them (``gpu=2,mem=64G``);
         ``limits`` on its children's memory (they use what its
-        ``worker.limits.proc``, a :class:`FakeMemory`, says).
+        ``worker.limits.proc``, a :class:`FakeMemory`, says);
+        ``function_cache`` as ``cw-worker --function-cache``.
 
         If its connection is lost it reconnects, as a real worker does,
         unless ``refuse_workers`` is set; :meth:`kill` ends it for good.
@@ -352,6 +359,7 @@ class MemoryCluster:
             resources=amounts,
             devices=devices,
             limits=limits,
+            function_cache=function_cache,
         )
         worker.limits.proc = FakeMemory()
         worker.startService()

@@ -34,10 +34,10 @@ class Function:
     code: Data
     users: int = 0  # live jobs that name it
     dropping: int = 0  # its DropFunctions' number at its session (0: none): it goes at the answer
+    size: int = 0  # as counted: code, environment and FUNCTION_OVERHEAD
 
-    @property
-    def size(self) -> int:
-        return len(self.env) + size_of(self.code) + FUNCTION_OVERHEAD
+    def __post_init__(self) -> None:
+        self.size = len(self.env) + size_of(self.code) + FUNCTION_OVERHEAD
 
 
 class IdleFunctions:

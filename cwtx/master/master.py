@@ -164,7 +164,7 @@ class Master:
         no client can pass its code off as another's."""
         known = session.functions.get(fn)
         if known is not None:
-            known.dropping = 0  # sent again: the client counts on the master having it
+            session.sent_again(known)
             return
         if function_hash(env, pieces_of(code)) != fn:
             raise ProtocolError(f"function {fn.hex()[:16]}... does not match its code")

@@ -256,6 +256,13 @@ class ClientResponders(StatusResponders, BlobResponders):
 
     def _send_drops(self) -> None:
         drops, self._to_drop = self._to_drop, []
+        if self.session.dropping_bytes > self.session.max_bytes:
+            # An honest client answers once its queued records are out.
+            self.connection.drop(
+                f"it holds over {self.session.max_bytes} bytes of dropped functions "
+                "at the master: it does not answer DropFunctions"
+            )
+            return
         for start in range(0, len(drops), MAX_FREE):
             chunk = drops[start : start + MAX_FREE]
             fns = b"".join(fn for fn, _ in chunk)

@@ -110,7 +110,9 @@ class ClientSession:
         #: (timeout, max_retries, priority, resources, forward_output).
         self.options: dict[tuple[Any, ...], Options] = {}
         self.held_bytes = 0  # argument bytes of the jobs it has not seen end
-        self.function_bytes = 0  # bytes of the functions it has sent
+        self.function_bytes = 0  # bytes of its functions that a live job names
+        #: Bytes of its functions the master dropped, kept until it answers.
+        self.dropping_bytes = 0
         # Results handed to its connection and not yet sent: a client that
         # does not take its results must not make the master hold them all.
         self.unsent = 0
@@ -131,7 +133,8 @@ class ClientSession:
         function = job.fn
         function.users += 1
         if function.users == 1:
-            function.dropping = 0  # (the client's next records may still omit its code)
+            self.function_bytes += function.size
+            self._undrop(function)  # (a record that crossed the drop: it stays)
             self.function_used(function)
         for data in job.data:
             data.users += 1
@@ -147,6 +150,7 @@ class ClientSession:
             function = job.fn
             function.users -= 1
             if not function.users:
+                self.function_bytes -= function.size
                 self.function_idle(function)
             for data in job.data:
                 data.users -= 1
@@ -189,30 +193,40 @@ class ClientSession:
                 d.callback(None)
 
     def add_function(self, function: Function) -> None:
-        """Keep a client's function; its bytes count against the client's
-        limit until it is dropped."""
-        size = function.size
-        if self.function_bytes + size > self.max_bytes:
-            raise ProtocolError(
-                f"this client's functions would hold over {self.max_bytes} bytes at the master"
-            )
+        """Keep a client's function.  It counts against the client's limit
+        (flow control) while a live job names it; until one does, and after,
+        it is idle, in the master's cache (which bounds those)."""
         self.functions[function.hash] = function
-        self.function_bytes += size
+        self.function_idle(function)
+
+    def sent_again(self, function: Function) -> None:
+        """The client sent a function's code again, which it does once told
+        of a drop: it counts on the master having it from now on."""
+        if function.dropping:
+            self._undrop(function)
+            if not function.users:
+                self.function_idle(function)
 
     def drop_function(self, function: Function) -> None:
         """The master's cache let go of this idle function: the client is
-        told, and it goes once the client answers, unless meanwhile a job
-        named it again or the client sent its code again."""
+        told, and it goes once the client answers (records it had queued
+        may still name it without code), unless meanwhile a job named it
+        again or the client sent its code again."""
         self._drops += 1
         function.dropping = number = self._drops
+        self.dropping_bytes += function.size
         self.deliver_drop(function.hash).addCallback(lambda _: self._dropped(function, number))
 
+    def _undrop(self, function: Function) -> None:
+        if function.dropping:
+            function.dropping = 0
+            self.dropping_bytes -= function.size
+
     def _dropped(self, function: Function, number: int) -> None:
-        if function.dropping == number and self.functions.get(function.hash) is function:
-            del self.functions[function.hash]
-            self.function_bytes -= function.size
-            if self._below:
-                self._release()
+        if function.dropping == number:
+            self._undrop(function)
+            if self.functions.get(function.hash) is function:
+                del self.functions[function.hash]
 
     def add_data(self, data: HeldData) -> None:
         """Keep put data; its bytes count against the client's limit until
