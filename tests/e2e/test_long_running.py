@@ -174,3 +174,32 @@ def test_max_child_memory_replaces_a_leaking_child_between_jobs(tmp_path):
         assert counts == list(range(1, len(counts) + 1)) and len(counts) <= 3, ends
     log = (tmp_path / "worker-0.log").read_text()
     assert "(--max-child-memory 100 MiB)" in log
+
+
+@pytest.mark.timeout(240)
+def test_distinct_closures_leave_every_process_within_bounds(tmp_path):
+    """Issue 15's soak at a reduced size (the full one: docs/performance.md):
+    6,000 jobs, each a distinct closure over its own 16 KB, through caches
+    of 4 MiB (some 250 such functions).  After warm-up no process grows by
+    more than 15 MiB; with caches that never dropped a function, the master
+    grew about 17 MiB and each worker's processes about 8 MiB per 1,000."""
+    from benchmarks import procs
+    from benchmarks.profile import processes
+    from benchmarks.soak import buffered, closure
+    from benchmarks.systems import cluster_processes
+
+    caches = ["--function-cache", "4M"]
+    with cwtx.local.allocate(
+        2, port=0, run_dir=tmp_path, master_args=caches, worker_args=caches
+    ) as cluster:
+        with cwtx.ClusterExecutor(cluster.host, cluster.port) as ex:
+            jobs = iter(map(closure, range(6000)))
+            for _ in buffered(ex, (next(jobs) for _ in range(1000)), 200):
+                pass
+            running = processes(cluster_processes(cluster))
+            before = {role: procs.rss_mib(pid) for role, pid in running.items()}
+            assert sum(buffered(ex, jobs, 200)) == 5000 * (16 * 1024) + sum(range(1000, 6000))
+            after = {role: procs.rss_mib(pid) for role, pid in running.items()}
+    growth = {role: round(after[role] - before[role], 1) for role in before}
+    assert len(growth) == 6, growth  # client, master, 2 supervisors, 2 children
+    assert max(growth.values()) <= 15, growth
