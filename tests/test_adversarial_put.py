@@ -26,12 +26,6 @@ def pump_without_clock(cluster: MemoryCluster, client: Any) -> None:
     cluster._links[client._protocol][1].pump(advanceClock=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="master._data_gone forgets the worker has the data at once, but its FreeData "
-    "goes only after the tasks queued for the worker: a task that sends the data again "
-    "in between is overtaken by the free, and the next task finds no data",
-)
 def test_data_freed_and_put_again_in_one_turn_stays_usable_on_the_worker():
     cluster = MemoryCluster(workers=1)
     client = cluster.client()
@@ -54,10 +48,6 @@ def test_data_freed_and_put_again_in_one_turn_stays_usable_on_the_worker():
     assert cluster.result(d) == "again"  # was: ProtocolError: put data ... was never sent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="as above, with two clients: one frees data, the other puts the same bytes",
-)
 def test_one_client_freeing_data_another_puts_in_the_same_turn():
     cluster = MemoryCluster(workers=1)
     a, b = cluster.client("a"), cluster.client("b")

@@ -443,8 +443,12 @@ class WorkerResponders(BlobResponders):
         refs, self._to_free = self._to_free, []
 
         def send(_: Any) -> None:
-            for start in range(0, len(refs), MAX_FREE):
-                chunk = b"".join(refs[start : start + MAX_FREE])
+            # Data sent to it again meanwhile (put again, by its client or
+            # another) went ahead of a task that names it: keep it there.
+            again = self.session.data if self.session is not None else set()
+            left = [ref for ref in refs if ref not in again]
+            for start in range(0, len(left), MAX_FREE):
+                chunk = b"".join(left[start : start + MAX_FREE])
                 self.connection.callRemote(FreeData, refs=chunk).addErrback(lambda _: None)
 
         self.sender.flushed().addCallback(send)
