@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from cwtx.wire.resources import describe
+from cwtx.worker.limits import size_text
 
 #: Rows of each table shown without ``--all``.
 SHOWN = 20
@@ -49,6 +50,8 @@ def render(status: dict[str, Any], every: bool = False) -> str:
             ("DONE", lambda c: c.get("done", 0)),
             ("FAILED", lambda c: c.get("failed", 0)),
             ("SHARE", lambda c: f"{c['share']:g}"),
+            ("REFS", lambda c: _held(c, "put_data", "put_bytes")),
+            ("FUNCTIONS", lambda c: _held(c, "functions", "function_bytes")),
         ],
         busy=lambda c: (c["running"] + c["prefetched"], c["queued"]),
         every=every,
@@ -107,6 +110,14 @@ def _table(
 
 def _resources(w: dict[str, Any]) -> str:
     return ",".join(f"{k}={describe(v)}" for k, v in sorted(w["resources"].items()))
+
+
+def _held(c: dict[str, Any], number: str, size: str) -> str:
+    """``3 (12 MiB)``: how many of a client's things the master holds, and
+    their bytes; blank from a master too old to say."""
+    if number not in c:
+        return ""
+    return f"{c[number]} ({size_text(c[size])})" if c[number] else "0"
 
 
 def duration(seconds: float | None) -> str:

@@ -57,6 +57,10 @@ def status(workers: list[dict]) -> dict:
                 "unschedulable": [
                     {"jobs": 2, "why": "needs gpu=4; no connected worker has that much"}
                 ],
+                "put_data": 3,
+                "put_bytes": 12 * 2**20 + 1536,
+                "functions": 2,
+                "function_bytes": 40_000,
             }
         ],
     }
@@ -82,6 +86,21 @@ def test_the_master_line_totals_and_tables():
     assert lines[-1] == (
         "  2 of c's jobs are unschedulable: needs gpu=4; no connected worker has that much"
     )
+
+
+def test_each_client_s_put_data_and_functions_held_at_the_master():
+    s = status([worker(0, 1)])
+    freed = {**s["clients"][0], "name": "d", "put_data": 0, "put_bytes": 0}
+    freed.update(functions=0, function_bytes=0)
+    old = {k: v for k, v in s["clients"][0].items() if "put" not in k and "function" not in k}
+    s["clients"] += [freed, {**old, "name": "e"}]  # e: from a master too old to say
+    lines = _status_text.render(s).splitlines()
+    head = lines.index("clients (3):") + 1
+    assert lines[head].split()[-3:] == ["SHARE", "REFS", "FUNCTIONS"]
+    c, d, e = lines[head + 1 : head + 4]
+    assert c.endswith("  2      3 (12 MiB)  2 (39.1 KiB)")
+    assert d.endswith("  2      0           0")
+    assert e.endswith("  2")
 
 
 def test_ten_thousand_workers_show_the_busiest_first():

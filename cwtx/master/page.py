@@ -16,6 +16,7 @@ from twisted.web.template import Tag, flattenString, tags
 
 from cwtx._status_text import duration
 from cwtx.master.charts import Series, chart
+from cwtx.worker.limits import size_text
 
 #: Seconds between refreshes (dashboard.js; a <meta> refresh without JavaScript).
 REFRESH = 3
@@ -52,6 +53,10 @@ CLIENT_COLUMNS = (
     "jobs",
     "share",
     "priority",
+    "put_data",
+    "put_bytes",
+    "functions",
+    "function_bytes",
     "unschedulable",
 )
 TOTALS = ("slots", "running", "prefetched", "queued", "unschedulable", "completed", "throughput")
@@ -193,6 +198,8 @@ def cell(key: str, value: Any) -> str:
         return duration(value)
     if key == "heard" and isinstance(value, int | float):
         return f"{value:.1f} s ago"
+    if key.endswith("_bytes") and isinstance(value, int | float):
+        return size_text(value)
     if isinstance(value, float):
         return f"{value:.3g}"
     if isinstance(value, dict):

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import time
@@ -117,6 +118,8 @@ def test_the_dashboard_shows_workers_charts_and_refreshes_while_jobs_run(
     ex = cwtx.ClusterExecutor(cluster.host, cluster.port)
     try:
         held = [ex.submit(gated, str(gate), i) for i in range(2)]  # two slots stay busy
+        ref = ex.put(bytes(1_000_000))  # held at the master once a job names it
+        assert ex.submit(len, ref).result(60) == 1_000_000
         quick = [ex.submit(time.sleep, 0.05) for _ in range(2000)]  # throughput meanwhile
 
         # Without the token: refused, and the page says why.
@@ -144,6 +147,15 @@ def test_the_dashboard_shows_workers_charts_and_refreshes_while_jobs_run(
         )
         assert browser.execute_script("return window.cwtxMark") == 42
         assert browser.execute_script("return document.body.dataset.refreshed")
+
+        # The client's put data, until it drops its Ref.
+        assert _text(browser, "#clients td[data-key=put_data]") == "1"
+        assert _text(browser, "#clients td[data-key=put_bytes]").endswith(" KiB")
+        assert _text(browser, "#clients td[data-key=function_bytes]") not in ("", "0 B")
+        del ref
+        gc.collect()  # (the free goes through the client's reactor thread)
+        poll("the put data freed", lambda: _text(browser, "#clients td[data-key=put_data]") == "0")
+        assert _text(browser, "#clients td[data-key=put_bytes]") == "0 B"
 
         # Three charts, each with lines of data points (a sample every 5 s).
         def charted():

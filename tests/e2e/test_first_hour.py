@@ -229,6 +229,8 @@ def test_cw_status_shows_where_everything_runs(four_workers, tmp_path):
         held = [a.submit(hold, str(gate)) for _ in range(3)]
         held += [b.submit(hold, str(gate)) for _ in range(3)]
         assert a.submit(int, "x").exception(60) is not None
+        ref = a.put(bytes(3 * 2**20))  # the master holds it once a job names it
+        assert a.submit(len, ref).result(60) == 3 * 2**20
         wait_until(lambda: sum(f.running() for f in held) == 6, 60, "six jobs to start")
         shown = cw("status", "--master", address)
         data = json.loads(cw("status", "--master", address, "--json").stdout)
@@ -244,10 +246,13 @@ def test_cw_status_shows_where_everything_runs(four_workers, tmp_path):
     header = next(line for line in lines if line.strip().startswith("NAME  "))
     for column in ("HOST", "PID", "SLOTS", "RUNNING", "PREFETCHED", "DONE", "FAILED", "LOST"):
         assert column in header
+    clients_header = lines[lines.index("clients (2):") + 1]
+    assert clients_header.split()[-3:] == ["SHARE", "REFS", "FUNCTIONS"]
     host = socket.gethostname()
     worker_rows = [line for line in lines if line.startswith("  local-")]
     assert len(worker_rows) == 4 and all(host in row for row in worker_rows)
-    assert any(line.startswith("  analysis ") and str(os.getpid()) in line for line in lines)
+    analysis = next(line for line in lines if line.startswith("  analysis "))
+    assert str(os.getpid()) in analysis and " 1 (3 MiB)  " in analysis
     # JSON: the documented schema (docs/operations.md).
     for key in ("master", "address", "version", "protocol", "uptime", "slots", "queued"):
         assert key in data
@@ -260,6 +265,9 @@ def test_cw_status_shows_where_everything_runs(four_workers, tmp_path):
     clients = {x["name"]: x for x in data["clients"]}
     assert clients["analysis"]["pid"] == os.getpid() and clients["analysis"]["failed"] == 1
     assert clients["sweep"]["share"] == 2 and clients["sweep"]["running"] == 3
+    assert clients["analysis"]["put_data"] == 1 and clients["sweep"]["put_data"] == 0
+    assert clients["analysis"]["put_bytes"] > 3 * 2**20 and clients["sweep"]["put_bytes"] == 0
+    assert clients["analysis"]["function_bytes"] > clients["sweep"]["function_bytes"] > 0
 
 
 def test_cw_status_watch_redraws_until_ctrl_c(four_workers):

@@ -50,3 +50,36 @@ def test_every_page_is_under_the_amp_value_limit_in_pieces():
     for n in range(3):
         parts = pieces(page(cluster.master, n))
         assert all(len(p) < 65_535 for p in parts) and len(parts) <= 64
+
+
+def test_each_client_s_put_data_and_functions_show_until_freed():
+    import gc
+
+    from cwtx.master.sessions import DATA_OVERHEAD
+
+    cluster = MemoryCluster(workers=1)
+    client = cluster.client()
+
+    def clients() -> list[dict]:
+        d = client.status()
+        cluster.flush()
+        return cluster.result(d)["clients"]
+
+    (fresh,) = clients()
+    assert (fresh["put_data"], fresh["put_bytes"]) == (0, 0)
+    assert (fresh["functions"], fresh["function_bytes"]) == (0, 0)
+    refs = [client.put(bytes(100_000)), client.put("small")]
+    d = client.submit(lambda *xs: len(xs), *refs)
+    cluster.flush()
+    assert cluster.result(d) == 2
+    (session,) = cluster.master.clients
+    (held,) = clients()
+    assert held["put_data"] == 2
+    assert held["put_bytes"] == sum(r.size for r in refs) + 2 * DATA_OVERHEAD
+    assert held["functions"] == len(session.functions) >= 1
+    assert held["function_bytes"] == session.function_bytes > 0
+    del refs, d
+    gc.collect()  # the client frees what no Ref names any more
+    cluster.flush()
+    (freed,) = clients()
+    assert (freed["put_data"], freed["put_bytes"]) == (0, 0)

@@ -219,6 +219,16 @@ def test_fields_status_adds_later_show_up_after_the_known_ones():
     assert "blue" in html.text
 
 
+def test_each_client_s_put_data_and_functions_are_shown_with_their_sizes():
+    held = {"put_data": 3, "put_bytes": 12 * 2**20, "functions": 1, "function_bytes": 300}
+    client = {"name": "c", "queued": 0, "share": 1.0, "unschedulable": [], **held}
+    status = {"master": "m", "workers": [], "clients": [client], "history": []}
+    html = parsed(page.render(status, [], now=0))
+    order = ["share", "put data", "put bytes", "functions", "function bytes", "unschedulable"]
+    assert [t for t in html.text if t in order] == order
+    assert "12 MiB" in html.text and "300 B" in html.text
+
+
 def test_values_are_shown_as_text():
     assert page.cell("resources", {"gpu": [0, 1], "mem": 2.5}) == "gpu=0,1, mem=2.5"
     assert page.cell("unschedulable", [{"jobs": 3, "why": "needs gpu=2"}]) == "3: needs gpu=2"
