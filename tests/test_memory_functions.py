@@ -95,6 +95,12 @@ def test_distinct_functions_run_through_caches_too_small_for_two_and_stay_bounde
     assert counts["master idle cache"] == 1 and counts["master sessions"] <= 2, counts
     assert counts["client's sent set"] <= 2 and counts["master's worker records"] <= 2, counts
     assert counts["worker"] == 1 and counts["slots"] == 2 and counts["children"] <= 2, counts
+    d = client.status()
+    cluster.flush()
+    (status,) = cluster.result(d)["clients"]
+    session = cluster.master.clients[0]
+    assert status["functions"] == len(session.functions) <= 2  # cw status shows them go
+    assert status["function_bytes"] == sum(f.size for f in session.functions.values())
 
 
 def test_functions_cycled_beyond_every_cache_are_sent_again_each_time():

@@ -111,6 +111,7 @@ class ClientSession:
         self.options: dict[tuple[Any, ...], Options] = {}
         self.held_bytes = 0  # argument bytes of the jobs it has not seen end
         self.function_bytes = 0  # bytes of its functions that a live job names
+        self.kept_function_bytes = 0  # bytes of every function it has here (for status)
         #: Bytes of its functions the master dropped, kept until it answers.
         self.dropping_bytes = 0
         # Results handed to its connection and not yet sent: a client that
@@ -197,6 +198,7 @@ class ClientSession:
         (flow control) while a live job names it; until one does, and after,
         it is idle, in the master's cache (which bounds those)."""
         self.functions[function.hash] = function
+        self.kept_function_bytes += function.size
         self.function_idle(function)
 
     def sent_again(self, function: Function) -> None:
@@ -227,6 +229,7 @@ class ClientSession:
             self._undrop(function)
             if self.functions.get(function.hash) is function:
                 del self.functions[function.hash]
+                self.kept_function_bytes -= function.size
 
     def add_data(self, data: HeldData) -> None:
         """Keep put data; its bytes count against the client's limit until

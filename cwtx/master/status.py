@@ -89,12 +89,14 @@ def _client(master: Master, c: ClientSession) -> dict[str, Any]:
         "priority": bool(master.policy.tier(c)),
         "unschedulable": master.policy.unschedulable(c),
         "uptime": round(master.now() - c.joined_at, 1),
-        # What it holds here, as counted against --max-client-bytes, so a
-        # user can see put data freed (and functions pile up).
+        # What it holds here, so a user can see put data freed and
+        # functions dropped: put data as counted against --max-client-bytes;
+        # functions whether a live job names them or they are idle in the
+        # master's cache (only the first count against it).
         "put_data": len(c.data),
         "put_bytes": c.data_bytes,
         "functions": len(c.functions),
-        "function_bytes": c.function_bytes,
+        "function_bytes": c.kept_function_bytes,
     }
 
 

@@ -77,7 +77,7 @@ def test_each_client_s_put_data_and_functions_show_until_freed():
     assert held["put_data"] == 2
     assert held["put_bytes"] == sum(r.size for r in refs) + 2 * DATA_OVERHEAD
     assert held["functions"] == len(session.functions) >= 1
-    assert held["function_bytes"] == session.function_bytes > 0
+    assert held["function_bytes"] == sum(f.size for f in session.functions.values()) > 0
     del refs, d
     gc.collect()  # the client frees what no Ref names any more
     cluster.flush()
