@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -440,10 +441,34 @@ class Slot(ProcessProtocol):
         self._signal("KILL")
 
     def _signal(self, name: str) -> None:
+        pid = getattr(self.transport, "pid", None)
+        if name == "KILL" and pid:
+            try:  # and what its job forked, in the child's process group
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass  # (not a group leader yet, or already gone)
         try:
             self.transport.signalProcess(name)  # type: ignore[union-attr]
         except (net_error.ProcessExitedAlready, AttributeError, OSError):
             pass
+
+    def processExited(self, reason: Failure) -> None:
+        """The child is gone; a process its job forked may still hold its
+        pipes, and Twisted waits for them to close before processEnded.
+        So read what the child wrote, and close them: the slot restarts."""
+        pipes = getattr(self.transport, "pipes", {})
+        reader = pipes.get(RESULT_FD)
+        if reader is not None:
+            while reader.connected and not reader.disconnecting:
+                try:
+                    data = os.read(reader.fd, READ_SIZE)
+                except OSError:
+                    break  # none now (what a forked process writes later is not the child's)
+                if not data:
+                    break
+                self.childDataReceived(RESULT_FD, data)
+        for fd in list(pipes):
+            self.transport.closeChildFD(fd)  # type: ignore[union-attr]
 
     def childDataReceived(self, fd: int, data: bytes) -> None:
         if fd != RESULT_FD:
@@ -546,8 +571,8 @@ class Slot(ProcessProtocol):
         ahead, self.queued = list(self.queued), deque()
         skips, self._skips = self._skips, {}
         code = getattr(reason.value, "exitCode", None)
-        signal = getattr(reason.value, "signal", None)
-        how = f"signal {signal}" if signal else f"exit code {code}"
+        signum = getattr(reason.value, "signal", None)
+        how = f"signal {signum}" if signum else f"exit code {code}"
         if task is not None:
             if kill_reason is not None and kill_error is not None:
                 self._on_result(task, JobStatus(kill_reason), EMPTY, kill_error)

@@ -21,36 +21,40 @@ from ..conftest import wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
-def forks_then_sleeps(marker: str) -> None:
+def forks_then_sleeps(marker: str, escape: bool = False) -> None:
     """Leave a forked process behind (it inherits the child's pipes, fds 3
-    and 4, as multiprocessing's fork workers do), then run long."""
+    and 4, as multiprocessing's fork workers do), then run long.  With
+    ``escape`` it leaves the child's process group (a daemon's setsid), so
+    killing the group does not end it."""
     import os as _os
     import time as _time
 
     pid = _os.fork()
     if pid == 0:
+        if escape:
+            _os.setsid()
         _time.sleep(300)
         _os._exit(0)
     Path(marker).write_text(str(pid))
     _time.sleep(300)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="slot.Slot waits for processEnded, which Twisted calls only once every pipe "
-    "of the child is closed: a process the job forked holds them, so a killed job "
-    "(timeout, cancel, memory) never ends and its slot never restarts",
-)
-def test_a_timed_out_job_ends_though_it_left_a_forked_process(tmp_path):
+@pytest.mark.parametrize("escape", [False, True], ids=["in-its-group", "own-session"])
+def test_a_timed_out_job_ends_though_it_left_a_forked_process(tmp_path, escape):
+    """The group's kill ends a forked process in the child's group; one in
+    a session of its own lives on, holding the pipes: the slot closes them
+    once the child has exited, instead of waiting for them to close."""
     marker = tmp_path / "grandchild"
     with cwtx.local.allocate(1, run_dir=tmp_path / "run") as c:
         with cwtx.ClusterExecutor(c.host, c.port) as ex:
             try:
-                f = ex.options(timeout=2).submit(forks_then_sleeps, str(marker))
+                f = ex.options(timeout=2).submit(forks_then_sleeps, str(marker), escape)
                 wait_until(marker.exists, what="the job to fork")
                 with pytest.raises(cwtx.JobTimeout):
                     f.result(timeout=30)  # was: ends only when the forked process does
                 assert ex.submit(int, "7").result(timeout=30) == 7
+                if not escape:  # killed with the child's process group
+                    wait_until(lambda: not running(int(marker.read_text())), what="its end")
             except concurrent.futures.TimeoutError:
                 pytest.fail("the job did not end within 30 s of its 2 s timeout")
             finally:
@@ -59,6 +63,15 @@ def test_a_timed_out_job_ends_though_it_left_a_forked_process(tmp_path):
                         os.kill(int(marker.read_text()), signal.SIGKILL)
                     except ProcessLookupError:
                         pass
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status
 
 
 def holds_the_gil(seconds: int) -> str:
