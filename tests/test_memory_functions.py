@@ -14,16 +14,7 @@ from typing import Any
 from cwtx.testing import MemoryCluster
 from cwtx.wire import commands
 from cwtx.worker.pipe import HAND_BACK_AFTER
-
-
-def record_commands(proto: Any, sink: list[tuple[Any, dict[str, Any]]]) -> None:
-    original = proto.callRemote
-
-    def spy(command: Any, **kw: Any) -> Any:
-        sink.append((command, kw))
-        return original(command, **kw)
-
-    proto.callRemote = spy
+from tests.test_memory_put import record_commands
 
 
 def codes_sent(sent: list[tuple[Any, dict[str, Any]]], command: Any, argument: str) -> int:
