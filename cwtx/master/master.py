@@ -139,6 +139,10 @@ class Master:
             session.drop_job(job.job_id)
             self._abandon(job)
         session.free_all_data()
+        # Not remembered as sent to the workers: a client that sends the
+        # same function later sends it again (issue 15: no residue).
+        for worker in self.workers:
+            worker.functions.difference_update(session.functions)
         self.policy.remove_client(session)
         self.dispatch()
 

@@ -20,6 +20,7 @@ from twisted.test.iosim import connectedServerAndClient
 
 from cwtx.master.connection import MasterConnection
 from cwtx.master.master import Master
+from cwtx.testing import MemoryCluster
 from cwtx.wire import handshake as auth
 from cwtx.wire.batch import BATCH_BYTES
 from cwtx.wire.commands import Authenticate, Hello, JobResults, SubmitJobs
@@ -160,3 +161,24 @@ def test_a_client_that_left_is_garbage():
     assert master.clients == []
     assert session() is None
     assert connection() is None
+
+
+def test_a_client_that_left_is_forgotten_by_the_workers_records():
+    """The master forgets which of a departed client's functions it sent to
+    each worker (a hash per function and worker, forever, in a cluster
+    that runs for weeks); the next client to send the same function sends
+    it again, and it runs."""
+    cluster = MemoryCluster(workers=2)
+    first = cluster.client(name="first")
+    d = first.submit(abs, -1)
+    cluster.flush()
+    assert cluster.result(d) == 1
+    assert any(worker.functions for worker in cluster.master.workers)
+    closed = first.close()
+    cluster.flush()
+    cluster.result(closed)
+    assert [worker.functions for worker in cluster.master.workers] == [set(), set()]
+    second = cluster.client(name="second")
+    ds = [second.submit(abs, -i) for i in range(1, 5)]  # (on both workers)
+    cluster.flush()
+    assert [cluster.result(d) for d in ds] == [1, 2, 3, 4]
