@@ -10,6 +10,7 @@ name a worker's command.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import txaio
@@ -73,6 +74,8 @@ class MasterConnection(Peer):
         self._received = 0  # bytes before authentication
         self._auth_timer: Any = None
         self._seal_sending_with: bytes | None = None
+        #: Called once a client's connection is gone and its session removed.
+        self.client_left: Callable[[], Any] = lambda: None
         self.framer.max_frame = PREAUTH_BYTES
         self.blobs_in.max_bytes = MAX_UNCLAIMED_BYTES
 
@@ -182,6 +185,8 @@ class MasterConnection(Peer):
         if self.responders is not None:
             why = reason.getErrorMessage() if reason is not None else "closed"
             self.responders.lost(why)
+            if self.role is Role.CLIENT:
+                self.client_left()
         elif self.role is not None and not dropped:
             # It heard our proof and left: most often, our secrets differ.
             self.note(
@@ -276,16 +281,22 @@ class MasterFactory(Factory):
         clock: IReactorTime,
         secret: bytes,
         auth_timeout: float = AUTH_TIMEOUT,
+        client_left: Callable[[], Any] | None = None,
     ) -> None:
+        """``client_left()`` is called after each client's session is
+        removed (the service trims the heap then: ``trim``)."""
         self.master = master
         self.monitor = monitor
         self.clock = clock
         self.secret = secret
         self.auth_timeout = auth_timeout
+        self.client_left = client_left
 
     def buildProtocol(self, addr: Any) -> MasterConnection:
         proto = MasterConnection(
             self.master, self.monitor, self.clock, self.secret, self.auth_timeout
         )
         proto.factory = self
+        if self.client_left is not None:
+            proto.client_left = self.client_left
         return proto

@@ -156,6 +156,10 @@ class Master:
             self._abandon(job)
         self.idle_functions.forget_session(session)
         session.free_all_data()
+        # Not remembered as sent to the workers: a client that sends the
+        # same function later sends it again (issue 15: no residue).
+        for worker in self.workers:
+            worker.functions.difference_update(session.functions)
         self.policy.remove_client(session)
         self.dispatch()
 

@@ -1,4 +1,5 @@
-"""The master as a Twisted service: listen, and run the heartbeat monitor."""
+"""The master as a Twisted service: listen, run the heartbeat monitor, and
+give back the memory of clients that left (``trim``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from twisted.internet.interfaces import IListeningPort
 from cwtx.client.address import format_address, read_address_file, write_address_file
 from cwtx.master.connection import AUTH_TIMEOUT, MasterFactory
 from cwtx.master.master import Master
+from cwtx.master.trim import Trimmer
 from cwtx.wire.peer import HeartbeatMonitor
 
 txaio.use_twisted()
@@ -64,11 +66,17 @@ class MasterService(Service):
         self.advertise = advertise or socket.gethostname()
         self._published: tuple[str, int] | None = None
         self.port: IListeningPort | None = None
+        self.trimmer = Trimmer(reactor)
 
     async def _start(self) -> None:
         endpoint = serverFromString(self.reactor, self.listen)
         factory = MasterFactory(
-            self.master, self.monitor, self.reactor, self.secret, self.auth_timeout
+            self.master,
+            self.monitor,
+            self.reactor,
+            self.secret,
+            self.auth_timeout,
+            client_left=self.trimmer.soon,
         )
         self.port = await endpoint.listen(factory)
         address = self.port.getHost()
@@ -117,6 +125,7 @@ class MasterService(Service):
     def stopService(self) -> Any:
         super().stopService()
         self.monitor.stop()
+        self.trimmer.stop()
         self._unpublish()
         if self.port is not None:
             return self.port.stopListening()

@@ -6,6 +6,7 @@ declared dead.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import txaio
@@ -19,6 +20,7 @@ from twisted.protocols.amp import (
     ConnectionLost,
     RemoteAmpError,
 )
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cwtx._logs import printable
@@ -246,6 +248,7 @@ class Peer(Guarded, AMP):
     def connectionLost(self, reason: Any) -> None:
         self.dead = True
         self.blobs_in.clear()
+        reason = own_reason(reason)
         BinaryBoxProtocol.connectionLost(self, reason)  # not AMP's: see makeConnection
         self.transport = None
 
@@ -257,6 +260,22 @@ class Peer(Guarded, AMP):
     def _blob_chunk(self, blob: int, data: list[bytes]) -> dict[str, Any]:
         self.blobs_in.chunk(blob, data)
         return {}
+
+
+def own_reason(reason: Any) -> Any:
+    """A copy of ``reason`` for one connection alone.
+
+    Twisted hands every cleanly closed (or lost) TCP connection the same
+    module-level Failure (``posixbase``'s ``faildict``), and AMP fails each
+    call still awaiting its answer with it.  A coroutine awaiting one (a
+    BatchSender's pump) raises its exception, whose ``__traceback__`` then
+    holds that coroutine's frames, and through them the connection and its
+    session, until another connection's coroutine raises it: the last client
+    to leave stayed in memory.  A copy is garbage with the connection.
+    """
+    if not isinstance(reason, Failure):
+        return reason
+    return Failure(copy.copy(reason.value))
 
 
 class HeartbeatMonitor:

@@ -492,3 +492,26 @@ def test_where_a_peer_says_it_runs_is_kept_within_bounds(pid, kept):
     origin = link.server.origin
     assert origin["pid"] == kept
     assert "\x1b" not in origin["host"] and len(origin["host"]) <= 110
+
+
+# -- after a client leaves -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["client", "worker", "status"])
+def test_the_master_hears_when_a_client_has_left(role):
+    """So it can give back what the client held (``trim``): once its
+    session is removed, and only for clients."""
+    link = authenticated(role)
+    seen: list[int] = []
+    link.server.client_left = lambda: seen.append(len(link.master.clients))
+    link.peer.transport.loseConnection()
+    link.pump.flush()
+    assert seen == ([0] if role == "client" else [])
+
+
+def test_the_factory_hands_its_connections_what_to_call_when_a_client_leaves():
+    hook = object()
+    factory = _master_protocol.MasterFactory(
+        Master(), HeartbeatMonitor(Clock()), Clock(), SECRET, client_left=hook
+    )
+    assert factory.buildProtocol(None).client_left is hook

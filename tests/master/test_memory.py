@@ -2,24 +2,28 @@
 What a queued job costs the master, in bytes: measured with tracemalloc
 over jobs submitted through a real connection (SubmitJobs records, in
 memory) to a master with no worker, so that it cannot silently grow back.
+And that a client that left leaves nothing of itself behind.
 """
 
 from __future__ import annotations
 
 import gc
 import tracemalloc
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.test.iosim import connectedServerAndClient
 
 from cwtx.master.connection import MasterConnection
 from cwtx.master.master import Master
+from cwtx.testing import MemoryCluster
 from cwtx.wire import handshake as auth
 from cwtx.wire.batch import BATCH_BYTES
-from cwtx.wire.commands import Authenticate, Hello, SubmitJobs
+from cwtx.wire.commands import Authenticate, Hello, JobResults, SubmitJobs
 from cwtx.wire.names import function_hash
 from cwtx.wire.peer import HeartbeatMonitor, Peer
 from cwtx.wire.session import transcript
@@ -39,10 +43,10 @@ MAX_BYTES_PER_JOB = 360
 class Client:
     """A raw client, authenticated, connected in memory to ``master``."""
 
-    def __init__(self, master: Master) -> None:
+    def __init__(self, master: Master, peer: type[Peer] = Peer) -> None:
         clock = Clock()
-        server = MasterConnection(master, HeartbeatMonitor(clock), clock, SECRET)
-        self.peer = Peer(clock)
+        self.server = server = MasterConnection(master, HeartbeatMonitor(clock), clock, SECRET)
+        self.peer = peer(clock)
         _, _, self.pump = connectedServerAndClient(lambda: server, lambda: self.peer, clock=clock)
         mine = auth.nonce()
         said = hello_arguments("client", "test")
@@ -126,3 +130,55 @@ def test_a_queued_job_costs_the_master_few_bytes(priority, bound):
     assert len(master.clients[0].jobs) == 1000 + n
     assert master.status()["queued"] == 1000 + n
     assert held / n < bound, f"{held / n:.0f} bytes per queued job"
+
+
+class Unanswering(Peer):
+    """A client that never answers the results it is sent."""
+
+    @JobResults.responder
+    def results(self, results: list[dict[str, Any]]) -> Deferred[dict[str, Any]]:
+        return Deferred()
+
+
+def test_a_client_that_left_is_garbage():
+    """TCP (as iosim) hands every closed connection the same exception, and
+    AMP fails the calls awaiting an answer with it: raised in the coroutine
+    that sent them, it kept that coroutine's frames, and so the client's
+    connection and session (and all its functions), until the next one."""
+    master = Master()
+    client = Client(master, Unanswering)
+    never_sent = function_hash(ENV, [b"never sent"])
+    job = dict(no_op_jobs(1, 1)[0][0], job=1, fn=never_sent, fn_env="", fn_code=b"")
+    client.call(SubmitJobs, jobs=[job])  # ends at once: its result awaits an answer
+    client.pump.flush()
+    assert client.server.responders.sender._running
+    session = weakref.ref(master.clients[0])
+    connection = weakref.ref(client.server)
+    client.peer.transport.loseConnection()
+    client.pump.flush()
+    del client
+    gc.collect()
+    assert master.clients == []
+    assert session() is None
+    assert connection() is None
+
+
+def test_a_client_that_left_is_forgotten_by_the_workers_records():
+    """The master forgets which of a departed client's functions it sent to
+    each worker (a hash per function and worker, forever, in a cluster
+    that runs for weeks); the next client to send the same function sends
+    it again, and it runs."""
+    cluster = MemoryCluster(workers=2)
+    first = cluster.client(name="first")
+    d = first.submit(abs, -1)
+    cluster.flush()
+    assert cluster.result(d) == 1
+    assert any(worker.functions for worker in cluster.master.workers)
+    closed = first.close()
+    cluster.flush()
+    cluster.result(closed)
+    assert [worker.functions for worker in cluster.master.workers] == [set(), set()]
+    second = cluster.client(name="second")
+    ds = [second.submit(abs, -i) for i in range(1, 5)]  # (on both workers)
+    cluster.flush()
+    assert [cluster.result(d) for d in ds] == [1, 2, 3, 4]
