@@ -196,7 +196,13 @@ class ClientSession:
     def add_function(self, function: Function) -> None:
         """Keep a client's function.  It counts against the client's limit
         (flow control) while a live job names it; until one does, and after,
-        it is idle, in the master's cache (which bounds those)."""
+        it is idle, in the master's cache (which bounds those).  One that
+        would take the functions live jobs name over the limit is refused:
+        flow control alone would let a client that ignores it send more."""
+        if self.function_bytes + function.size > self.max_bytes:
+            raise ProtocolError(
+                f"this client's functions would hold over {self.max_bytes} bytes at the master"
+            )
         self.functions[function.hash] = function
         self.kept_function_bytes += function.size
         self.function_idle(function)

@@ -786,6 +786,10 @@ def test_a_function_counts_against_the_clients_bytes_exactly_while_a_live_job_na
     assert c.over_limit()  # function bytes count towards the flow-control limit
     m.cancel(c, [1, 2])
     assert c.function_bytes == 0 and FN in c.functions  # idle, in the master's cache
+    c.max_bytes = size  # a second function while one is live: over it
+    submit(m, c, 3)
+    with pytest.raises(ProtocolError, match=f"functions would hold over {size} bytes"):
+        m.define(c, function_hash("{}", [b"more"]), "{}", Payload.of(b"more"))
 
 
 def test_a_client_that_ignores_flow_control_is_refused_after_the_documented_number():
