@@ -88,7 +88,14 @@ def held_and_said(cluster, grown_from: float, at_most_mib: float, logged: str) -
     honest_client_works(cluster)
 
 
-def job(job_id: int, fn: bytes, env: str = "", code: bytes = b"", code_blob: int = 0) -> dict:
+def job(
+    job_id: int,
+    fn: bytes,
+    env: str = "",
+    code: bytes = b"",
+    code_blob: int = 0,
+    resources: str = "{}",
+) -> dict:
     return {
         "job": job_id,
         "fn": fn,
@@ -101,7 +108,7 @@ def job(job_id: int, fn: bytes, env: str = "", code: bytes = b"", code_blob: int
         "timeout": 0.0,
         "max_retries": -1,
         "priority": 0,
-        "resources": "{}",
+        "resources": resources,
         "forward_output": 0,
     }
 
@@ -132,7 +139,9 @@ def test_function_code_counts_against_the_clients_bytes(master):
                 ]
                 ask(amp, BlobChunk, blob=blob, data=pieces)
             fn = function_hash("{}", [code])
-            ask(amp, SubmitJobs, jobs=[job(n + 1, fn, "{}", b"", blob)])
+            # Jobs no worker here can run stay live, and their functions count
+            # (one that ran and ended would leave its function to the cache).
+            ask(amp, SubmitJobs, jobs=[job(n + 1, fn, "{}", b"", blob, '{"gpu": 1}')])
     except OSError:
         pass
     assert closed(amp)
