@@ -91,7 +91,7 @@ def nap(seconds: float) -> float:
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # under load the last task may not be written ahead at all: then it passes
     reason="a task written ahead behind a job that holds the GIL is never handed back "
     "(the child's watch thread cannot run), so it waits for that job to end while "
     "another slot of the worker is idle",
