@@ -43,7 +43,7 @@ from cwtx.wire.commands import (
     Status,
     SubmitJobs,
 )
-from cwtx.wire.names import MAX_FREE, OutputStream, Role, split_hashes
+from cwtx.wire.names import OutputStream, Role, per_command, split_hashes
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.peer import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeartbeatMonitor, Peer
 from cwtx.wire.reconnect import DescribedEndpoint, reconnecting, retry_policy
@@ -546,9 +546,8 @@ class Client:
         proto = self._protocol
         if proto is None:
             return  # the next connection starts with none
-        for start in range(0, len(hashes), MAX_FREE):
-            refs = b"".join(hashes[start : start + MAX_FREE])
-            proto.callRemote(FreeData, refs=refs).addErrback(lambda _: None)
+        for chunk in per_command(hashes):
+            proto.callRemote(FreeData, refs=b"".join(chunk)).addErrback(lambda _: None)
 
     def cancel_job(self, job_id: int) -> bool:
         """Cancel a job that has not ended: it ends with JobCancelled, and

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cwtx._lru import SizedLRU
+from cwtx.wire.names import function_size
 from cwtx.wire.payload import Data, size_of
 
 if TYPE_CHECKING:
     from cwtx.master.sessions import ClientSession
 
-#: What a function costs besides its code and environment, as counted.
-FUNCTION_OVERHEAD = 256
 #: Bytes of idle functions (no live job names them) the master keeps, across
 #: its clients, by default (``cw-master --function-cache``).
 DEFAULT_FUNCTION_CACHE = 32 * 1024 * 1024
@@ -34,10 +33,10 @@ class Function:
     code: Data
     users: int = 0  # live jobs that name it
     dropping: int = 0  # its DropFunctions' number at its session (0: none): it goes at the answer
-    size: int = 0  # as counted: code, environment and FUNCTION_OVERHEAD
+    size: int = 0  # as counted (names.function_size)
 
     def __post_init__(self) -> None:
-        self.size = len(self.env) + size_of(self.code) + FUNCTION_OVERHEAD
+        self.size = function_size(self.env, size_of(self.code))
 
 
 class IdleFunctions:

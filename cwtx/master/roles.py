@@ -48,7 +48,7 @@ from cwtx.wire.commands import (
     TaskResults,
     TasksStarted,
 )
-from cwtx.wire.names import MAX_FREE, OutputStream, Role, dropped_notice, split_hashes
+from cwtx.wire.names import OutputStream, Role, dropped_notice, per_command, split_hashes
 from cwtx.wire.payload import Data
 from cwtx.wire.peer import Guarded
 from cwtx.wire.resources import amounts
@@ -263,8 +263,7 @@ class ClientResponders(StatusResponders, BlobResponders):
                 "at the master: it does not answer DropFunctions"
             )
             return
-        for start in range(0, len(drops), MAX_FREE):
-            chunk = drops[start : start + MAX_FREE]
+        for chunk in per_command(drops):
             fns = b"".join(fn for fn, _ in chunk)
             sent = self.connection.callRemote(DropFunctions, fns=fns)
             sent.addCallbacks(
@@ -447,9 +446,10 @@ class WorkerResponders(BlobResponders):
             # another) went ahead of a task that names it: keep it there.
             again = self.session.data if self.session is not None else set()
             left = [ref for ref in refs if ref not in again]
-            for start in range(0, len(left), MAX_FREE):
-                chunk = b"".join(left[start : start + MAX_FREE])
-                self.connection.callRemote(FreeData, refs=chunk).addErrback(lambda _: None)
+            for chunk in per_command(left):
+                self.connection.callRemote(FreeData, refs=b"".join(chunk)).addErrback(
+                    lambda _: None
+                )
 
         self.sender.flushed().addCallback(send)
 

@@ -14,9 +14,9 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 
 from cwtx._errors import ProtocolError
-from cwtx.master.functions import FUNCTION_OVERHEAD as FUNCTION_OVERHEAD
 from cwtx.master.functions import Function
 from cwtx.master.jobs import Job, Options, Task
+from cwtx.wire.names import FUNCTION_OVERHEAD as FUNCTION_OVERHEAD
 from cwtx.wire.names import JobStatus
 from cwtx.wire.payload import Data, Payload, size_of
 from cwtx.wire.resources import MAX_RESOURCES as MAX_RESOURCES

@@ -8,8 +8,11 @@ that the slot child can use it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from enum import StrEnum
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: Bumped whenever what crosses the wire changes; docs/protocol.md says what it is.
 PROTOCOL_VERSION = 8
@@ -64,6 +67,23 @@ def function_hash(env: str, code: Iterable[bytes]) -> bytes:
 HASH_SIZE = 32
 #: Hashes one FreeData or DropFunctions command carries, at most (they are one AMP value).
 MAX_FREE = 60_000 // HASH_SIZE
+
+#: What a function costs besides its code and environment, as the master
+#: and the workers count it (their function caches, a client's limit).
+FUNCTION_OVERHEAD = 256
+
+
+def function_size(env: str, code_size: int) -> int:
+    """A function's bytes as counted: its environment, its pickle, and
+    FUNCTION_OVERHEAD."""
+    return len(env) + code_size + FUNCTION_OVERHEAD
+
+
+def per_command(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``items`` (one per hash) in runs of at most MAX_FREE: one
+    FreeData or DropFunctions command each."""
+    for start in range(0, len(items), MAX_FREE):
+        yield items[start : start + MAX_FREE]
 
 
 def data_hash(pieces: Iterable[bytes]) -> bytes:

@@ -15,21 +15,14 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from cwtx._lru import SizedLRU
-from cwtx.wire.names import MAX_FREE
+from cwtx.wire.names import function_size, per_command
 from cwtx.wire.payload import Payload
 
 #: Bytes of functions a worker keeps by default, and each slot's child
 #: (``cw-worker --function-cache``).
 DEFAULT_FUNCTION_CACHE = 32 * 1024 * 1024
-#: What a function costs besides its code and environment, as counted.
-FUNCTION_OVERHEAD = 256
-
 #: A function as a worker keeps it: (environment, pickle).
 Code = tuple[str, Payload]
-
-
-def function_size(env: str, code: Payload) -> int:
-    return len(env) + code.size + FUNCTION_OVERHEAD
 
 
 class Functions:
@@ -65,7 +58,7 @@ class Functions:
     def learn(self, fn: bytes, env: str, code: Payload) -> None:
         """A task brought the function's code (checked against ``fn``)."""
         self._dropping.pop(fn, None)
-        for old, value in self._cache.put(fn, (env, code), function_size(env, code)):
+        for old, value in self._cache.put(fn, (env, code), function_size(env, code.size)):
             number = next(self._numbers)
             self._dropping[old] = (number, value)
             if not self._to_tell:
@@ -89,8 +82,7 @@ class Functions:
 
     def _send(self) -> None:
         told, self._to_tell = self._to_tell, []
-        for start in range(0, len(told), MAX_FREE):
-            chunk = told[start : start + MAX_FREE]
+        for chunk in per_command(told):
             d = self._tell(b"".join(fn for fn, _ in chunk))
             d.addCallbacks(lambda _, chunk=chunk: self._answered(chunk), lambda _: None)
 

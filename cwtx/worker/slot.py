@@ -43,10 +43,10 @@ from zope.interface import implementer
 
 from cwtx._errors import FramingError, error_json
 from cwtx._lru import SizedLRU
-from cwtx.wire.names import JobStatus, OutputStream
+from cwtx.wire.names import JobStatus, OutputStream, function_size
 from cwtx.wire.payload import EMPTY, Payload
 from cwtx.wire.resources import environment
-from cwtx.worker.functions import DEFAULT_FUNCTION_CACHE, function_size
+from cwtx.worker.functions import DEFAULT_FUNCTION_CACHE
 from cwtx.worker.output import OutputLimiter
 from cwtx.worker.pipe import (
     HAND_BACK_AFTER,
@@ -321,7 +321,7 @@ class Slot(ProcessProtocol):
         pieces = self._data_messages(task)
         if not self._known.get(task.fn):
             parts.append(task.code)
-            size = function_size(task.env, task.code)
+            size = function_size(task.env, task.code.size)
             dropped = [fn.hex() for fn, _ in self._known.put(task.fn, True, size)]
             if dropped:  # (applied by the child once the tasks before this one start)
                 pieces += encode_message([json.dumps({Header.DROP: dropped}).encode("utf-8")])

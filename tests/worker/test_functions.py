@@ -9,9 +9,9 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from cwtx.wire.names import split_hashes
+from cwtx.wire.names import FUNCTION_OVERHEAD, split_hashes
 from cwtx.wire.payload import Payload
-from cwtx.worker.functions import FUNCTION_OVERHEAD, Functions
+from cwtx.worker.functions import Functions
 
 CODE = Payload.of(b"c" * 744)
 SIZE = len("{}") + CODE.size + FUNCTION_OVERHEAD  # 1,002
