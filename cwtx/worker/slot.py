@@ -213,9 +213,12 @@ class Slot(ProcessProtocol):
         on_output: OutputCallback | None = None,
         on_started: Callable[[Task], None] | None = None,
         on_unstarted: UnstartedCallback | None = None,
+        function_cache: int = DEFAULT_FUNCTION_CACHE,
     ) -> None:
         """``on_free()``: it may take a task (idle, or room ahead);
-        ``on_started(task)``: a task started in the child."""
+        ``on_started(task)``: a task started in the child;
+        ``function_cache``: bytes of functions its child keeps (the least
+        recently used beyond go)."""
         self.index = index
         self._on_output = on_output or (lambda task, stream, text: None)
         self._on_started = on_started or (lambda task: None)
@@ -233,9 +236,8 @@ class Slot(ProcessProtocol):
         self._skips: dict[int, str] = {}  # task id -> why it is being skipped
         self._began_at = 0.0  # when the current task started
         self._last_run: float | None = None  # seconds the last task ran (None: none yet)
-        #: Bytes of functions its child keeps (the least recently used beyond go).
-        self.function_cache = DEFAULT_FUNCTION_CACHE
-        self._known: SizedLRU[bytes, bool] = SizedLRU(self.function_cache)  # what the child has
+        self.function_cache = function_cache
+        self._known: SizedLRU[bytes, bool] = SizedLRU(function_cache)  # what the child has
         self._data: set[bytes] = set()  # put data this child has
         self._forgotten: list[bytes] = []  # put data it is yet to be told to drop
         self._decoder = MessageDecoder()

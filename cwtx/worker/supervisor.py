@@ -191,14 +191,13 @@ class Worker(Service):
                 on_output=self._slot_output,
                 on_started=lambda task, i=i: self._started(task, i),
                 on_unstarted=self._slot_unstarted,
+                function_cache=function_cache,
             )
             for i in range(slots)
         ]
         self.limits = ChildLimits(reactor, limits or Limits(), self.name)
         self.limits.attach(self.slots)
         self.functions = Functions(function_cache, reactor, self._tell_dropped)
-        for slot in self.slots:
-            slot.function_cache = function_cache
         #: Put data (cwtx.Ref) the master sent, by hash, until it frees it.
         self.data: dict[bytes, Payload] = {}
         #: Tasks waiting for a slot, lowest order first (then as they came).
