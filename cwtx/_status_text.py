@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cwtx.wire.resources import describe
-from cwtx.worker.limits import size_text
+from cwtx.wire.resources import describe, size_text
 
 #: Rows of each table shown without ``--all``.
 SHOWN = 20

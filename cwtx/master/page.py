@@ -16,7 +16,7 @@ from twisted.web.template import Tag, flattenString, tags
 
 from cwtx._status_text import duration
 from cwtx.master.charts import Series, chart
-from cwtx.worker.limits import size_text
+from cwtx.wire.resources import size_text
 
 #: Seconds between refreshes (dashboard.js; a <meta> refresh without JavaScript).
 REFRESH = 3

@@ -71,6 +71,16 @@ def describe(amount: float) -> str:
     return f"{amount:g}"
 
 
+def size_text(size: float) -> str:
+    """Bytes as people read them: ``4 GiB``, ``4.3 GiB``, ``200 MiB``."""
+    for unit, name in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if size >= unit:
+            value = size / unit
+            text = f"{value:.1f}".rstrip("0").rstrip(".") if value < 100 else f"{value:.0f}"
+            return f"{text} {name}"
+    return f"{size:.0f} B"
+
+
 def parse_spec(spec: str) -> tuple[dict[str, float], set[str]]:
     """A worker's ``--resources``: ``gpu=2,mem=64G`` or a JSON object.  The
     amounts, and the names that are devices (whole numbers, no unit)."""

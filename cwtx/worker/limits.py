@@ -52,7 +52,7 @@ import txaio
 from cwtx._errors import error_json, parse_error
 from cwtx.wire.names import JobStatus
 from cwtx.wire.payload import EMPTY, Payload
-from cwtx.wire.resources import amount
+from cwtx.wire.resources import amount, size_text
 
 if TYPE_CHECKING:
     from cwtx.worker.slot import Slot, Task
@@ -117,16 +117,6 @@ def parse_size(text: str, option: str, root: str = "/") -> int:
             f"({size_text(MIN_MEMORY)} at least); 0 for none"
         )
     return size
-
-
-def size_text(size: float) -> str:
-    """Bytes as people read them: ``4 GiB``, ``4.3 GiB``, ``200 MiB``."""
-    for unit, name in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if size >= unit:
-            value = size / unit
-            text = f"{value:.1f}".rstrip("0").rstrip(".") if value < 100 else f"{value:.0f}"
-            return f"{text} {name}"
-    return f"{size:.0f} B"
 
 
 def node_memory(root: str = "/") -> int:
