@@ -169,3 +169,23 @@ def test_the_clients_answer_to_a_drop_follows_the_jobs_it_had_queued():
     assert not answer.called and fn not in client._sent_functions
     cluster.flush()
     assert answer.called and cluster.result(d) == 50
+
+
+def test_a_client_that_never_answers_drops_is_closed_past_its_byte_limit():
+    """The master keeps a dropped function until its client answers: one
+    that never does could make it keep them all, so past --max-client-bytes
+    of them it is closed (as protocol.md's limits say)."""
+    from twisted.internet.defer import Deferred
+
+    cluster = MemoryCluster(function_cache=0)
+    cluster.master.max_client_bytes = 4000
+    client = cluster.client()
+    first = cluster.master.clients[0]
+    client._functions_dropped = lambda proto, hashes: Deferred()  # never answers
+    for i in range(40):
+        d = client.submit(closure(i))
+        cluster.flush()
+        if first not in cluster.master.clients:
+            break
+        assert cluster.result(d) == i * 10
+    assert first not in cluster.master.clients and first.dropping_bytes > 4000
